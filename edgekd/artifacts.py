@@ -1,0 +1,213 @@
+"""Run folders, atomic writes and the manifest.
+
+Every file goes to a temporary name in its final folder, is fsynced, then
+renamed over the target, so a killed command never leaves half a file.
+`artifacts/latest` is a symlink swapped the same way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import secrets
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+from edgekd import __version__, defaults
+from edgekd.errors import BadInput, CheckFailed
+
+MANIFEST = "manifest.json"
+
+
+# ---------------------------------------------------------------- atomic writes
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; on success fsync it and rename it over `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        with open(tmp_path, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp_path, path)
+        _fsync_dir(path.parent)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
+def _fsync_dir(folder: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def write_bytes(path: str | Path, data: bytes) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
+def write_json(path: str | Path, obj: Any) -> Path:
+    return write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False, default=_jsonable) + "\n").encode())
+
+
+def _jsonable(o: Any) -> Any:
+    if isinstance(o, Path):
+        return str(o)
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    if hasattr(o, "item"):
+        return o.item()
+    raise TypeError(f"not JSON-serialisable: {type(o).__name__}")
+
+
+def read_json(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise BadInput(f"{path}: file not found")
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise BadInput(f"{path}: not valid JSON ({e})") from None
+
+
+def save_npz(path: str | Path, **arrays: Any) -> Path:
+    import numpy as np
+
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+    return Path(path)
+
+
+def save_torch(path: str | Path, obj: Any) -> Path:
+    import torch
+
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+    return Path(path)
+
+
+def sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def file_entry(path: Path, base: Path) -> dict[str, Any]:
+    return {"path": str(path.relative_to(base)), "sha256": sha256(path), "bytes": path.stat().st_size}
+
+
+# ---------------------------------------------------------------- run folders
+def new_run_id() -> str:
+    # Time first so runs sort; random suffix so two runs started in the same second differ.
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
+
+
+def create_run(run: str | Path | None = None, *, root: Path = defaults.ARTIFACTS) -> Path:
+    """Make a fresh run folder (or reuse an explicit `run` path) and point `latest` at it."""
+    if run is None:
+        path = root / new_run_id()
+        path.mkdir(parents=True, exist_ok=False)
+    else:
+        path = Path(run)
+        path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def set_latest(run_dir: Path, *, root: Path | None = None) -> None:
+    """Point `<root>/latest` at `run_dir`, atomically (symlink swapped by rename)."""
+    root = root or run_dir.parent
+    link = root / "latest"
+    tmp = root / f".latest.{secrets.token_hex(4)}"
+    target = os.path.relpath(run_dir.resolve(), root.resolve())
+    os.symlink(target, tmp)
+    os.replace(tmp, link)
+
+
+def resolve_run(run: str | Path | None, *, root: Path = defaults.ARTIFACTS) -> Path:
+    """The run folder named by `--run`, or the one `artifacts/latest` points at."""
+    if run is not None:
+        path = Path(run)
+        if not path.is_dir():
+            raise BadInput(f"{path}: run folder not found")
+        return path
+    link = root / "latest"
+    if link.is_symlink() or link.is_dir():
+        path = link.resolve()
+    elif link.is_file():
+        path = root / link.read_text().strip()
+    else:
+        raise BadInput(f"{link}: no latest run; run `edgekd distill` first or pass --run DIR")
+    if not path.is_dir():
+        raise BadInput(f"{link}: points at {path}, which does not exist; pass --run DIR")
+    return path
+
+
+# ---------------------------------------------------------------- manifest
+def manifest_path(run_dir: Path, target: str) -> Path:
+    return run_dir / target / MANIFEST
+
+
+def load_manifest(run_dir: Path, target: str) -> dict[str, Any]:
+    return read_json(manifest_path(run_dir, target))
+
+
+def update_manifest(run_dir: Path, target: str, **fields: Any) -> dict[str, Any]:
+    path = manifest_path(run_dir, target)
+    manifest = read_json(path) if path.exists() else {"edgekd_version": __version__, "target": target}
+    manifest.update(fields)
+    write_json(path, manifest)
+    return manifest
+
+
+def _named_files(manifest: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """Every {path, sha256} entry a manifest names, with where it sits."""
+    found = []
+
+    def walk(node: Any, where: str) -> None:
+        if isinstance(node, dict):
+            if "path" in node and "sha256" in node:
+                found.append((where, node))
+            for k, v in node.items():
+                walk(v, f"{where}.{k}" if where else k)
+        elif isinstance(node, list):
+            for i, v in enumerate(node):
+                walk(v, f"{where}[{i}]")
+
+    walk(manifest, "")
+    return found
+
+
+def verify_run(run: str | Path | None = None) -> dict[str, Any]:
+    """Hash every file each manifest of the run names; CheckFailed lists every mismatch."""
+    run_dir = resolve_run(run)
+    manifests = sorted(run_dir.glob(f"*/{MANIFEST}"))
+    if not manifests:
+        raise BadInput(f"{run_dir}: no manifest.json in any target folder; run `edgekd export` first")
+    checked, failures = [], []
+    for m in manifests:
+        for where, entry in _named_files(read_json(m)):
+            f = m.parent / entry["path"]
+            rel = str(f.relative_to(run_dir))
+            if not f.is_file():
+                failures.append(f"{rel} ({where}): missing")
+            elif sha256(f) != entry["sha256"]:
+                failures.append(f"{rel} ({where}): sha256 differs from the manifest")
+            else:
+                checked.append(rel)
+    if failures:
+        raise CheckFailed(f"verify {run_dir}: " + "; ".join(failures))
+    return {"run": str(run_dir), "checked": checked, "passed": True}

@@ -1,0 +1,45 @@
+"""Every default edgekd uses, in one place. CLI options and API keywords read these."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+# data
+DATA = "digits"
+DATA_DIR = Path("data")
+SPLIT_SEED = 0                 # the train/val/test split never changes with --seeds
+SPLIT_FRACTIONS = (0.6, 0.2, 0.2)   # train, val, test (stratified)
+BATCH_SIZE = 64
+NUM_WORKERS = 0                # DataLoader workers for streamed datasets
+
+# models
+TEACHER = "cnn"
+STUDENT = "tiny-cnn"
+
+# distillation
+METHODS = ("soft:0.7", "ce:0.3")  # Hinton KD: w_soft * KL * T^2 + w_ce * CE
+TEMPERATURE = 4.0
+EPOCHS = 30
+TEACHER_EPOCHS = 40
+SEEDS = 3
+LR = 3e-3
+WEIGHT_DECAY = 1e-4
+LABELED_FRACTION = 1.0
+
+# export / parity
+TARGET = "cpu-arm"
+OPSET = 17
+PARITY_MIN_SAMPLES = 256
+GOLDEN_SAMPLES = 128
+INPUT_NAME = "input"
+OUTPUT_NAME = "logits"
+
+# bench
+BENCH_MIN_RUNS = 200
+BENCH_MIN_SECONDS = 1.0
+BENCH_WARMUP = 20
+THROUGHPUT_BATCHES = (1, 8, 32)
+
+# artifacts
+ARTIFACTS = Path("artifacts")
+TARGETS_DIR = Path(__file__).resolve().parent.parent / "targets"

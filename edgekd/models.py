@@ -1,0 +1,270 @@
+"""Teacher and student registries.
+
+Teachers may use any operator. Students are assembled from blocks whose ONNX
+operators the target allows: each choice below declares the ops it exports to,
+the builder picks the first choice the target has, and `check_student_ops`
+exports the finished student and refuses it, naming the module and the op, if
+anything slipped through. Layout follows timm: blocks, then models, then the
+registries and `create_teacher` / `create_student`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import io
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from edgekd import defaults
+from edgekd.errors import BadInput
+
+# ---------------------------------------------------------------- op choices
+# name -> (ONNX ops it exports to, module factory). Order = preference.
+ACTIVATIONS: dict[str, tuple[set[str], Callable[[], nn.Module]]] = {
+    "hardswish": ({"HardSigmoid", "Mul"}, nn.Hardswish),  # how the exporter writes it at opset 17,
+    "relu6": ({"Clip"}, nn.ReLU6),
+    "relu": ({"Relu"}, nn.ReLU),
+}
+POOLS: dict[str, tuple[set[str], Callable[[], nn.Module]]] = {
+    "max": ({"MaxPool"}, lambda: nn.MaxPool2d(2)),
+    "avg": ({"AveragePool"}, lambda: nn.AvgPool2d(2)),
+}
+HEAD_OPS = {"GlobalAveragePool", "Flatten", "Gemm"}
+CONV_OPS = {"Conv"}  # BatchNormalization is folded into Conv at export (eval mode)
+
+
+def _pick(choices: dict, allow: frozenset[str] | None, prefer: tuple[str, ...], what: str) -> str:
+    for name in prefer:
+        ops, _ = choices[name]
+        if allow is None or ops <= allow:
+            return name
+    wanted = ", ".join(f"{n} ({'/'.join(sorted(choices[n][0]))})" for n in prefer)
+    raise BadInput(f"the target allows no {what}; a student needs one of: {wanted}")
+
+
+@dataclass(frozen=True)
+class Ops:
+    """The concrete op choices for one target; `notes` says what was substituted."""
+
+    act: str = "relu"
+    pool: str = "max"
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    @classmethod
+    def for_target(cls, allow: frozenset[str] | None, *, act: str = "hardswish") -> "Ops":
+        prefer = (act, *[a for a in ACTIVATIONS if a != act])
+        chosen = _pick(ACTIVATIONS, allow, prefer, "activation")
+        notes = []
+        if chosen != act:
+            notes.append(f"activation {act} ({'/'.join(ACTIVATIONS[act][0])}) is not on the target; using {chosen}")
+        pool = _pick(POOLS, allow, ("max", "avg"), "2x2 pooling")
+        return cls(act=chosen, pool=pool, notes=tuple(notes))
+
+    def act_module(self) -> nn.Module:
+        return ACTIVATIONS[self.act][1]()
+
+    def pool_module(self) -> nn.Module:
+        return POOLS[self.pool][1]()
+
+
+# ---------------------------------------------------------------- blocks
+class ConvBlock(nn.Sequential):
+    """Conv → BN → act: plain convolution."""
+
+    def __init__(self, cin: int, cout: int, ops: Ops, *, kernel: int = 3, stride: int = 1, groups: int = 1):
+        super().__init__(
+            nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False),
+            nn.BatchNorm2d(cout), ops.act_module(),
+        )
+
+
+class DepthwiseSeparable(nn.Sequential):
+    """Depthwise k×k conv → pointwise 1×1 conv (MobileNet v1)."""
+
+    def __init__(self, cin: int, cout: int, ops: Ops, *, kernel: int = 3, stride: int = 1):
+        super().__init__(
+            ConvBlock(cin, cin, ops, kernel=kernel, stride=stride, groups=cin),
+            ConvBlock(cin, cout, ops, kernel=1),
+        )
+
+
+class InvertedResidual(nn.Module):
+    """1×1 expand → depthwise → 1×1 project, with a residual Add when shapes match (MobileNet v2)."""
+
+    def __init__(self, cin: int, cout: int, ops: Ops, *, kernel: int = 3, stride: int = 1, expand: int = 4):
+        super().__init__()
+        mid = cin * expand
+        self.body = nn.Sequential(
+            ConvBlock(cin, mid, ops, kernel=1),
+            ConvBlock(mid, mid, ops, kernel=kernel, stride=stride, groups=mid),
+            nn.Conv2d(mid, cout, 1, bias=False), nn.BatchNorm2d(cout),
+        )
+        self.residual = stride == 1 and cin == cout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.body(x)
+        return x + y if self.residual else y
+
+
+BLOCKS: dict[str, tuple[set[str], type[nn.Module]]] = {
+    "conv": (CONV_OPS, ConvBlock),
+    "dw": (CONV_OPS, DepthwiseSeparable),
+    "ir": (CONV_OPS | {"Add"}, InvertedResidual),
+}
+
+
+# ---------------------------------------------------------------- models
+class Classifier(nn.Module):
+    """features → global pool → flatten → linear. `features` and `pool` are the hook points."""
+
+    def __init__(self, features: nn.Module, width: int, num_classes: int, dropout: float = 0.0):
+        super().__init__()
+        self.features = features
+        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.dropout = nn.Dropout(dropout) if dropout else nn.Identity()
+        self.head = nn.Linear(width, num_classes)
+        self.feature_dim = width
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.dropout(self.pool(self.features(x))))
+
+
+def conv_teacher(*, in_channels: int, num_classes: int, width: int = 64) -> Classifier:
+    """A VGG-style CNN: 5 conv layers, two 2×2 pools. ~1M params at width 64."""
+    ops = Ops(act="relu", pool="max")
+    w = width
+    features = nn.Sequential(
+        ConvBlock(in_channels, w, ops), ConvBlock(w, w, ops), nn.MaxPool2d(2),
+        ConvBlock(w, 2 * w, ops), ConvBlock(2 * w, 2 * w, ops), nn.MaxPool2d(2),
+        ConvBlock(2 * w, 4 * w, ops),
+    )
+    return Classifier(features, 4 * w, num_classes, dropout=0.2)
+
+
+def _resnet18(*, in_channels: int, num_classes: int) -> nn.Module:
+    from torchvision.models import resnet18
+
+    m = resnet18(weights=None, num_classes=num_classes)
+    # Small inputs (8×8..32×32): a 3×3 stride-1 stem and no max-pool keep spatial detail.
+    m.conv1 = nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False)
+    m.maxpool = nn.Identity()
+    return m
+
+
+def _mobilenet_v3_small(*, in_channels: int, num_classes: int) -> nn.Module:
+    from torchvision.models import mobilenet_v3_small
+
+    m = mobilenet_v3_small(weights=None, num_classes=num_classes)
+    old = m.features[0][0]
+    m.features[0][0] = nn.Conv2d(in_channels, old.out_channels, 3, 1, 1, bias=False)
+    return m
+
+
+def student_net(*, in_channels: int, num_classes: int, target_ops: frozenset[str] | None = None,
+                widths: tuple[int, ...] = (8, 16), block: str = "conv", kernel: int = 3,
+                depth: int = 1, width_mult: float = 1.0, act: str = "relu") -> Classifier:
+    """A student from `block`s: stage i has `depth` blocks of widths[i]·width_mult channels,
+    with a 2×2 pool between stages. Every op comes from what `target_ops` allows."""
+    if block not in BLOCKS:
+        raise BadInput(f"unknown block '{block}'; valid: {', '.join(BLOCKS)}")
+    need = BLOCKS[block][0] | HEAD_OPS
+    if target_ops is not None and not need <= target_ops:
+        missing = ", ".join(sorted(need - target_ops))
+        raise BadInput(f"block '{block}' needs ops the target lacks: {missing}")
+    ops = Ops.for_target(target_ops, act=act)
+    chans = [max(4, int(round(w * width_mult))) for w in widths]
+    layers: list[nn.Module] = [ConvBlock(in_channels, chans[0], ops, kernel=kernel)]
+    cin = chans[0]
+    for i, c in enumerate(chans):
+        if i > 0:
+            layers.append(ops.pool_module())
+        for _ in range(depth):
+            layers.append(BLOCKS[block][1](cin, c, ops, kernel=kernel))
+            cin = c
+    model = Classifier(nn.Sequential(*layers), cin, num_classes)
+    model.ops_notes = list(ops.notes)  # type: ignore[attr-defined]
+    return model
+
+
+# ---------------------------------------------------------------- registries
+TEACHERS: dict[str, Callable[..., nn.Module]] = {
+    "cnn": conv_teacher,
+    "cnn-small": lambda **kw: conv_teacher(width=16, **kw),
+    "resnet18": _resnet18,
+    "mobilenet_v3_small": _mobilenet_v3_small,
+}
+
+# name -> keyword arguments of `student_net`
+STUDENTS: dict[str, dict[str, Any]] = {
+    "tiny-cnn": dict(widths=(8, 16), block="conv"),
+    "small-cnn": dict(widths=(16, 32), block="conv"),
+    "dsconv": dict(widths=(16, 32), block="dw"),
+    "mbv2-tiny": dict(widths=(8, 16), block="ir", act="hardswish"),
+}
+
+
+def _unknown(kind: str, name: str, valid: list[str]) -> BadInput:
+    near = difflib.get_close_matches(name, valid, n=1)
+    hint = f" (did you mean '{near[0]}'?)" if near else ""
+    return BadInput(f"unknown {kind} '{name}'{hint}; valid: {', '.join(valid)}")
+
+
+def create_teacher(name: str = defaults.TEACHER, *, in_channels: int, num_classes: int) -> nn.Module:
+    if name not in TEACHERS:
+        raise _unknown("teacher", name, list(TEACHERS) + ["a .pt path"])
+    return TEACHERS[name](in_channels=in_channels, num_classes=num_classes)
+
+
+def create_student(name: str = defaults.STUDENT, *, in_channels: int, num_classes: int,
+                   target_ops: frozenset[str] | None = None, **overrides: Any) -> Classifier:
+    if name not in STUDENTS:
+        raise _unknown("student", name, list(STUDENTS))
+    return student_net(in_channels=in_channels, num_classes=num_classes, target_ops=target_ops,
+                       **{**STUDENTS[name], **overrides})
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+# ---------------------------------------------------------------- op check before training
+def onnx_proto(model: nn.Module, input_shape: tuple[int, ...], *, opset: int = defaults.OPSET):
+    """Export `model` (eval mode) to an in-memory ONNX ModelProto with a dynamic batch axis."""
+    import onnx
+
+    buf = io.BytesIO()
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            torch.onnx.export(
+                model, (torch.zeros(1, *input_shape),), buf, dynamo=False, opset_version=opset,
+                input_names=[defaults.INPUT_NAME], output_names=[defaults.OUTPUT_NAME],
+                dynamic_axes={defaults.INPUT_NAME: {0: "batch"}, defaults.OUTPUT_NAME: {0: "batch"}},
+            )
+    finally:
+        model.train(was_training)
+    return onnx.load_from_string(buf.getvalue())
+
+
+def node_module(node_name: str) -> str:
+    """'/features/features.0/features.0.2/Relu' → 'features.0.2' (the TorchScript exporter's scopes)."""
+    parts = [p for p in node_name.split("/") if p]
+    return parts[-2] if len(parts) >= 2 else "<model>"
+
+
+def check_student_ops(model: nn.Module, *, input_shape: tuple[int, ...], target) -> list[str]:
+    """Export the student and audit it as the target's runtime will see it, before any
+    training is paid for. Refuses it (BadInput) naming each module and op the target lacks;
+    returns the ops it uses."""
+    from edgekd.audit import audit_model
+
+    report = audit_model(onnx_proto(model, input_shape, opset=target.opset), target)
+    if not report.passed:
+        bad = [f"module '{node_module(n)}' needs {u.op} ({u.reason})" for u in report.unsupported for n in u.nodes]
+        more = f" (+{len(bad) - 5} more)" if len(bad) > 5 else ""
+        raise BadInput(f"student refused for target {target.name}: {'; '.join(bad[:5])}{more}")
+    return report.used

@@ -1,0 +1,286 @@
+"""Target profiles: load, validate and list `targets/*.toml`.
+
+A profile is data. The schema below is the single description of what a
+profile may hold; the loader walks it and refuses anything else with a
+one-line error naming the file and the key (exit 2).
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgekd import defaults
+from edgekd.errors import BadInput
+
+# The opset range both torch's exporter and onnxruntime handle.
+OPSET_RANGE = (11, 21)
+PRECISIONS = ("fp32", "fp16", "int8")
+GRAPH_OPT_LEVELS = ("disable", "basic", "extended", "all")
+ARCHES = ("aarch64", "x86_64", "armv7", "riscv64")
+
+
+@dataclass(frozen=True)
+class Provider:
+    name: str
+    options: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Budget:
+    latency_p90_ms: float | None = None
+    peak_memory_mb: float | None = None
+    model_size_mb: float | None = None
+
+
+@dataclass(frozen=True)
+class Parity:
+    atol: float
+    rtol: float
+    min_top1_agreement: float
+    int8_min_top1_agreement: float | None = None
+
+
+@dataclass(frozen=True)
+class TargetProfile:
+    name: str
+    arch: str
+    opset: int
+    providers: tuple[Provider, ...]
+    intra_op_threads: int
+    inter_op_threads: int
+    graph_optimization: str
+    ops_allow: frozenset[str]
+    precisions: tuple[str, ...]
+    parity: Parity
+    budget: Budget | None = None
+    description: str = ""
+    ops_caveats: dict[str, str] = field(default_factory=dict)
+    path: Path | None = None
+
+    def allows(self, op: str) -> bool:
+        return op in self.ops_allow
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "description": self.description, "arch": self.arch,
+            "opset": self.opset, "path": str(self.path) if self.path else None,
+            "runtime": {
+                "providers": [{"name": p.name, "options": dict(p.options)} for p in self.providers],
+                "intra_op_threads": self.intra_op_threads,
+                "inter_op_threads": self.inter_op_threads,
+                "graph_optimization": self.graph_optimization,
+            },
+            "ops": {"allow": sorted(self.ops_allow), "caveats": dict(self.ops_caveats)},
+            "precision": {"allowed": list(self.precisions)},
+            "budget": None if self.budget is None else vars(self.budget),
+            "parity": vars(self.parity),
+        }
+
+
+# ---------------------------------------------------------------- schema
+# key -> (type, required). Nested tables are dicts of the same shape.
+_NUM = (int, float)
+SCHEMA: dict[str, Any] = {
+    "name": (str, True),
+    "description": (str, False),
+    "arch": (str, True),
+    "opset": (int, True),
+    "runtime": ({
+        "providers": (list, True),
+        "intra_op_threads": (int, True),
+        "inter_op_threads": (int, True),
+        "graph_optimization": (str, True),
+    }, True),
+    "ops": ({
+        "allow": (list, True),
+        "caveats": (dict, False),
+        "source": (str, False),
+    }, True),
+    "precision": ({"allowed": (list, True)}, True),
+    "budget": ({
+        "latency_p90_ms": (_NUM, False),
+        "peak_memory_mb": (_NUM, False),
+        "model_size_mb": (_NUM, False),
+    }, False),
+    "parity": ({
+        "atol": (_NUM, True),
+        "rtol": (_NUM, True),
+        "min_top1_agreement": (_NUM, True),
+        "int8_min_top1_agreement": (_NUM, False),
+    }, True),
+}
+PROVIDER_KEYS = {"name": str, "options": dict}
+
+
+def _fail(path: Path, key: str, msg: str) -> BadInput:
+    return BadInput(f"{path}: key '{key}': {msg}")
+
+
+def _type_name(t: Any) -> str:
+    if t is _NUM:
+        return "number"
+    return {str: "string", int: "integer", list: "array", dict: "table"}.get(t, str(t))
+
+
+def _check_table(path: Path, data: dict, schema: dict, prefix: str = "") -> None:
+    for key in data:
+        if key not in schema:
+            near = difflib.get_close_matches(key, list(schema), n=1)
+            hint = f" (did you mean '{near[0]}'?)" if near else ""
+            raise _fail(path, prefix + key, f"unknown key{hint}; valid keys: {', '.join(schema)}")
+    for key, (typ, required) in schema.items():
+        full = prefix + key
+        if key not in data:
+            if required:
+                raise _fail(path, full, "missing (required)")
+            continue
+        value = data[key]
+        if isinstance(typ, dict):
+            if not isinstance(value, dict):
+                raise _fail(path, full, f"must be a table, got {type(value).__name__}")
+            _check_table(path, value, typ, full + ".")
+        elif isinstance(value, bool) or not isinstance(value, typ):
+            raise _fail(path, full, f"must be a {_type_name(typ)}, got {value!r}")
+
+
+def _available_provider_names() -> list[str]:
+    import onnxruntime as ort  # lazy: only validating providers needs it
+
+    return list(ort.get_all_providers())
+
+
+def _check_providers(path: Path, raw: list) -> tuple[Provider, ...]:
+    if not raw:
+        raise _fail(path, "runtime.providers", "must name at least one execution provider")
+    known = _available_provider_names()
+    out = []
+    for i, item in enumerate(raw):
+        key = f"runtime.providers[{i}]"
+        if not isinstance(item, dict):
+            raise _fail(path, key, "must be a table like { name = \"CPUExecutionProvider\" }")
+        for k in item:
+            if k not in PROVIDER_KEYS:
+                raise _fail(path, f"{key}.{k}", "unknown key; valid keys: name, options")
+        name = item.get("name")
+        if not isinstance(name, str):
+            raise _fail(path, f"{key}.name", "missing or not a string")
+        if name not in known:
+            near = difflib.get_close_matches(name, known, n=1)
+            hint = f" (did you mean '{near[0]}'?)" if near else ""
+            raise _fail(path, f"{key}.name", f"unknown execution provider '{name}'{hint}")
+        options = item.get("options", {})
+        if not isinstance(options, dict):
+            raise _fail(path, f"{key}.options", "must be a table of strings")
+        for ok, ov in options.items():
+            if isinstance(ov, bool) or not isinstance(ov, (str, int, float)):
+                raise _fail(path, f"{key}.options.{ok}", f"must be a string or number, got {ov!r}")
+        out.append(Provider(name=name, options={k: str(v) for k, v in options.items()}))
+    return tuple(out)
+
+
+def _check_range(path: Path, key: str, value: float, lo: float, hi: float | None) -> None:
+    if value < lo or (hi is not None and value > hi):
+        valid = f"{lo}..{hi}" if hi is not None else f">= {lo}"
+        raise _fail(path, key, f"{value!r} is out of range; valid: {valid}")
+
+
+def _check_choice(path: Path, key: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise _fail(path, key, f"'{value}' is not valid; valid: {', '.join(choices)}")
+
+
+def _check_str_list(path: Path, key: str, value: list) -> list[str]:
+    for i, item in enumerate(value):
+        if not isinstance(item, str) or not item:
+            raise _fail(path, f"{key}[{i}]", f"must be a non-empty string, got {item!r}")
+    return list(value)
+
+
+def _build(path: Path, data: dict) -> TargetProfile:
+    _check_table(path, data, SCHEMA)
+    _check_choice(path, "arch", data["arch"], ARCHES)
+    _check_range(path, "opset", data["opset"], *OPSET_RANGE)
+    rt = data["runtime"]
+    providers = _check_providers(path, rt["providers"])
+    _check_range(path, "runtime.intra_op_threads", rt["intra_op_threads"], 0, 1024)
+    _check_range(path, "runtime.inter_op_threads", rt["inter_op_threads"], 0, 1024)
+    _check_choice(path, "runtime.graph_optimization", rt["graph_optimization"], GRAPH_OPT_LEVELS)
+    allow = _check_str_list(path, "ops.allow", data["ops"]["allow"])
+    if not allow:
+        raise _fail(path, "ops.allow", "must list at least one operator")
+    caveats = data["ops"].get("caveats", {})
+    for op, text in caveats.items():
+        if not isinstance(text, str):
+            raise _fail(path, f"ops.caveats.{op}", f"must be a string, got {text!r}")
+    precisions = _check_str_list(path, "precision.allowed", data["precision"]["allowed"])
+    if not precisions:
+        raise _fail(path, "precision.allowed", f"must list at least one of {', '.join(PRECISIONS)}")
+    for i, p in enumerate(precisions):
+        _check_choice(path, f"precision.allowed[{i}]", p, PRECISIONS)
+    par = data["parity"]
+    _check_range(path, "parity.atol", par["atol"], 0, None)
+    _check_range(path, "parity.rtol", par["rtol"], 0, None)
+    for key in ("min_top1_agreement", "int8_min_top1_agreement"):
+        if key in par:
+            _check_range(path, f"parity.{key}", par[key], 0, 1)
+    if "int8" in precisions and "int8_min_top1_agreement" not in par:
+        raise _fail(path, "parity.int8_min_top1_agreement", "missing (required when precision.allowed has int8)")
+    budget = None
+    if "budget" in data:
+        for key, value in data["budget"].items():
+            _check_range(path, f"budget.{key}", value, 0, None)
+            if value == 0:
+                raise _fail(path, f"budget.{key}", "must be > 0 (omit the key for no budget)")
+        budget = Budget(**{k: float(v) for k, v in data["budget"].items()})
+    return TargetProfile(
+        name=data["name"], description=data.get("description", ""), arch=data["arch"],
+        opset=data["opset"], providers=providers,
+        intra_op_threads=rt["intra_op_threads"], inter_op_threads=rt["inter_op_threads"],
+        graph_optimization=rt["graph_optimization"], ops_allow=frozenset(allow),
+        ops_caveats=dict(caveats), precisions=tuple(precisions),
+        parity=Parity(**{k: float(v) for k, v in par.items()}), budget=budget, path=path,
+    )
+
+
+# ---------------------------------------------------------------- public API
+def targets_dir() -> Path:
+    return Path(os.environ.get("EDGEKD_TARGETS", defaults.TARGETS_DIR))
+
+
+def list_targets() -> list[str]:
+    return sorted(p.stem for p in targets_dir().glob("*.toml"))
+
+
+def resolve_target_path(name_or_path: str | Path) -> Path:
+    s = str(name_or_path)
+    if s.endswith(".toml") or os.sep in s:
+        path = Path(s)
+        if not path.is_file():
+            raise BadInput(f"{path}: target profile not found")
+        return path
+    path = targets_dir() / f"{s}.toml"
+    if not path.is_file():
+        names = list_targets()
+        near = difflib.get_close_matches(s, names, n=1)
+        hint = f" (did you mean '{near[0]}'?)" if near else ""
+        raise BadInput(f"unknown target '{s}'{hint}; valid: {', '.join(names)} or a path to a .toml file")
+    return path
+
+
+def load_target(name_or_path: str | Path | TargetProfile) -> TargetProfile:
+    """Load and validate a profile by name (``targets/NAME.toml``) or by path."""
+    if isinstance(name_or_path, TargetProfile):
+        return name_or_path
+    path = resolve_target_path(name_or_path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise BadInput(f"{path}: not UTF-8 text; a profile is a TOML file") from None
+    except tomllib.TOMLDecodeError as e:
+        raise BadInput(f"{path}: malformed TOML: {e}") from None
+    return _build(path, data)

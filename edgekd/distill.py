@@ -197,7 +197,7 @@ def fit(ph: Phase, *, ckpt: Path | None = None, resume: bool = False, progress: 
         ph.history, start = list(state["history"]), int(state["epoch"])
     if ph.teacher is not None:
         ph.teacher.eval()
-    bar = tqdm(range(start, ph.epochs), desc=ph.name, unit="epoch", disable=not progress, leave=False,
+    bar = tqdm(range(start, ph.epochs), desc=ph.name, unit="epoch", disable=None if progress else True, leave=False,
                initial=start, total=ph.epochs)
     for epoch in bar:
         ph.model.train()

@@ -1,0 +1,198 @@
+"""The `edgekd` command: each command parses its options, calls one library function, prints.
+
+torch is imported only inside commands, so `edgekd --help` answers at once.
+Errors: BadInput → one line, exit 2; CheckFailed → the failing numbers, exit 1.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from edgekd import defaults
+from edgekd.errors import EdgekdError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Distil a large classifier into a small student that provably runs on one edge target.")
+runner_app = typer.Typer(no_args_is_help=True, help="Prepare bench runners.")
+app.add_typer(runner_app, name="runner")
+
+
+def _print(table, obj, as_json: bool) -> None:
+    from edgekd.report import console
+
+    if as_json:
+        sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
+    else:
+        console.print(table)
+
+
+JSON_OPT = typer.Option(False, "--json", help="Print the result as JSON instead of a table.")
+
+
+@app.command()
+def distill(
+    data: str = typer.Option(defaults.DATA, help="digits | mnist | fashion-mnist | cifar10 | imagefolder:DIR"),
+    data_dir: Path = typer.Option(defaults.DATA_DIR, help="Folder holding torchvision datasets."),
+    download: bool = typer.Option(False, help="Let torchvision download the dataset into --data-dir."),
+    teacher: str = typer.Option(defaults.TEACHER, help="Teacher name from the registry, or a teacher .pt path."),
+    student: str = typer.Option(defaults.STUDENT, help="Student name from the registry."),
+    target: str = typer.Option(defaults.TARGET, help="Target profile name or .toml path; the student uses only its ops."),
+    method: Optional[List[str]] = typer.Option(None, help="Loss NAME[:WEIGHT], repeatable. Default: soft:0.7 ce:0.3."),
+    temperature: float = typer.Option(defaults.TEMPERATURE, help="Softmax temperature T for soft labels."),
+    epochs: int = typer.Option(defaults.EPOCHS, help="Student epochs (the control gets the same)."),
+    teacher_epochs: int = typer.Option(defaults.TEACHER_EPOCHS, help="Epochs when training the teacher."),
+    seeds: int = typer.Option(defaults.SEEDS, help="Seeds for mean ± std."),
+    lr: float = typer.Option(defaults.LR, help="Learning rate (AdamW, cosine schedule)."),
+    batch_size: int = typer.Option(defaults.BATCH_SIZE, help="Batch size."),
+    labeled_fraction: float = typer.Option(defaults.LABELED_FRACTION,
+                                           help="Keep labels for this share of the train set; the rest only the teacher labels."),
+    run: Optional[Path] = typer.Option(None, help="Run folder (default: a new artifacts/<run-id>)."),
+    resume: bool = typer.Option(False, help="Continue from the run's last epoch checkpoints (needs --run)."),
+    progress: bool = typer.Option(True, help="Show progress bars."),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Train or load the teacher, then the student alone and distilled, over --seeds seeds."""
+    from edgekd.distill import DistillConfig, distill as run_distill
+    from edgekd.errors import BadInput
+    from edgekd.report import distill_table
+
+    if resume and run is None:
+        raise BadInput("--resume needs --run DIR (the run folder to continue)")
+    cfg = DistillConfig(data=data, data_dir=data_dir, download=download, teacher=teacher, student=student,
+                        target=target, methods=tuple(method or defaults.METHODS), temperature=temperature,
+                        epochs=epochs, teacher_epochs=teacher_epochs, seeds=seeds, lr=lr, batch_size=batch_size,
+                        labeled_fraction=labeled_fraction, run=run, resume=resume, progress=progress and not as_json)
+    summary = run_distill(cfg)
+    _print(distill_table(summary), summary, as_json)
+
+
+@app.command()
+def export(
+    target: str = typer.Option(..., help="Target profile name or .toml path."),
+    run: Optional[Path] = typer.Option(None, help="Run folder (default: artifacts/latest)."),
+    quantize: Optional[str] = typer.Option(None, help="Also make a static int8 QDQ variant: int8."),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Export the student to ONNX, audit its ops, check parity, write golden vectors and the manifest."""
+    from edgekd.export import export_run
+    from edgekd.report import export_table
+
+    manifest = export_run(target=target, run=run, quantize=quantize)
+    _print(export_table(manifest), manifest, as_json)
+
+
+@app.command()
+def bench(
+    target: Optional[str] = typer.Option(None, help="Target profile (default: the run's only exported target)."),
+    run: Optional[Path] = typer.Option(None, help="Run folder (default: artifacts/latest)."),
+    runner: str = typer.Option("local", help="local | qemu | ssh://USER@HOST[:PORT]"),
+    min_seconds: float = typer.Option(defaults.BENCH_MIN_SECONDS, help="Time each model for at least this long."),
+    compare: bool = typer.Option(True, help="Also time the teacher (ONNX) and the eager student."),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Time the exported model through the profile's execution providers and check the budgets."""
+    from edgekd.bench import bench_run
+    from edgekd.report import bench_table, err_console
+
+    result = bench_run(target=target, run=run, runner=runner, compare=compare, min_seconds=min_seconds)
+    for note in result["notes"]:
+        err_console.print(f"[yellow]note:[/yellow] {note}")
+    _print(bench_table(result), result, as_json)
+
+
+@app.command()
+def audit(
+    model: Path = typer.Argument(..., help="Any ONNX model."),
+    target: str = typer.Option(..., help="Target profile name or .toml path."),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """List every operator of MODEL the target does not support, with node names (exit 1 if any)."""
+    from edgekd.audit import audit_file
+    from edgekd.errors import CheckFailed
+    from edgekd.report import audit_table
+
+    report = audit_file(model, target)
+    _print(audit_table(report), report.to_dict(), as_json)
+    if not report.passed:
+        raise CheckFailed(f"audit {model} against {report.target}: " + "; ".join(report.format_lines()))
+
+
+@app.command()
+def targets(
+    name: Optional[str] = typer.Argument(None, help="Show this profile in full."),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """List the target profiles, or show one."""
+    from edgekd.report import console, targets_table
+    from edgekd.targets import list_targets, load_target
+
+    if name is None:
+        profiles = [load_target(n) for n in list_targets()]
+        _print(targets_table(profiles), [p.to_dict() for p in profiles], as_json)
+        return
+    prof = load_target(name)
+    if as_json:
+        _print(None, prof.to_dict(), True)
+    else:
+        console.print_json(json.dumps(prof.to_dict(), default=str))
+
+
+@app.command()
+def verify(run: Optional[Path] = typer.Argument(None, help="Run folder (default: artifacts/latest)."),
+           as_json: bool = JSON_OPT) -> None:
+    """Hash every file the run's manifests name; exit 1 if any is missing or differs."""
+    from edgekd.artifacts import verify_run
+    from edgekd.report import console
+
+    result = verify_run(run)
+    if as_json:
+        _print(None, result, True)
+    else:
+        console.print(f"verified {len(result['checked'])} files in {result['run']}: all match their manifests")
+
+
+@runner_app.command("setup")
+def runner_setup(kind: str = typer.Argument(..., help="qemu")) -> None:
+    """Prepare a runner: `qemu` builds an aarch64 ONNX Runtime root under qemu-user in a user cache."""
+    from edgekd.errors import BadInput
+    from edgekd.runners import setup_qemu
+
+    if kind != "qemu":
+        raise BadInput(f"unknown runner to set up '{kind}'; valid: qemu")
+    path = setup_qemu(progress=lambda m: typer.echo(m, err=True))
+    typer.echo(f"qemu runner ready: {path}")
+
+
+def main() -> None:
+    """Entry point: one line and the right exit code for edgekd's own errors, never a traceback."""
+    try:
+        app(standalone_mode=False)
+    except EdgekdError as e:
+        # A BadInput raised in a DataLoader worker comes back with the worker's traceback
+        # in its message; the line that matters is the last one.
+        msg = [m.split("BadInput: ", 1)[-1] for m in str(e).strip().splitlines()]
+        head = "error" if e.exit_code == 2 else "check failed"
+        typer.echo(f"edgekd: {head}: {msg[-1] if msg else type(e).__name__}" if e.exit_code == 2
+                   else f"edgekd: {head}: {' '.join(msg)}", err=True)
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        typer.echo("edgekd: interrupted; the last epoch checkpoint is kept (continue with --resume)", err=True)
+        sys.exit(130)
+    except Exception as e:  # click's own usage errors
+        import click
+
+        if isinstance(e, click.exceptions.ClickException):
+            e.show()
+            sys.exit(e.exit_code)
+        if isinstance(e, click.exceptions.Abort):
+            sys.exit(1)
+        raise
+
+
+if __name__ == "__main__":
+    main()

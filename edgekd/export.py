@@ -1,0 +1,176 @@
+"""torch → ONNX for one target: export, full checker, op audit, parity, golden vectors, manifest.
+
+`export_run` is the stage. Every check runs and is recorded before anything is
+raised, so a failed run still leaves a complete manifest saying `deployable: false`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekd import __version__, artifacts, defaults
+from edgekd.errors import BadInput, CheckFailed
+from edgekd.targets import TargetProfile, load_target
+
+MOBILE_PROVIDERS = {"NnapiExecutionProvider", "CoreMLExecutionProvider", "QNNExecutionProvider",
+                    "XnnpackExecutionProvider"}
+
+
+def export_onnx(model, path: Path, *, input_shape: tuple[int, ...], opset: int) -> Path:
+    """Write `model` to `path` (atomically) with a dynamic batch axis, then run onnx's full check."""
+    import onnx
+    import torch
+
+    model.eval()
+    with artifacts.atomic_path(path) as tmp, torch.no_grad():
+        torch.onnx.export(
+            model, (torch.zeros(1, *input_shape),), str(tmp), dynamo=False, opset_version=opset,
+            input_names=[defaults.INPUT_NAME], output_names=[defaults.OUTPUT_NAME],
+            dynamic_axes={defaults.INPUT_NAME: {0: "batch"}, defaults.OUTPUT_NAME: {0: "batch"}},
+        )
+        onnx.checker.check_model(str(tmp), full_check=True)
+    return path
+
+
+def io_spec(path: Path) -> tuple[list[dict], list[dict]]:
+    import onnx
+
+    g = onnx.load(str(path), load_external_data=False).graph
+
+    def spec(v) -> dict:
+        dims = [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]
+        return {"name": v.name, "shape": dims,
+                "dtype": onnx.helper.tensor_dtype_to_np_dtype(v.type.tensor_type.elem_type).name}
+
+    inits = {i.name for i in g.initializer}
+    return [spec(v) for v in g.input if v.name not in inits], [spec(v) for v in g.output]
+
+
+def _test_arrays(run_dir: Path) -> tuple[Any, np.ndarray, np.ndarray]:
+    """Reload the run's data (same split) and return the bundle with the test split as arrays."""
+    from edgekd.data import load_data, to_arrays
+
+    cfg = artifacts.read_json(run_dir / "config.json")
+    bundle = load_data(cfg["data"], data_dir=cfg.get("data_dir", defaults.DATA_DIR))
+    x, y = to_arrays(bundle.test)
+    return bundle, x, y
+
+
+def torch_outputs(model, x: np.ndarray) -> np.ndarray:
+    import torch
+
+    with torch.no_grad():
+        return np.concatenate([model(torch.from_numpy(x[i:i + 256])).numpy() for i in range(0, len(x), 256)])
+
+
+def _parity(model_path: Path, ref: np.ndarray, x: np.ndarray, y: np.ndarray, *, atol: float, rtol: float,
+            min_top1: float, name: str):
+    from edgekd.parity import compare, ort_run, ort_session
+
+    out = ort_run(ort_session(model_path), x)
+    report = compare(ref, out, atol=atol, rtol=rtol, min_top1_agreement=min_top1, name=name)
+    return report, float((out.argmax(1) == y).mean())
+
+
+def _int8_variant(out_dir: Path, model_path: Path, bundle, ref, x, y, target: TargetProfile) -> tuple[dict, list[str]]:
+    from edgekd.data import to_arrays
+    from edgekd.quantize import quantize_int8
+
+    calib, _ = to_arrays(bundle.train, limit=256)  # calibrated on training samples, never test
+    q_path = quantize_int8(model=model_path, out=out_dir / "model.int8.onnx", calibration=calib,
+                           per_channel=True, input_name=defaults.INPUT_NAME)
+    p = target.parity
+    report, acc = _parity(q_path, ref, x, y, atol=float("inf"), rtol=0.0,
+                          min_top1=p.int8_min_top1_agreement or 0.99, name="int8 logits")
+    entry = {**artifacts.file_entry(q_path, out_dir), "parity": report.to_dict(), "accuracy": acc}
+    return entry, report.failures
+
+
+def _mobile_files(out_dir: Path, model_path: Path, target: TargetProfile) -> dict[str, Any]:
+    from edgekd.mobile import convert_to_ort, optimization_style_for
+
+    res = convert_to_ort(model=model_path, out_dir=out_dir,
+                         optimization_style=optimization_style_for([p.name for p in target.providers]))
+    return {"ort": artifacts.file_entry(Path(res["ort"]), out_dir),
+            "required_operators": artifacts.file_entry(Path(res["required_operators"]), out_dir)}
+
+
+def is_mobile(target: TargetProfile) -> bool:
+    return target.providers[0].name in MOBILE_PROVIDERS - {"XnnpackExecutionProvider"}
+
+
+def export_run(*, target: str | Path | TargetProfile = defaults.TARGET, run: str | Path | None = None,
+               quantize: str | None = None) -> dict[str, Any]:
+    """Export the run's student for `target`; raise CheckFailed (after writing the manifest) on any failed check."""
+    from edgekd.audit import audit_model
+    from edgekd.distill import load_student
+    from edgekd.models import count_params
+
+    if quantize not in (None, "int8"):
+        raise BadInput(f"--quantize '{quantize}': valid: int8")
+    target = load_target(target)
+    if quantize == "int8" and "int8" not in target.precisions:
+        raise BadInput(f"--quantize int8: target {target.name} allows only {', '.join(target.precisions)} "
+                       f"(precision.allowed in {target.path})")
+    run_dir = artifacts.resolve_run(run)
+    student, state = load_student(run_dir)
+    bundle, x, y = _test_arrays(run_dir)
+    if tuple(x.shape[1:]) != tuple(bundle.input_shape) or state["in_channels"] != bundle.input_shape[0]:
+        raise BadInput(f"{run_dir / 'student.pt'}: student takes {state['in_channels']} channels, "
+                       f"data gives {list(x.shape[1:])}")
+    out_dir = run_dir / target.name
+    model_path = export_onnx(student, out_dir / "model.onnx", input_shape=bundle.input_shape, opset=target.opset)
+    audit = audit_model(model_path, target)
+    ref = torch_outputs(student, x)
+    p = target.parity
+    parity, onnx_acc = _parity(model_path, ref, x, y, atol=p.atol, rtol=p.rtol,
+                               min_top1=p.min_top1_agreement, name="logits")
+    failures = [f"audit: {line}" for line in audit.format_lines()] + [f"parity: {f}" for f in parity.failures]
+    int8_failures: list[str] = []
+    n_golden = min(defaults.GOLDEN_SAMPLES, len(x))
+    golden = artifacts.save_npz(out_dir / "golden.npz", inputs=x[:n_golden].astype(np.float32),
+                                outputs=ref[:n_golden].astype(np.float32), labels=y[:n_golden])
+    manifest = _manifest(run_dir, out_dir, target, model_path, golden, student, bundle, audit, parity,
+                         onnx_acc, count_params(student), y, ref)
+    if quantize == "int8":
+        manifest["variants"] = {}
+        manifest["variants"]["int8"], q_fail = _int8_variant(out_dir, model_path, bundle, ref, x, y, target)
+        int8_failures = [f"int8 parity: {f}" for f in q_fail]
+    if is_mobile(target):
+        manifest["mobile"] = _mobile_files(out_dir, model_path, target)
+    # An int8 variant that misses its tolerances is a failed check (exit 1), but the fp32
+    # model is still deployable and stays the recommendation.
+    manifest["checks"] = {"passed": not failures, "failures": failures + int8_failures}
+    manifest["deployable"] = not failures
+    artifacts.write_json(artifacts.manifest_path(run_dir, target.name), manifest)
+    if failures or int8_failures:
+        raise CheckFailed(f"export {target.name}: " + "; ".join(failures + int8_failures))
+    return manifest
+
+
+def _manifest(run_dir, out_dir, target, model_path, golden, student, bundle, audit, parity, onnx_acc,
+              params, y, ref) -> dict[str, Any]:
+    inputs, outputs = io_spec(model_path)
+    distilled = artifacts.read_json(run_dir / "distill.json")
+    chosen = next(r for r in distilled["per_seed"] if r["seed"] == distilled["student"]["chosen_seed"])
+    return {
+        "edgekd_version": __version__,
+        "target": target.name,
+        "target_profile": target.to_dict(),
+        "model": {**artifacts.file_entry(model_path, out_dir), "opset": target.opset, "params": params,
+                  "inputs": inputs, "outputs": outputs,
+                  "preprocessing": {"scale": bundle.scale, "mean": bundle.mean, "std": bundle.std},
+                  "labels": bundle.labels},
+        "golden": {**artifacts.file_entry(golden, out_dir), "n": int(min(defaults.GOLDEN_SAMPLES, len(y)))},
+        "ops": {"used": audit.used, "unsupported": [u.to_dict() for u in audit.unsupported],
+                "coverage": audit.coverage, "graph": audit.graph, "notes": audit.notes},
+        "parity": parity.to_dict(),
+        "accuracy": {"teacher": distilled["accuracy"]["teacher"],
+                     "student_alone": chosen["student_alone"], "student": chosen["student"],
+                     "student_torch_recomputed": float((ref.argmax(1) == y).mean()),
+                     "student_onnx": onnx_acc, "n_test": int(len(y))},
+        "recommended": "fp32",
+    }

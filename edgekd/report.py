@@ -1,0 +1,146 @@
+"""Tables (rich) and plots (matplotlib) for people; the same numbers go to JSON for tools."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def pct(x: float | None) -> str:
+    return "—" if x is None else f"{100 * x:.2f}%"
+
+
+def ms(x: dict | float | None, key: str = "p50") -> str:
+    if x is None:
+        return "—"
+    v = x[key] if isinstance(x, dict) else x
+    return f"{v:.4f} ms" if v < 1 else f"{v:.2f} ms"
+
+
+def mean_std(d: dict) -> str:
+    return f"{100 * d['mean']:.2f} ± {100 * d['std']:.2f}%"
+
+
+def distill_table(s: dict[str, Any]) -> Table:
+    t = Table(title=f"distill on {s['data']['name']} for {s['target']} — {s['objective']}, "
+                    f"{s['epochs']} epochs, {s['seeds']} seeds, labeled fraction {s['labeled_fraction']:g}")
+    t.add_column("model")
+    t.add_column("params", justify="right")
+    t.add_column("test accuracy (mean ± std)", justify="right")
+    acc = s["accuracy"]
+    t.add_row(f"teacher ({s['teacher']['arch']})", f"{s['teacher']['params']:,}", pct(acc["teacher"]))
+    t.add_row(f"student alone ({s['student']['arch']})", f"{s['student']['params']:,}", mean_std(acc["student_alone"]))
+    t.add_row(f"student distilled ({s['student']['arch']})", f"{s['student']['params']:,}", mean_std(acc["student"]))
+    t.caption = f"gap closed by distillation: {pct(s['gap_closed'])}   run: {s.get('run', '')}"
+    return t
+
+
+def export_table(m: dict[str, Any]) -> Table:
+    t = Table(title=f"export {m['target']} — {'DEPLOYABLE' if m['deployable'] else 'NOT deployable'}")
+    t.add_column("check")
+    t.add_column("result")
+    ops = m["ops"]
+    t.add_row("model", f"{m['model']['path']}  {m['model']['bytes']:,} B  opset {m['model']['opset']}  "
+                       f"{m['model']['params']:,} params")
+    t.add_row("ops used", ", ".join(ops["used"]))
+    t.add_row("audit", "passed" if not ops["unsupported"] else
+              "; ".join(f"{u['op']}: {', '.join(u['nodes'])}" for u in ops["unsupported"]))
+    p = m["parity"]
+    t.add_row("parity (fp32)", f"n={p['n']}  max abs {p['max_abs_diff']:.2e}  max rel {p['max_rel_diff']:.2e}  "
+                               f"top-1 {pct(p['top1_agreement'])}  {'passed' if p['passed'] else 'FAILED'}")
+    a = m["accuracy"]
+    t.add_row("accuracy", f"teacher {pct(a['teacher'])}  student alone {pct(a['student_alone'])}  "
+                          f"student {pct(a['student'])}  student (ONNX) {pct(a['student_onnx'])}")
+    for name, v in m.get("variants", {}).items():
+        t.add_row(name, f"{v['path']}  {v['bytes']:,} B  accuracy {pct(v['accuracy'])}  top-1 agreement "
+                        f"{pct(v['parity']['top1_agreement'])}  {'passed' if v['parity']['passed'] else 'FAILED'}")
+    for key, v in m.get("mobile", {}).items():
+        t.add_row(key, f"{v['path']}  {v['bytes']:,} B")
+    for f in m.get("checks", {}).get("failures", []):
+        t.add_row("[red]failed[/red]", f)
+    return t
+
+
+def bench_table(r: dict[str, Any]) -> Table:
+    f = r["fp32"]
+    t = Table(title=f"bench {r['target']} on {r['runner']} — provider {f['provider']}, {f['threads']} thread(s)"
+                    + ("  [EMULATED: not target timings]" if f.get("emulated") else ""))
+    t.add_column("model")
+    for col in ("p50", "p90", "p99", "mean", "init", "first run", "peak RSS", "golden"):
+        t.add_column(col, justify="right")
+    for name, x in (("student fp32", f), ("student int8", r.get("int8"))):
+        if x:
+            lat = x["latency_ms"]
+            g = x.get("golden")
+            t.add_row(name, ms(lat, "p50"), ms(lat, "p90"), ms(lat, "p99"), ms(lat, "mean"), ms(x["init_ms"]),
+                      ms(x["first_run_ms"]), f"{x['peak_rss_mb']:.1f} MB",
+                      "—" if g is None else ("ok" if g["passed"] else "FAILED"))
+    c = r.get("comparison")
+    if c:
+        t.add_row("teacher (ONNX)", ms(c["teacher_onnx_ms"]), ms(c["teacher_onnx_ms"], "p90"), "", "", "", "", "", "")
+        t.add_row("student (PyTorch eager)", ms(c["student_eager_ms"]), ms(c["student_eager_ms"], "p90"), "", "", "", "", "", "")
+    lines = [f"throughput (samples/s): " + ", ".join(f"batch {b}: {v:,.0f}" for b, v in (f.get("throughput") or {}).items())]
+    if c:
+        lines.append(f"student is {c['teacher_over_student']:.1f}× faster than the teacher, losing "
+                     f"{c['accuracy_points_lost']:.2f} accuracy points; ONNX/eager = {c['onnx_over_eager']:.2f}")
+    for chk in r["budget"]["checks"]:
+        lines.append(f"budget {chk['name']}: {chk['value']:.4g} ≤ {chk['limit']:g} "
+                     f"{'ok' if chk['passed'] else 'FAILED'}")
+    lines.append(f"recommended: {r['recommended']}")
+    t.caption = "\n".join(lines)
+    return t
+
+
+def targets_table(profiles: list[Any]) -> Table:
+    t = Table(title="targets")
+    for col in ("name", "arch", "opset", "providers", "ops", "precisions", "description"):
+        t.add_column(col)
+    for p in profiles:
+        t.add_row(p.name, p.arch, str(p.opset), " → ".join(x.name.replace("ExecutionProvider", "") for x in p.providers),
+                  str(len(p.ops_allow)), ", ".join(p.precisions), p.description)
+    return t
+
+
+def audit_table(report: Any) -> Table:
+    t = Table(title=f"audit against {report.target}: {report.n_supported_nodes}/{report.n_nodes} nodes supported "
+                    f"({pct(report.coverage)}) — {'passed' if report.passed else 'FAILED'}")
+    t.add_column("unsupported op")
+    t.add_column("reason")
+    t.add_column("nodes")
+    for u in report.unsupported:
+        t.add_row(u.op, u.reason, ", ".join(u.nodes))
+    t.caption = "ops used: " + ", ".join(report.used)
+    return t
+
+
+def bar_plot(path: Path, labels: list[str], means: list[float], stds: list[float], *, title: str,
+             ylabel: str = "test accuracy", hline: float | None = None) -> Path:
+    """A bar chart with error bars, written atomically as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from edgekd.artifacts import atomic_path
+
+    fig, ax = plt.subplots(figsize=(max(5, 1.1 * len(labels)), 4))
+    ax.bar(range(len(labels)), means, yerr=stds, capsize=4, color="#4C72B0")
+    if hline is not None:
+        ax.axhline(hline, color="#C44E52", ls="--", label="teacher")
+        ax.legend()
+    ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right")
+    lo = min(m - s for m, s in zip(means, stds)) if means else 0
+    ax.set_ylim(max(0, lo - 0.05), 1.0)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+    return path

@@ -14,13 +14,13 @@ NUM_WORKERS = 0                # DataLoader workers for streamed datasets
 
 # models
 TEACHER = "cnn"
-STUDENT = "tiny-cnn"
+STUDENT = "small-cnn"
 
 # distillation
 METHODS = ("soft:0.7", "ce:0.3")  # Hinton KD: w_soft * KL * T^2 + w_ce * CE
 TEMPERATURE = 4.0
 EPOCHS = 30
-TEACHER_EPOCHS = 20
+TEACHER_EPOCHS = 15
 SEEDS = 3
 LR = 3e-3
 WEIGHT_DECAY = 1e-4

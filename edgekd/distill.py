@@ -76,6 +76,20 @@ class Indexed(Dataset):
         return x, int(y), i
 
 
+class Repeated(Dataset):
+    """`base` cycled to `length` items, so the control sees as many steps per epoch as the
+    distilled student does on the full train set (same budget, not just same epochs)."""
+
+    def __init__(self, base: Dataset, length: int):
+        self.base, self.length = base, length
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, i: int):
+        return self.base[i % len(self.base)]
+
+
 def dataset_labels(ds: Dataset) -> np.ndarray:
     if hasattr(ds, "tensors"):
         return ds.tensors[1].numpy()
@@ -257,7 +271,7 @@ def make_student(cfg: DistillConfig, bundle: DataBundle, target: TargetProfile, 
 def train_students(cfg: DistillConfig, bundle: DataBundle, target: TargetProfile, teacher: nn.Module,
                    run_dir: Path, objective: Objective) -> list[dict[str, Any]]:
     mask = labeled_mask(dataset_labels(bundle.train), cfg.labeled_fraction)
-    labeled_only = torch.utils.data.Subset(bundle.train, np.flatnonzero(mask).tolist())
+    labeled_only = Repeated(torch.utils.data.Subset(bundle.train, np.flatnonzero(mask).tolist()), len(mask))
     # Deterministic inputs: the teacher's logits are computed once, not every epoch.
     cache = None if bundle.augmented else predict(teacher, bundle.train)
     results = []

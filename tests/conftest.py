@@ -1,0 +1,72 @@
+"""Shared fixtures: one torch thread, EDGEKD_TARGETS left as found, and the CLI run in-process.
+
+Kept small on purpose: every test file in tests/ sees this, so nothing here may
+import torch eagerly or change the environment for longer than one test.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+TARGETS_ENV = "EDGEKD_TARGETS"
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """The machine is shared: a test that uses torch gets one intra-op thread.
+
+    torch is not imported here (files that never use it stay fast); once any
+    test module has imported it, every test runs with one thread.
+    """
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(1)
+    yield
+
+
+@pytest.fixture(autouse=True)
+def _edgekd_targets_untouched():
+    """Whatever a test does to EDGEKD_TARGETS, the next test sees the value the session started with."""
+    before = os.environ.get(TARGETS_ENV)
+    yield
+    if before is None:
+        os.environ.pop(TARGETS_ENV, None)
+    else:
+        os.environ[TARGETS_ENV] = before
+
+
+@dataclass
+class CliResult:
+    code: int
+    out: str
+    err: str
+
+    @property
+    def err_lines(self) -> list[str]:
+        return [line for line in self.err.splitlines() if line.strip()]
+
+
+@pytest.fixture
+def edgekd_main(capsys, monkeypatch):
+    """Run `edgekd ARGS...` in this process through `edgekd.cli.main` (the console-script entry),
+    so exit-code mapping is tested without paying for a subprocess per case."""
+    from edgekd import cli
+
+    def run(*args: str) -> CliResult:
+        capsys.readouterr()  # drop anything printed before
+        monkeypatch.setattr(sys, "argv", ["edgekd", *map(str, args)])
+        code = 0
+        try:
+            cli.main()
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        captured = capsys.readouterr()
+        return CliResult(code=code, out=captured.out, err=captured.err)
+
+    return run

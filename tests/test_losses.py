@@ -1,0 +1,398 @@
+"""edgekd.losses: every registered loss against a value computed by hand (numpy / plain Python).
+
+`HAND_CHECKED` maps each registry key to its check; a loss added to `LOSSES`
+without one fails `test_every_registered_loss_is_hand_checked`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from edgekd import losses
+from edgekd.errors import BadInput
+from edgekd.losses import KDBatch, LOSSES, build_objective, combine_teachers, dml_losses
+
+torch.set_num_threads(1)
+
+# Three samples, three classes; the last sample is unlabeled (-1).
+S = np.array([[1.0, 0.5, -0.3], [0.2, 0.1, 0.9], [-1.0, 2.0, 0.0]])
+T = np.array([[2.0, 0.0, -1.0], [0.5, 0.3, 0.4], [0.0, 1.5, 0.5]])
+Y = np.array([0, 2, -1])
+
+
+def t(a) -> torch.Tensor:
+    return torch.tensor(np.asarray(a), dtype=torch.float32)
+
+
+def log_softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(axis=1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+
+
+def softmax(z: np.ndarray) -> np.ndarray:
+    return np.exp(log_softmax(z))
+
+
+def huber(x: np.ndarray) -> np.ndarray:  # smooth-L1, delta 1
+    a = np.abs(x)
+    return np.where(a < 1, 0.5 * x * x, a - 0.5)
+
+
+def batch(**feats) -> KDBatch:
+    return KDBatch(student_logits=t(S), labels=torch.tensor(Y), teacher_logits=t(T),
+                   student_feats={k: t(v[0]) for k, v in feats.items()},
+                   teacher_feats={k: t(v[1]) for k, v in feats.items()})
+
+
+def run(name: str, b: KDBatch, **kwargs) -> float:
+    with torch.no_grad():
+        return float(build_objective([name], **kwargs)(b))
+
+
+# ---------------------------------------------------------------- hand checks, one per key
+def check_ce():
+    lp = log_softmax(S)
+    want = -(lp[0, 0] + lp[1, 2]) / 2  # sample 2 is unlabeled
+    assert run("ce", batch()) == pytest.approx(want, rel=1e-5)
+
+
+def check_hard():
+    lp = log_softmax(S)
+    want = -np.mean([lp[i, T[i].argmax()] for i in range(3)])
+    assert run("hard", batch()) == pytest.approx(want, rel=1e-5)
+
+
+def check_soft():
+    tau = 2.0
+    p, lq = softmax(T / tau), log_softmax(S / tau)
+    want = tau * tau * np.mean(np.sum(p * (np.log(p) - lq), axis=1))
+    assert run("soft", batch(), temperature=tau) == pytest.approx(want, rel=1e-5)
+
+
+HS = np.array([[1.0, 2.0], [0.0, 1.0], [3.0, -1.0]])             # student hidden, D=2
+HT = np.array([[2.0, 1.0], [1.0, 1.0], [-1.0, 2.0]])             # teacher hidden, D=2
+HT3 = np.array([[1.0, 0.0, 2.0], [0.5, 1.0, 0.0], [1.0, 1.0, 1.0]])  # teacher hidden, D=3
+
+
+def cos_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.sum(a * b, axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
+def check_cosine():
+    # equal sizes: no projection, 1 − cos
+    assert run("cosine", batch(hidden=(HS, HT))) == pytest.approx(np.mean(1 - cos_rows(HS, HT)), rel=1e-5)
+    # different sizes: a Linear(2, 3) on the student side, set to known weights
+    b = batch(hidden=(HS, HT3))
+    obj = build_objective(["cosine"]).prepare(b)
+    proj = obj.losses[0].proj
+    assert isinstance(proj, nn.Linear) and (proj.in_features, proj.out_features) == (2, 3)
+    W, bias = np.array([[1.0, 0.0], [0.5, -1.0], [0.0, 2.0]]), np.array([0.1, 0.0, -0.2])
+    with torch.no_grad():
+        proj.weight.copy_(t(W)), proj.bias.copy_(t(bias))
+    want = np.mean(1 - cos_rows(HS @ W.T + bias, HT3))
+    with torch.no_grad():
+        assert float(obj(b)) == pytest.approx(want, rel=1e-5)
+
+
+# feature maps: student (2, 2, 4, 4), teacher (2, 3, 2, 2)
+RNG = np.random.default_rng(0)
+FS = RNG.normal(size=(2, 2, 4, 4)).round(2)
+FT = RNG.normal(size=(2, 3, 2, 2)).round(2)
+
+
+def avg_pool_2x2(x: np.ndarray) -> np.ndarray:
+    n, c, h, w = x.shape
+    return x.reshape(n, c, h // 2, 2, w // 2, 2).mean(axis=(3, 5))
+
+
+def check_fitnet():
+    b = batch(feature_map=(FS, FT))
+    obj = build_objective(["fitnet"]).prepare(b)
+    conv = obj.losses[0].regressor[0]
+    assert isinstance(conv, nn.Conv2d) and conv.kernel_size == (1, 1) and (conv.in_channels, conv.out_channels) == (2, 3)
+    W, bias = np.array([[1.0, -1.0], [0.5, 0.5], [0.0, 2.0]]), np.array([0.0, 0.1, -0.1])
+    with torch.no_grad():
+        conv.weight.copy_(t(W).view(3, 2, 1, 1)), conv.bias.copy_(t(bias))
+    r = np.einsum("oc,nchw->nohw", W, FS) + bias[None, :, None, None]   # 1×1 conv
+    want = np.mean((avg_pool_2x2(r) - FT) ** 2)                         # 4×4 pooled to the teacher's 2×2
+    with torch.no_grad():
+        assert float(obj(b)) == pytest.approx(want, rel=1e-5)
+
+
+def attention_hand(x: np.ndarray) -> np.ndarray:
+    q = (np.abs(x) ** 2).mean(axis=1)       # mean over channels of |A|^2
+    return q
+
+
+def check_at():
+    # student 4×4 attention pooled to the teacher's 2×2; channels 2 vs 3 do not matter
+    qs = avg_pool_2x2(attention_hand(FS)[:, None])[:, 0].reshape(2, -1)
+    qt = attention_hand(FT).reshape(2, -1)
+    qs, qt = qs / np.linalg.norm(qs, axis=1, keepdims=True), qt / np.linalg.norm(qt, axis=1, keepdims=True)
+    want = 1000 / 2 * np.mean((qs - qt) ** 2)
+    assert run("at", batch(feature_map=(FS, FT))) == pytest.approx(want, rel=1e-5)
+
+
+def rkd_distance_hand(e: np.ndarray) -> np.ndarray:
+    n = len(e)
+    d = np.array([[math.dist(e[i], e[j]) for j in range(n)] for i in range(n)])
+    return d / d[d > 0].mean()
+
+
+def rkd_angle_hand(e: np.ndarray) -> np.ndarray:
+    n, out = len(e), []
+    for i in range(n):          # vertex
+        for j in range(n):
+            for k in range(n):
+                u, v = e[j] - e[i], e[k] - e[i]
+                nu, nv = np.linalg.norm(u), np.linalg.norm(v)
+                out.append(0.0 if nu == 0 or nv == 0 else float(u @ v / (nu * nv)))
+    return np.array(out)
+
+
+def rkd_hand(distance_weight: float, angle_weight: float) -> float:
+    # student D=2, teacher D=3: only relations are compared
+    d = np.mean(huber(rkd_distance_hand(HS) - rkd_distance_hand(HT3)))
+    a = np.mean(huber(rkd_angle_hand(HS) - rkd_angle_hand(HT3)))
+    return distance_weight * d + angle_weight * a
+
+
+def check_rkd():
+    assert run("rkd", batch(hidden=(HS, HT3))) == pytest.approx(rkd_hand(25, 50), rel=1e-4)
+
+
+def check_rkd_d():
+    assert run("rkd-d", batch(hidden=(HS, HT3))) == pytest.approx(rkd_hand(25, 0), rel=1e-4)
+
+
+def check_rkd_a():
+    assert run("rkd-a", batch(hidden=(HS, HT3))) == pytest.approx(rkd_hand(0, 50), rel=1e-4)
+
+
+HAND_CHECKED = {
+    "ce": check_ce, "hard": check_hard, "soft": check_soft, "cosine": check_cosine,
+    "fitnet": check_fitnet, "at": check_at, "rkd": check_rkd, "rkd-d": check_rkd_d, "rkd-a": check_rkd_a,
+}
+
+
+def test_every_registered_loss_is_hand_checked():
+    missing = set(LOSSES) - set(HAND_CHECKED)
+    assert not missing, f"losses without a hand-computed test: {sorted(missing)}"
+
+
+@pytest.mark.parametrize("name", sorted(HAND_CHECKED))
+def test_loss_matches_hand_computation(name):
+    assert name in LOSSES
+    HAND_CHECKED[name]()
+
+
+@pytest.mark.parametrize("name", sorted(LOSSES))
+def test_every_loss_declares_teacher_and_taps(name):
+    cls = LOSSES[name]
+    assert isinstance(cls.needs_teacher, bool)
+    assert isinstance(cls.taps, tuple) and set(cls.taps) <= {"hidden", "feature_map"}
+    assert cls.__doc__ and len(cls.__doc__) > 40  # formula + citation live there
+
+
+# ---------------------------------------------------------------- objective
+def test_objective_taps_and_teacher():
+    obj = build_objective(["soft:0.5", "ce:0.2", "rkd:0.1", "fitnet:0.1", "cosine"])
+    assert obj.taps == ("hidden", "feature_map")
+    assert obj.needs_teacher
+    assert build_objective(["ce"]).taps == () and not build_objective(["ce"]).needs_teacher
+    assert obj.describe() == "0.5·soft + 0.2·ce + 0.1·rkd + 0.1·fitnet + 1·cosine"
+
+
+def test_weights_and_terms():
+    b = batch(hidden=(HS, HT))
+    obj = build_objective(["ce:0.3", "cosine:2"])
+    terms = obj.terms(b)
+    assert float(terms["cosine"]) == pytest.approx(2 * np.mean(1 - cos_rows(HS, HT)), rel=1e-5)
+    assert float(obj(b)) == pytest.approx(float(terms["ce"] + terms["cosine"]))
+
+
+def test_extra_parameters_need_prepare_and_get_gradients():
+    b = batch(hidden=(HS, HT3), feature_map=(FS, FT))
+    obj = build_objective(["cosine", "fitnet"], fitnet={"kernel": 3, "bn": True})
+    with pytest.raises(RuntimeError, match="prepare"):
+        obj.extra_parameters()
+    obj.prepare(b).train()
+    params = obj.extra_parameters()
+    # Linear(2→3): weight + bias; Conv3×3 (no bias, BN follows) + BN weight + bias
+    assert [tuple(p.shape) for p in params] == [(3, 2), (3,), (3, 2, 3, 3), (3,), (3,)]
+    obj(b).backward()
+    for p in params:
+        assert p.grad is not None and p.grad.abs().sum() > 0
+
+
+def test_feature_loss_gradients_reach_the_student_and_parts_stay_out_of_it():
+    from edgekd.features import FeatureTap, default_taps
+    from edgekd.models import create_student
+
+    torch.manual_seed(0)
+    student = create_student("tiny-cnn", in_channels=1, num_classes=3)
+    keys_before = set(student.state_dict())
+    x = torch.randn(4, 1, 8, 8)
+    taps = default_taps(student)
+    with FeatureTap(student, taps) as st:
+        logits = student(x)
+    teacher_feats = {"hidden": torch.randn(4, 5), "feature_map": torch.randn(4, 7, 2, 2)}
+    b = KDBatch(logits, torch.tensor([0, 1, 2, -1]), torch.randn(4, 3), st.outputs, teacher_feats)
+    obj = build_objective(["cosine", "fitnet", "at", "rkd"]).prepare(b, student_taps=taps)
+    obj(b).backward()
+    assert student.features[0][0].weight.grad.abs().sum() > 0
+    assert all(p.grad is not None for p in obj.extra_parameters())
+    assert set(student.state_dict()) == keys_before  # projections never join the student
+
+
+def test_project_false_with_different_sizes_names_shapes_and_taps():
+    b = batch(hidden=(HS, HT3))
+    with pytest.raises(BadInput) as e:
+        build_objective(["cosine"], cosine={"project": False}).prepare(
+            b, student_taps={"hidden": "pool"}, teacher_taps={"hidden": "avgpool"})
+    msg = str(e.value)
+    assert "'pool'" in msg and "'avgpool'" in msg and "(3, 2)" in msg and "(3, 3)" in msg and "\n" not in msg
+    with pytest.raises(BadInput, match="channel counts"):
+        build_objective(["fitnet"], fitnet={"project": False}).prepare(batch(feature_map=(FS, FT)))
+
+
+def test_prepare_refuses_teacher_with_other_class_count():
+    b = KDBatch(t(S), torch.tensor(Y), torch.zeros(3, 10))
+    with pytest.raises(BadInput, match="10 classes and the student 3"):
+        build_objective(["soft"]).prepare(b)
+
+
+def test_at_refuses_maps_that_meet_at_1x1():
+    with pytest.raises(BadInput, match="1×1"):
+        run("at", batch(feature_map=(FS, np.ones((2, 3, 1, 1)))))
+
+
+def test_feature_map_loss_refuses_a_flat_tap():
+    with pytest.raises(BadInput, match="not a \\(N, C, H, W\\) feature map"):
+        build_objective(["fitnet"]).prepare(batch(feature_map=(HS, FT)))
+
+
+def test_missing_inputs_say_what_is_missing():
+    with pytest.raises(ValueError, match="FeatureTap"):
+        run("cosine", batch())
+    with pytest.raises(ValueError, match="soft needs KDBatch.teacher_logits"):
+        run("soft", KDBatch(t(S), torch.tensor(Y)))
+
+
+def test_rkd_on_one_sample_is_zero_not_nan():
+    b = KDBatch(t(S[:1]), torch.tensor(Y[:1]), t(T[:1]), {"hidden": t(HS[:1])}, {"hidden": t(HT[:1])})
+    assert run("rkd", b) == 0.0
+
+
+def test_unknown_option_is_bad_input():
+    with pytest.raises(BadInput, match="fitnet"):
+        build_objective(["fitnet"], fitnet={"kernal": 3})
+    with pytest.raises(BadInput, match="valid: 1, 3"):
+        build_objective(["fitnet"], fitnet={"kernel": 5})
+
+
+def test_parse_method_lists_new_keys():
+    assert losses.parse_method("rkd-d:0.5") == ("rkd-d", 0.5)
+    with pytest.raises(BadInput, match="did you mean 'fitnet'"):
+        losses.parse_method("fitnets")
+
+
+# ---------------------------------------------------------------- FitNets hint stage
+def test_hint_stage_trains_the_student_up_to_the_tap_and_the_regressor():
+    from edgekd.features import FeatureTap, default_taps
+    from edgekd.models import create_student
+
+    torch.manual_seed(0)
+    student = create_student("tiny-cnn", in_channels=1, num_classes=3)
+    x = torch.randn(4, 1, 8, 8)
+    taps = default_taps(student, roles=["feature_map"])
+    with FeatureTap(student, taps) as st:
+        logits = student(x)
+    b = KDBatch(logits, torch.tensor([0, 1, 2, 0]), torch.randn(4, 3), st.outputs,
+                {"feature_map": torch.randn(4, 6, 2, 2)})
+    obj = build_objective(["soft:0.7", "fitnet:0.3"]).prepare(b, student_taps=taps)
+    hint = losses.hint_objective(obj)
+    assert hint.names == ["fitnet"] and hint.weights == [1.0] and hint.losses[0] is obj.losses[1]
+    params = losses.hint_stage_params(obj, student, student_taps=taps, example_input=x)
+    ids = {id(p) for p in params}
+    assert ids == {id(p) for p in student.features.parameters()} | {id(p) for p in obj.extra_parameters()}
+    assert id(student.head.weight) not in ids
+    with pytest.raises(BadInput, match="fitnet"):
+        losses.hint_objective(build_objective(["soft"]))
+
+
+# ---------------------------------------------------------------- several teachers
+T2 = np.array([[0.0, 1.0, 0.0], [3.0, 0.0, 0.0], [0.2, 0.2, 0.2]])
+
+
+@pytest.mark.parametrize("mode,weights", [("mean", None), ("weighted", [3.0, 1.0]), ("confidence", None)])
+def test_combine_teachers_softmax_of_result_is_the_mixture(mode, weights):
+    tau = 2.0
+    p1, p2 = softmax(T / tau), softmax(T2 / tau)
+    if mode == "mean":
+        w1 = w2 = np.full((3, 1), 0.5)
+    elif mode == "weighted":
+        w1, w2 = np.full((3, 1), 0.75), np.full((3, 1), 0.25)
+    else:  # per sample ∝ each teacher's max probability at T = 1
+        c1, c2 = softmax(T).max(axis=1, keepdims=True), softmax(T2).max(axis=1, keepdims=True)
+        w1, w2 = c1 / (c1 + c2), c2 / (c1 + c2)
+    want = w1 * p1 + w2 * p2
+    out = combine_teachers([t(T), t(T2)], mode=mode, weights=weights, temperature=tau)
+    assert out.shape == (3, 3)
+    np.testing.assert_allclose(torch.softmax(out / tau, dim=1).numpy(), want, rtol=1e-5)
+    np.testing.assert_allclose(out.numpy(), tau * np.log(want), rtol=1e-5, atol=1e-6)
+
+
+def test_combine_one_teacher_keeps_its_distribution_and_soft_loss_uses_it():
+    tau = 4.0
+    out = combine_teachers([t(T)], temperature=tau)
+    np.testing.assert_allclose(torch.softmax(out / tau, 1).numpy(), softmax(T / tau), rtol=1e-5)
+    b = KDBatch(t(S), torch.tensor(Y), out)
+    assert run("soft", b, temperature=tau) == pytest.approx(run("soft", batch(), temperature=tau), rel=1e-5)
+
+
+def test_combine_teachers_bad_input():
+    with pytest.raises(BadInput, match="valid: mean, weighted, confidence"):
+        combine_teachers([t(T)], mode="median", temperature=1.0)
+    with pytest.raises(BadInput, match="one weight per teacher"):
+        combine_teachers([t(T), t(T2)], mode="weighted", weights=[1.0], temperature=1.0)
+    with pytest.raises(BadInput, match="not all 0"):
+        combine_teachers([t(T), t(T2)], mode="weighted", weights=[0.0, 0.0], temperature=1.0)
+    with pytest.raises(BadInput, match="one shape"):
+        combine_teachers([t(T), torch.zeros(3, 4)], temperature=1.0)
+    with pytest.raises(BadInput, match="no teacher"):
+        combine_teachers([], temperature=1.0)
+
+
+# ---------------------------------------------------------------- deep mutual learning
+def test_dml_matches_hand_and_detaches_peers():
+    Z3 = np.array([[0.0, 0.0, 1.0], [1.0, 1.0, 1.0], [2.0, -2.0, 0.0]])
+    logits = [t(S).requires_grad_(), t(T).requires_grad_(), t(Z3).requires_grad_()]
+    out = dml_losses(logits, torch.tensor(Y))
+
+    def kl(p_logits, q_logits):  # KL(p ‖ q), batch mean
+        lp, lq = log_softmax(p_logits), log_softmax(q_logits)
+        return np.mean(np.sum(np.exp(lp) * (lp - lq), axis=1))
+
+    def ce(z):
+        lz = log_softmax(z)
+        return -(lz[0, 0] + lz[1, 2]) / 2
+
+    peers = [S, T, Z3]
+    for i, zi in enumerate(peers):
+        want = ce(zi) + np.mean([kl(zj, zi) for j, zj in enumerate(peers) if j != i])
+        assert float(out[i].detach()) == pytest.approx(want, rel=1e-5)
+    out[0].backward()
+    assert logits[0].grad.abs().sum() > 0
+    assert logits[1].grad is None and logits[2].grad is None  # peers are targets, not trained by L_0
+    assert [float(v.detach()) for v in losses.MutualLoss()(logits, torch.tensor(Y))] == pytest.approx([float(v.detach()) for v in out])
+
+
+def test_dml_needs_two_students():
+    with pytest.raises(BadInput, match="at least 2"):
+        dml_losses([t(S)], torch.tensor(Y))

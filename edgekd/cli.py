@@ -34,41 +34,86 @@ def _print(table, obj, as_json: bool) -> None:
 JSON_OPT = typer.Option(False, "--json", help="Print the result as JSON instead of a table.")
 
 
+def _distill_config(*, teacher, teacher_weight, method, resume: bool, run, **kw):
+    """CLI options → DistillConfig (repeatable options become tuples)."""
+    from edgekd.distill import DistillConfig
+    from edgekd.errors import BadInput
+
+    if resume and run is None:
+        raise BadInput("--resume needs --run DIR (the run folder to continue)")
+    teachers = teacher or [defaults.TEACHER]
+    return DistillConfig(teacher=teachers[0] if len(teachers) == 1 else tuple(teachers),
+                         teacher_weights=list(teacher_weight) if teacher_weight else None,
+                         methods=tuple(method or defaults.METHODS), resume=resume, run=run, **kw)
+
+
+# Options shared by `distill` and `compare` (typer reads them off the signature).
+DATA_OPT = typer.Option(defaults.DATA, help="digits | mnist | fashion-mnist | cifar10 | imagefolder:DIR")
+DATA_DIR_OPT = typer.Option(defaults.DATA_DIR, help="Folder holding torchvision datasets.")
+DOWNLOAD_OPT = typer.Option(False, help="Let torchvision download the dataset into --data-dir.")
+TEACHER_OPT = typer.Option(None, help="Teacher name or .pt path; repeat for several teachers (default: cnn).")
+STUDENT_OPT = typer.Option(defaults.STUDENT, help="Student name from the registry.")
+TARGET_OPT = typer.Option(defaults.TARGET, help="Target profile name or .toml path; the student uses only its ops.")
+EPOCHS_OPT = typer.Option(defaults.EPOCHS, help="Student epochs (the control gets the same epochs and steps).")
+T_EPOCHS_OPT = typer.Option(defaults.TEACHER_EPOCHS, help="Epochs when training a teacher.")
+SEEDS_OPT = typer.Option(defaults.SEEDS, help="Seeds for mean ± std.")
+LF_OPT = typer.Option(defaults.LABELED_FRACTION, help="Keep labels for this share of the train set; the rest only the teacher labels.")
+RUN_OPT = typer.Option(None, help="Run folder (default: a new artifacts/<run-id>).")
+TEMP_OPT = typer.Option(defaults.TEMPERATURE, help="Softmax temperature T for soft labels.")
+
+
 @app.command()
 def distill(
-    data: str = typer.Option(defaults.DATA, help="digits | mnist | fashion-mnist | cifar10 | imagefolder:DIR"),
-    data_dir: Path = typer.Option(defaults.DATA_DIR, help="Folder holding torchvision datasets."),
-    download: bool = typer.Option(False, help="Let torchvision download the dataset into --data-dir."),
-    teacher: str = typer.Option(defaults.TEACHER, help="Teacher name from the registry, or a teacher .pt path."),
-    student: str = typer.Option(defaults.STUDENT, help="Student name from the registry."),
-    target: str = typer.Option(defaults.TARGET, help="Target profile name or .toml path; the student uses only its ops."),
-    method: Optional[List[str]] = typer.Option(None, help="Loss NAME[:WEIGHT], repeatable. Default: soft:0.7 ce:0.3."),
-    temperature: float = typer.Option(defaults.TEMPERATURE, help="Softmax temperature T for soft labels."),
-    epochs: int = typer.Option(defaults.EPOCHS, help="Student epochs (the control gets the same)."),
-    teacher_epochs: int = typer.Option(defaults.TEACHER_EPOCHS, help="Epochs when training the teacher."),
-    seeds: int = typer.Option(defaults.SEEDS, help="Seeds for mean ± std."),
+    data: str = DATA_OPT, data_dir: Path = DATA_DIR_OPT, download: bool = DOWNLOAD_OPT,
+    teacher: Optional[List[str]] = TEACHER_OPT,
+    teacher_mode: str = typer.Option("mean", help="Several teachers: mean | weighted | confidence."),
+    teacher_weight: Optional[List[float]] = typer.Option(None, help="Per-teacher weight for --teacher-mode weighted."),
+    student: str = STUDENT_OPT, target: str = TARGET_OPT,
+    method: Optional[List[str]] = typer.Option(None, help="Loss NAME[:WEIGHT], repeatable: ce hard soft cosine fitnet at rkd rkd-d rkd-a. Default: soft:0.7 ce:0.3."),
+    temperature: float = TEMP_OPT, epochs: int = EPOCHS_OPT, teacher_epochs: int = T_EPOCHS_OPT, seeds: int = SEEDS_OPT,
     lr: float = typer.Option(defaults.LR, help="Learning rate (AdamW, cosine schedule)."),
     batch_size: int = typer.Option(defaults.BATCH_SIZE, help="Batch size."),
-    labeled_fraction: float = typer.Option(defaults.LABELED_FRACTION,
-                                           help="Keep labels for this share of the train set; the rest only the teacher labels."),
-    run: Optional[Path] = typer.Option(None, help="Run folder (default: a new artifacts/<run-id>)."),
+    labeled_fraction: float = LF_OPT,
+    hint_epochs: int = typer.Option(0, help="FitNets stage 1: epochs training the student up to its tap on the hint loss."),
+    generations: int = typer.Option(0, help="Born-again self-distillation: K generations of the student teaching the next."),
+    online: bool = typer.Option(False, help="Online distillation: deep mutual learning of --peers students, no teacher."),
+    peers: int = typer.Option(2, help="Students trained together with --online."),
+    cache_teacher: bool = typer.Option(True, help="Cache the teacher's outputs when inputs are deterministic."),
+    run: Optional[Path] = RUN_OPT,
     resume: bool = typer.Option(False, help="Continue from the run's last epoch checkpoints (needs --run)."),
     progress: bool = typer.Option(True, help="Show progress bars."),
     as_json: bool = JSON_OPT,
 ) -> None:
     """Train or load the teacher, then the student alone and distilled, over --seeds seeds."""
-    from edgekd.distill import DistillConfig, distill as run_distill
-    from edgekd.errors import BadInput
+    from edgekd.distill import distill as run_distill
     from edgekd.report import distill_table
 
-    if resume and run is None:
-        raise BadInput("--resume needs --run DIR (the run folder to continue)")
-    cfg = DistillConfig(data=data, data_dir=data_dir, download=download, teacher=teacher, student=student,
-                        target=target, methods=tuple(method or defaults.METHODS), temperature=temperature,
-                        epochs=epochs, teacher_epochs=teacher_epochs, seeds=seeds, lr=lr, batch_size=batch_size,
-                        labeled_fraction=labeled_fraction, run=run, resume=resume, progress=progress and not as_json)
-    summary = run_distill(cfg)
+    kw = {k: v for k, v in locals().items() if k not in ("as_json", "run_distill", "distill_table")}
+    kw["progress"] = progress and not as_json
+    summary = run_distill(_distill_config(**kw))
     _print(distill_table(summary), summary, as_json)
+
+
+@app.command()
+def compare(
+    data: str = DATA_OPT, data_dir: Path = DATA_DIR_OPT, download: bool = DOWNLOAD_OPT,
+    teacher: Optional[List[str]] = TEACHER_OPT, student: str = STUDENT_OPT, target: str = TARGET_OPT,
+    only: Optional[List[str]] = typer.Option(None, "--method", help="Methods for the table (repeatable); default: all of soft hard cosine fitnet fitnet+hint at rkd born-again dml."),
+    temperature: float = TEMP_OPT, epochs: int = EPOCHS_OPT, teacher_epochs: int = T_EPOCHS_OPT, seeds: int = SEEDS_OPT,
+    labeled_fraction: float = LF_OPT, run: Optional[Path] = RUN_OPT,
+    progress: bool = typer.Option(True, help="Show progress bars."),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """The seminar table: teacher once, student alone, then the student with each method (same seeds and budget)."""
+    from edgekd.compare import DEFAULT, compare as run_compare
+    from edgekd.report import compare_table
+
+    cfg = _distill_config(data=data, data_dir=data_dir, download=download, teacher=teacher, teacher_weight=None,
+                          student=student, target=target, method=None, temperature=temperature, epochs=epochs,
+                          teacher_epochs=teacher_epochs, seeds=seeds, labeled_fraction=labeled_fraction, run=run,
+                          resume=False, progress=progress and not as_json)
+    result = run_compare(cfg, methods=tuple(only or DEFAULT))
+    _print(compare_table(result), result, as_json)
 
 
 @app.command()

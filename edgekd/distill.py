@@ -30,7 +30,15 @@ class DistillConfig:
     data: str = defaults.DATA
     data_dir: Path = defaults.DATA_DIR
     download: bool = False
-    teacher: str = defaults.TEACHER
+    teacher: str | tuple[str, ...] = defaults.TEACHER     # several = multi-teacher distillation
+    teacher_mode: str = "mean"                            # mean | weighted | confidence
+    teacher_weights: list[float] | None = None
+    hint_epochs: int = 0                                  # FitNets stage 1 (needs a fitnet term)
+    generations: int = 0                                  # born-again self-distillation: K generations
+    cache_teacher: bool = True                            # cache teacher outputs when inputs are deterministic
+    online: bool = False                                  # deep mutual learning, no pretrained teacher
+    peers: int = 2
+    loss_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     student: str = defaults.STUDENT
     target: str = defaults.TARGET
     methods: tuple[str, ...] = defaults.METHODS
@@ -45,7 +53,25 @@ class DistillConfig:
     resume: bool = False
     progress: bool = True
 
+    @property
+    def teacher_list(self) -> list[str]:
+        return [self.teacher] if isinstance(self.teacher, str) else list(self.teacher)
+
     def validate(self) -> None:
+        from edgekd.losses import COMBINE_MODES
+
+        if not self.teacher_list:
+            raise BadInput("--teacher: give at least one teacher")
+        if self.teacher_mode not in COMBINE_MODES:
+            raise BadInput(f"--teacher-mode '{self.teacher_mode}': valid: {', '.join(COMBINE_MODES)}")
+        if self.teacher_weights is not None and len(self.teacher_weights) != len(self.teacher_list):
+            raise BadInput(f"--teacher-weight: {len(self.teacher_weights)} weights for "
+                           f"{len(self.teacher_list)} teachers; give one per --teacher")
+        if self.online and self.peers < 2:
+            raise BadInput(f"--peers {self.peers}: online distillation needs at least 2 students")
+        for key, value in (("hint_epochs", self.hint_epochs), ("generations", self.generations)):
+            if value < 0:
+                raise BadInput(f"--{key.replace('_', '-')} {value}: must be >= 0")
         for key, value, lo in (("epochs", self.epochs, 1), ("teacher_epochs", self.teacher_epochs, 1),
                                ("seeds", self.seeds, 1), ("batch_size", self.batch_size, 1)):
             if value < lo:
@@ -132,6 +158,60 @@ def accuracy(model: nn.Module, ds: Dataset) -> float:
     return float((logits.argmax(1) == y).float().mean()) if len(y) else float("nan")
 
 
+# ---------------------------------------------------------------- what the student learns from
+@dataclass
+class TeacherSource:
+    """The teacher side of a phase: one or more live teachers, or their cached outputs.
+
+    Several teachers are mixed by `combine_teachers` into one set of logits; feature
+    losses read the first teacher's taps. When the inputs are deterministic the outputs
+    are computed once (`build_cache`), so a distillation epoch costs about what a
+    student-alone epoch costs.
+    """
+
+    teachers: list[nn.Module]
+    taps: dict[str, str] = field(default_factory=dict)   # role -> module name in teachers[0]
+    mode: str = "mean"
+    weights: list[float] | None = None
+    temperature: float = defaults.TEMPERATURE
+    cache: dict[str, Any] | None = None
+
+    def live(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        from edgekd.features import FeatureTap
+        from edgekd.losses import combine_teachers
+
+        # inference_mode: no autograd bookkeeping at all; clone so the student's graph may keep them.
+        with torch.inference_mode(), FeatureTap(self.teachers[0], self.taps, detach=True) as tap:
+            logits = [t.eval()(x) for t in self.teachers]
+            feats = dict(tap.outputs)
+        out = logits[0] if len(logits) == 1 else combine_teachers(
+            logits, mode=self.mode, weights=self.weights, temperature=self.temperature)
+        return out.clone(), {k: v.clone() for k, v in feats.items()}
+
+    def outputs(self, x: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        if self.cache is None:
+            return self.live(x)
+        return self.cache["logits"][idx], {k: v[idx] for k, v in self.cache["feats"].items()}
+
+    def build_cache(self, ds: Dataset, *, batch_size: int = 256) -> "TeacherSource":
+        """Run the teacher(s) once over `ds` in order; features too, unless they are too big."""
+        logits, feats = [], {}
+        for x, *_ in DataLoader(ds, batch_size=batch_size):
+            lo, fe = self.live(x)
+            logits.append(lo)
+            for k, v in fe.items():
+                feats.setdefault(k, []).append(v)
+        n_bytes = sum(sum(t.numel() for t in v) * 4 for v in feats.values())
+        if n_bytes > CACHE_FEATURE_BYTES:
+            # Feature maps of a big dataset would not fit: keep the teacher live instead.
+            return self
+        self.cache = {"logits": torch.cat(logits), "feats": {k: torch.cat(v) for k, v in feats.items()}}
+        return self
+
+
+CACHE_FEATURE_BYTES = 1 << 30
+
+
 # ---------------------------------------------------------------- the one training loop
 @dataclass
 class Phase:
@@ -146,9 +226,17 @@ class Phase:
     seed: int
     lr: float = defaults.LR
     batch_size: int = defaults.BATCH_SIZE
-    teacher_logits: torch.Tensor | None = None  # cached, indexed like `train`
-    teacher: nn.Module | None = None            # used live when not cached
+    teacher_logits: torch.Tensor | None = None  # shorthand for a cached single-teacher source
+    teacher: nn.Module | None = None            # shorthand for a live single-teacher source
+    source: TeacherSource | None = None
+    student_taps: dict[str, str] = field(default_factory=dict)
+    hint_epochs: int = 0                         # FitNets stage 1 before the phase
     history: list[dict[str, float]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.source is None and (self.teacher is not None or self.teacher_logits is not None):
+            cache = None if self.teacher_logits is None else {"logits": self.teacher_logits, "feats": {}}
+            self.source = TeacherSource([self.teacher] if self.teacher is not None else [], cache=cache)
 
 
 def _seed_all(seed: int) -> None:
@@ -156,8 +244,9 @@ def _seed_all(seed: int) -> None:
     np.random.seed(seed % (2**32))
 
 
-def _checkpoint_state(ph: Phase, opt, sched, epoch: int) -> dict[str, Any]:
-    return {"kind": "checkpoint", "phase": ph.name, "epoch": epoch, "model": ph.model.state_dict(),
+def _checkpoint_state(ph: Phase, opt, sched, epoch: int, stage: str) -> dict[str, Any]:
+    return {"kind": "checkpoint", "phase": ph.name, "stage": stage, "epoch": epoch,
+            "model": ph.model.state_dict(), "objective": ph.objective.state_dict(),
             "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
             "rng": torch.get_rng_state(), "history": ph.history}
 
@@ -176,17 +265,16 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     return obj
 
 
-def _step(ph: Phase, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, epoch: int, step: int) -> torch.Tensor:
-    t_logits = None
-    if ph.objective.needs_teacher:
-        if ph.teacher_logits is not None:
-            t_logits = ph.teacher_logits[idx]
-        else:
-            with torch.inference_mode():
-                t_logits = ph.teacher(x)
-            t_logits = t_logits.clone()
-    batch = KDBatch(student_logits=ph.model(x), labels=y, teacher_logits=t_logits)
-    terms = ph.objective.terms(batch)
+def _batch(ph: Phase, objective: Objective, tap, x, y, idx) -> KDBatch:
+    t_logits, t_feats = None, {}
+    if objective.needs_teacher:
+        t_logits, t_feats = ph.source.outputs(x, idx)
+    return KDBatch(student_logits=ph.model(x), labels=y, teacher_logits=t_logits,
+                   student_feats=dict(tap.outputs), teacher_feats=t_feats)
+
+
+def _loss(ph: Phase, objective: Objective, tap, x, y, idx, epoch: int, step: int) -> torch.Tensor:
+    terms = objective.terms(_batch(ph, objective, tap, x, y, idx))
     for name, value in terms.items():
         if not torch.isfinite(value):
             raise CheckFailed(f"{ph.name}: loss term '{name}' is {value.item()} at epoch {epoch + 1}, "
@@ -194,71 +282,118 @@ def _step(ph: Phase, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, epoch:
     return sum(terms.values())
 
 
-def fit(ph: Phase, *, ckpt: Path | None = None, resume: bool = False, progress: bool = True) -> nn.Module:
-    """Train `ph.model`; checkpoint after every epoch so Ctrl-C loses at most one."""
+def _prepare(ph: Phase, tap) -> None:
+    """One dry batch: checks teacher/student compatibility and builds projections/regressors."""
+    if ph.objective.needs_teacher and ph.source is None:
+        raise BadInput(f"{ph.name}: --method {ph.objective.describe()} needs a teacher")
+    x, y, idx = next(iter(loader(ph.train, batch_size=min(ph.batch_size, 8), shuffle=False)))
+    ph.model.eval()
+    with torch.no_grad():
+        b = _batch(ph, ph.objective, tap, x, y, idx)
+    ph.objective.prepare(b, student_taps=ph.student_taps, teacher_taps=ph.source.taps if ph.source else {})
+
+
+def _run_stage(ph: Phase, objective: Objective, params: list, epochs: int, tap, *, stage: str,
+               ckpt: Path | None, resume: bool, progress: bool) -> None:
     from tqdm.auto import tqdm
 
-    _seed_all(ph.seed)
-    opt = torch.optim.AdamW(ph.model.parameters(), lr=ph.lr, weight_decay=defaults.WEIGHT_DECAY)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=ph.epochs)
+    opt = torch.optim.AdamW(params, lr=ph.lr, weight_decay=defaults.WEIGHT_DECAY)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
     start = 0
     if resume and ckpt is not None and ckpt.exists():
         state = load_checkpoint(ckpt)
+        if state.get("stage", "main") != stage:
+            return  # this stage finished before the interruption
         ph.model.load_state_dict(state["model"])
+        ph.objective.load_state_dict(state["objective"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["rng"])
         ph.history, start = list(state["history"]), int(state["epoch"])
-    if ph.teacher is not None:
-        ph.teacher.eval()
-    bar = tqdm(range(start, ph.epochs), desc=ph.name, unit="epoch", disable=None if progress else True, leave=False,
-               initial=start, total=ph.epochs)
+    label = ph.name if stage == "main" else f"{ph.name} ({stage})"
+    bar = tqdm(range(start, epochs), desc=label, unit="epoch", disable=None if progress else True, leave=False,
+               initial=start, total=epochs)
     for epoch in bar:
         ph.model.train()
+        objective.train()
         total, n = 0.0, 0
         for step, (x, y, idx) in enumerate(loader(ph.train, batch_size=ph.batch_size, shuffle=True,
                                                   seed=ph.seed, epoch=epoch)):
-            loss = _step(ph, x, y, idx, epoch, step)
+            loss = _loss(ph, objective, tap, x, y, idx, epoch, step)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             total, n = total + float(loss.detach()) * len(x), n + len(x)
         sched.step()
         val_acc = accuracy(ph.model, ph.val)
-        ph.history.append({"epoch": epoch + 1, "loss": total / max(n, 1), "val_acc": val_acc})
+        ph.history.append({"stage": stage, "epoch": epoch + 1, "loss": total / max(n, 1), "val_acc": val_acc})
         bar.set_postfix(loss=f"{total / max(n, 1):.3f}", val=f"{val_acc:.3f}")
         if ckpt is not None:
-            artifacts.save_torch(ckpt, _checkpoint_state(ph, opt, sched, epoch + 1))
+            artifacts.save_torch(ckpt, _checkpoint_state(ph, opt, sched, epoch + 1, stage))
+
+
+def fit(ph: Phase, *, ckpt: Path | None = None, resume: bool = False, progress: bool = True) -> nn.Module:
+    """Train `ph.model`; checkpoint after every epoch so Ctrl-C (or SIGKILL) loses at most one."""
+    from edgekd.features import FeatureTap
+    from edgekd.losses import hint_objective, hint_stage_params
+
+    _seed_all(ph.seed)
+    with FeatureTap(ph.model, ph.student_taps) as tap:
+        _prepare(ph, tap)
+        if ph.hint_epochs > 0:
+            # FitNets stage 1: the student up to its tap plus the regressor, on the hint loss alone.
+            example = next(iter(loader(ph.train, batch_size=2, shuffle=False)))[0]
+            params = hint_stage_params(ph.objective, ph.model, student_taps=ph.student_taps, example_input=example)
+            _run_stage(ph, hint_objective(ph.objective), params, ph.hint_epochs, tap, stage="hint",
+                       ckpt=ckpt, resume=resume, progress=progress)
+        params = list(ph.model.parameters()) + ph.objective.extra_parameters()
+        _run_stage(ph, ph.objective, params, ph.epochs, tap, stage="main", ckpt=ckpt, resume=resume,
+                   progress=progress)
     ph.model.eval()
     return ph.model
 
 
 # ---------------------------------------------------------------- teacher
-def teacher_spec(state: dict[str, Any]) -> dict[str, Any]:
-    return {k: state[k] for k in ("arch", "in_channels", "num_classes")}
-
-
-def obtain_teacher(cfg: DistillConfig, bundle: DataBundle, run_dir: Path) -> tuple[nn.Module, dict[str, Any]]:
-    """Load the teacher from a .pt path, or train the named one (seed 0) and save teacher.pt."""
+def _named_teacher(name: str, cfg: DistillConfig, bundle: DataBundle, run_dir: Path, slot: str):
     C = bundle.input_shape[0]
-    if cfg.teacher.endswith(".pt") or Path(cfg.teacher).is_file():
-        state = load_checkpoint(Path(cfg.teacher))
+    if name.endswith(".pt") or Path(name).is_file():
+        state = load_checkpoint(Path(name))
         if state.get("kind") != "teacher":
-            raise BadInput(f"{cfg.teacher}: a {state.get('kind')} checkpoint, not a teacher")
+            raise BadInput(f"{name}: a {state.get('kind')} checkpoint, not a teacher")
         if state["num_classes"] != bundle.num_classes:
-            raise BadInput(f"{cfg.teacher}: teacher has {state['num_classes']} classes, "
+            raise BadInput(f"{name}: teacher has {state['num_classes']} classes, "
                            f"--data {bundle.name} has {bundle.num_classes}")
         model = create_teacher(state["arch"], in_channels=state["in_channels"], num_classes=state["num_classes"])
         model.load_state_dict(state["model"])
-        return model.eval(), {"source": cfg.teacher, "arch": state["arch"]}
-    model = create_teacher(cfg.teacher, in_channels=C, num_classes=bundle.num_classes)
-    ph = Phase("teacher", model, build_objective(["ce"]), Indexed(bundle.train), bundle.val,
+        return model.eval(), {"source": name, "arch": state["arch"]}
+    model = create_teacher(name, in_channels=C, num_classes=bundle.num_classes)
+    ph = Phase(slot, model, build_objective(["ce"]), Indexed(bundle.train), bundle.val,
                cfg.teacher_epochs, seed=0, lr=cfg.lr, batch_size=cfg.batch_size)
-    fit(ph, ckpt=run_dir / "checkpoints" / "teacher.pt", resume=cfg.resume, progress=cfg.progress)
-    artifacts.save_torch(run_dir / "teacher.pt", {
-        "kind": "teacher", "arch": cfg.teacher, "in_channels": C,
+    fit(ph, ckpt=run_dir / "checkpoints" / f"{slot}.pt", resume=cfg.resume, progress=cfg.progress)
+    artifacts.save_torch(run_dir / f"{slot}.pt", {
+        "kind": "teacher", "arch": name, "in_channels": C,
         "num_classes": bundle.num_classes, "model": model.state_dict()})
-    return model.eval(), {"source": "trained", "arch": cfg.teacher, "epochs": cfg.teacher_epochs}
+    return model.eval(), {"source": "trained", "arch": name, "epochs": cfg.teacher_epochs}
+
+
+def obtain_teachers(cfg: DistillConfig, bundle: DataBundle, run_dir: Path) -> list[tuple[nn.Module, dict[str, Any]]]:
+    """Load each teacher from a .pt path, or train the named one (seed 0); saved as teacher.pt, teacher1.pt, …"""
+    return [_named_teacher(name, cfg, bundle, run_dir, "teacher" if i == 0 else f"teacher{i}")
+            for i, name in enumerate(cfg.teacher_list)]
+
+
+def obtain_teacher(cfg: DistillConfig, bundle: DataBundle, run_dir: Path) -> tuple[nn.Module, dict[str, Any]]:
+    return obtain_teachers(cfg, bundle, run_dir)[0]
+
+
+def teacher_source(cfg: DistillConfig, bundle: DataBundle, teachers: list[nn.Module], objective: Objective) -> TeacherSource:
+    from edgekd.features import default_taps
+
+    taps = default_taps(teachers[0], roles=objective.taps) if objective.taps else {}
+    src = TeacherSource(teachers, taps=taps, mode=cfg.teacher_mode, weights=cfg.teacher_weights,
+                        temperature=cfg.temperature)
+    # Deterministic inputs: the teacher's outputs are computed once, not every epoch.
+    return src if bundle.augmented or not cfg.cache_teacher else src.build_cache(bundle.train)
 
 
 # ---------------------------------------------------------------- students
@@ -268,28 +403,66 @@ def make_student(cfg: DistillConfig, bundle: DataBundle, target: TargetProfile, 
                           target_ops=target.ops_allow)
 
 
-def train_students(cfg: DistillConfig, bundle: DataBundle, target: TargetProfile, teacher: nn.Module,
-                   run_dir: Path, objective: Objective) -> list[dict[str, Any]]:
+def _student_taps(model: nn.Module, objective: Objective) -> dict[str, str]:
+    from edgekd.features import default_taps
+
+    return default_taps(model, roles=objective.taps) if objective.taps else {}
+
+
+def _fit_into(row: dict, key: str, ph: Phase, cfg: DistillConfig, bundle: DataBundle, run_dir: Path) -> None:
+    t0 = time.perf_counter()
+    fit(ph, ckpt=run_dir / "checkpoints" / f"{ph.name.replace('/', '-')}.pt", resume=cfg.resume, progress=cfg.progress)
+    row[key] = accuracy(ph.model, bundle.test)
+    row[f"{key}_val"] = ph.history[-1]["val_acc"]
+    row[f"{key}_seconds"] = time.perf_counter() - t0
+    row[f"_{key}_model"] = ph.model
+
+
+def train_control(cfg: DistillConfig, bundle: DataBundle, target: TargetProfile, run_dir: Path, seed: int,
+                  labeled_only: Dataset) -> dict[str, Any]:
+    """The student alone on the labeled data, same epochs and steps: the control."""
+    row: dict[str, Any] = {"seed": seed}
+    alone = Phase(f"alone/seed{seed}", make_student(cfg, bundle, target, seed), build_objective(["ce"]),
+                  Indexed(labeled_only), bundle.val, cfg.epochs, seed, cfg.lr, cfg.batch_size)
+    _fit_into(row, "student_alone", alone, cfg, bundle, run_dir)
+    return row
+
+
+def labeled_subset(cfg: DistillConfig, bundle: DataBundle) -> tuple[np.ndarray, Dataset]:
     mask = labeled_mask(dataset_labels(bundle.train), cfg.labeled_fraction)
-    labeled_only = Repeated(torch.utils.data.Subset(bundle.train, np.flatnonzero(mask).tolist()), len(mask))
-    # Deterministic inputs: the teacher's logits are computed once, not every epoch.
-    cache = None if bundle.augmented else predict(teacher, bundle.train)
+    return mask, Repeated(torch.utils.data.Subset(bundle.train, np.flatnonzero(mask).tolist()), len(mask))
+
+
+def train_students(cfg: DistillConfig, bundle: DataBundle, target: TargetProfile, teacher: nn.Module | list[nn.Module],
+                   run_dir: Path, objective: Objective, *, source: TeacherSource | None = None,
+                   controls: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """For each seed: the student alone (control), then distilled (or born-again generations).
+    `controls` reuses rows whose control was already trained (as `compare` does)."""
+    teachers = teacher if isinstance(teacher, list) else [teacher]
+    mask, labeled_only = labeled_subset(cfg, bundle)
+    if source is None and objective.needs_teacher and cfg.generations == 0:
+        source = teacher_source(cfg, bundle, teachers, objective)
     results = []
     for seed in range(cfg.seeds):
-        alone = Phase(f"alone/seed{seed}", make_student(cfg, bundle, target, seed), build_objective(["ce"]),
-                      Indexed(labeled_only), bundle.val, cfg.epochs, seed, cfg.lr, cfg.batch_size)
-        kd = Phase(f"kd/seed{seed}", make_student(cfg, bundle, target, seed), objective,
-                   Indexed(bundle.train, mask), bundle.val, cfg.epochs, seed, cfg.lr, cfg.batch_size,
-                   teacher_logits=cache, teacher=teacher)
-        row: dict[str, Any] = {"seed": seed}
-        for key, ph in (("student_alone", alone), ("student", kd)):
-            t0 = time.perf_counter()
-            fit(ph, ckpt=run_dir / "checkpoints" / f"{ph.name.replace('/', '-')}.pt",
-                resume=cfg.resume, progress=cfg.progress)
-            row[key] = accuracy(ph.model, bundle.test)
-            row[f"{key}_val"] = ph.history[-1]["val_acc"]
-            row[f"{key}_seconds"] = time.perf_counter() - t0
-            row[f"_{key}_model"] = ph.model
+        row = train_control(cfg, bundle, target, run_dir, seed, labeled_only) if controls is None else \
+            {k: v for k, v in controls[seed].items() if k.startswith(("seed", "student_alone", "_student_alone"))}
+        gens = [(None, source)] if cfg.generations == 0 else [
+            (g, None) for g in range(1, cfg.generations + 1)]
+        prev = row["_student_alone_model"]
+        for gen, src in gens:
+            # Born-again: generation g learns from generation g-1 of the same architecture,
+            # starting from the student trained alone (generation 0).
+            obj = build_objective(list(cfg.methods), temperature=cfg.temperature, **cfg.loss_options)
+            if gen is not None:
+                src = teacher_source(cfg, bundle, [prev], obj)
+            model = make_student(cfg, bundle, target, seed + 1000 * (gen or 0))
+            name = f"kd/seed{seed}" if gen is None else f"kd/seed{seed}/gen{gen}"
+            kd = Phase(name, model, obj, Indexed(bundle.train, mask), bundle.val, cfg.epochs, seed, cfg.lr,
+                       cfg.batch_size, source=src, student_taps=_student_taps(model, obj), hint_epochs=cfg.hint_epochs)
+            _fit_into(row, "student", kd, cfg, bundle, run_dir)
+            if gen is not None:
+                row.setdefault("generations", []).append({"generation": gen, "accuracy": row["student"]})
+            prev = kd.model
         results.append(row)
     return results
 
@@ -306,24 +479,39 @@ def gap_closed(teacher: float, alone: float, student: float) -> float | None:
 
 
 # ---------------------------------------------------------------- the stage
+def ensemble_accuracy(cfg: DistillConfig, teachers: list[nn.Module], ds: Dataset) -> float:
+    """Test accuracy of what the student learns from: the teacher, or the teachers' mixture."""
+    if len(teachers) == 1:
+        return accuracy(teachers[0], ds)
+    src = TeacherSource(teachers, mode=cfg.teacher_mode, weights=cfg.teacher_weights, temperature=cfg.temperature)
+    logits = torch.cat([src.live(x)[0] for x, *_ in DataLoader(ds, batch_size=256)])
+    return float((logits.argmax(1) == torch.as_tensor(dataset_labels(ds))).float().mean())
+
+
 def distill(cfg: DistillConfig) -> dict[str, Any]:
     """Run the whole distill stage; returns the summary written to distill.json."""
     cfg.validate()
     t_start = time.perf_counter()
     target = load_target(cfg.target)
-    objective = build_objective(list(cfg.methods), temperature=cfg.temperature)
+    objective = build_objective(list(cfg.methods), temperature=cfg.temperature, **cfg.loss_options)
     bundle = load_data(cfg.data, data_dir=cfg.data_dir, download=cfg.download)
     probe = make_student(cfg, bundle, target, 0)
     ops = check_student_ops(probe, input_shape=bundle.input_shape, target=target)
     run_dir = artifacts.create_run(cfg.run)
     artifacts.write_json(run_dir / "config.json", {**asdict(cfg), "data_info": bundle.describe()})
-    teacher, teacher_info = obtain_teacher(cfg, bundle, run_dir)
-    teacher_acc = accuracy(teacher, bundle.test)
-    rows = train_students(cfg, bundle, target, teacher, run_dir, objective)
+    teachers = obtain_teachers(cfg, bundle, run_dir)
+    models = [m for m, _ in teachers]
+    teacher_acc = ensemble_accuracy(cfg, models, bundle.test)
+    if cfg.online:
+        from edgekd.online import train_mutual
+
+        rows = train_mutual(cfg, bundle, target, run_dir, peers=cfg.peers)
+    else:
+        rows = train_students(cfg, bundle, target, models, run_dir, objective)
     best = max(rows, key=lambda r: (r["student_val"], -r["seed"]))
     save_student(run_dir / "student.pt", cfg, bundle, best["_student_model"], seed=best["seed"], ops=ops)
     save_student(run_dir / "student_alone.pt", cfg, bundle, best["_student_alone_model"], seed=best["seed"], ops=ops)
-    summary = summarise(cfg, bundle, target, teacher, teacher_info, teacher_acc, rows, best, probe, ops)
+    summary = summarise(cfg, bundle, target, teachers, teacher_acc, rows, best, probe, ops)
     summary["wall_seconds"] = time.perf_counter() - t_start
     artifacts.write_json(run_dir / "distill.json", summary)
     artifacts.set_latest(run_dir)
@@ -340,21 +528,34 @@ def save_student(path: Path, cfg: DistillConfig, bundle: DataBundle, model: nn.M
         "model": model.state_dict()})
 
 
-def summarise(cfg, bundle, target, teacher, teacher_info, teacher_acc, rows, best, probe, ops) -> dict[str, Any]:
+def method_label(cfg: DistillConfig) -> str:
+    if cfg.online:
+        return f"online: deep mutual learning, {cfg.peers} peers"
+    label = build_objective(list(cfg.methods), temperature=cfg.temperature).describe()
+    if cfg.generations:
+        label += f", born-again x{cfg.generations}"
+    if len(cfg.teacher_list) > 1:
+        label += f", {len(cfg.teacher_list)} teachers ({cfg.teacher_mode})"
+    return label
+
+
+def summarise(cfg, bundle, target, teachers, teacher_acc, rows, best, probe, ops) -> dict[str, Any]:
     alone = mean_std([r["student_alone"] for r in rows])
     kd = mean_std([r["student"] for r in rows])
     clean_rows = [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows]
+    infos = [{**info, "params": count_params(m)} for m, info in teachers]
     return {
         "data": bundle.describe(), "target": target.name, "methods": list(cfg.methods),
-        "objective": build_objective(list(cfg.methods), temperature=cfg.temperature).describe(),
-        "temperature": cfg.temperature, "epochs": cfg.epochs, "seeds": cfg.seeds,
+        "objective": method_label(cfg), "temperature": cfg.temperature, "epochs": cfg.epochs, "seeds": cfg.seeds,
         "labeled_fraction": cfg.labeled_fraction,
-        "teacher": {**teacher_info, "params": count_params(teacher), "accuracy": teacher_acc},
+        "teacher": {**infos[0], "accuracy": teacher_acc, "all": infos},
         "student": {"arch": cfg.student, "params": count_params(probe), "ops": ops,
                     "ops_notes": getattr(probe, "ops_notes", []), "chosen_seed": best["seed"]},
         "accuracy": {"teacher": teacher_acc, "student_alone": alone, "student": kd},
         "gap_closed": gap_closed(teacher_acc, alone["mean"], kd["mean"]),
         "per_seed": clean_rows,
+        "seconds": {"student_alone": sum(r["student_alone_seconds"] for r in rows),
+                    "student": sum(r["student_seconds"] for r in rows)},
     }
 
 

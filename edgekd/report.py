@@ -41,6 +41,22 @@ def distill_table(s: dict[str, Any]) -> Table:
     return t
 
 
+def compare_table(r: dict[str, Any]) -> Table:
+    t = Table(title=f"seminar table: {r['student']} on {r['data']} for {r['target']}, {r['epochs']} epochs, "
+                    f"{r['seeds']} seeds, labeled fraction {r['labeled_fraction']:g}")
+    for col, j in (("method", "left"), ("test accuracy", "right"), ("gap closed", "right"),
+                   ("beats alone", "center"), ("params", "right"), ("wall time", "right")):
+        t.add_column(col, justify=j)
+    for row in r["rows"]:
+        beats = row.get("beats_alone_beyond_std")
+        t.add_row(row["method"], mean_std(row["accuracy"]) if row["accuracy"]["n"] > 1 else pct(row["accuracy"]["mean"]),
+                  pct(row.get("gap_closed")) if "gap_closed" in row else "",
+                  "" if beats is None else ("yes" if beats else "no"), f"{row['params']:,}", f"{row['seconds']:.1f} s")
+    t.caption = ("'beats alone' = mean − alone mean > √(sd² + sd_alone²); gap closed = (student − alone) / "
+                 f"(teacher − alone).  {r['run']}/compare.json, compare.png")
+    return t
+
+
 def export_table(m: dict[str, Any]) -> Table:
     t = Table(title=f"export {m['target']} — {'DEPLOYABLE' if m['deployable'] else 'NOT deployable'}")
     t.add_column("check")

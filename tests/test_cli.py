@@ -146,11 +146,23 @@ def test_pipeline_step_exits_0(pipe: Pipeline, step: str) -> None:
     assert "Traceback" not in r.err
 
 
-def test_help_lists_the_commands() -> None:
-    r = edgekd(REPO, child_env(None), "--help")
+def test_help_lists_the_commands(tmp_path: Path) -> None:
+    r = edgekd(tmp_path, child_env(None), "--help")
     assert r.code == 0, str(r)
     for cmd in ("distill", "export", "bench", "audit", "targets", "verify"):
         assert cmd in r.out
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_console_script_is_the_same_entry_point(tmp_path: Path) -> None:
+    script = Path(sys.executable).parent / "edgekd"
+    if not script.exists():
+        pytest.skip(f"no console script at {script} (package not installed into this interpreter's env)")
+    proc = subprocess.run([str(script), "targets", "--json"], cwd=tmp_path, env=child_env(None),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    from edgekd.targets import list_targets
+    assert [p["name"] for p in json.loads(proc.stdout)] == list_targets()
 
 
 def test_run_folder_layout(ok: Pipeline) -> None:

@@ -15,6 +15,8 @@ from edgekd.models import (ACTIVATIONS, HEAD_OPS, STUDENTS, TEACHERS, BLOCKS, Op
 from edgekd.targets import list_targets, load_target
 
 torch.set_num_threads(1)
+# torch's TorchScript exporter (which check_student_ops uses on purpose) warns on every export
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 DIGITS = (1, 8, 8)
 

@@ -32,7 +32,22 @@ POOLS: dict[str, tuple[set[str], Callable[[], nn.Module]]] = {
     "max": ({"MaxPool"}, lambda: nn.MaxPool2d(2)),
     "avg": ({"AveragePool"}, lambda: nn.AvgPool2d(2)),
 }
-HEAD_OPS = {"GlobalAveragePool", "Flatten", "Gemm"}
+class ToVector(nn.Module):
+    """(N, C, 1, 1) → (N, C) as one Reshape with a constant shape, for targets without Flatten."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.channels = channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.reshape(-1, self.channels)
+
+
+# name -> (ONNX ops, factory(channels)) for the pooled-vector head; order = preference.
+HEADS: dict[str, tuple[set[str], Callable[[int], nn.Module]]] = {
+    "flatten": ({"GlobalAveragePool", "Flatten", "Gemm"}, lambda c: nn.Flatten()),
+    "reshape": ({"GlobalAveragePool", "Reshape", "Gemm"}, ToVector),
+}
 CONV_OPS = {"Conv"}  # BatchNormalization is folded into Conv at export (eval mode)
 
 
@@ -51,6 +66,7 @@ class Ops:
 
     act: str = "relu"
     pool: str = "max"
+    head: str = "flatten"
     notes: tuple[str, ...] = field(default_factory=tuple)
 
     @classmethod
@@ -61,7 +77,10 @@ class Ops:
         if chosen != act:
             notes.append(f"activation {act} ({'/'.join(ACTIVATIONS[act][0])}) is not on the target; using {chosen}")
         pool = _pick(POOLS, allow, ("max", "avg"), "2x2 pooling")
-        return cls(act=chosen, pool=pool, notes=tuple(notes))
+        head = _pick(HEADS, allow, tuple(HEADS), "classifier head")
+        if head != "flatten":
+            notes.append(f"Flatten is not on the target; the head reshapes instead ({head})")
+        return cls(act=chosen, pool=pool, head=head, notes=tuple(notes))
 
     def act_module(self) -> nn.Module:
         return ACTIVATIONS[self.act][1]()
@@ -120,10 +139,11 @@ BLOCKS: dict[str, tuple[set[str], type[nn.Module]]] = {
 class Classifier(nn.Module):
     """features → global pool → flatten → linear. `features` and `pool` are the hook points."""
 
-    def __init__(self, features: nn.Module, width: int, num_classes: int, dropout: float = 0.0):
+    def __init__(self, features: nn.Module, width: int, num_classes: int, dropout: float = 0.0,
+                 head: str = "flatten"):
         super().__init__()
         self.features = features
-        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), HEADS[head][1](width))
         self.dropout = nn.Dropout(dropout) if dropout else nn.Identity()
         self.head = nn.Linear(width, num_classes)
         self.feature_dim = width
@@ -170,7 +190,7 @@ def student_net(*, in_channels: int, num_classes: int, target_ops: frozenset[str
     with a 2×2 pool between stages. Every op comes from what `target_ops` allows."""
     if block not in BLOCKS:
         raise BadInput(f"unknown block '{block}'; valid: {', '.join(BLOCKS)}")
-    need = BLOCKS[block][0] | HEAD_OPS
+    need = BLOCKS[block][0]
     if target_ops is not None and not need <= target_ops:
         missing = ", ".join(sorted(need - target_ops))
         raise BadInput(f"block '{block}' needs ops the target lacks: {missing}")
@@ -184,7 +204,7 @@ def student_net(*, in_channels: int, num_classes: int, target_ops: frozenset[str
         for _ in range(depth):
             layers.append(BLOCKS[block][1](cin, c, ops, kernel=kernel))
             cin = c
-    model = Classifier(nn.Sequential(*layers), cin, num_classes)
+    model = Classifier(nn.Sequential(*layers), cin, num_classes, head=ops.head)
     model.ops_notes = list(ops.notes)  # type: ignore[attr-defined]
     return model
 

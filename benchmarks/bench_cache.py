@@ -1,0 +1,74 @@
+"""Offline distillation speed: wall time of a distillation run with cached teacher outputs
+÷ the student alone, same epochs and steps, one process; and the same ratio without the cache.
+
+    .venv/bin/python benchmarks/bench_cache.py [--repeats 5] [--epochs 10]
+
+Medians over repeats; writes benchmarks/results/cache.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--epochs", type=int, default=10)
+    args = ap.parse_args()
+    import torch
+
+    from edgekd.data import load_data
+    from edgekd.distill import (DistillConfig, Indexed, Phase, build_objective, fit, make_student,
+                                obtain_teachers, teacher_source)
+    from edgekd.targets import load_target
+
+    torch.set_num_threads(1)
+    bundle, target = load_data("digits"), load_target("cpu-arm")
+    cfg = DistillConfig(epochs=args.epochs, progress=False, teacher_epochs=3)
+    with tempfile.TemporaryDirectory() as tmp:
+        teachers = [m for m, _ in obtain_teachers(cfg, bundle, Path(tmp))]
+    kd_obj = lambda: build_objective(list(cfg.methods), temperature=cfg.temperature)
+
+    def timed(kind: str) -> float:
+        model = make_student(cfg, bundle, target, 0)
+        if kind == "alone":
+            ph = Phase("alone", model, build_objective(["ce"]), Indexed(bundle.train), bundle.val, args.epochs, 0)
+        else:
+            obj = kd_obj()
+            t0 = time.perf_counter()  # building the cache is part of the distillation's cost
+            src = teacher_source(replace(cfg, cache_teacher=(kind == "cached")), bundle, teachers, obj)
+            ph = Phase(kind, model, obj, Indexed(bundle.train), bundle.val, args.epochs, 0, source=src)
+            fit(ph, progress=False)
+            return time.perf_counter() - t0
+        t0 = time.perf_counter()
+        fit(ph, progress=False)
+        return time.perf_counter() - t0
+
+    rows = []
+    for _ in range(args.repeats):
+        rows.append({k: timed(k) for k in ("alone", "cached", "live")})
+    ratio_c = statistics.median(r["cached"] / r["alone"] for r in rows)
+    ratio_l = statistics.median(r["live"] / r["alone"] for r in rows)
+    result = {"epochs": args.epochs, "repeats": args.repeats, "teacher": cfg.teacher, "student": cfg.student,
+              "per_repeat_seconds": rows, "cached_over_alone": ratio_c, "live_over_alone": ratio_l,
+              "threads": 1}
+    out = ROOT / "benchmarks" / "results" / "cache.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    med = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
+    print(f"student alone {med['alone']:.2f} s, KD cached {med['cached']:.2f} s, KD live teacher {med['live']:.2f} s "
+          f"({args.epochs} epochs, median of {args.repeats})")
+    print(f"cached ÷ alone = {ratio_c:.3f} (goal ≤ 1.15);  live teacher ÷ alone = {ratio_l:.3f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -128,14 +128,18 @@ def create_run(run: str | Path | None = None, *, root: Path = defaults.ARTIFACTS
     return path
 
 
-def set_latest(run_dir: Path, *, root: Path | None = None) -> None:
+def set_latest(run_dir: Path, *, root: Path = defaults.ARTIFACTS) -> None:
     """Point `<root>/latest` at `run_dir`, atomically (symlink swapped by rename)."""
-    root = root or run_dir.parent
     link = root / "latest"
     tmp = root / f".latest.{secrets.token_hex(4)}"
+    root.mkdir(parents=True, exist_ok=True)
     target = os.path.relpath(run_dir.resolve(), root.resolve())
-    os.symlink(target, tmp)
-    os.replace(tmp, link)
+    try:
+        os.symlink(target, tmp)
+        os.replace(tmp, link)
+    finally:
+        if tmp.is_symlink():
+            tmp.unlink()
 
 
 def resolve_run(run: str | Path | None, *, root: Path = defaults.ARTIFACTS) -> Path:
@@ -201,8 +205,11 @@ def verify_run(run: str | Path | None = None) -> dict[str, Any]:
     checked, failures = [], []
     for m in manifests:
         for where, entry in _named_files(read_json(m)):
-            f = m.parent / entry["path"]
-            rel = str(f.relative_to(run_dir))
+            f = (m.parent / str(entry["path"])).resolve()
+            if not f.is_relative_to(run_dir.resolve()):
+                failures.append(f"{entry['path']} ({where}): outside the run folder")
+                continue
+            rel = str(f.relative_to(run_dir.resolve()))
             if not f.is_file():
                 failures.append(f"{rel} ({where}): missing")
             elif sha256(f) != entry["sha256"]:

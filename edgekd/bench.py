@@ -25,6 +25,11 @@ def pick_target(run_dir: Path, target: str | Path | None) -> TargetProfile:
     if target is not None:
         return load_target(target)
     exported = sorted(p.parent.name for p in run_dir.glob(f"*/{artifacts.MANIFEST}"))
+    if len(exported) == 1:
+        # The profile the export used, which may have been a .toml path outside targets/.
+        saved = artifacts.load_manifest(run_dir, exported[0]).get("target_profile", {}).get("path")
+        if saved and Path(saved).is_file():
+            return load_target(saved)
     if not exported:
         raise BadInput(f"{run_dir}: nothing exported yet; run `edgekd export --target T` first")
     if len(exported) > 1:
@@ -171,6 +176,8 @@ def _merge(run_dir: Path, prof: TargetProfile, manifest: dict, result: dict) -> 
     manifest["recommended"] = result["recommended"]
     manifest["budget"] = result["budget"]
     manifest["notes"] = result["notes"]
-    golden_ok = all(r.get("golden", {}).get("passed", True) for r in (result["fp32"], result["int8"]) if r)
+    # Deployability is about the model we recommend; a failed int8 variant is reported, not fatal.
+    chosen = result["int8"] if result["recommended"] == "int8" else result["fp32"]
+    golden_ok = chosen.get("golden", {}).get("passed", True)
     manifest["deployable"] = bool(manifest.get("checks", {}).get("passed", True) and result["budget"]["passed"] and golden_ok)
     artifacts.write_json(artifacts.manifest_path(run_dir, prof.name), manifest)

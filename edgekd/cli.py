@@ -228,13 +228,17 @@ def main() -> None:
     except KeyboardInterrupt:
         typer.echo("edgekd: interrupted; the last epoch checkpoint is kept (continue with --resume)", err=True)
         sys.exit(130)
-    except Exception as e:  # click's own usage errors
-        import click
-
-        if isinstance(e, click.exceptions.ClickException):
-            e.show()
-            sys.exit(e.exit_code)
-        if isinstance(e, click.exceptions.Abort):
+    except Exception as e:
+        # Usage errors come from the click that typer bundles; recognise them by shape.
+        if hasattr(e, "format_message") and isinstance(getattr(e, "exit_code", None), int):
+            ctx = getattr(e, "ctx", None)
+            where = ctx.command_path.replace("python -m edgekd.cli", "edgekd") if ctx else "edgekd"
+            msg = " ".join(e.format_message().split())
+            if not msg:  # a bare `edgekd`: the help was printed
+                sys.exit(0)
+            typer.echo(f"edgekd: error: {msg} (see '{where} --help')", err=True)
+            sys.exit(e.exit_code if e.exit_code in (0, 1) else 2)
+        if type(e).__name__ == "Abort":
             sys.exit(1)
         raise
 

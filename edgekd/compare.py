@@ -88,7 +88,6 @@ def compare(cfg, *, methods: tuple[str, ...] = DEFAULT) -> dict[str, Any]:
               "rows": rows, "run": str(run_dir), "torch_threads": torch.get_num_threads()}
     artifacts.write_json(run_dir / "compare.json", result)
     _plot(run_dir / "compare.png", result)
-    artifacts.set_latest(run_dir)
     return result
 
 

@@ -7,6 +7,7 @@ by every phase (checkpoint each epoch, resume, NaN guard) → seeds → summary.
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -251,6 +252,16 @@ def _checkpoint_state(ph: Phase, opt, sched, epoch: int, stage: str) -> dict[str
             "rng": torch.get_rng_state(), "history": ph.history}
 
 
+def _load_reason(e: Exception) -> str:
+    """The informative line of torch.load's error (its weights_only notice is boilerplate)."""
+    text = str(e)
+    if "WeightsUnpickler error:" in text:
+        detail = text.split("WeightsUnpickler error:", 1)[1].strip().splitlines()[0]
+        return f"refused by the safe loader: {detail}"
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    return f"{type(e).__name__}: {first[:100]}" if first else type(e).__name__
+
+
 def load_checkpoint(path: Path) -> dict[str, Any]:
     """Load any edgekd .pt safely (weights_only); anything else is BadInput naming the file."""
     if not path.is_file():
@@ -258,8 +269,7 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises several types for a non-checkpoint file
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise BadInput(f"{path}: not an edgekd checkpoint ({first[:120]})") from None
+        raise BadInput(f"{path}: not an edgekd checkpoint ({_load_reason(e)})") from None
     if not isinstance(obj, dict) or "kind" not in obj:
         raise BadInput(f"{path}: not an edgekd checkpoint (no 'kind' field)")
     return obj
@@ -374,6 +384,21 @@ def _named_teacher(name: str, cfg: DistillConfig, bundle: DataBundle, run_dir: P
         "kind": "teacher", "arch": name, "in_channels": C,
         "num_classes": bundle.num_classes, "model": model.state_dict()})
     return model.eval(), {"source": "trained", "arch": name, "epochs": cfg.teacher_epochs}
+
+
+def check_teacher_paths(cfg: DistillConfig) -> None:
+    """Every --teacher is a registry name or an existing edgekd teacher checkpoint."""
+    from edgekd.models import TEACHERS
+
+    for name in cfg.teacher_list:
+        if name in TEACHERS:
+            continue
+        if name.endswith(".pt") or os.sep in name:
+            state = load_checkpoint(Path(name))
+            if state.get("kind") != "teacher":
+                raise BadInput(f"{name}: a {state.get('kind')} checkpoint, not a teacher")
+            continue
+        create_teacher(name, in_channels=1, num_classes=2)  # raises BadInput listing the valid names
 
 
 def obtain_teachers(cfg: DistillConfig, bundle: DataBundle, run_dir: Path) -> list[tuple[nn.Module, dict[str, Any]]]:
@@ -497,6 +522,7 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
     bundle = load_data(cfg.data, data_dir=cfg.data_dir, download=cfg.download)
     probe = make_student(cfg, bundle, target, 0)
     ops = check_student_ops(probe, input_shape=bundle.input_shape, target=target)
+    check_teacher_paths(cfg)  # before any folder is made
     run_dir = artifacts.create_run(cfg.run)
     artifacts.write_json(run_dir / "config.json", {**asdict(cfg), "data_info": bundle.describe()})
     teachers = obtain_teachers(cfg, bundle, run_dir)

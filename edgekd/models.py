@@ -71,6 +71,8 @@ class Ops:
 
     @classmethod
     def for_target(cls, allow: frozenset[str] | None, *, act: str = "hardswish") -> "Ops":
+        if act not in ACTIVATIONS:
+            raise BadInput(f"unknown activation '{act}'; valid: {', '.join(ACTIVATIONS)}")
         prefer = (act, *[a for a in ACTIVATIONS if a != act])
         chosen = _pick(ACTIVATIONS, allow, prefer, "activation")
         notes = []
@@ -271,9 +273,13 @@ def onnx_proto(model: nn.Module, input_shape: tuple[int, ...], *, opset: int = d
 
 
 def node_module(node_name: str) -> str:
-    """'/features/features.0/features.0.2/Relu' → 'features.0.2' (the TorchScript exporter's scopes)."""
-    parts = [p for p in node_name.split("/") if p]
-    return parts[-2] if len(parts) >= 2 else "<model>"
+    """'/features/features.1/body/body.0/body.0.2/Relu' → 'features.1.body.0.2'.
+
+    The TorchScript exporter writes one scope per module, each named relative to its
+    parent; a scope that the next one extends ('body' → 'body.0') is folded into it."""
+    scopes = [p for p in node_name.split("/") if p][:-1]
+    kept = [s for s, nxt in zip(scopes, scopes[1:] + [""]) if not nxt.startswith(s + ".") and nxt != s]
+    return ".".join(kept) or "<model>"
 
 
 def check_student_ops(model: nn.Module, *, input_shape: tuple[int, ...], target) -> list[str]:

@@ -79,10 +79,14 @@ def ort_session(model: str | Path, *, threads: int = 1):
 def ort_run(session, inputs: np.ndarray, *, batch_size: int = 256) -> np.ndarray:
     """Run a session over `inputs` in batches; a shape mismatch is BadInput naming both shapes."""
     meta = session.get_inputs()[0]
-    expected = list(meta.shape[1:])
-    if list(inputs.shape[1:]) != [d if isinstance(d, int) else inputs.shape[1 + i] for i, d in enumerate(expected)]:
+    expected = list(meta.shape)
+    fixed_batch = expected[0] if expected and isinstance(expected[0], int) else None
+    inner_ok = len(expected) == inputs.ndim and all(
+        not isinstance(d, int) or d == inputs.shape[i] for i, d in enumerate(expected) if i > 0)
+    if not inner_ok or (fixed_batch and len(inputs) % fixed_batch):
         raise BadInput(f"input shape {list(inputs.shape)} does not match the model's input "
-                       f"'{meta.name}' {['batch', *expected]}")
+                       f"'{meta.name}' {[d if isinstance(d, int) else str(d) for d in expected]}")
+    batch_size = fixed_batch or batch_size  # a fixed-batch model runs in chunks of its own batch
     outs = [session.run(None, {meta.name: inputs[i:i + batch_size].astype(np.float32)})[0]
             for i in range(0, len(inputs), batch_size)]
     return np.concatenate(outs) if outs else np.zeros((0,), np.float32)

@@ -8,7 +8,9 @@ one-line error naming the file and the key (exit 2).
 from __future__ import annotations
 
 import difflib
+import math
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -117,14 +119,22 @@ SCHEMA: dict[str, Any] = {
 PROVIDER_KEYS = {"name": str, "options": dict}
 
 
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # becomes a folder name under the run
+
+
 def _fail(path: Path, key: str, msg: str) -> BadInput:
-    return BadInput(f"{path}: key '{key}': {msg}")
+    # repr() keeps a key holding quotes or newlines on one line
+    return BadInput(f"{path}: key {key!r}: {msg}".replace("\n", "\\n"))
 
 
 def _type_name(t: Any) -> str:
     if t is _NUM:
         return "number"
     return {str: "string", int: "integer", list: "array", dict: "table"}.get(t, str(t))
+
+
+def _article(word: str) -> str:
+    return ("an " if word[0] in "aeiou" else "a ") + word
 
 
 def _check_table(path: Path, data: dict, schema: dict, prefix: str = "") -> None:
@@ -145,7 +155,7 @@ def _check_table(path: Path, data: dict, schema: dict, prefix: str = "") -> None
                 raise _fail(path, full, f"must be a table, got {type(value).__name__}")
             _check_table(path, value, typ, full + ".")
         elif isinstance(value, bool) or not isinstance(value, typ):
-            raise _fail(path, full, f"must be a {_type_name(typ)}, got {value!r}")
+            raise _fail(path, full, f"must be {_article(_type_name(typ))}, got {value!r}")
 
 
 def _available_provider_names() -> list[str]:
@@ -184,7 +194,11 @@ def _check_providers(path: Path, raw: list) -> tuple[Provider, ...]:
 
 
 def _check_range(path: Path, key: str, value: float, lo: float, hi: float | None) -> None:
-    if value < lo or (hi is not None and value > hi):
+    try:
+        value = float(value)
+    except OverflowError:
+        raise _fail(path, key, f"{value} is out of range") from None
+    if math.isnan(value) or value < lo or (hi is not None and value > hi) or value == math.inf:
         valid = f"{lo}..{hi}" if hi is not None else f">= {lo}"
         raise _fail(path, key, f"{value!r} is out of range; valid: {valid}")
 
@@ -203,6 +217,9 @@ def _check_str_list(path: Path, key: str, value: list) -> list[str]:
 
 def _build(path: Path, data: dict) -> TargetProfile:
     _check_table(path, data, SCHEMA)
+    if not NAME_RE.match(data["name"]):
+        raise _fail(path, "name", f"{data['name']!r} is not valid; use letters, digits, '.', '_' or '-' "
+                                  "(it names the target's folder in a run)")
     _check_choice(path, "arch", data["arch"], ARCHES)
     _check_range(path, "opset", data["opset"], *OPSET_RANGE)
     rt = data["runtime"]

@@ -145,18 +145,20 @@ def test_ort_run_wrong_rank_names_both_shapes(relu_session) -> None:
     assert "[2, 12]" in str(e.value) and "['batch', 3, 4]" in str(e.value)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: parity.ort_run indexes inputs.shape[1 + i] for a symbolic "
-                                       "dim before checking the rank: IndexError instead of BadInput")
 def test_ort_run_wrong_rank_with_symbolic_inner_dims(tmp_path: Path) -> None:
     sess = ort_session(tiny_onnx(tmp_path / "m.onnx", ["batch", 3, "h", "w"]))
     with pytest.raises(BadInput, match=r"\[2, 3\]"):
         ort_run(sess, np.zeros((2, 3), np.float32))
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: parity.ort_run skips the batch dim in its shape check; a model "
-                                       "with a fixed batch (NNAPI-style) fails inside onnxruntime, not as BadInput")
-def test_ort_run_fixed_batch_mismatch_is_bad_input(tmp_path: Path) -> None:
+def test_ort_run_fixed_batch_runs_in_chunks_of_that_batch(tmp_path: Path) -> None:
     sess = ort_session(tiny_onnx(tmp_path / "m.onnx", [1, 3, 4]))
+    x = np.random.default_rng(0).normal(size=(5, 3, 4)).astype(np.float32)
+    assert np.allclose(ort_run(sess, x), ort_run(ort_session(tiny_onnx(tmp_path / "d.onnx", ["batch", 3, 4])), x))
+
+
+def test_ort_run_fixed_batch_that_does_not_divide_is_bad_input(tmp_path: Path) -> None:
+    sess = ort_session(tiny_onnx(tmp_path / "m.onnx", [2, 3, 4]))
     with pytest.raises(BadInput, match=r"\[5, 3, 4\]"):
         ort_run(sess, np.zeros((5, 3, 4), np.float32))
 

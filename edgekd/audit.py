@@ -128,7 +128,16 @@ class _Graph:
             self.tensors.pop(name, None)
 
     def is_const(self, name: str) -> bool:
-        return name in self.tensors
+        """A constant, or a QDQ weight: DequantizeLinear of constants, which the EPs' QDQ
+        node units take as a constant quantized weight."""
+        return name in self.tensors or self._dq_source(name) is not None
+
+    def _dq_source(self, name: str) -> str | None:
+        node = self.producer.get(name)
+        if node is None or node.op_type != "DequantizeLinear" or node.domain not in ("", "ai.onnx"):
+            return None
+        ok = all(i in self.tensors for i in node.input if i)
+        return node.input[0] if ok else None
 
     def value(self, name: str) -> Any | None:
         """The constant's values as numpy, None when unknown or stored outside the model."""
@@ -143,6 +152,7 @@ class _Graph:
             return None
 
     def rank(self, name: str) -> int | None:
+        name = self._dq_source(name) or name
         if name in self.tensors:
             return len(self.tensors[name].dims)
         vi = self.value_info.get(name)
@@ -151,6 +161,7 @@ class _Graph:
         return len(vi.type.tensor_type.shape.dim)
 
     def dims(self, name: str) -> list[int | None] | None:
+        name = self._dq_source(name) or name
         if name in self.tensors:
             return list(self.tensors[name].dims)
         vi = self.value_info.get(name)

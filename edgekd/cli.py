@@ -121,13 +121,14 @@ def export(
     target: str = typer.Option(..., help="Target profile name or .toml path."),
     run: Optional[Path] = typer.Option(None, help="Run folder (default: artifacts/latest)."),
     quantize: Optional[str] = typer.Option(None, help="Also make a static int8 QDQ variant: int8."),
+    batch: Optional[int] = typer.Option(None, help="Fix the batch axis to N (0 = dynamic). Default: dynamic, 1 for NNAPI."),
     as_json: bool = JSON_OPT,
 ) -> None:
     """Export the student to ONNX, audit its ops, check parity, write golden vectors and the manifest."""
     from edgekd.export import export_run
     from edgekd.report import export_table
 
-    manifest = export_run(target=target, run=run, quantize=quantize)
+    manifest = export_run(target=target, run=run, quantize=quantize, batch=batch)
     _print(export_table(manifest), manifest, as_json)
 
 

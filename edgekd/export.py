@@ -19,17 +19,18 @@ MOBILE_PROVIDERS = {"NnapiExecutionProvider", "CoreMLExecutionProvider", "QNNExe
                     "XnnpackExecutionProvider"}
 
 
-def export_onnx(model, path: Path, *, input_shape: tuple[int, ...], opset: int) -> Path:
-    """Write `model` to `path` (atomically) with a dynamic batch axis, then run onnx's full check."""
+def export_onnx(model, path: Path, *, input_shape: tuple[int, ...], opset: int, batch: int | None = None) -> Path:
+    """Write `model` to `path` (atomically), then run onnx's full check. The batch axis is
+    dynamic unless `batch` fixes it (NNAPI takes only nodes with fixed shapes)."""
     import onnx
     import torch
 
     model.eval()
+    dynamic = None if batch else {defaults.INPUT_NAME: {0: "batch"}, defaults.OUTPUT_NAME: {0: "batch"}}
     with artifacts.atomic_path(path) as tmp, torch.no_grad():
         torch.onnx.export(
-            model, (torch.zeros(1, *input_shape),), str(tmp), dynamo=False, opset_version=opset,
-            input_names=[defaults.INPUT_NAME], output_names=[defaults.OUTPUT_NAME],
-            dynamic_axes={defaults.INPUT_NAME: {0: "batch"}, defaults.OUTPUT_NAME: {0: "batch"}},
+            model, (torch.zeros(batch or 1, *input_shape),), str(tmp), dynamo=False, opset_version=opset,
+            input_names=[defaults.INPUT_NAME], output_names=[defaults.OUTPUT_NAME], dynamic_axes=dynamic,
         )
         onnx.checker.check_model(str(tmp), full_check=True)
     return path
@@ -76,8 +77,9 @@ def _parity(model_path: Path, ref: np.ndarray, x: np.ndarray, y: np.ndarray, *, 
 
 
 def _int8_variant(out_dir: Path, model_path: Path, bundle, ref, x, y, target: TargetProfile) -> tuple[dict, list[str]]:
+    from edgekd.audit import audit_model
     from edgekd.data import to_arrays
-    from edgekd.quantize import quantize_int8
+    from edgekd.quantize import quantize_int8, read_quant_info
 
     calib, _ = to_arrays(bundle.train, limit=256)  # calibrated on training samples, never test
     q_path = quantize_int8(model=model_path, out=out_dir / "model.int8.onnx", calibration=calib,
@@ -85,8 +87,12 @@ def _int8_variant(out_dir: Path, model_path: Path, bundle, ref, x, y, target: Ta
     p = target.parity
     report, acc = _parity(q_path, ref, x, y, atol=float("inf"), rtol=0.0,
                           min_top1=p.int8_min_top1_agreement or 0.99, name="int8 logits")
-    entry = {**artifacts.file_entry(q_path, out_dir), "parity": report.to_dict(), "accuracy": acc}
-    return entry, report.failures
+    audit = audit_model(q_path, target)
+    entry = {**artifacts.file_entry(q_path, out_dir), "parity": report.to_dict(), "accuracy": acc,
+             "quantization": read_quant_info(q_path),
+             "ops": {"used": audit.used, "unsupported": [u.to_dict() for u in audit.unsupported],
+                     "coverage": audit.coverage}}
+    return entry, report.failures + [f"audit: {line}" for line in audit.format_lines()]
 
 
 def _mobile_files(out_dir: Path, model_path: Path, target: TargetProfile) -> dict[str, Any]:
@@ -102,9 +108,17 @@ def is_mobile(target: TargetProfile) -> bool:
     return target.providers[0].name in MOBILE_PROVIDERS - {"XnnpackExecutionProvider"}
 
 
+def default_batch(target: TargetProfile) -> int | None:
+    """A fixed batch of 1 for providers that take only fixed shapes (NNAPI); else dynamic."""
+    from edgekd.audit import FIXED_SHAPE_PROVIDERS
+
+    return 1 if target.providers[0].name in FIXED_SHAPE_PROVIDERS else None
+
+
 def export_run(*, target: str | Path | TargetProfile = defaults.TARGET, run: str | Path | None = None,
-               quantize: str | None = None) -> dict[str, Any]:
-    """Export the run's student for `target`; raise CheckFailed (after writing the manifest) on any failed check."""
+               quantize: str | None = None, batch: int | None = None) -> dict[str, Any]:
+    """Export the run's student for `target`; raise CheckFailed (after writing the manifest) on any failed check.
+    `batch` fixes the batch axis (0 = dynamic; None = the target's default, see `default_batch`)."""
     from edgekd.audit import audit_model
     from edgekd.distill import load_student
     from edgekd.models import count_params
@@ -121,8 +135,12 @@ def export_run(*, target: str | Path | TargetProfile = defaults.TARGET, run: str
     if tuple(x.shape[1:]) != tuple(bundle.input_shape) or state["in_channels"] != bundle.input_shape[0]:
         raise BadInput(f"{run_dir / 'student.pt'}: student takes {state['in_channels']} channels, "
                        f"data gives {list(x.shape[1:])}")
+    if batch is not None and batch < 0:
+        raise BadInput(f"--batch {batch}: must be >= 1, or 0 for a dynamic batch axis")
+    batch = default_batch(target) if batch is None else (batch or None)
     out_dir = run_dir / target.name
-    model_path = export_onnx(student, out_dir / "model.onnx", input_shape=bundle.input_shape, opset=target.opset)
+    model_path = export_onnx(student, out_dir / "model.onnx", input_shape=bundle.input_shape, opset=target.opset,
+                             batch=batch)
     audit = audit_model(model_path, target)
     ref = torch_outputs(student, x)
     p = target.parity
@@ -131,6 +149,8 @@ def export_run(*, target: str | Path | TargetProfile = defaults.TARGET, run: str
     failures = [f"audit: {line}" for line in audit.format_lines()] + [f"parity: {f}" for f in parity.failures]
     int8_failures: list[str] = []
     n_golden = min(defaults.GOLDEN_SAMPLES, len(x))
+    if batch:
+        n_golden -= n_golden % batch  # a fixed-batch model reads whole batches
     golden = artifacts.save_npz(out_dir / "golden.npz", inputs=x[:n_golden].astype(np.float32),
                                 outputs=ref[:n_golden].astype(np.float32), labels=y[:n_golden])
     manifest = _manifest(run_dir, out_dir, target, model_path, golden, student, bundle, audit, parity,
@@ -164,7 +184,7 @@ def _manifest(run_dir, out_dir, target, model_path, golden, student, bundle, aud
                   "inputs": inputs, "outputs": outputs,
                   "preprocessing": {"scale": bundle.scale, "mean": bundle.mean, "std": bundle.std},
                   "labels": bundle.labels},
-        "golden": {**artifacts.file_entry(golden, out_dir), "n": int(min(defaults.GOLDEN_SAMPLES, len(y)))},
+        "golden": {**artifacts.file_entry(golden, out_dir), "n": int(np.load(golden)["inputs"].shape[0])},
         "ops": {"used": audit.used, "unsupported": [u.to_dict() for u in audit.unsupported],
                 "coverage": audit.coverage, "graph": audit.graph, "notes": audit.notes},
         "parity": parity.to_dict(),

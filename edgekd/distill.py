@@ -546,12 +546,15 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
 
 
 def save_student(path: Path, cfg: DistillConfig, bundle: DataBundle, model: nn.Module, *,
-                 seed: int, ops: list[str]) -> None:
-    artifacts.save_torch(path, {
-        "kind": "student", "arch": cfg.student, "in_channels": bundle.input_shape[0],
-        "num_classes": bundle.num_classes, "target": cfg.target, "seed": seed, "ops": ops,
-        "target_ops": sorted(load_target(cfg.target).ops_allow),
-        "model": model.state_dict()})
+                 seed: int, ops: list[str], net_kwargs: dict[str, Any] | None = None) -> None:
+    """`net_kwargs` (for architectures outside the registry, e.g. from select-student) are the
+    keyword arguments of `student_net`; plain ints, strings and lists so weights_only loads them."""
+    state = {"kind": "student", "arch": cfg.student, "in_channels": bundle.input_shape[0],
+             "num_classes": bundle.num_classes, "target": cfg.target, "seed": seed, "ops": ops,
+             "target_ops": sorted(load_target(cfg.target).ops_allow), "model": model.state_dict()}
+    if net_kwargs is not None:
+        state["net_kwargs"] = {k: list(v) if isinstance(v, tuple) else v for k, v in net_kwargs.items()}
+    artifacts.save_torch(path, state)
 
 
 def method_label(cfg: DistillConfig) -> str:
@@ -590,8 +593,15 @@ def load_student(run_dir: Path, name: str = "student.pt") -> tuple[nn.Module, di
     state = load_checkpoint(run_dir / name)
     if state.get("kind") != "student":
         raise BadInput(f"{run_dir / name}: a {state.get('kind')} checkpoint, not a student")
-    model = create_student(state["arch"], in_channels=state["in_channels"], num_classes=state["num_classes"],
-                           target_ops=frozenset(state["target_ops"]))
+    common = dict(in_channels=state["in_channels"], num_classes=state["num_classes"],
+                  target_ops=frozenset(state["target_ops"]))
+    if "net_kwargs" in state:
+        from edgekd.models import student_net
+
+        kw = {k: tuple(v) if isinstance(v, list) else v for k, v in state["net_kwargs"].items()}
+        model = student_net(**common, **kw)
+    else:
+        model = create_student(state["arch"], **common)
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as e:

@@ -13,7 +13,7 @@ Spearman ρ over the pool, and the regret of taking the score's top teacher
     .venv/bin/python benchmarks/bench_teacher_selection.py [--fractions 1.0 0.1] [--warmups 0 50 200]
 
 Prints a table per labeled fraction and writes benchmarks/results/teacher_selection.json.
-About 6 minutes with one thread on a 2-core machine.
+About 5 minutes with one thread on a 2-core machine.
 """
 
 from __future__ import annotations

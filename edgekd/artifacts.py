@@ -52,7 +52,16 @@ def _fsync_dir(folder: Path) -> None:
             os.close(fd)
 
 
+def is_writer() -> bool:
+    """Under torch.distributed only rank 0 writes artifacts."""
+    from edgekd.distributed import is_main
+
+    return is_main()
+
+
 def write_bytes(path: str | Path, data: bytes) -> Path:
+    if not is_writer():
+        return Path(path)
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
     return Path(path)
@@ -85,6 +94,8 @@ def read_json(path: str | Path) -> dict[str, Any]:
 def save_npz(path: str | Path, **arrays: Any) -> Path:
     import numpy as np
 
+    if not is_writer():
+        return Path(path)
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             np.savez(f, **arrays)
@@ -94,6 +105,8 @@ def save_npz(path: str | Path, **arrays: Any) -> Path:
 def save_torch(path: str | Path, obj: Any) -> Path:
     import torch
 
+    if not is_writer():
+        return Path(path)
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
     return Path(path)
@@ -119,17 +132,21 @@ def new_run_id() -> str:
 
 def create_run(run: str | Path | None = None, *, root: Path = defaults.ARTIFACTS) -> Path:
     """Make a fresh run folder (or reuse an explicit `run` path) and point `latest` at it."""
+    from edgekd.distributed import broadcast
+
     if run is None:
-        path = root / new_run_id()
-        path.mkdir(parents=True, exist_ok=False)
+        path = broadcast(root / new_run_id())  # the name is random: every rank takes rank 0's
     else:
         path = Path(run)
-        path.mkdir(parents=True, exist_ok=True)
+    if is_writer():
+        path.mkdir(parents=True, exist_ok=run is not None)
     return path
 
 
 def set_latest(run_dir: Path, *, root: Path = defaults.ARTIFACTS) -> None:
     """Point `<root>/latest` at `run_dir`, atomically (symlink swapped by rename)."""
+    if not is_writer():
+        return
     link = root / "latest"
     tmp = root / f".latest.{secrets.token_hex(4)}"
     root.mkdir(parents=True, exist_ok=True)

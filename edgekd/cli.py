@@ -7,6 +7,7 @@ Errors: BadInput → one line, exit 2; CheckFailed → the failing numbers, exit
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -82,16 +83,50 @@ def distill(
     run: Optional[Path] = RUN_OPT,
     resume: bool = typer.Option(False, help="Continue from the run's last epoch checkpoints (needs --run)."),
     progress: bool = typer.Option(True, help="Show progress bars."),
+    nproc: int = typer.Option(1, help="Processes per node: launches through torchrun (gloo on CPU, NCCL on GPU)."),
+    nnodes: str = typer.Option("1", help="torchrun --nnodes (e.g. 2 or 1:4), for several machines."),
+    rdzv_endpoint: Optional[str] = typer.Option(None, help="torchrun --rdzv-endpoint HOST:PORT, for several machines."),
+    node_rank: Optional[int] = typer.Option(None, help="torchrun --node-rank, with --rdzv-endpoint."),
     as_json: bool = JSON_OPT,
 ) -> None:
     """Train or load the teacher, then the student alone and distilled, over --seeds seeds."""
+    from edgekd import distributed as dist
+
+    if (nproc > 1 or nnodes != "1") and "WORLD_SIZE" not in os.environ:
+        if nproc < 1:
+            raise EdgekdError(f"--nproc {nproc}: must be >= 1")
+        raise typer.Exit(dist.launch(_without_launch_options(sys.argv[1:]), nproc=nproc, nnodes=nnodes,
+                                     rdzv_endpoint=rdzv_endpoint, node_rank=node_rank))
     from edgekd.distill import distill as run_distill
     from edgekd.report import distill_table
 
-    kw = {k: v for k, v in locals().items() if k not in ("as_json", "run_distill", "distill_table")}
+    kw = {k: v for k, v in locals().items() if k not in (
+        "as_json", "run_distill", "distill_table", "dist", "nproc", "nnodes", "rdzv_endpoint", "node_rank")}
     kw["progress"] = progress and not as_json
-    summary = run_distill(_distill_config(**kw))
-    _print(distill_table(summary), summary, as_json)
+    dist.init_from_env()
+    try:
+        summary = run_distill(_distill_config(**kw))
+        main_rank = dist.is_main()
+    finally:
+        dist.shutdown()
+    if main_rank:
+        _print(distill_table(summary), summary, as_json)
+
+
+LAUNCH_OPTIONS = ("--nproc", "--nnodes", "--rdzv-endpoint", "--node-rank")
+
+
+def _without_launch_options(argv: list[str]) -> list[str]:
+    """The command line each torchrun worker gets: ours minus the launcher's own options."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a in LAUNCH_OPTIONS:
+            skip = True
+        elif not a.startswith(tuple(o + "=" for o in LAUNCH_OPTIONS)):
+            out.append(a)
+    return out
 
 
 @app.command()

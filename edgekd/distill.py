@@ -19,6 +19,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from edgekd import artifacts, defaults
+from edgekd import distributed as dist
 from edgekd.data import DataBundle, load_data
 from edgekd.errors import BadInput, CheckFailed
 from edgekd.losses import KDBatch, Objective, build_objective
@@ -140,10 +141,14 @@ def labeled_mask(labels: np.ndarray, fraction: float, *, seed: int = defaults.SP
 
 
 def loader(ds: Dataset, *, batch_size: int, shuffle: bool, seed: int = 0, epoch: int = 0) -> DataLoader:
-    # The shuffle order depends only on (seed, epoch), so a resumed run sees the same batches.
-    g = torch.Generator().manual_seed(seed * 100_003 + epoch)
-    return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, generator=g if shuffle else None,
-                      num_workers=defaults.NUM_WORKERS)
+    """The batches of one epoch. The order depends only on (seed, epoch), so a resumed run sees
+    the same batches; under torch.distributed each rank takes its share of that order with
+    batch_size / world_size, so the global batch is the same as in one process."""
+    w = dist.world_size()
+    if batch_size % w:
+        raise BadInput(f"--batch-size {batch_size}: must be divisible by the number of processes ({w})")
+    order = dist.shard(len(ds), seed=seed, epoch=epoch, shuffle=shuffle)
+    return DataLoader(ds, batch_size=batch_size // w, sampler=order, num_workers=defaults.NUM_WORKERS)
 
 
 @torch.no_grad()
@@ -153,10 +158,25 @@ def predict(model: nn.Module, ds: Dataset, *, batch_size: int = 256) -> torch.Te
     return torch.cat(outs) if outs else torch.zeros(0)
 
 
+@torch.no_grad()
 def accuracy(model: nn.Module, ds: Dataset) -> float:
-    logits = predict(model, ds)
-    y = torch.as_tensor(dataset_labels(ds))
-    return float((logits.argmax(1) == y).float().mean()) if len(y) else float("nan")
+    """Test/val accuracy; under torch.distributed each rank scores a shard and the counts are summed."""
+    model.eval()
+    idx = dist.shard(len(ds), seed=0, epoch=0, shuffle=False)[: len(ds)]
+    idx = sorted(set(idx))  # padding repeats indices; count each sample once
+    labels = torch.as_tensor(dataset_labels(ds))
+    correct = 0
+    for x, *_rest, i in _indexed_batches(ds, idx):
+        correct += int((model(x).argmax(1) == labels[i]).sum())
+    correct, total = dist.sum_across(correct, len(idx))
+    return correct / total if total else float("nan")
+
+
+def _indexed_batches(ds: Dataset, idx: list[int], batch_size: int = 256):
+    for k in range(0, len(idx), batch_size):
+        chunk = idx[k:k + batch_size]
+        xs = torch.stack([torch.as_tensor(ds[i][0]) for i in chunk])
+        yield xs, torch.as_tensor(chunk)
 
 
 # ---------------------------------------------------------------- what the student learns from
@@ -195,18 +215,22 @@ class TeacherSource:
         return self.cache["logits"][idx], {k: v[idx] for k, v in self.cache["feats"].items()}
 
     def build_cache(self, ds: Dataset, *, batch_size: int = 256) -> "TeacherSource":
-        """Run the teacher(s) once over `ds` in order; features too, unless they are too big."""
+        """Run the teacher(s) once over `ds`; features too, unless they are too big. Under
+        torch.distributed each rank runs its own shard and the shards are assembled."""
+        idx = sorted(set(dist.shard(len(ds), seed=0, epoch=0, shuffle=False)))
         logits, feats = [], {}
-        for x, *_ in DataLoader(ds, batch_size=batch_size):
+        for x, _ in _indexed_batches(ds, idx, batch_size):
             lo, fe = self.live(x)
             logits.append(lo)
             for k, v in fe.items():
                 feats.setdefault(k, []).append(v)
-        n_bytes = sum(sum(t.numel() for t in v) * 4 for v in feats.values())
+        n_bytes = sum(sum(t.numel() for t in v) * 4 for v in feats.values()) * dist.world_size()
         if n_bytes > CACHE_FEATURE_BYTES:
             # Feature maps of a big dataset would not fit: keep the teacher live instead.
             return self
-        self.cache = {"logits": torch.cat(logits), "feats": {k: torch.cat(v) for k, v in feats.items()}}
+        n = len(ds)
+        self.cache = {"logits": dist.fill_rows(torch.cat(logits), idx, n),
+                      "feats": {k: dist.fill_rows(torch.cat(v), idx, n) for k, v in feats.items()}}
         return self
 
 
@@ -275,16 +299,16 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     return obj
 
 
-def _batch(ph: Phase, objective: Objective, tap, x, y, idx) -> KDBatch:
+def _batch(ph: Phase, objective: Objective, tap, x, y, idx, net: nn.Module | None = None) -> KDBatch:
     t_logits, t_feats = None, {}
     if objective.needs_teacher:
         t_logits, t_feats = ph.source.outputs(x, idx)
-    return KDBatch(student_logits=ph.model(x), labels=y, teacher_logits=t_logits,
+    return KDBatch(student_logits=(net or ph.model)(x), labels=y, teacher_logits=t_logits,
                    student_feats=dict(tap.outputs), teacher_feats=t_feats)
 
 
-def _loss(ph: Phase, objective: Objective, tap, x, y, idx, epoch: int, step: int) -> torch.Tensor:
-    terms = objective.terms(_batch(ph, objective, tap, x, y, idx))
+def _loss(ph: Phase, objective: Objective, tap, x, y, idx, epoch: int, step: int, net: nn.Module) -> torch.Tensor:
+    terms = objective.terms(_batch(ph, objective, tap, x, y, idx, net))
     for name, value in terms.items():
         if not torch.isfinite(value):
             raise CheckFailed(f"{ph.name}: loss term '{name}' is {value.item()} at epoch {epoch + 1}, "
@@ -296,7 +320,7 @@ def _prepare(ph: Phase, tap) -> None:
     """One dry batch: checks teacher/student compatibility and builds projections/regressors."""
     if ph.objective.needs_teacher and ph.source is None:
         raise BadInput(f"{ph.name}: --method {ph.objective.describe()} needs a teacher")
-    x, y, idx = next(iter(loader(ph.train, batch_size=min(ph.batch_size, 8), shuffle=False)))
+    x, y, idx = next(iter(DataLoader(ph.train, batch_size=min(ph.batch_size, 8))))
     ph.model.eval()
     with torch.no_grad():
         b = _batch(ph, ph.objective, tap, x, y, idx)
@@ -321,19 +345,24 @@ def _run_stage(ph: Phase, objective: Objective, params: list, epochs: int, tap, 
         torch.set_rng_state(state["rng"])
         ph.history, start = list(state["history"]), int(state["epoch"])
     label = ph.name if stage == "main" else f"{ph.name} ({stage})"
-    bar = tqdm(range(start, epochs), desc=label, unit="epoch", disable=None if progress else True, leave=False,
+    show = progress and dist.is_main()
+    bar = tqdm(range(start, epochs), desc=label, unit="epoch", disable=None if show else True, leave=False,
                initial=start, total=epochs)
+    net = dist.wrap(ph.model)  # DDP + SyncBatchNorm under torch.distributed; the model itself otherwise
+    extra = ph.objective.extra_parameters()
     for epoch in bar:
         ph.model.train()
         objective.train()
         total, n = 0.0, 0
         for step, (x, y, idx) in enumerate(loader(ph.train, batch_size=ph.batch_size, shuffle=True,
                                                   seed=ph.seed, epoch=epoch)):
-            loss = _loss(ph, objective, tap, x, y, idx, epoch, step)
+            loss = _loss(ph, objective, tap, x, y, idx, epoch, step, net)
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            dist.average_grads(extra)  # DDP syncs the student; the regressors are ours to sync
             opt.step()
             total, n = total + float(loss.detach()) * len(x), n + len(x)
+        total, n = dist.sum_across(total, n)
         sched.step()
         val_acc = accuracy(ph.model, ph.val)
         ph.history.append({"stage": stage, "epoch": epoch + 1, "loss": total / max(n, 1), "val_acc": val_acc})
@@ -352,7 +381,7 @@ def fit(ph: Phase, *, ckpt: Path | None = None, resume: bool = False, progress: 
         _prepare(ph, tap)
         if ph.hint_epochs > 0:
             # FitNets stage 1: the student up to its tap plus the regressor, on the hint loss alone.
-            example = next(iter(loader(ph.train, batch_size=2, shuffle=False)))[0]
+            example = next(iter(DataLoader(ph.train, batch_size=2)))[0]
             params = hint_stage_params(ph.objective, ph.model, student_taps=ph.student_taps, example_input=example)
             _run_stage(ph, hint_objective(ph.objective), params, ph.hint_epochs, tap, stage="hint",
                        ckpt=ckpt, resume=resume, progress=progress)

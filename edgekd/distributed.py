@@ -1,0 +1,218 @@
+"""Multi-process distillation on PyTorch's own engine (torch.distributed + DDP).
+
+`edgekd distill --nproc N` re-launches itself through `torch.distributed.run`
+(torchrun); each rank then calls `init_from_env`. gloo on CPU, NCCL on GPU.
+Everything here is a no-op in a single process, so the training loop has one
+code path:
+- `shard`: the rank's share of an epoch's permutation. The permutation depends
+  only on (seed, epoch), so N ranks with batch B/N see exactly the samples one
+  process sees with batch B.
+- `sum_across`: metrics reduced over ranks.
+- `fill_rows`: each rank computes rows of a table (the teacher cache) on its
+  static shard; a sum-reduce assembles the whole table on every rank.
+Only rank 0 writes artifacts (edgekd.artifacts checks `is_main`).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from typing import Any
+
+
+def _dist():
+    mod = sys.modules.get("torch.distributed")
+    return mod if mod is not None and mod.is_available() and mod.is_initialized() else None
+
+
+def rank() -> int:
+    d = _dist()
+    return d.get_rank() if d else 0
+
+
+def world_size() -> int:
+    d = _dist()
+    return d.get_world_size() if d else 1
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def init_from_env() -> bool:
+    """Join the process group torchrun describes in the environment; False when not launched by it."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or _dist() is not None:
+        return False
+    import torch
+    import torch.distributed as dist
+
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    dist.init_process_group(backend=backend)
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
+    return True
+
+
+def shutdown() -> None:
+    d = _dist()
+    if d is not None:
+        d.destroy_process_group()
+
+
+def shard(n: int, *, seed: int, epoch: int, shuffle: bool) -> list[int]:
+    """This rank's indices for one epoch: a (seed, epoch) permutation, padded to a multiple of
+    the world size (as DistributedSampler pads), taken every world_size-th from this rank."""
+    import torch
+
+    if shuffle:
+        g = torch.Generator().manual_seed(seed * 100_003 + epoch)
+        order = torch.randperm(n, generator=g).tolist()
+    else:
+        order = list(range(n))
+    w = world_size()
+    if w > 1 and n % w:
+        order += order[: w - n % w]
+    return order[rank()::w]
+
+
+def sum_across(*values: float) -> list[float]:
+    """Sum floats over ranks (identity in one process)."""
+    d = _dist()
+    if d is None:
+        return list(values)
+    import torch
+
+    t = torch.tensor(values, dtype=torch.float64)
+    d.all_reduce(t, op=d.ReduceOp.SUM)
+    return t.tolist()
+
+
+def average_grads(params: list) -> None:
+    """Average gradients of parameters DDP does not own (e.g. a FitNets regressor)."""
+    d = _dist()
+    if d is None:
+        return
+    for p in params:
+        if p.grad is not None:
+            d.all_reduce(p.grad, op=d.ReduceOp.SUM)
+            p.grad /= d.get_world_size()
+
+
+def fill_rows(local: Any, indices: list[int], n: int) -> Any:
+    """A (n, ...) tensor whose rows `indices` are `local` on this rank; summed over ranks so every
+    rank holds the full table (the shards are disjoint, so the sum assembles them)."""
+    import torch
+
+    full = torch.zeros((n, *local.shape[1:]), dtype=local.dtype)
+    full[torch.as_tensor(indices, dtype=torch.long)] = local
+    d = _dist()
+    if d is not None:
+        d.all_reduce(full, op=d.ReduceOp.SUM)
+    return full
+
+
+def broadcast(obj: Any) -> Any:
+    """Rank 0's value of `obj` on every rank (e.g. the run folder, whose name is random)."""
+    d = _dist()
+    if d is None:
+        return obj
+    box = [obj]
+    d.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def _global_batchnorm_class():
+    import warnings
+
+    import torch
+    from torch import nn
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # deprecated in favour of a private module; still the public autograd op
+        from torch.distributed.nn.functional import all_reduce as _all_reduce
+
+    def all_reduce(t: torch.Tensor) -> torch.Tensor:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            return _all_reduce(t)
+
+    class GlobalBatchNorm2d(nn.BatchNorm2d):
+        """BatchNorm over the global batch on CPU ranks (torch's SyncBatchNorm is GPU-only).
+
+        Training statistics are Σx, Σx² and the count, summed across ranks with the
+        differentiable all_reduce, so forward and backward equal one process's BatchNorm
+        over the whole batch. Same parameters and buffers as nn.BatchNorm2d."""
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if not self.training:
+                return super().forward(x)
+            dims = (0, 2, 3)
+            count = torch.tensor([x.numel() / x.shape[1]], dtype=x.dtype)
+            stats = all_reduce(torch.cat([x.sum(dims), (x * x).sum(dims), count]))
+            c = x.shape[1]
+            n = stats[-1]
+            mean, var = stats[:c] / n, stats[c:2 * c] / n - (stats[:c] / n) ** 2
+            with torch.no_grad():
+                m = self.momentum if self.momentum is not None else 0.1
+                self.running_mean.mul_(1 - m).add_(m * mean)
+                self.running_var.mul_(1 - m).add_(m * var * n / max(float(n) - 1, 1.0))
+                self.num_batches_tracked += 1
+            y = (x - mean[None, :, None, None]) / torch.sqrt(var[None, :, None, None] + self.eps)
+            return y * self.weight[None, :, None, None] + self.bias[None, :, None, None] if self.affine else y
+
+    return GlobalBatchNorm2d
+
+
+def sync_batchnorm(model):
+    """Every BatchNorm2d computes global-batch statistics: torch's SyncBatchNorm on GPU, ours on CPU."""
+    import torch
+    from torch import nn
+
+    if torch.cuda.is_available():
+        return nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    cls = _global_batchnorm_class()
+    for name, child in list(model.named_children()):
+        if type(child) is nn.BatchNorm2d:
+            new = cls(child.num_features, child.eps, child.momentum, child.affine, child.track_running_stats)
+            new.load_state_dict(child.state_dict())
+            setattr(model, name, new)
+        else:
+            sync_batchnorm(child)
+    return model
+
+
+def wrap(model):
+    """DDP with global-batch BatchNorm, so N ranks compute what one process computes."""
+    if _dist() is None:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    if getattr(model, "_edgekd_ddp", None) is None:  # one wrapper per model, even across stages
+        object.__setattr__(model, "_edgekd_ddp", DistributedDataParallel(sync_batchnorm(model)))
+    return model._edgekd_ddp
+
+
+def launch(argv: list[str], *, nproc: int, nnodes: str = "1", rdzv_endpoint: str | None = None,
+           node_rank: int | None = None) -> int:
+    """Run `edgekd <argv>` under torchrun with `nproc` processes per node; returns its exit code.
+
+    torchrun's own parser would take our `--run` for an abbreviation of its `--run-path`,
+    so the launcher options are parsed alone and our arguments are attached afterwards."""
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import parse_args, run
+
+    opts = [f"--nproc-per-node={nproc}", f"--nnodes={nnodes}"]
+    if rdzv_endpoint:
+        opts += ["--rdzv-backend=c10d", f"--rdzv-endpoint={rdzv_endpoint}"]
+        if node_rank is not None:
+            opts += [f"--node-rank={node_rank}"]
+    else:
+        opts += ["--standalone"]
+    args = parse_args([*opts, "-m", "edgekd.cli"])
+    args.training_script_args = list(argv)
+    try:
+        run(args)
+    except ChildFailedError as e:
+        codes = [f.exitcode for f in e.failures.values()]
+        return next((c for c in codes if c in (1, 2)), 1)
+    return 0

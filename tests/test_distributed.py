@@ -1,0 +1,60 @@
+"""Distributed distillation on 2 CPU processes (gloo) against 1 process."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = ["--epochs", "4", "--seeds", "1", "--student", "tiny-cnn", "--no-progress", "--json"]
+
+
+def _edgekd(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
+    return subprocess.run([sys.executable, "-m", "edgekd.cli", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_first_step_gradients_match_between_1_and_2_processes(tmp_path: Path) -> None:
+    """Same global batch and seed: DDP's averaged gradients equal one process's (BatchNorm over the global batch)."""
+    probe = ROOT / "tests" / "dist_probe.py"
+    one, two = tmp_path / "g1.pt", tmp_path / "g2.pt"
+    subprocess.run([sys.executable, str(probe), str(one)], check=True, cwd=tmp_path, capture_output=True)
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                        str(probe), str(two)], cwd=tmp_path, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    g1, g2 = torch.load(one), torch.load(two)
+    assert g1.keys() == g2.keys() and len(g1) > 0
+    for name in g1:
+        assert torch.allclose(g1[name], g2[name], atol=1e-6, rtol=1e-4), (name, (g1[name] - g2[name]).abs().max())
+    assert any(g.abs().max() > 1e-4 for g in g1.values())  # a real gradient, not zeros on both sides
+
+
+@pytest.fixture(scope="module")
+def teacher_pt(tmp_path_factory) -> Path:
+    work = tmp_path_factory.mktemp("teacher")
+    r = _edgekd(work, "distill", "--teacher", "cnn-small", "--teacher-epochs", "3", "--epochs", "1", "--seeds", "1",
+                "--student", "tiny-cnn", "--run", "t", "--no-progress")
+    assert r.returncode == 0, r.stderr[-2000:]
+    return work / "t" / "teacher.pt"
+
+
+def test_two_processes_reach_the_accuracy_of_one(tmp_path: Path, teacher_pt: Path) -> None:
+    r1 = _edgekd(tmp_path, "distill", "--teacher", str(teacher_pt), "--run", "one", *TINY)
+    r2 = _edgekd(tmp_path, "distill", "--teacher", str(teacher_pt), "--run", "two", "--nproc", "2", *TINY)
+    assert r1.returncode == 0, r1.stderr[-2000:]
+    assert r2.returncode == 0, r2.stderr[-2000:]
+    s1 = json.loads((tmp_path / "one" / "distill.json").read_text())
+    s2 = json.loads((tmp_path / "two" / "distill.json").read_text())
+    a1, a2 = s1["accuracy"]["student"]["mean"], s2["accuracy"]["student"]["mean"]
+    assert abs(a1 - a2) <= 0.01, (a1, a2)
+    assert s1["accuracy"]["teacher"] == s2["accuracy"]["teacher"]  # the same loaded teacher, reduced over shards
+    # only rank 0 wrote: one run folder, one distill.json, one table on stdout
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir() and p.name != "artifacts") == ["one", "two"]
+    assert r2.stdout.count('"gap_closed"') == 1

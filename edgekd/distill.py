@@ -214,9 +214,14 @@ class TeacherSource:
             return self.live(x)
         return self.cache["logits"][idx], {k: v[idx] for k, v in self.cache["feats"].items()}
 
-    def build_cache(self, ds: Dataset, *, batch_size: int = 256) -> "TeacherSource":
-        """Run the teacher(s) once over `ds`; features too, unless they are too big. Under
-        torch.distributed each rank runs its own shard and the shards are assembled."""
+    def build_cache(self, ds: Dataset, *, batch_size: int = 256, cache_dir: Path | None = None) -> "TeacherSource":
+        """Run the teacher(s) once over `ds`; features too, unless they are too big.
+
+        With `cache_dir` (one process) the outputs go straight into memory-mapped .npy files
+        there, so a large dataset's cache lives on disk, not in RAM. Under torch.distributed
+        each rank runs its own shard and the shards are assembled in memory."""
+        if cache_dir is not None and dist.world_size() == 1:
+            return self._build_mmap(ds, batch_size, cache_dir)
         idx = sorted(set(dist.shard(len(ds), seed=0, epoch=0, shuffle=False)))
         logits, feats = [], {}
         for x, _ in _indexed_batches(ds, idx, batch_size):
@@ -231,6 +236,27 @@ class TeacherSource:
         n = len(ds)
         self.cache = {"logits": dist.fill_rows(torch.cat(logits), idx, n),
                       "feats": {k: dist.fill_rows(torch.cat(v), idx, n) for k, v in feats.items()}}
+        return self
+
+
+    def _build_mmap(self, ds: Dataset, batch_size: int, cache_dir: Path) -> "TeacherSource":
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        arrays: dict[str, np.memmap] = {}
+        start = 0
+        for x, *_ in DataLoader(ds, batch_size=batch_size, num_workers=defaults.NUM_WORKERS):
+            lo, fe = self.live(x)
+            for key, value in {"logits": lo, **{f"feat.{k}": v for k, v in fe.items()}}.items():
+                if key not in arrays:
+                    if key != "logits" and value[0].numel() * 4 * len(ds) > CACHE_FEATURE_BYTES:
+                        return self  # feature maps this big: keep the teacher live
+                    arrays[key] = np.lib.format.open_memmap(cache_dir / f"teacher.{key}.npy", mode="w+",
+                                                            dtype=np.float32, shape=(len(ds), *value.shape[1:]))
+                arrays[key][start:start + len(x)] = value.numpy()
+            start += len(x)
+        for a in arrays.values():
+            a.flush()
+        t = {k: torch.from_numpy(v) for k, v in arrays.items()}
+        self.cache = {"logits": t["logits"], "feats": {k[5:]: v for k, v in t.items() if k.startswith("feat.")}}
         return self
 
 
@@ -440,14 +466,15 @@ def obtain_teacher(cfg: DistillConfig, bundle: DataBundle, run_dir: Path) -> tup
     return obtain_teachers(cfg, bundle, run_dir)[0]
 
 
-def teacher_source(cfg: DistillConfig, bundle: DataBundle, teachers: list[nn.Module], objective: Objective) -> TeacherSource:
+def teacher_source(cfg: DistillConfig, bundle: DataBundle, teachers: list[nn.Module], objective: Objective,
+                   cache_dir: Path | None = None) -> TeacherSource:
     from edgekd.features import default_taps
 
     taps = default_taps(teachers[0], roles=objective.taps) if objective.taps else {}
     src = TeacherSource(teachers, taps=taps, mode=cfg.teacher_mode, weights=cfg.teacher_weights,
                         temperature=cfg.temperature)
     # Deterministic inputs: the teacher's outputs are computed once, not every epoch.
-    return src if bundle.augmented or not cfg.cache_teacher else src.build_cache(bundle.train)
+    return src if bundle.augmented or not cfg.cache_teacher else src.build_cache(bundle.train, cache_dir=cache_dir)
 
 
 # ---------------------------------------------------------------- students
@@ -495,7 +522,7 @@ def train_students(cfg: DistillConfig, bundle: DataBundle, target: TargetProfile
     teachers = teacher if isinstance(teacher, list) else [teacher]
     mask, labeled_only = labeled_subset(cfg, bundle)
     if source is None and objective.needs_teacher and cfg.generations == 0:
-        source = teacher_source(cfg, bundle, teachers, objective)
+        source = teacher_source(cfg, bundle, teachers, objective, cache_dir=run_dir / "cache")
     results = []
     for seed in range(cfg.seeds):
         row = train_control(cfg, bundle, target, run_dir, seed, labeled_only) if controls is None else \

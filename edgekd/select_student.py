@@ -365,14 +365,59 @@ def make_budget(profile, budget_ms: float | None, *, emulated: bool) -> Budget:
                   size_mb=None if b is None else b.model_size_mb, latency_source=source, emulated=emulated)
 
 
-def time_candidate(c: Candidate, bundle, profile, runner_obj, folder: Path, *, min_seconds: float) -> dict[str, Any]:
+# Runs the runner in a small helper process: Linux carries ru_maxrss across fork+exec, so the
+# bench agent started straight from this PyTorch process reports our RSS as its own peak.
+_HELPER = """
+import json, sys
+from pathlib import Path
+from edgekd.errors import EdgekdError
+from edgekd.runners import get_runner
+a = json.loads(sys.stdin.read())
+try:
+    r = get_runner(a["runner"]).run(model=Path(a["model"]), config=a["config"])
+except EdgekdError as e:
+    r = {"error": str(e)}
+print(json.dumps(r))
+"""
+HELPER_TIMEOUT_S = 900
+
+
+def run_isolated(runner: str, model: Path, config: dict) -> dict[str, Any]:
+    """`get_runner(runner).run(model=..., config=...)` from a helper process that has not loaded torch."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    root = str(Path(__file__).resolve().parent.parent)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
+    try:
+        proc = subprocess.run([sys.executable, "-c", _HELPER], capture_output=True, text=True, env=env,
+                              input=json.dumps({"runner": runner, "model": str(model), "config": config}),
+                              timeout=HELPER_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise BadInput(f"timing {model.name} on runner {runner} took over {HELPER_TIMEOUT_S} s") from None
+    lines = proc.stdout.strip().splitlines()
+    try:
+        result = json.loads(lines[-1]) if lines else None
+    except ValueError:
+        result = None
+    if not isinstance(result, dict):
+        last = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
+        raise BadInput(f"timing {model.name} on runner {runner} failed (exit {proc.returncode}): {last}")
+    if "error" in result:
+        raise BadInput(result["error"])
+    return result
+
+
+def time_candidate(c: Candidate, bundle, profile, runner: str, folder: Path, *, min_seconds: float) -> dict[str, Any]:
     """Export (untrained weights) at the profile's opset and batch, time through the runner."""
     from edgekd.export import default_batch, export_onnx
     from edgekd.runners import agent_config
 
     path = export_onnx(build(c, bundle, profile.ops_allow), folder / f"candidate{c.id}.onnx",
                        input_shape=bundle.input_shape, opset=profile.opset, batch=default_batch(profile))
-    r = runner_obj.run(model=path, config=agent_config(profile, min_seconds=min_seconds, batches=(1,)))
+    r = run_isolated(runner, path, agent_config(profile, min_seconds=min_seconds, batches=(1,)))
     path.unlink(missing_ok=True)
     return {"latency_p90_ms": r["latency_ms"]["p90"], "latency_p50_ms": r["latency_ms"]["p50"],
             "peak_rss_mb": r["peak_rss_mb"], "model_bytes": r["model_bytes"], "provider": r["provider"],
@@ -393,9 +438,6 @@ def measure(cands: list[Candidate], bundle, profile, *, runner: str, budget_ms: 
     """Time the calibration set, then the rest cheapest-predicted first, skipping the hopeless."""
     from tqdm.auto import tqdm
 
-    from edgekd.runners import get_runner
-
-    runner_obj = get_runner(runner)
     order = _calibration_order(cands)
     calib, rest = order[:CALIBRATION], order[CALIBRATION:]
     predictor = LatencyPredictor()
@@ -404,7 +446,7 @@ def measure(cands: list[Candidate], bundle, profile, *, runner: str, budget_ms: 
     budget = make_budget(profile, budget_ms, emulated=False)
     with tempfile.TemporaryDirectory(prefix="edgekd-select-") as tmp:
         def time_one(c: Candidate) -> None:
-            c.measured = time_candidate(c, bundle, profile, runner_obj, Path(tmp), min_seconds=min_seconds)
+            c.measured = time_candidate(c, bundle, profile, runner, Path(tmp), min_seconds=min_seconds)
             timed.append(c)
             bar.update()
 

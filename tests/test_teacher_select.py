@@ -24,7 +24,8 @@ torch.set_num_threads(1)
 
 def tiny_model(seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
-    m = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.BatchNorm2d(2), nn.ReLU(), nn.Flatten(), nn.Linear(2 * 4 * 4, 3))
+    m = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.BatchNorm2d(2), nn.ReLU(), nn.Flatten(),
+                      nn.Linear(2 * 4 * 4, 3))
     # Non-trivial running statistics: eval-mode BatchNorm must use them in both computations.
     m[1].running_mean.fill_(0.3)
     m[1].running_var.fill_(2.0)
@@ -107,7 +108,8 @@ def test_small_students_are_not_projected():
 def test_split_score_by_hand_full_rank():
     # train rows normalise to e1, e2: Σ_tr = I/2, so Σ_tr⁻¹ = 2I (mean-smoothing leaves equal eigenvalues alone).
     # test rows (1,1), (2,0): Σ_te = [[2.5, .5], [.5, .5]], trace 3 → score 2·3 = 6.
-    assert grace_split_score(np.array([[3.0, 0.0], [0.0, 2.0]]), np.array([[1.0, 1.0], [2.0, 0.0]])) == pytest.approx(6.0)
+    train, test = np.array([[3.0, 0.0], [0.0, 2.0]]), np.array([[1.0, 1.0], [2.0, 0.0]])
+    assert grace_split_score(train, test) == pytest.approx(6.0)
 
 
 def test_split_score_by_hand_smoothing_fills_a_missing_direction():

@@ -417,7 +417,7 @@ def time_candidate(c: Candidate, bundle, profile, runner: str, folder: Path, *, 
 
     path = export_onnx(build(c, bundle, profile.ops_allow), folder / f"candidate{c.id}.onnx",
                        input_shape=bundle.input_shape, opset=profile.opset, batch=default_batch(profile))
-    r = run_isolated(runner, path, agent_config(profile, min_seconds=min_seconds, batches=(1,)))
+    r = run_isolated(runner, path, agent_config(profile, min_seconds=min_seconds, batches=()))
     path.unlink(missing_ok=True)
     return {"latency_p90_ms": r["latency_ms"]["p90"], "latency_p50_ms": r["latency_ms"]["p50"],
             "peak_rss_mb": r["peak_rss_mb"], "model_bytes": r["model_bytes"], "provider": r["provider"],
@@ -639,13 +639,15 @@ def plot(path: Path, result: dict[str, Any]) -> Path:
         for e in epochs:
             pts = [xy(c) for c in trained if c["epochs"] == e]
             ax.scatter(*zip(*pts), s=18 + 50 * e / max(epochs), alpha=0.75, label=f"{e} epochs")
-        front = [xy(by_id[i]) for i in result["pareto"][front_key]]
+        front = sorted(xy(by_id[i]) for i in result["pareto"][front_key])
         if key == "lat":
-            ax.plot(*zip(*sorted(front)), color="#C44E52", lw=1.2, label="Pareto front")
-            if result["budget"]["latency_ms"] is not None:
-                ax.axvline(result["budget"]["latency_ms"], color="grey", ls="--", lw=1, label="budget")
+            ax.step(*zip(*front), where="post", color="#C44E52", lw=1.2, label="Pareto front")
+            lim = result["budget"]["latency_ms"]
+            if lim is not None and lim < 3 * max(x for x, _ in map(xy, trained)):
+                ax.axvline(lim, color="grey", ls="--", lw=1, label=f"budget {lim:.3g} ms")
         else:
             ax.scatter(*zip(*front), facecolors="none", edgecolors="#C44E52", s=120, label="Pareto (lat., size)")
+        ax.set_xscale("log")
         ax.scatter(*xy(by_id[rec]), marker="*", s=260, color="gold", edgecolors="black", zorder=5,
                    label=f"recommended: {result['recommended']['name']}")
         ax.set_xlabel(label)

@@ -77,39 +77,34 @@ def build_pool(cfg, bundle, target, folder: Path) -> list[dict]:
 
 
 def distil_from(teacher, cfg, bundle, target, *, fraction: float, seeds: int) -> list[float]:
-    """Student test accuracy per seed, trained as distill.train_students trains the distilled student."""
-    from edgekd.distill import (Indexed, Phase, accuracy, dataset_labels, fit, labeled_mask, make_student,
-                                predict)
+    """Student test accuracy per seed, trained as distill.train_students trains the distilled student
+    (its teacher source, labeled mask, seeds and Phase), minus the control and the checkpoints."""
+    from edgekd.distill import Indexed, Phase, accuracy, fit, labeled_subset, make_student, teacher_source
     from edgekd.losses import build_objective
 
-    mask = labeled_mask(dataset_labels(bundle.train), fraction)
-    cache = predict(teacher, bundle.train)
-    objective = build_objective(list(cfg.methods), temperature=cfg.temperature)
+    cfg = replace(cfg, labeled_fraction=fraction)
+    mask, _ = labeled_subset(cfg, bundle)
+    objective = build_objective(list(cfg.methods), temperature=cfg.temperature, **cfg.loss_options)
+    source = teacher_source(cfg, bundle, [teacher], objective)
     accs = []
     for seed in range(seeds):
         ph = Phase(f"kd/seed{seed}", make_student(cfg, bundle, target, seed), objective,
-                   Indexed(bundle.train, mask), bundle.val, cfg.epochs, seed, cfg.lr, cfg.batch_size,
-                   teacher_logits=cache, teacher=teacher)
+                   Indexed(bundle.train, mask), bundle.val, cfg.epochs, seed, cfg.lr, cfg.batch_size, source=source)
         accs.append(accuracy(fit(ph, progress=False), bundle.test))
     return accs
 
 
 def student_alone(cfg, bundle, target, *, fraction: float, seeds: int) -> list[float]:
-    """The control: CE on the labeled share only, same steps per epoch (as distill's control)."""
-    import torch
-
-    from edgekd import distill as D
+    """The control, as distill.train_control trains it: CE on the labeled share, same steps per epoch."""
+    from edgekd.distill import Indexed, Phase, accuracy, fit, labeled_subset, make_student
     from edgekd.losses import build_objective
 
-    mask = D.labeled_mask(D.dataset_labels(bundle.train), fraction)
-    labeled = torch.utils.data.Subset(bundle.train, np.flatnonzero(mask).tolist())
-    if hasattr(D, "Repeated"):
-        labeled = D.Repeated(labeled, len(mask))
+    _, labeled_only = labeled_subset(replace(cfg, labeled_fraction=fraction), bundle)
     accs = []
     for seed in range(seeds):
-        ph = D.Phase(f"alone/seed{seed}", D.make_student(cfg, bundle, target, seed), build_objective(["ce"]),
-                     D.Indexed(labeled), bundle.val, cfg.epochs, seed, cfg.lr, cfg.batch_size)
-        accs.append(D.accuracy(D.fit(ph, progress=False), bundle.test))
+        ph = Phase(f"alone/seed{seed}", make_student(cfg, bundle, target, seed), build_objective(["ce"]),
+                   Indexed(labeled_only), bundle.val, cfg.epochs, seed, cfg.lr, cfg.batch_size)
+        accs.append(accuracy(fit(ph, progress=False), bundle.test))
     return accs
 
 

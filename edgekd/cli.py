@@ -151,6 +151,33 @@ def compare(
     _print(compare_table(result), result, as_json)
 
 
+@app.command("select-teacher")
+def select_teacher(
+    student: str = STUDENT_OPT,
+    teacher: List[str] = typer.Option(..., help="Candidate teacher (name or .pt path); repeat for each."),
+    data: str = DATA_OPT, data_dir: Path = DATA_DIR_OPT, download: bool = DOWNLOAD_OPT, target: str = TARGET_OPT,
+    temperature: float = TEMP_OPT,
+    n: int = typer.Option(256, help="Examples whose per-example gradients are scored."),
+    warmup_steps: int = typer.Option(0, help="CE steps on the student before scoring (0 = at initialisation)."),
+    teacher_epochs: int = T_EPOCHS_OPT, labeled_fraction: float = LF_OPT,
+    higher_is_better: bool = typer.Option(False, help="Rank a higher GRACE score first (default: lower first, as measured)."),
+    seed: int = typer.Option(0, help="Seed for the projection and the splits."),
+    run: Optional[Path] = typer.Option(None, help="Keep the trained teachers and teacher_selection.json here."),
+    progress: bool = typer.Option(True, help="Show progress bars."),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Rank candidate teachers for a student before paying for distillation (GRACE-style score + baselines)."""
+    from edgekd.report import teacher_selection_table
+    from edgekd.teacher_select import select_teachers
+
+    result = select_teachers(student=student, teachers=list(teacher), data=data, data_dir=data_dir, download=download,
+                             target=target, run=run, temperature=temperature, n=n, warmup_steps=warmup_steps,
+                             teacher_epochs=teacher_epochs, seed=seed, progress=progress and not as_json,
+                             higher_is_better=higher_is_better, labeled_fraction=labeled_fraction)
+    result.setdefault("student", student)
+    _print(teacher_selection_table(result), result, as_json)
+
+
 @app.command()
 def export(
     target: str = typer.Option(..., help="Target profile name or .toml path."),

@@ -59,6 +59,22 @@ def compare_table(r: dict[str, Any]) -> Table:
     return t
 
 
+def teacher_selection_table(r: dict[str, Any]) -> Table:
+    direction = "higher" if r.get("higher_is_better") else "lower"
+    t = Table(title=f"teacher selection for {r.get('student', 'the student')} (GRACE: {direction} ranks first)")
+    for col, j in (("rank", "right"), ("teacher", "left"), ("GRACE", "right"), ("val accuracy", "right"),
+                   ("agreement at init", "right"), ("params", "right")):
+        t.add_column(col, justify=j)
+    for row in r["teachers"]:
+        g = row["grace"]
+        t.add_row(str(row["rank"]), row["teacher"], f"{g['score']:.4g} ± {g['std']:.2g}", pct(row["val_accuracy"]),
+                  pct(row["agreement_at_init"]), f"{row['params']:,}")
+    t.caption = ("GRACE: trace(Σ_train⁻¹ Σ_heldout) of projected per-example KD gradients at the student's init "
+                 "(arXiv 2511.02833). Measured on digits, the teacher's own accuracy predicted the student better "
+                 "with few labels: read both (benchmarks/README.md).")
+    return t
+
+
 def export_table(m: dict[str, Any]) -> Table:
     t = Table(title=f"export {m['target']} — {'DEPLOYABLE' if m['deployable'] else 'NOT deployable'}")
     t.add_column("check")

@@ -351,6 +351,10 @@ def bench(model: str, cfg: dict, golden: str | None) -> dict:
 
     requested, providers, options, warning = _choose_providers(ort, cfg["providers"], cpus)
     so = _session_options(ort, cfg, cpus)
+    if "XnnpackExecutionProvider" in providers:
+        # ONNX Runtime's XNNPACK docs: XNNPACK has its own thread pool; ORT's spinning threads
+        # would compete with it for the same cores.
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     t0 = time.perf_counter()
     sess = _create_session(ort, model, so, providers, options)
     init_ms = _ms(time.perf_counter() - t0)

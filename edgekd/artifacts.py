@@ -86,9 +86,12 @@ def read_json(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise BadInput(f"{path}: file not found")
     try:
-        return json.loads(path.read_text())
+        obj = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise BadInput(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(obj, dict):
+        raise BadInput(f"{path}: expected a JSON object, got {type(obj).__name__}")
+    return obj
 
 
 def save_npz(path: str | Path, **arrays: Any) -> Path:
@@ -130,16 +133,26 @@ def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
 
 
-def create_run(run: str | Path | None = None, *, root: Path = defaults.ARTIFACTS) -> Path:
-    """Make a fresh run folder (or reuse an explicit `run` path) and point `latest` at it."""
+def create_run(run: str | Path | None = None, *, root: Path = defaults.ARTIFACTS, resume: bool = False) -> Path:
+    """Make a fresh run folder, or take an explicit `run` path: a new or empty one, or with
+    `resume` the folder of an interrupted run (whose stale temporary files are removed)."""
     from edgekd.distributed import broadcast
 
-    if run is None:
-        path = broadcast(root / new_run_id())  # the name is random: every rank takes rank 0's
-    else:
-        path = Path(run)
-    if is_writer():
+    path = broadcast(root / new_run_id()) if run is None else Path(run)  # random name: rank 0's
+    if run is not None and path.exists() and not resume:
+        if not path.is_dir():
+            raise BadInput(f"--run {path}: exists and is not a folder")
+        if any(path.iterdir()):
+            raise BadInput(f"--run {path}: already holds a run; continue it with --resume or pick a new folder")
+    if not is_writer():
+        return path
+    try:
         path.mkdir(parents=True, exist_ok=run is not None)
+    except OSError as e:
+        raise BadInput(f"--run {path}: cannot create the folder ({e.strerror})") from None
+    if resume:
+        for stale in path.rglob(".*.tmp"):  # left by a write that was killed mid-way
+            stale.unlink(missing_ok=True)
     return path
 
 
@@ -221,7 +234,10 @@ def verify_run(run: str | Path | None = None) -> dict[str, Any]:
         raise BadInput(f"{run_dir}: no manifest.json in any target folder; run `edgekd export` first")
     checked, failures = [], []
     for m in manifests:
-        for where, entry in _named_files(read_json(m)):
+        manifest = read_json(m)
+        if not isinstance(manifest.get("model"), dict) or "sha256" not in manifest["model"]:
+            raise BadInput(f"{m}: not an edgekd manifest (names no model with a sha256)")
+        for where, entry in _named_files(manifest):
             f = (m.parent / str(entry["path"])).resolve()
             if not f.is_relative_to(run_dir.resolve()):
                 failures.append(f"{entry['path']} ({where}): outside the run folder")

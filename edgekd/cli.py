@@ -276,17 +276,23 @@ def runner_setup(kind: str = typer.Argument(..., help="qemu")) -> None:
     typer.echo(f"qemu runner ready: {path}")
 
 
+def one_line(e: Exception) -> str:
+    """The error as one line. A BadInput raised in a DataLoader worker comes back with the
+    worker's traceback in its message: the line that matters is the last one. Any other
+    newline (a file name holding one) is shown escaped."""
+    text = str(e).strip()
+    if text.startswith("Caught ") and "Traceback" in text:
+        return text.splitlines()[-1].split("BadInput: ", 1)[-1]
+    return text.replace("\n", "\\n") or type(e).__name__
+
+
 def main() -> None:
     """Entry point: one line and the right exit code for edgekd's own errors, never a traceback."""
     try:
         app(standalone_mode=False)
     except EdgekdError as e:
-        # A BadInput raised in a DataLoader worker comes back with the worker's traceback
-        # in its message; the line that matters is the last one.
-        msg = [m.split("BadInput: ", 1)[-1] for m in str(e).strip().splitlines()]
         head = "error" if e.exit_code == 2 else "check failed"
-        typer.echo(f"edgekd: {head}: {msg[-1] if msg else type(e).__name__}" if e.exit_code == 2
-                   else f"edgekd: {head}: {' '.join(msg)}", err=True)
+        typer.echo(f"edgekd: {head}: {one_line(e)}", err=True)
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
         typer.echo("edgekd: interrupted; the last epoch checkpoint is kept (continue with --resume)", err=True)

@@ -22,6 +22,9 @@ Preprocessing is always `(pixels * scale - mean) / std` per channel, with
 
 from __future__ import annotations
 
+import contextlib
+import os
+
 import hashlib
 import math
 from dataclasses import dataclass, field
@@ -317,17 +320,37 @@ def load_official_bundle(spec: OfficialDataset, *, data_dir: str | Path = defaul
 # ---------------------------------------------------------------------------
 # imagefolder:DIR
 
+@contextlib.contextmanager
+def _quiet_stderr(active: bool):
+    """libtiff reports a corrupt file by writing to fd 2 itself; keep that off the user's
+    one-line error (the failure still raises, and is reported once)."""
+    if not active:
+        yield
+        return
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def load_image_file(path: str):
     """ImageFolder's loader: the image as RGB; an unreadable file is BadInput naming it."""
     from PIL import Image
 
+    import warnings
+
     try:
-        with open(path, "rb") as f:
+        with open(path, "rb") as f, warnings.catch_warnings(), _quiet_stderr(str(path).lower().endswith((".tif", ".tiff"))):
+            warnings.simplefilter("ignore")  # Pillow warns on some corrupt files before raising
             return Image.open(f).convert("RGB")
     except Image.UnidentifiedImageError:
-        raise BadInput(f"imagefolder: cannot read image '{path}': not an image format PIL knows") from None
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        raise BadInput(f"imagefolder: cannot read image '{path}': {_first_line(e)}") from None
+        raise BadInput(f"imagefolder: cannot read image {str(path)!r}: not an image format PIL knows") from None
+    except Exception as e:  # Pillow's decoders raise many types on corrupt files
+        raise BadInput(f"imagefolder: cannot read image {str(path)!r}: {_first_line(e)}") from None
 
 
 def _open_image_folder(folder: Path) -> Any:
@@ -335,15 +358,15 @@ def _open_image_folder(folder: Path) -> Any:
     from torchvision import datasets
 
     if not folder.is_dir():
-        raise BadInput(f"imagefolder: '{folder}' is not a folder; expected one subfolder of images per class")
+        raise BadInput(f"imagefolder: {str(folder)!r} is not a folder; expected one subfolder of images per class")
     classes = sorted(p.name for p in folder.iterdir() if p.is_dir())
     if len(classes) < 2:
-        found = f"found only '{classes[0]}'" if classes else "found none"
-        raise BadInput(f"imagefolder: '{folder}' needs at least 2 class subfolders of images, {found}")
+        found = f"found only {classes[0]!r}" if classes else "found none"
+        raise BadInput(f"imagefolder: {str(folder)!r} needs at least 2 class subfolders of images, {found}")
     try:
         return datasets.ImageFolder(str(folder), loader=load_image_file)
     except (FileNotFoundError, ValueError) as e:  # "Found no valid file for the classes ..."
-        raise BadInput(f"imagefolder: '{folder}': {_first_line(e)}") from None
+        raise BadInput(f"imagefolder: {str(folder)!r}: {_first_line(e)}") from None
 
 
 def _image_stats(base: Any, indices: np.ndarray, size: int) -> tuple[list[float], list[float]]:
@@ -373,19 +396,19 @@ def load_imagefolder_bundle(*, root: str | Path, seed: int = defaults.SPLIT_SEED
     if image_size < 4:
         raise BadInput(f"imagefolder: image size must be at least 4 pixels, got {image_size}")
     if not root.is_dir():
-        raise BadInput(f"imagefolder: '{root}' is not a folder; expected one subfolder of images per class")
+        raise BadInput(f"imagefolder: {str(root)!r} is not a folder; expected one subfolder of images per class")
 
     if (root / "train").is_dir() and (root / "test").is_dir():
         bases = {s: _open_image_folder(root / s) for s in ("train", "val", "test") if (root / s).is_dir()}
         for s, b in bases.items():
             if b.classes != bases["train"].classes:
-                raise BadInput(f"imagefolder: '{root / s}' has classes {b.classes} but "
-                               f"'{root / 'train'}' has {bases['train'].classes}; they must match")
+                raise BadInput(f"imagefolder: {str(root / s)!r} has classes {b.classes} but "
+                               f"{str(root / 'train')!r} has {bases['train'].classes}; they must match")
         y = {s: np.asarray(b.targets, dtype=np.int64) for s, b in bases.items()}
         if "val" in bases:
             train, val, val_base = np.arange(len(y["train"])), np.arange(len(y["val"])), "val"
         else:
-            train, val = _val_split(y["train"], seed=seed, what=f"imagefolder '{root / 'train'}'")
+            train, val = _val_split(y["train"], seed=seed, what=f"imagefolder {str(root / 'train')!r}")
             val_base = "train"
         test = np.arange(len(y["test"]))
         split = _official_split_record(train, val, len(test), seed=seed)
@@ -395,7 +418,7 @@ def load_imagefolder_bundle(*, root: str | Path, seed: int = defaults.SPLIT_SEED
         bases, val_base = {"train": base, "test": base}, "train"
         y = {"train": np.asarray(base.targets, dtype=np.int64)}
         y["test"] = y["train"]
-        train, val, test = _split_or_bad_input(y["train"], what=f"imagefolder '{root}'", seed=seed)
+        train, val, test = _split_or_bad_input(y["train"], what=f"imagefolder {str(root)!r}", seed=seed)
         split = split_record(train, val, test, seed=seed)
 
     mean, std = _image_stats(bases["train"], train, image_size)

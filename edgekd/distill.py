@@ -6,6 +6,7 @@ by every phase (checkpoint each epoch, resume, NaN guard) → seeds → summary.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
@@ -78,6 +79,8 @@ class DistillConfig:
                                ("seeds", self.seeds, 1), ("batch_size", self.batch_size, 1)):
             if value < lo:
                 raise BadInput(f"--{key.replace('_', '-')} {value}: must be >= {lo}")
+        if self.hint_epochs and not any(m.partition(":")[0] == "fitnet" for m in self.methods):
+            raise BadInput(f"--hint-epochs {self.hint_epochs}: the hint stage needs a fitnet term in --method")
         if not 0 < self.labeled_fraction <= 1:
             raise BadInput(f"--labeled-fraction {self.labeled_fraction}: must be in (0, 1]")
         if not self.lr > 0:
@@ -312,8 +315,17 @@ def _load_reason(e: Exception) -> str:
     return f"{type(e).__name__}: {first[:100]}" if first else type(e).__name__
 
 
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    """Load any edgekd .pt safely (weights_only); anything else is BadInput naming the file."""
+# The fields each kind of edgekd checkpoint must hold.
+REQUIRED_FIELDS = {
+    "teacher": ("arch", "in_channels", "num_classes", "model"),
+    "student": ("arch", "in_channels", "num_classes", "target_ops", "model"),
+    "checkpoint": ("epoch", "history", "rng"),
+}
+
+
+def load_checkpoint(path: Path, *, kind: str | None = None) -> dict[str, Any]:
+    """Load any edgekd .pt safely (weights_only); anything else is BadInput naming the file.
+    With `kind`, the checkpoint must be of that kind and hold its fields."""
     if not path.is_file():
         raise BadInput(f"{path}: file not found")
     try:
@@ -322,6 +334,11 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         raise BadInput(f"{path}: not an edgekd checkpoint ({_load_reason(e)})") from None
     if not isinstance(obj, dict) or "kind" not in obj:
         raise BadInput(f"{path}: not an edgekd checkpoint (no 'kind' field)")
+    if kind is not None and obj["kind"] != kind:
+        raise BadInput(f"{path}: a {obj['kind']} checkpoint, not a {kind}")
+    missing = [f for f in REQUIRED_FIELDS.get(obj["kind"], ()) if f not in obj]
+    if missing:
+        raise BadInput(f"{path}: {obj['kind']} checkpoint lacks {', '.join(missing)}")
     return obj
 
 
@@ -441,19 +458,43 @@ def _named_teacher(name: str, cfg: DistillConfig, bundle: DataBundle, run_dir: P
     return model.eval(), {"source": "trained", "arch": name, "epochs": cfg.teacher_epochs}
 
 
-def check_teacher_paths(cfg: DistillConfig) -> None:
-    """Every --teacher is a registry name or an existing edgekd teacher checkpoint."""
+def check_teacher_paths(cfg: DistillConfig, bundle: DataBundle | None = None) -> None:
+    """Every --teacher is a registry name or an edgekd teacher checkpoint that fits the data."""
     from edgekd.models import TEACHERS
 
     for name in cfg.teacher_list:
         if name in TEACHERS:
             continue
         if name.endswith(".pt") or os.sep in name:
-            state = load_checkpoint(Path(name))
-            if state.get("kind") != "teacher":
-                raise BadInput(f"{name}: a {state.get('kind')} checkpoint, not a teacher")
+            state = load_checkpoint(Path(name), kind="teacher")
+            if state["arch"] not in TEACHERS:
+                raise BadInput(f"{name}: teacher arch '{state['arch']}' is unknown; valid: {', '.join(TEACHERS)}")
+            if bundle is not None and (state["num_classes"], state["in_channels"]) != (bundle.num_classes, bundle.input_shape[0]):
+                raise BadInput(f"{name}: teacher takes {state['in_channels']} channels and has {state['num_classes']} "
+                               f"classes; --data {bundle.name} has {bundle.input_shape[0]} and {bundle.num_classes}")
             continue
         create_teacher(name, in_channels=1, num_classes=2)  # raises BadInput listing the valid names
+
+
+# What --resume must agree on with the interrupted run.
+RESUME_KEYS = ("data", "teacher", "student", "target", "methods", "temperature", "epochs", "teacher_epochs", "seeds",
+               "lr", "batch_size", "labeled_fraction", "hint_epochs", "generations", "online", "peers",
+               "teacher_mode", "teacher_weights", "loss_options")
+
+
+def check_resume(cfg: DistillConfig) -> None:
+    """--resume continues the same run: the options that shape training must match config.json."""
+    if cfg.run is None:
+        raise BadInput("--resume needs --run DIR (the run folder to continue)")
+    path = Path(cfg.run) / "config.json"
+    if not path.is_file():
+        raise BadInput(f"--resume: {path} not found; nothing to continue (drop --resume to start this run)")
+    saved = artifacts.read_json(path)
+    mine = json.loads(json.dumps(asdict(cfg), default=str))
+    diff = [k for k in RESUME_KEYS if k in saved and saved[k] != mine.get(k)]
+    if diff:
+        listed = ", ".join(f"--{k.replace('_', '-')} {mine.get(k)!r} (run has {saved[k]!r})" for k in diff)
+        raise BadInput(f"--resume: {listed}; resume with the run's own options")
 
 
 def obtain_teachers(cfg: DistillConfig, bundle: DataBundle, run_dir: Path) -> list[tuple[nn.Module, dict[str, Any]]]:
@@ -578,8 +619,10 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
     bundle = load_data(cfg.data, data_dir=cfg.data_dir, download=cfg.download)
     probe = make_student(cfg, bundle, target, 0)
     ops = check_student_ops(probe, input_shape=bundle.input_shape, target=target)
-    check_teacher_paths(cfg)  # before any folder is made
-    run_dir = artifacts.create_run(cfg.run)
+    check_teacher_paths(cfg, bundle)  # before any folder is made
+    if cfg.resume:
+        check_resume(cfg)
+    run_dir = artifacts.create_run(cfg.run, resume=cfg.resume)
     artifacts.write_json(run_dir / "config.json", {**asdict(cfg), "data_info": bundle.describe()})
     teachers = obtain_teachers(cfg, bundle, run_dir)
     models = [m for m, _ in teachers]
@@ -646,9 +689,7 @@ def summarise(cfg, bundle, target, teachers, teacher_acc, rows, best, probe, ops
 
 def load_student(run_dir: Path, name: str = "student.pt") -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild a saved student from its checkpoint (arch + weights)."""
-    state = load_checkpoint(run_dir / name)
-    if state.get("kind") != "student":
-        raise BadInput(f"{run_dir / name}: a {state.get('kind')} checkpoint, not a student")
+    state = load_checkpoint(run_dir / name, kind="student")
     common = dict(in_channels=state["in_channels"], num_classes=state["num_classes"],
                   target_ops=frozenset(state["target_ops"]))
     if "net_kwargs" in state:

@@ -55,6 +55,8 @@ def _test_arrays(run_dir: Path) -> tuple[Any, np.ndarray, np.ndarray]:
     from edgekd.data import load_data, to_arrays
 
     cfg = artifacts.read_json(run_dir / "config.json")
+    if not isinstance(cfg.get("data"), str):
+        raise BadInput(f"{run_dir / 'config.json'}: no 'data' entry naming the run's dataset")
     bundle = load_data(cfg["data"], data_dir=cfg.get("data_dir", defaults.DATA_DIR))
     x, y = to_arrays(bundle.test)
     return bundle, x, y
@@ -130,6 +132,7 @@ def export_run(*, target: str | Path | TargetProfile = defaults.TARGET, run: str
         raise BadInput(f"--quantize int8: target {target.name} allows only {', '.join(target.precisions)} "
                        f"(precision.allowed in {target.path})")
     run_dir = artifacts.resolve_run(run)
+    distilled = _distilled(run_dir)  # read before anything is written, so a bad run writes nothing
     student, state = load_student(run_dir)
     bundle, x, y = _test_arrays(run_dir)
     if tuple(x.shape[1:]) != tuple(bundle.input_shape) or state["in_channels"] != bundle.input_shape[0]:
@@ -154,7 +157,7 @@ def export_run(*, target: str | Path | TargetProfile = defaults.TARGET, run: str
     golden = artifacts.save_npz(out_dir / "golden.npz", inputs=x[:n_golden].astype(np.float32),
                                 outputs=ref[:n_golden].astype(np.float32), labels=y[:n_golden])
     manifest = _manifest(run_dir, out_dir, target, model_path, golden, student, bundle, audit, parity,
-                         onnx_acc, count_params(student), y, ref)
+                         onnx_acc, count_params(student), y, ref, distilled)
     if quantize == "int8":
         manifest["variants"] = {}
         manifest["variants"]["int8"], q_fail = _int8_variant(out_dir, model_path, bundle, ref, x, y, target)
@@ -171,11 +174,23 @@ def export_run(*, target: str | Path | TargetProfile = defaults.TARGET, run: str
     return manifest
 
 
+def _distilled(run_dir: Path) -> dict[str, Any]:
+    """distill.json, checked for what the manifest takes from it."""
+    path = run_dir / "distill.json"
+    d = artifacts.read_json(path)
+    try:
+        seed = d["student"]["chosen_seed"]
+        d["_chosen"] = next(r for r in d["per_seed"] if r["seed"] == seed)
+        float(d["accuracy"]["teacher"])
+    except (KeyError, TypeError, StopIteration, ValueError):
+        raise BadInput(f"{path}: not a distill summary (needs accuracy.teacher, student.chosen_seed, per_seed)") from None
+    return d
+
+
 def _manifest(run_dir, out_dir, target, model_path, golden, student, bundle, audit, parity, onnx_acc,
-              params, y, ref) -> dict[str, Any]:
+              params, y, ref, distilled) -> dict[str, Any]:
     inputs, outputs = io_spec(model_path)
-    distilled = artifacts.read_json(run_dir / "distill.json")
-    chosen = next(r for r in distilled["per_seed"] if r["seed"] == distilled["student"]["chosen_seed"])
+    chosen = distilled["_chosen"]
     return {
         "edgekd_version": __version__,
         "target": target.name,

@@ -7,19 +7,23 @@ scale of one machine. Read top to bottom:
    stage widths × width multiplier, depth per stage, kernel size, block type
    (`conv`, depthwise-separable `dw`, inverted residual `ir`) and activation,
    keeping only the blocks and activations whose ONNX ops the target allows.
-   `trials` distinct architectures are drawn with a seeded generator (the
-   pipeline's default student is always one of them, unless told otherwise),
-   and each is audited (`check_student_ops`) before anything else.
+   They are drawn in an order fixed by the seed (the pipeline's default student
+   first, unless told otherwise), and each is audited (`check_student_ops`)
+   before anything else.
 2. **Cheap predictor first.** MACs (forward hooks on Conv2d/Linear), params and
-   the number of runtime nodes give a rough prior. The first `CALIBRATION`
-   candidates, spread over the MAC range, are timed; then a non-negative least
-   squares fit, latency ≈ a + b·MACs + c·params + d·nodes, refitted after every
-   timing, predicts the rest. A candidate predicted slower than `SAFETY` × the
-   budget is skipped untimed (a timing saved), except that at least
-   `MIN_MEASURED` candidates are always timed so that Spearman's ρ between
-   predicted and measured latency means something. ρ is reported for the
-   leave-one-out predictions of the final fit, for MACs alone, and for the
-   predictions made before each timing.
+   the number of nodes the runtime runs give a rough prior. The first
+   `CALIBRATION` candidates are timed; from then on a non-negative least squares
+   fit, latency ≈ a + b·MACs + c·params + d·nodes, refitted after every timing,
+   predicts each new draw. A draw predicted slower than the budget × a safety
+   factor (1 + how far the predictor has over-predicted so far, leave-one-out 90th
+   percentile, within [`MIN_SAFETY`, `SAFETY`]) is skipped untimed (a timing
+   saved) and the next one is drawn, as hardware-aware
+   searches reject architectures by a latency model before evaluating them;
+   drawing stops when `trials` candidates have been timed. At least
+   `MIN_MEASURED` are always timed so that Spearman's ρ between predicted and
+   measured latency means something. ρ is reported for the leave-one-out
+   predictions of the final fit, for MACs alone, and for the predictions made
+   before each timing.
 3. **Timing.** Each candidate (untrained weights: fp32 latency does not depend
    on the values) is exported at the profile's opset and timed through the
    target's runner (`bench` agent: p90 latency, peak RSS, model bytes).
@@ -51,7 +55,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -65,8 +69,10 @@ WIDTH_MULTS = (0.5, 0.75, 1.0, 1.5)
 DEPTHS = (1, 2)
 KERNELS = (3, 5)
 CALIBRATION = 4                  # candidates timed before the predictor is first fitted
+MAX_DRAWS = 5                    # draw at most MAX_DRAWS × trials candidates (skips included)
 MIN_MEASURED = 6                 # always timed, so that Spearman's ρ means something
-SAFETY = 2.0                     # skip a candidate predicted slower than SAFETY × the latency budget
+SAFETY = 2.0                     # skip a draw predicted slower than this × the latency budget …
+MIN_SAFETY = 1.1                 # … or, once the predictor has shown how far it over-predicts, less
 ETA = 3                          # successive halving: keep 1/ETA, give them ETA× the epochs
 SHORT_FRACTION = 6               # default short budget: epochs / SHORT_FRACTION
 TIMING_MIN_SECONDS = 0.3         # per candidate; the bench stage times the final model longer
@@ -112,38 +118,37 @@ def registry_kwargs(name: str) -> dict[str, Any]:
     return {**kw, "widths": list(kw["widths"])}
 
 
-def sample_candidates(target_ops: frozenset[str] | None, *, trials: int, seed: int,
-                      include: tuple[str, ...] = (defaults.STUDENT,)) -> tuple[list[tuple[str, dict]], list[str]]:
-    """`trials` distinct (name, student_net keywords), reproducibly drawn by `seed`.
-
-    The registry students named in `include` come first (when the target can build them),
-    so the search always weighs the pipeline's default. Returns the candidates and notes.
-    """
+def candidate_stream(target_ops: frozenset[str] | None, *, seed: int,
+                     include: tuple[str, ...] = (defaults.STUDENT,)) -> Iterator[tuple[str, dict]]:
+    """Distinct (name, student_net keywords) in a reproducible order: the registry students
+    named in `include` first (when the target can build them), then the grid shuffled by `seed`."""
     space = search_space(target_ops)
-    notes: list[str] = []
     if not space["block"] or not space["act"]:
         raise BadInput("the target allows no student block or activation; "
                        "see edgekd.models.BLOCKS and ACTIVATIONS for the ops each needs")
-    chosen: dict[str, dict] = {}
+    seen: set[str] = set()
     for name in include:
         kw = registry_kwargs(name)
-        if kw["block"] in space["block"] and kw["act"] in space["act"]:
-            chosen.setdefault(candidate_name(kw), {**kw, "_registry": name})
+        if kw["block"] in space["block"] and kw["act"] in space["act"] and candidate_name(kw) not in seen:
+            seen.add(candidate_name(kw))
+            yield name, kw
     keys = ("widths", "width_mult", "depth", "kernel", "block", "act")
-    grid = [dict(zip(keys, combo)) for combo in itertools.product(*(space[k] for k in keys))]
+    grid = list(itertools.product(*(space[k] for k in keys)))
     for i in np.random.default_rng(seed).permutation(len(grid)):
-        if len(chosen) >= trials:
-            break
-        kw = {**grid[int(i)], "widths": list(grid[int(i)]["widths"])}
-        chosen.setdefault(candidate_name(kw), kw)
-    if len(chosen) < trials:
-        notes.append(f"the search space for this target has only {len(chosen)} distinct candidates "
-                     f"(asked for {trials})")
-    out = []
-    for name, kw in list(chosen.items())[:trials]:
-        registry = kw.pop("_registry", None)
-        out.append((registry or name, kw))
-    return out, notes
+        kw = dict(zip(keys, grid[int(i)]))
+        kw["widths"] = list(kw["widths"])
+        if candidate_name(kw) not in seen:  # two multipliers can give the same channels
+            seen.add(candidate_name(kw))
+            yield candidate_name(kw), kw
+
+
+def sample_candidates(target_ops: frozenset[str] | None, *, trials: int, seed: int,
+                      include: tuple[str, ...] = (defaults.STUDENT,)) -> tuple[list[tuple[str, dict]], list[str]]:
+    """The first `trials` candidates of `candidate_stream`, and a note when the space has fewer."""
+    drawn = list(itertools.islice(candidate_stream(target_ops, seed=seed, include=include), trials))
+    notes = [] if len(drawn) == trials else [
+        f"the search space for this target has only {len(drawn)} distinct candidates (asked for {trials})"]
+    return drawn, notes
 
 
 # ---------------------------------------------------------------- cost without timing
@@ -170,10 +175,10 @@ def complexity(model, input_shape: tuple[int, ...]) -> dict[str, int]:
         elif isinstance(module, nn.Linear):
             counts["macs"] += output.numel() * module.in_features
             counts["layers"] += 1
-        if not isinstance(module, skip):
+        if list(module.children()):  # a block with a residual connection: its Add
+            counts["nodes"] += int(module.residual is True)
+        elif not isinstance(module, skip):
             counts["nodes"] += 2 if isinstance(module, nn.Hardswish) else 1
-        if getattr(module, "residual", False) is True:
-            counts["nodes"] += 1
 
     handles = [m.register_forward_hook(hook) for m in model.modules()
                if not list(m.children()) or getattr(m, "residual", None) is not None]
@@ -318,21 +323,19 @@ def build(c: Candidate, bundle, target_ops, *, seed: int = 0):
                        target_ops=target_ops, **c.net_kwargs)
 
 
-def audit_candidates(cands: list[Candidate], bundle, profile, *, progress: bool) -> None:
-    """The op audit first (refused candidates are kept, with the reason), then the cost counts."""
-    from tqdm.auto import tqdm
-
+def audit_candidate(c: Candidate, bundle, profile) -> bool:
+    """The op audit before anything else (a refusal is kept, with its reason), then the cost counts."""
     from edgekd.models import check_student_ops
 
-    for c in tqdm(cands, desc="audit", unit="candidate", disable=None if progress else True, leave=False):
-        try:
-            model = build(c, bundle, profile.ops_allow)
-            c.ops = check_student_ops(model, input_shape=bundle.input_shape, target=profile)
-        except BadInput as e:
-            c.status, c.reason = "refused", str(e)
-            continue
-        c.cost = complexity(model, bundle.input_shape)
-        c.prior_ms = prior_ms(c.cost)
+    try:
+        model = build(c, bundle, profile.ops_allow)
+        c.ops = check_student_ops(model, input_shape=bundle.input_shape, target=profile)
+    except BadInput as e:
+        c.status, c.reason = "refused", str(e)
+        return False
+    c.cost = complexity(model, bundle.input_shape)
+    c.prior_ms = prior_ms(c.cost)
+    return True
 
 
 # ---------------------------------------------------------------- timing
@@ -424,58 +427,60 @@ def time_candidate(c: Candidate, bundle, profile, runner: str, folder: Path, *, 
             "threads": r["threads"], "emulated": bool(r.get("emulated", False))}
 
 
-def _calibration_order(cands: list[Candidate]) -> list[Candidate]:
-    """CALIBRATION candidates spread evenly over the MAC range (smallest to largest), then the rest."""
-    by_macs = sorted(cands, key=lambda c: (c.cost["macs"], c.id))
-    k = min(CALIBRATION, len(by_macs))
-    picks = sorted({round(i * (len(by_macs) - 1) / max(k - 1, 1)) for i in range(k)})
-    first = [by_macs[i] for i in picks]
-    return first + [c for c in cands if c not in first]
+def search(stream: Iterator[tuple[str, dict]], bundle, profile, *, trials: int, runner: str,
+           budget_ms: float | None, min_seconds: float, progress: bool) -> tuple[list[Candidate], Budget, dict]:
+    """Draw candidates until `trials` have been timed: audit each, then predict its latency and
+    skip it untimed when the prediction is hopeless (a timing saved, and the next one is drawn).
 
-
-def measure(cands: list[Candidate], bundle, profile, *, runner: str, budget_ms: float | None,
-            min_seconds: float, progress: bool) -> tuple[Budget, dict[str, Any]]:
-    """Time the calibration set, then the rest cheapest-predicted first, skipping the hopeless."""
+    The first CALIBRATION are timed unconditionally, and at least MIN_MEASURED in all, so that
+    the predictor has data and Spearman's ρ means something. At most MAX_DRAWS × `trials`
+    candidates are drawn, so a budget nothing meets ends the search.
+    """
     from tqdm.auto import tqdm
 
-    order = _calibration_order(cands)
-    calib, rest = order[:CALIBRATION], order[CALIBRATION:]
-    predictor = LatencyPredictor()
+    cands: list[Candidate] = []
     timed: list[Candidate] = []
-    bar = tqdm(total=len(order), desc="timing", unit="candidate", disable=None if progress else True, leave=False)
+    predictor = LatencyPredictor()
     budget = make_budget(profile, budget_ms, emulated=False)
+    bar = tqdm(total=trials, desc="audit, predict, time", unit="timed", disable=None if progress else True, leave=False)
     with tempfile.TemporaryDirectory(prefix="edgekd-select-") as tmp:
-        def time_one(c: Candidate) -> None:
+        for name, kw in stream:
+            if len(timed) >= trials or len(cands) >= MAX_DRAWS * trials:
+                break
+            c = Candidate(id=len(cands), name=name, net_kwargs=kw)
+            cands.append(c)
+            if not audit_candidate(c, bundle, profile):
+                continue
+            if len(timed) >= CALIBRATION:
+                predictor.fit([t.cost for t in timed], [t.p90 for t in timed])
+                c.predicted_ms = float(predictor.predict([c.cost])[0])
+                if budget.latency_ms is not None and len(timed) >= MIN_MEASURED:
+                    limit = budget.latency_ms * safety_factor(timed)
+                    if c.predicted_ms > limit:
+                        c.status = "skipped"
+                        c.reason = (f"predicted p90 {c.predicted_ms:.4g} ms > {limit:.4g} ms "
+                                    f"({limit / budget.latency_ms:.2f} × budget)")
+                        continue
             c.measured = time_candidate(c, bundle, profile, runner, Path(tmp), min_seconds=min_seconds)
             timed.append(c)
             bar.update()
-
-        for c in calib:
-            time_one(c)
-        budget = make_budget(profile, budget_ms, emulated=any(c.measured["emulated"] for c in timed))
-        while rest:
-            predictor.fit([c.cost for c in timed], [c.p90 for c in timed])
-            preds = predictor.predict([c.cost for c in rest])
-            i = int(np.argmin(preds))
-            c = rest.pop(i)
-            c.predicted_ms = float(preds[i])
-            hopeless = budget.latency_ms is not None and c.predicted_ms > SAFETY * budget.latency_ms
-            if hopeless and len(timed) >= MIN_MEASURED:
-                # Cheapest-predicted first: everything left is predicted at least as slow.
-                for s in [c, *rest]:
-                    s.predicted_ms = float(predictor.predict([s.cost])[0])
-                    s.status = "skipped"
-                    s.reason = (f"predicted p90 {s.predicted_ms:.4g} ms > {SAFETY:g} × budget "
-                                f"{budget.latency_ms:g} ms; not timed")
-                bar.update(1 + len(rest))
-                rest = []
-                break
-            time_one(c)
+            if len(timed) == 1:  # the runner says whether it emulates; emulated time is not the target's
+                budget = make_budget(profile, budget_ms, emulated=c.measured["emulated"])
     bar.close()
     for c in timed:
         miss = budget.misses(c.measured)
         c.status, c.reason = ("over budget", "; ".join(miss)) if miss else ("timed", "")
-    return budget, predictor_report(timed, cands, predictor)
+    return cands, budget, predictor_report(timed, cands, predictor)
+
+
+def safety_factor(timed: list[Candidate]) -> float:
+    """How far over the budget a prediction may be before the draw is skipped: 1 + the 90th
+    percentile of the predictor's own leave-one-out over-prediction so far (a candidate within
+    budget is rarely predicted beyond that), kept within [MIN_SAFETY, SAFETY]."""
+    measured = [c.p90 for c in timed]
+    loo = loo_predictions([c.cost for c in timed], measured)
+    over = float(np.quantile([p / m - 1 for p, m in zip(loo, measured)], 0.9))
+    return float(np.clip(1 + over, MIN_SAFETY, SAFETY))
 
 
 def predictor_report(timed: list[Candidate], cands: list[Candidate], predictor: LatencyPredictor) -> dict[str, Any]:
@@ -490,7 +495,8 @@ def predictor_report(timed: list[Candidate], cands: list[Candidate], predictor: 
     return {
         "features": list(LatencyPredictor.FEATURES), "fit": "non-negative least squares",
         "coefficients": final.coefficients(), "calibration": min(CALIBRATION, len(timed)),
-        "min_measured": MIN_MEASURED, "safety": SAFETY,
+        "min_measured": MIN_MEASURED, "safety_range": [MIN_SAFETY, SAFETY],
+        "safety_final": safety_factor(timed) if len(timed) >= 3 else None,
         "measured": len(timed), "skipped": skipped, "timings_saved": len(skipped),
         "spearman_rho": spearman(loo, measured) if loo else None,
         "spearman_rho_macs": spearman([c["macs"] for c in costs], measured),
@@ -662,32 +668,42 @@ def plot(path: Path, result: dict[str, Any]) -> Path:
     return path
 
 
+def _k(n: float) -> str:
+    return f"{n / 1e6:.1f}M" if n >= 1e6 else (f"{n / 1e3:.1f}k" if n >= 1e3 else str(int(n)))
+
+
+def _acc(x: float | None) -> str:
+    return "" if x is None else f"{100 * x:.1f}%"
+
+
 def select_table(result: dict[str, Any]):
-    """One row per candidate: cost, prediction, measurement, what happened, accuracy."""
+    """One row per candidate: cost, prediction, measurement, what happened, accuracy.
+    ★ = recommended, • = on the accuracy–latency Pareto front."""
     from rich.table import Table
 
     from edgekd.report import pct
 
     b = result["budget"]
-    lim = f"{b['latency_ms']:g} ms ({b['latency_source']})" if b["latency_ms"] is not None else "none"
+    lim = f"{b['latency_ms']:.4g} ms ({b['latency_source']})" if b["latency_ms"] is not None else "none"
     t = Table(title=f"select-student on {result['data']} for {result['target']} — runner {result['runner']}, "
                     f"latency budget {lim}, {result['epochs']} epochs, {result['seeds']} seed(s)")
-    for col, j in (("#", "right"), ("candidate", "left"), ("params", "right"), ("MACs", "right"),
-                   ("pred. ms", "right"), ("p90 ms", "right"), ("KiB", "right"), ("status", "left"),
-                   ("epochs", "right"), ("val", "right"), ("test", "right"), ("alone", "right"), ("front", "center")):
-        t.add_column(col, justify=j)
+    t.add_column("candidate", no_wrap=True)
+    for col in ("params", "MACs", "pred. ms", "p90 ms", "KiB", "status", "ep.", "val", "test", "alone"):
+        t.add_column(col, justify="left" if col == "status" else "right", no_wrap=True)
     rec, front = result["recommended"]["id"], set(result["pareto"]["latency"])
     for c in result["candidates"]:
         m = c["measured"] or {}
         # timed: the leave-one-out prediction; skipped: the prediction that skipped it
         pred = c["loo_predicted_ms"] if c["loo_predicted_ms"] is not None else c["predicted_ms"]
-        status = c["status"] + (f": {c['reason']}" if c["status"] in ("refused", "over budget") else "")
-        t.add_row(str(c["id"]), ("★ " if c["id"] == rec else "") + c["name"],
-                  f"{c['cost'].get('params', 0):,}", f"{c['cost'].get('macs', 0):,}",
-                  "—" if pred is None else f"{pred:.4f}",
-                  f"{m['latency_p90_ms']:.4f}" if m else "—", f"{m['model_bytes'] / 1024:.1f}" if m else "—",
-                  status, str(c.get("epochs", "")), pct(c.get("val_accuracy")), pct(c.get("test_accuracy")),
-                  pct(c["control"]["test"]) if c.get("control") else "", "•" if c["id"] in front else "")
+        status = {"over budget": "over: " + ",".join(k for k, w in (("lat", "latency"), ("mem", "RSS"),
+                                                                     ("size", "size")) if w in c["reason"]),
+                  "skipped": "skipped"}.get(c["status"], c["status"])
+        mark = "★ " if c["id"] == rec else ("• " if c["id"] in front else "  ")
+        t.add_row(mark + c["name"], _k(c["cost"].get("params", 0)), _k(c["cost"].get("macs", 0)),
+                  "" if pred is None else f"{pred:.4f}", f"{m['latency_p90_ms']:.4f}" if m else "",
+                  f"{m['model_bytes'] / 1024:.0f}" if m else "", status, str(c.get("epochs", "")),
+                  _acc(c.get("val_accuracy")), _acc(c.get("test_accuracy")),
+                  _acc(c["control"]["test"]) if c.get("control") else "")
     p, s = result["predictor"], result["seconds"]
     rho = "—" if p["spearman_rho"] is None else f"{p['spearman_rho']:.3f}"
     rho_m = "—" if p["spearman_rho_macs"] is None else f"{p['spearman_rho_macs']:.3f}"
@@ -705,30 +721,10 @@ def select_table(result: dict[str, Any]):
 
 
 # ---------------------------------------------------------------- the run others continue from
-def _save_student(path: Path, cfg, bundle, model, *, seed: int, ops: list[str], net_kwargs: dict) -> None:
-    """`edgekd.distill.save_student` with the candidate's `student_net` keywords, so that
-    `load_student` rebuilds the custom architecture. Until distill.save_student takes
-    `net_kwargs`, the same checkpoint is written here."""
-    import inspect
-
-    from edgekd.distill import save_student
-
-    if "net_kwargs" in inspect.signature(save_student).parameters:
-        save_student(path, cfg, bundle, model, seed=seed, ops=ops, net_kwargs=net_kwargs)
-        return
-    from edgekd.targets import load_target
-
-    artifacts.save_torch(path, {
-        "kind": "student", "arch": cfg.student, "in_channels": bundle.input_shape[0],
-        "num_classes": bundle.num_classes, "target": cfg.target, "seed": seed, "ops": ops,
-        "target_ops": sorted(load_target(cfg.target).ops_allow), "net_kwargs": net_kwargs,
-        "model": model.state_dict()})
-
-
 def save_run(run_dir: Path, cfg, bundle, profile, teachers, teacher_acc: float, rec: Candidate,
              trainer: Trainer) -> dict[str, Any]:
     """student.pt, student_alone.pt and distill.json as `edgekd distill` writes them."""
-    from edgekd.distill import summarise
+    from edgekd.distill import save_student, summarise
 
     kd_models = rec.rungs[-1]["_models"]
     rows = []
@@ -741,7 +737,8 @@ def save_run(run_dir: Path, cfg, bundle, profile, teachers, teacher_acc: float, 
     best = max(rows, key=lambda r: (r["student_val"], -r["seed"]))
     net_kwargs = {**rec.net_kwargs, "widths": list(rec.net_kwargs["widths"])}
     for key, model in (("student.pt", best["_student_model"]), ("student_alone.pt", best["_student_alone_model"])):
-        _save_student(run_dir / key, cfg, bundle, model, seed=best["seed"], ops=rec.ops, net_kwargs=net_kwargs)
+        # the candidate's student_net keywords: load_student rebuilds the custom architecture from them
+        save_student(run_dir / key, cfg, bundle, model, seed=best["seed"], ops=rec.ops, net_kwargs=net_kwargs)
     summary = summarise(cfg, bundle, profile, teachers, teacher_acc, rows, best, best["_student_model"], rec.ops)
     summary["student"]["net_kwargs"] = net_kwargs
     summary["selected_by"] = RESULT_FILE
@@ -749,6 +746,22 @@ def save_run(run_dir: Path, cfg, bundle, profile, teachers, teacher_acc: float, 
 
 
 # ---------------------------------------------------------------- the stage
+def seed_like_distill(bundle, profile) -> None:
+    """Leave torch's RNG as `edgekd distill` leaves it when it builds the teacher (right after its
+    seed-0 probe of the default student), so a registry teacher trained here gets the very weights
+    distill would give it, whatever the search drew and timed before."""
+    import torch
+
+    from edgekd.models import create_student
+
+    torch.manual_seed(0)
+    try:
+        create_student(defaults.STUDENT, in_channels=bundle.input_shape[0], num_classes=bundle.num_classes,
+                       target_ops=profile.ops_allow)
+    except BadInput:  # the target cannot build the default student: seed 0 alone
+        torch.manual_seed(0)
+
+
 def _check_args(*, trials: int, epochs: int, short_epochs: int | None, seeds: int, budget_ms: float | None,
                 min_seconds: float) -> int:
     if trials < 1:
@@ -819,29 +832,25 @@ def select_student(*, target: str | Path, teacher: str | list[str] = defaults.TE
     check_teacher_paths(cfg)
     bundle = load_data(data, data_dir=data_dir, download=download)
 
-    # 1. candidates, audited before anything else
+    # 1–3. candidates drawn, audited, predicted, timed; budget misses dropped before any training
     t0 = time.perf_counter()
-    drawn, notes = sample_candidates(profile.ops_allow, trials=trials, seed=seed, include=include)
-    cands = [Candidate(id=i, name=n, net_kwargs=kw) for i, (n, kw) in enumerate(drawn)]
-    audit_candidates(cands, bundle, profile, progress=progress)
-    t_audit = time.perf_counter() - t0
-
-    # 2–3. predictor and timing; budget misses dropped before any training
-    t0 = time.perf_counter()
-    audited = [c for c in cands if c.status != "refused"]
-    budget, predictor = (measure(audited, bundle, profile, runner=runner, budget_ms=budget_ms,
-                                 min_seconds=min_seconds, progress=progress) if audited
-                         else (make_budget(profile, budget_ms, emulated=False), predictor_report([], cands, LatencyPredictor())))
-    t_timing = time.perf_counter() - t0
+    stream = candidate_stream(profile.ops_allow, seed=seed, include=include)
+    cands, budget, predictor = search(stream, bundle, profile, trials=trials, runner=runner, budget_ms=budget_ms,
+                                      min_seconds=min_seconds, progress=progress)
+    t_search = time.perf_counter() - t0
+    notes = []
+    if predictor["measured"] < trials and len(cands) < MAX_DRAWS * trials:
+        notes.append(f"the search space for this target has only {len(cands)} distinct candidates")
+    if budget.emulated:
+        notes.append("timings are under emulation: the profile's latency and memory budgets were not applied")
     survivors = [c for c in cands if c.status == "timed"]
     if not survivors:
         raise _no_candidate(cands, budget, profile)
-    if budget.emulated:
-        notes.append("timings are under emulation: the profile's latency and memory budgets were not applied")
 
     # 4. one teacher for every candidate, then successive halving
     run_dir = artifacts.create_run(run)
     t0 = time.perf_counter()
+    seed_like_distill(bundle, profile)
     teachers = obtain_teachers(cfg, bundle, run_dir)
     models = [m for m, _ in teachers]
     teacher_acc = ensemble_accuracy(cfg, models, bundle.test)
@@ -894,7 +903,7 @@ def select_student(*, target: str | Path, teacher: str | list[str] = defaults.TE
                               "student_test": c.rungs[-1]["test"], "student_alone_test": c.control["test"],
                               "kd_gain_test": c.rungs[-1]["test"] - c.control["test"]}
                              for c in sorted(finalists, key=lambda c: c.cost["params"])],
-        "seconds": {"audit": t_audit, "timing": t_timing, "teacher": t_teacher, "training": t_training,
+        "seconds": {"audit_predict_time": t_search, "teacher": t_teacher, "training": t_training,
                     "control": t_control, "total": total, "total_excluding_teacher": total - t_teacher,
                     "full_training_estimate": full_estimate,
                     "note": "full_training_estimate: per-epoch time measured at the first rung × epochs × "

@@ -334,6 +334,15 @@ def _throughput(np, sess, inp: dict, sample_shape: tuple, batches: list, cfg: di
 
 
 def _peak_rss_mb() -> float:
+    # Linux: VmHWM is this process's own peak. ru_maxrss can carry over the peak of the
+    # process that forked us (a torch host would report its own memory as ours).
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
     import resource  # POSIX only; imported here so that a failure names this field
 
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

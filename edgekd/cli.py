@@ -178,6 +178,35 @@ def select_teacher(
     _print(teacher_selection_table(result), result, as_json)
 
 
+@app.command("select-student")
+def select_student_cmd(
+    target: str = typer.Option(..., help="Target profile name or .toml path; every candidate uses only its ops."),
+    teacher: Optional[List[str]] = TEACHER_OPT,
+    budget_ms: Optional[float] = typer.Option(None, help="Latency budget (p90, ms); default: the profile's."),
+    trials: int = typer.Option(12, help="Candidates to time (the predictor skips hopeless draws without timing)."),
+    seed: int = typer.Option(0, help="Seed for sampling the search space (same seed, same result)."),
+    runner: str = typer.Option("local", help="local | qemu | ssh://USER@HOST[:PORT]"),
+    data: str = DATA_OPT, data_dir: Path = DATA_DIR_OPT, download: bool = DOWNLOAD_OPT,
+    epochs: int = EPOCHS_OPT,
+    short_epochs: Optional[int] = typer.Option(None, help="Epochs of the first successive-halving round."),
+    seeds: int = typer.Option(1, help="Seeds per finalist."),
+    method: Optional[List[str]] = typer.Option(None, help="Loss NAME[:WEIGHT], repeatable (default: soft:0.7 ce:0.3)."),
+    teacher_epochs: int = T_EPOCHS_OPT, run: Optional[Path] = RUN_OPT,
+    progress: bool = typer.Option(True, help="Show progress bars."),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Search students built from the target's ops: predict, time, drop what misses the budget, distil the rest with successive halving."""
+    from edgekd.select_student import select_student, select_table
+
+    teachers = teacher or [defaults.TEACHER]
+    result = select_student(target=target, teacher=teachers[0] if len(teachers) == 1 else list(teachers),
+                            data=data, data_dir=data_dir, download=download, budget_ms=budget_ms, trials=trials,
+                            seed=seed, runner=runner, epochs=epochs, short_epochs=short_epochs, seeds=seeds,
+                            methods=tuple(method or defaults.METHODS), teacher_epochs=teacher_epochs, run=run,
+                            progress=progress and not as_json)
+    _print(select_table(result), {k: v for k, v in result.items() if k != "summary"}, as_json)
+
+
 @app.command()
 def export(
     target: str = typer.Option(..., help="Target profile name or .toml path."),

@@ -8,8 +8,9 @@ scale of one machine. Read top to bottom:
    (`conv`, depthwise-separable `dw`, inverted residual `ir`) and activation,
    keeping only the blocks and activations whose ONNX ops the target allows.
    They are drawn in an order fixed by the seed (the pipeline's default student
-   first, unless told otherwise), and each is audited (`check_student_ops`)
-   before anything else.
+   first, unless told otherwise). Every candidate that is timed or trained is
+   first audited (`check_student_ops`); a draw the predictor rejects costs one
+   forward pass and is neither exported nor audited.
 2. **Cheap predictor first.** MACs (forward hooks on Conv2d/Linear), params and
    the number of nodes the runtime runs give a rough prior. The first
    `CALIBRATION` candidates are timed; from then on a non-negative least squares
@@ -26,7 +27,9 @@ scale of one machine. Read top to bottom:
    before each timing.
 3. **Timing.** Each candidate (untrained weights: fp32 latency does not depend
    on the values) is exported at the profile's opset and timed through the
-   target's runner (`bench` agent: p90 latency, peak RSS, model bytes).
+   target's runner (`bench` agent: p90 latency, peak RSS, model bytes); one
+   that misses the latency budget by less than `RETIME_BAND` is timed again and
+   the better run kept, so that a burst of load does not drop it.
    Candidates over the latency, memory or size budget are dropped before any
    training. Under emulation (qemu) time and memory are not the target's, so
    only `--budget-ms`, when given, and the size budget apply (as `bench` does).
@@ -63,16 +66,17 @@ from edgekd import artifacts, defaults
 from edgekd.errors import BadInput, CheckFailed
 
 # ---------------------------------------------------------------- defaults of this stage
-TRIALS = 12                      # candidates drawn
+TRIALS = 12                      # candidates timed (draws the predictor skips come on top)
 STAGE_WIDTHS: tuple[tuple[int, ...], ...] = ((8, 16), (16, 32), (8, 16, 32), (16, 32, 64))
 WIDTH_MULTS = (0.5, 0.75, 1.0, 1.5)
 DEPTHS = (1, 2)
 KERNELS = (3, 5)
 CALIBRATION = 4                  # candidates timed before the predictor is first fitted
-MAX_DRAWS = 5                    # draw at most MAX_DRAWS × trials candidates (skips included)
+MAX_DRAWS = 10                   # draw at most MAX_DRAWS × trials candidates (skips included)
 MIN_MEASURED = 6                 # always timed, so that Spearman's ρ means something
 SAFETY = 2.0                     # skip a draw predicted slower than this × the latency budget …
 MIN_SAFETY = 1.1                 # … or, once the predictor has shown how far it over-predicts, less
+RETIME_BAND = 1.5                # a candidate up to this × over the latency budget is timed twice
 ETA = 3                          # successive halving: keep 1/ETA, give them ETA× the epochs
 SHORT_FRACTION = 6               # default short budget: epochs / SHORT_FRACTION
 TIMING_MIN_SECONDS = 0.3         # per candidate; the bench stage times the final model longer
@@ -113,6 +117,8 @@ def registry_kwargs(name: str) -> dict[str, Any]:
     """A registry student's full `student_net` keywords (its overrides on the builder's defaults)."""
     from edgekd.models import STUDENTS
 
+    if name not in STUDENTS:
+        raise BadInput(f"unknown student '{name}' to include; valid: {', '.join(STUDENTS)}")
     base = {"widths": (8, 16), "block": "conv", "kernel": 3, "depth": 1, "width_mult": 1.0, "act": "relu"}
     kw = {**base, **STUDENTS[name]}
     return {**kw, "widths": list(kw["widths"])}
@@ -323,18 +329,28 @@ def build(c: Candidate, bundle, target_ops, *, seed: int = 0):
                        target_ops=target_ops, **c.net_kwargs)
 
 
-def audit_candidate(c: Candidate, bundle, profile) -> bool:
-    """The op audit before anything else (a refusal is kept, with its reason), then the cost counts."""
+def cost_of(c: Candidate, bundle, profile):
+    """Build the candidate and count its costs: one forward pass, no export, no runtime.
+    Returns the model, or None (refused, with the reason) when the target cannot build it."""
+    try:
+        model = build(c, bundle, profile.ops_allow)
+    except BadInput as e:
+        c.status, c.reason = "refused", str(e)
+        return None
+    c.cost = complexity(model, bundle.input_shape)
+    c.prior_ms = prior_ms(c.cost)
+    return model
+
+
+def audit_candidate(c: Candidate, model, bundle, profile) -> bool:
+    """The op audit (`check_student_ops`) before anything is paid for; a refusal is kept, with its reason."""
     from edgekd.models import check_student_ops
 
     try:
-        model = build(c, bundle, profile.ops_allow)
         c.ops = check_student_ops(model, input_shape=bundle.input_shape, target=profile)
     except BadInput as e:
         c.status, c.reason = "refused", str(e)
         return False
-    c.cost = complexity(model, bundle.input_shape)
-    c.prior_ms = prior_ms(c.cost)
     return True
 
 
@@ -429,8 +445,9 @@ def time_candidate(c: Candidate, bundle, profile, runner: str, folder: Path, *, 
 
 def search(stream: Iterator[tuple[str, dict]], bundle, profile, *, trials: int, runner: str,
            budget_ms: float | None, min_seconds: float, progress: bool) -> tuple[list[Candidate], Budget, dict]:
-    """Draw candidates until `trials` have been timed: audit each, then predict its latency and
-    skip it untimed when the prediction is hopeless (a timing saved, and the next one is drawn).
+    """Draw candidates until `trials` have been timed: count each one's costs, predict its latency
+    and skip it when the prediction is hopeless (a timing saved; the next one is drawn); audit
+    the others, then time them.
 
     The first CALIBRATION are timed unconditionally, and at least MIN_MEASURED in all, so that
     the predictor has data and Spearman's ρ means something. At most MAX_DRAWS × `trials`
@@ -449,7 +466,8 @@ def search(stream: Iterator[tuple[str, dict]], bundle, profile, *, trials: int, 
                 break
             c = Candidate(id=len(cands), name=name, net_kwargs=kw)
             cands.append(c)
-            if not audit_candidate(c, bundle, profile):
+            model = cost_of(c, bundle, profile)
+            if model is None:
                 continue
             if len(timed) >= CALIBRATION:
                 predictor.fit([t.cost for t in timed], [t.p90 for t in timed])
@@ -461,11 +479,20 @@ def search(stream: Iterator[tuple[str, dict]], bundle, profile, *, trials: int, 
                         c.reason = (f"predicted p90 {c.predicted_ms:.4g} ms > {limit:.4g} ms "
                                     f"({limit / budget.latency_ms:.2f} × budget)")
                         continue
+            if not audit_candidate(c, model, bundle, profile):
+                continue
             c.measured = time_candidate(c, bundle, profile, runner, Path(tmp), min_seconds=min_seconds)
+            if len(timed) == 0:  # the runner says whether it emulates; emulated time is not the target's
+                budget = make_budget(profile, budget_ms, emulated=c.measured["emulated"])
+            lim = budget.latency_ms
+            if lim is not None and lim < c.p90 <= RETIME_BAND * lim:
+                # A near miss is timed once more and the better run kept: a burst of load on a
+                # shared host should not drop a candidate that fits.
+                again = time_candidate(c, bundle, profile, runner, Path(tmp), min_seconds=min_seconds)
+                runs = [c.measured["latency_p90_ms"], again["latency_p90_ms"]]
+                c.measured = {**min(c.measured, again, key=lambda m: m["latency_p90_ms"]), "p90_runs": runs}
             timed.append(c)
             bar.update()
-            if len(timed) == 1:  # the runner says whether it emulates; emulated time is not the target's
-                budget = make_budget(profile, budget_ms, emulated=c.measured["emulated"])
     bar.close()
     for c in timed:
         miss = budget.misses(c.measured)
@@ -624,41 +651,58 @@ def fronts(trained: list[Candidate]) -> dict[str, list[int]]:
 
 
 # ---------------------------------------------------------------- report
+def _panel(ax, result: dict[str, Any], x_of, *, label: str, front_key: str, budget_ms: float | None) -> None:
+    """One scatter of val accuracy against `x_of(candidate)`, on a log axis."""
+    from matplotlib import ticker
+
+    trained = [c for c in result["candidates"] if c.get("rungs")]
+    by_id = {c["id"]: c for c in trained}
+    epochs = sorted({c["epochs"] for c in trained})
+    for e in epochs:
+        group = [c for c in trained if c["epochs"] == e]
+        ax.scatter([x_of(c) for c in group], [c["val_accuracy"] for c in group], s=18 + 50 * e / max(epochs),
+                   alpha=0.75, label=f"{e} epochs")
+    # timed but not trained (over budget): where they sit, along the bottom edge
+    untrained = [x_of(c) for c in result["candidates"] if c["measured"] and not c.get("rungs")]
+    if untrained:
+        ax.scatter(untrained, [0.03] * len(untrained), marker="x", color="grey", s=25,
+                   label="over budget (not trained)", transform=ax.get_xaxis_transform())
+    front = sorted((x_of(by_id[i]), by_id[i]["val_accuracy"]) for i in result["pareto"][front_key])
+    if front_key == "latency":
+        ax.step(*zip(*front), where="post", color="#C44E52", lw=1.2, label="Pareto front")
+    else:
+        ax.scatter(*zip(*front), facecolors="none", edgecolors="#C44E52", s=120, label="Pareto (latency, size)")
+    xs = [x_of(c) for c in trained] + untrained
+    if budget_ms is not None and budget_ms < 3 * max(xs):
+        ax.axvline(budget_ms, color="grey", ls="--", lw=1, label=f"budget {budget_ms:.3g} ms")
+        xs.append(budget_ms)
+    rec = by_id[result["recommended"]["id"]]
+    ax.scatter(x_of(rec), rec["val_accuracy"], marker="*", s=260, color="gold", edgecolors="black", zorder=5,
+               label=f"recommended: {rec['name']}")
+    ax.set_xscale("log")
+    ax.set_xlim(min(xs) / 1.15, max(xs) * 1.15)  # points on a blended transform do not autoscale
+    ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    # minor ticks labelled at 2× and 5× each decade, so that a narrow range still has numbers
+    ax.xaxis.set_minor_formatter(ticker.FuncFormatter(
+        lambda v, _: f"{v:g}" if v > 0 and min(abs(v / 10 ** math.floor(math.log10(v)) - m)
+                                               for m in (2, 5)) < 1e-6 else ""))
+    ax.set_xlabel(label)
+    ax.set_ylabel("val accuracy (at the epochs reached)")
+    ax.grid(alpha=0.3)
+
+
 def plot(path: Path, result: dict[str, Any]) -> Path:
-    """Val accuracy against latency (left) and model size (right); the front and the pick marked."""
+    """Val accuracy against latency (left) and model size (right); the fronts and the pick marked."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    trained = [c for c in result["candidates"] if c.get("rungs")]
-    by_id = {c["id"]: c for c in trained}
-    rec = result["recommended"]["id"]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    for ax, key, label, front_key in ((axes[0], "lat", "latency p90 (ms)", "latency"),
-                                      (axes[1], "kb", "model size (KiB)", "latency_size")):
-        def xy(c: dict) -> tuple[float, float]:
-            x = c["measured"]["latency_p90_ms"] if key == "lat" else c["measured"]["model_bytes"] / 1024
-            return x, c["val_accuracy"]
-
-        epochs = sorted({c["epochs"] for c in trained})
-        for e in epochs:
-            pts = [xy(c) for c in trained if c["epochs"] == e]
-            ax.scatter(*zip(*pts), s=18 + 50 * e / max(epochs), alpha=0.75, label=f"{e} epochs")
-        front = sorted(xy(by_id[i]) for i in result["pareto"][front_key])
-        if key == "lat":
-            ax.step(*zip(*front), where="post", color="#C44E52", lw=1.2, label="Pareto front")
-            lim = result["budget"]["latency_ms"]
-            if lim is not None and lim < 3 * max(x for x, _ in map(xy, trained)):
-                ax.axvline(lim, color="grey", ls="--", lw=1, label=f"budget {lim:.3g} ms")
-        else:
-            ax.scatter(*zip(*front), facecolors="none", edgecolors="#C44E52", s=120, label="Pareto (lat., size)")
-        ax.set_xscale("log")
-        ax.scatter(*xy(by_id[rec]), marker="*", s=260, color="gold", edgecolors="black", zorder=5,
-                   label=f"recommended: {result['recommended']['name']}")
-        ax.set_xlabel(label)
-        ax.set_ylabel("val accuracy (at the epochs reached)")
-        ax.grid(alpha=0.3)
+    _panel(axes[0], result, lambda c: c["measured"]["latency_p90_ms"], label="latency p90 (ms)",
+           front_key="latency", budget_ms=result["budget"]["latency_ms"])
+    _panel(axes[1], result, lambda c: c["measured"]["model_bytes"] / 1024, label="model size (KiB)",
+           front_key="latency_size", budget_ms=None)
     axes[0].legend(fontsize=7, loc="lower right")
     fig.suptitle(f"select-student: {result['data']} on {result['target']} ({result['runner']} runner)")
     fig.tight_layout()
@@ -839,8 +883,10 @@ def select_student(*, target: str | Path, teacher: str | list[str] = defaults.TE
                                       min_seconds=min_seconds, progress=progress)
     t_search = time.perf_counter() - t0
     notes = []
-    if predictor["measured"] < trials and len(cands) < MAX_DRAWS * trials:
-        notes.append(f"the search space for this target has only {len(cands)} distinct candidates")
+    if predictor["measured"] < trials:
+        notes.append(f"{predictor['measured']} of {trials} trials timed: " + (
+            f"the predictor rejected the rest of {len(cands)} draws (at most {MAX_DRAWS} × trials)"
+            if len(cands) >= MAX_DRAWS * trials else f"the search space has only {len(cands)} distinct candidates"))
     if budget.emulated:
         notes.append("timings are under emulation: the profile's latency and memory budgets were not applied")
     survivors = [c for c in cands if c.status == "timed"]

@@ -80,6 +80,9 @@ def distill(
     online: bool = typer.Option(False, help="Online distillation: deep mutual learning of --peers students, no teacher."),
     peers: int = typer.Option(2, help="Students trained together with --online."),
     cache_teacher: bool = typer.Option(True, help="Cache the teacher's outputs when inputs are deterministic."),
+    student_tap: Optional[List[str]] = typer.Option(None, help="ROLE=MODULE: tap this student module for a feature loss (roles: hidden, feature_map)."),
+    teacher_tap: Optional[List[str]] = typer.Option(None, help="ROLE=MODULE: tap this teacher module (e.g. feature_map=layer3)."),
+    loss_option: Optional[List[str]] = typer.Option(None, help="LOSS.KEY=VALUE, e.g. fitnet.kernel=3 or cosine.project=false."),
     run: Optional[Path] = RUN_OPT,
     resume: bool = typer.Option(False, help="Continue from the run's last epoch checkpoints (needs --run)."),
     progress: bool = typer.Option(True, help="Show progress bars."),
@@ -101,8 +104,12 @@ def distill(
     from edgekd.report import distill_table
 
     kw = {k: v for k, v in locals().items() if k not in (
-        "as_json", "run_distill", "distill_table", "dist", "nproc", "nnodes", "rdzv_endpoint", "node_rank")}
+        "as_json", "run_distill", "distill_table", "dist", "nproc", "nnodes", "rdzv_endpoint", "node_rank",
+        "student_tap", "teacher_tap", "loss_option")}
     kw["progress"] = progress and not as_json
+    kw["student_taps"] = _pairs("--student-tap", student_tap)
+    kw["teacher_taps"] = _pairs("--teacher-tap", teacher_tap)
+    kw["loss_options"] = _loss_options(loss_option)
     dist.init_from_env()
     try:
         summary = run_distill(_distill_config(**kw))
@@ -111,6 +118,32 @@ def distill(
         dist.shutdown()
     if main_rank:
         _print(distill_table(summary), summary, as_json)
+
+
+def _pairs(option: str, items: Optional[List[str]]) -> dict[str, str]:
+    out = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key or not value:
+            raise EdgekdError(f"{option} '{item}': expected ROLE=MODULE, e.g. feature_map=layer3")
+        out[key] = value
+    return out
+
+
+def _loss_options(items: Optional[List[str]]) -> dict[str, dict]:
+    """LOSS.KEY=VALUE → {LOSS: {KEY: value}}; values are JSON when they parse (3, 0.5, false), else text."""
+    out: dict[str, dict] = {}
+    for item in items or []:
+        target, sep, raw = item.partition("=")
+        loss, dot, key = target.partition(".")
+        if not (sep and dot and loss and key):
+            raise EdgekdError(f"--loss-option '{item}': expected LOSS.KEY=VALUE, e.g. fitnet.kernel=3")
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            value = raw
+        out.setdefault(loss, {})[key] = value
+    return out
 
 
 LAUNCH_OPTIONS = ("--nproc", "--nnodes", "--rdzv-endpoint", "--node-rank")

@@ -42,6 +42,8 @@ class DistillConfig:
     online: bool = False                                  # deep mutual learning, no pretrained teacher
     peers: int = 2
     loss_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    student_taps: dict[str, str] = field(default_factory=dict)   # role -> module name overrides
+    teacher_taps: dict[str, str] = field(default_factory=dict)
     student: str = defaults.STUDENT
     target: str = defaults.TARGET
     methods: tuple[str, ...] = defaults.METHODS
@@ -79,6 +81,10 @@ class DistillConfig:
                                ("seeds", self.seeds, 1), ("batch_size", self.batch_size, 1)):
             if value < lo:
                 raise BadInput(f"--{key.replace('_', '-')} {value}: must be >= {lo}")
+        named = {m.partition(":")[0] for m in self.methods}
+        for loss in self.loss_options:
+            if loss not in named:
+                raise BadInput(f"--loss-option {loss}.…: no --method {loss} (methods: {', '.join(sorted(named))})")
         if self.hint_epochs and not any(m.partition(":")[0] == "fitnet" for m in self.methods):
             raise BadInput(f"--hint-epochs {self.hint_epochs}: the hint stage needs a fitnet term in --method")
         if not 0 < self.labeled_fraction <= 1:
@@ -476,10 +482,46 @@ def check_teacher_paths(cfg: DistillConfig, bundle: DataBundle | None = None) ->
         create_teacher(name, in_channels=1, num_classes=2)  # raises BadInput listing the valid names
 
 
+def check_taps(cfg: DistillConfig, bundle: DataBundle, student: nn.Module, objective: Objective) -> None:
+    """Tap names resolve on the student and on each registry teacher, before any folder is made."""
+    from edgekd.features import ROLES
+
+    for side, taps in (("--student-tap", cfg.student_taps), ("--teacher-tap", cfg.teacher_taps)):
+        for role in taps:
+            if role not in ROLES:
+                raise BadInput(f"{side} {role}=...: unknown role; valid: {', '.join(ROLES)}")
+            if role not in objective.taps:
+                raise BadInput(f"{side} {role}=...: no --method reads '{role}' (the objective is {objective.describe()})")
+    if not objective.taps:
+        return
+    resolve_taps(student, objective, cfg.student_taps)
+    from edgekd.models import TEACHERS
+
+    for name in cfg.teacher_list:
+        if name in TEACHERS:
+            teacher = create_teacher(name, in_channels=bundle.input_shape[0], num_classes=bundle.num_classes)
+            _dry_prepare(cfg, bundle, student, teacher)
+
+
+def _dry_prepare(cfg: DistillConfig, bundle: DataBundle, student: nn.Module, teacher: nn.Module) -> None:
+    """One batch through a fresh objective with the real taps: feature shapes that cannot be
+    matched are refused here, before the run folder exists, not after a teacher is trained."""
+    from edgekd.features import FeatureTap, forward_with_taps
+
+    obj = build_objective(list(cfg.methods), temperature=cfg.temperature, **cfg.loss_options)
+    s_taps, t_taps = resolve_taps(student, obj, cfg.student_taps), resolve_taps(teacher, obj, cfg.teacher_taps)
+    x, y, *_ = next(iter(DataLoader(bundle.train, batch_size=4)))
+    with FeatureTap(student.eval(), s_taps) as tap, torch.no_grad():
+        s_logits = student(x)
+    t_logits, t_feats = forward_with_taps(teacher.eval(), x, t_taps)
+    obj.prepare(KDBatch(student_logits=s_logits, labels=y, teacher_logits=t_logits, student_feats=dict(tap.outputs),
+                        teacher_feats=t_feats), student_taps=s_taps, teacher_taps=t_taps)
+
+
 # What --resume must agree on with the interrupted run.
 RESUME_KEYS = ("data", "teacher", "student", "target", "methods", "temperature", "epochs", "teacher_epochs", "seeds",
                "lr", "batch_size", "labeled_fraction", "hint_epochs", "generations", "online", "peers",
-               "teacher_mode", "teacher_weights", "loss_options")
+               "teacher_mode", "teacher_weights", "loss_options", "student_taps", "teacher_taps")
 
 
 def check_resume(cfg: DistillConfig) -> None:
@@ -508,10 +550,8 @@ def obtain_teacher(cfg: DistillConfig, bundle: DataBundle, run_dir: Path) -> tup
 
 
 def teacher_source(cfg: DistillConfig, bundle: DataBundle, teachers: list[nn.Module], objective: Objective,
-                   cache_dir: Path | None = None) -> TeacherSource:
-    from edgekd.features import default_taps
-
-    taps = default_taps(teachers[0], roles=objective.taps) if objective.taps else {}
+                   cache_dir: Path | None = None, overrides: dict[str, str] | None = None) -> TeacherSource:
+    taps = resolve_taps(teachers[0], objective, overrides)
     src = TeacherSource(teachers, taps=taps, mode=cfg.teacher_mode, weights=cfg.teacher_weights,
                         temperature=cfg.temperature)
     # Deterministic inputs: the teacher's outputs are computed once, not every epoch.
@@ -525,10 +565,25 @@ def make_student(cfg: DistillConfig, bundle: DataBundle, target: TargetProfile, 
                           target_ops=target.ops_allow)
 
 
-def _student_taps(model: nn.Module, objective: Objective) -> dict[str, str]:
-    from edgekd.features import default_taps
+def resolve_taps(model: nn.Module, objective: Objective, overrides: dict[str, str] | None = None) -> dict[str, str]:
+    """{role: module name} for the roles the objective reads: `overrides` (--student-tap /
+    --teacher-tap ROLE=MODULE) first, the model's defaults for the rest. A name that matches
+    no module is BadInput listing the nearest module names."""
+    from edgekd.features import default_taps, find_module
 
-    return default_taps(model, roles=objective.taps) if objective.taps else {}
+    overrides = overrides or {}
+    taps = {}
+    for role in objective.taps:
+        if role in overrides:
+            find_module(model, overrides[role], tap=role)
+            taps[role] = overrides[role]
+        else:
+            taps.update(default_taps(model, roles=[role]))
+    return taps
+
+
+def _student_taps(model: nn.Module, objective: Objective, cfg: DistillConfig | None = None) -> dict[str, str]:
+    return resolve_taps(model, objective, cfg.student_taps if cfg else None)
 
 
 def _fit_into(row: dict, key: str, ph: Phase, cfg: DistillConfig, bundle: DataBundle, run_dir: Path) -> None:
@@ -563,7 +618,8 @@ def train_students(cfg: DistillConfig, bundle: DataBundle, target: TargetProfile
     teachers = teacher if isinstance(teacher, list) else [teacher]
     mask, labeled_only = labeled_subset(cfg, bundle)
     if source is None and objective.needs_teacher and cfg.generations == 0:
-        source = teacher_source(cfg, bundle, teachers, objective, cache_dir=run_dir / "cache")
+        source = teacher_source(cfg, bundle, teachers, objective, cache_dir=run_dir / "cache",
+                                overrides=cfg.teacher_taps)
     results = []
     for seed in range(cfg.seeds):
         row = train_control(cfg, bundle, target, run_dir, seed, labeled_only) if controls is None else \
@@ -580,7 +636,7 @@ def train_students(cfg: DistillConfig, bundle: DataBundle, target: TargetProfile
             model = make_student(cfg, bundle, target, seed + 1000 * (gen or 0))
             name = f"kd/seed{seed}" if gen is None else f"kd/seed{seed}/gen{gen}"
             kd = Phase(name, model, obj, Indexed(bundle.train, mask), bundle.val, cfg.epochs, seed, cfg.lr,
-                       cfg.batch_size, source=src, student_taps=_student_taps(model, obj), hint_epochs=cfg.hint_epochs)
+                       cfg.batch_size, source=src, student_taps=_student_taps(model, obj, cfg), hint_epochs=cfg.hint_epochs)
             _fit_into(row, "student", kd, cfg, bundle, run_dir)
             if gen is not None:
                 row.setdefault("generations", []).append({"generation": gen, "accuracy": row["student"]})
@@ -620,6 +676,7 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
     probe = make_student(cfg, bundle, target, 0)
     ops = check_student_ops(probe, input_shape=bundle.input_shape, target=target)
     check_teacher_paths(cfg, bundle)  # before any folder is made
+    check_taps(cfg, bundle, probe, objective)
     if cfg.resume:
         check_resume(cfg)
     run_dir = artifacts.create_run(cfg.run, resume=cfg.resume)

@@ -78,7 +78,7 @@ SAFETY = 2.0                     # skip a draw predicted slower than this × the
 MIN_SAFETY = 1.1                 # … or, once the predictor has shown how far it over-predicts, less
 RETIME_BAND = 1.5                # a candidate up to this × over the latency budget is timed twice
 ETA = 3                          # successive halving: keep 1/ETA, give them ETA× the epochs
-SHORT_FRACTION = 6               # default short budget: epochs / SHORT_FRACTION
+SHORT_FRACTION = 10              # default short budget: epochs / SHORT_FRACTION (3 of 30)
 TIMING_MIN_SECONDS = 0.3         # per candidate; the bench stage times the final model longer
 # A rough single-core CPU prior, used only before any timing: its ranking matters, not its scale.
 PRIOR_MS_PER_NODE = 0.002
@@ -551,12 +551,15 @@ class Trainer:
 
         return build_objective(list(self.cfg.methods), temperature=self.cfg.temperature, **self.cfg.loss_options)
 
-    def distil(self, c: Candidate, *, epochs: int, seed: int):
-        """Exactly the distilled phase of `edgekd.distill.train_students`, for a custom architecture."""
+    def distil(self, c: Candidate, *, epochs: int, seed: int, init: dict | None = None):
+        """Exactly the distilled phase of `edgekd.distill.train_students`, for a custom architecture;
+        with `init` (the previous rung's weights) it continues training instead of starting over."""
         from edgekd.distill import Indexed, Phase, accuracy, fit
         from edgekd.features import default_taps
 
         model = build(c, self.bundle, self.profile.ops_allow, seed=seed)
+        if init is not None:
+            model.load_state_dict(init)
         obj = self._objective()
         taps = default_taps(model, roles=obj.taps) if obj.taps else {}
         ph = Phase(f"kd/{c.name}/seed{seed}", model, obj, Indexed(self.bundle.train, self.mask), self.bundle.val,
@@ -583,12 +586,19 @@ class Trainer:
                           "seconds": seconds}
 
     def rung(self, c: Candidate, epochs: int, *, keep_models: bool = False) -> dict[str, Any]:
-        runs = [self.distil(c, epochs=epochs, seed=s) for s in range(self.cfg.seeds)]
+        """Train `c` up to `epochs` in total: a promoted candidate continues from its previous
+        rung's weights for the remaining epochs (Hyperband-style), so no epoch is paid twice."""
+        prev = c.rungs[-1] if c.rungs else None
+        done = prev["epochs"] if prev else 0
+        inits = prev["_states"] if prev else [None] * self.cfg.seeds
+        runs = [self.distil(c, epochs=epochs - done, seed=s, init=inits[s]) for s in range(self.cfg.seeds)]
         row = {"epochs": epochs, "val": float(np.mean([r["val"] for _, r in runs])),
                "test": float(np.mean([r["test"] for _, r in runs])),
                "seconds": float(sum(r["seconds"] for _, r in runs)),
-               "seconds_per_epoch": float(sum(r["seconds"] for _, r in runs)) / (epochs * len(runs)),
+               "seconds_per_epoch": float(sum(r["seconds"] for _, r in runs)) / ((epochs - done) * len(runs)),
+               "continued_from": done,
                "per_seed": [r for _, r in runs]}
+        row["_states"] = [{k: v.detach().clone() for k, v in m.state_dict().items()} for m, _ in runs]
         if keep_models:
             row["_models"] = [m for m, _ in runs]
         c.rungs.append(row)
@@ -605,8 +615,8 @@ def rung_epochs(epochs: int, short: int, eta: int = ETA) -> list[int]:
 
 def successive_halving(trainer: Trainer, survivors: list[Candidate], *, epochs: int, short: int,
                        progress: bool) -> tuple[list[Candidate], list[dict[str, Any]]]:
-    """Train every survivor briefly; the best 1/ETA go on to ETA× the epochs, from scratch; the
-    finalists get `epochs`. A lone candidate skips the intermediate rungs."""
+    """Train every survivor briefly; the best 1/ETA go on to ETA× the epochs, continuing from their
+    weights; the finalists reach `epochs`. A lone candidate skips the intermediate rungs."""
     from tqdm.auto import tqdm
 
     alive = list(survivors)
@@ -909,14 +919,14 @@ def select_student(*, target: str | Path, teacher: str | list[str] = defaults.TE
     finalists, halving = successive_halving(trainer, survivors, epochs=epochs, short=short, progress=progress)
     t_training = time.perf_counter() - t0
     t0 = time.perf_counter()
-    for c in finalists:  # teacher capacity: what distillation adds at this size
-        runs = [trainer.alone(c, epochs=epochs, seed=s) for s in range(seeds)]
-        c.control = {"epochs": epochs, "val": float(np.mean([r["val"] for _, r in runs])),
-                     "test": float(np.mean([r["test"] for _, r in runs])),
-                     "seconds": float(sum(r["seconds"] for _, r in runs)),
-                     "per_seed": [r for _, r in runs], "_models": [m for m, _ in runs]}
-    t_control = time.perf_counter() - t0
     rec = min(finalists, key=Candidate.rank_key)
+    # Teacher capacity: what distillation adds at the chosen size (the control is paid once, for it).
+    runs = [trainer.alone(rec, epochs=epochs, seed=s) for s in range(seeds)]
+    rec.control = {"epochs": epochs, "val": float(np.mean([r["val"] for _, r in runs])),
+                   "test": float(np.mean([r["test"] for _, r in runs])),
+                   "seconds": float(sum(r["seconds"] for _, r in runs)),
+                   "per_seed": [r for _, r in runs], "_models": [m for m, _ in runs]}
+    t_control = time.perf_counter() - t0
 
     # 5. the run others continue from, and the evidence
     cfg.student = rec.name
@@ -948,7 +958,7 @@ def select_student(*, target: str | Path, teacher: str | list[str] = defaults.TE
         "teacher_capacity": [{"id": c.id, "name": c.name, "params": c.cost["params"], "macs": c.cost["macs"],
                               "student_test": c.rungs[-1]["test"], "student_alone_test": c.control["test"],
                               "kd_gain_test": c.rungs[-1]["test"] - c.control["test"]}
-                             for c in sorted(finalists, key=lambda c: c.cost["params"])],
+                             for c in sorted(finalists, key=lambda c: c.cost["params"]) if c.control],
         "seconds": {"audit_predict_time": t_search, "teacher": t_teacher, "training": t_training,
                     "control": t_control, "total": total, "total_excluding_teacher": total - t_teacher,
                     "full_training_estimate": full_estimate,

@@ -329,9 +329,13 @@ def test_halving_gives_finalists_the_full_budget_and_picks_the_best(searched):
     assert [x["epochs"] for x in r["halving"]["rungs"]] == [1, 2]
     finalists = [c for c in trained if c["status"] == "finalist"]
     assert {c["id"] for c in finalists} == set(r["halving"]["finalists"]) == set(r["halving"]["rungs"][0]["promoted"])
-    assert len(finalists) == 2 and all(c["epochs"] == 2 and c["control"]["epochs"] == 2 for c in finalists)
+    assert len(finalists) == 2 and all(c["epochs"] == 2 for c in finalists)
+    # promoted candidates continue from their first rung's weights: 1 more epoch, not 2 from scratch
+    assert all(c["rungs"][-1]["continued_from"] == 1 for c in finalists)
     best = max(finalists, key=lambda c: (c["val_accuracy"], -c["measured"]["latency_p90_ms"]))
     assert r["recommended"]["id"] == best["id"]
+    # the control is paid once, for the recommended student only
+    assert [c["id"] for c in finalists if c["control"]] == [best["id"]] and best["control"]["epochs"] == 2
     assert r["recommended"]["id"] in r["pareto"]["latency"]
     assert r["teacher_capacity"] and all("kd_gain_test" in t for t in r["teacher_capacity"])
 

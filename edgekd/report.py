@@ -65,9 +65,12 @@ def teacher_selection_table(r: dict[str, Any]) -> Table:
     for col, j in (("rank", "right"), ("teacher", "left"), ("GRACE", "right"), ("val accuracy", "right"),
                    ("agreement at init", "right"), ("params", "right")):
         t.add_column(col, justify=j)
+    best_val = max(row["val_accuracy"] for row in r["teachers"])
     for row in r["teachers"]:
         g = row["grace"]
-        t.add_row(str(row["rank"]), row["teacher"], f"{g['score']:.4g} ± {g['std']:.2g}", pct(row["val_accuracy"]),
+        # GRACE can rank a near-useless teacher first (its soft labels are nearly uniform): flag it.
+        weak = " [yellow](weak: val far below the best)[/yellow]" if row["val_accuracy"] < best_val - 0.10 else ""
+        t.add_row(str(row["rank"]), row["teacher"] + weak, f"{g['score']:.4g} ± {g['std']:.2g}", pct(row["val_accuracy"]),
                   pct(row["agreement_at_init"]), f"{row['params']:,}")
     t.caption = ("GRACE: trace(Σ_train⁻¹ Σ_heldout) of projected per-example KD gradients at the student's init "
                  "(arXiv 2511.02833). Measured on digits, the teacher's own accuracy predicted the student better "

@@ -78,7 +78,7 @@ SAFETY = 2.0                     # skip a draw predicted slower than this × the
 MIN_SAFETY = 1.1                 # … or, once the predictor has shown how far it over-predicts, less
 RETIME_BAND = 1.5                # a candidate up to this × over the latency budget is timed twice
 ETA = 3                          # successive halving: keep 1/ETA, give them ETA× the epochs
-SHORT_FRACTION = 10              # default short budget: epochs / SHORT_FRACTION (3 of 30)
+SHORT_FRACTION = 6               # default short budget: epochs / SHORT_FRACTION (5 of 30)
 TIMING_MIN_SECONDS = 0.3         # per candidate; the bench stage times the final model longer
 # A rough single-core CPU prior, used only before any timing: its ranking matters, not its scale.
 PRIOR_MS_PER_NODE = 0.002

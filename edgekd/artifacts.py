@@ -133,17 +133,27 @@ def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
 
 
+def _existing_run_problem(path: Path) -> str | None:
+    if not path.exists():
+        return None
+    if not path.is_dir():
+        return f"--run {path}: exists and is not a folder"
+    if any(path.iterdir()):
+        return f"--run {path}: already holds a run; continue it with --resume or pick a new folder"
+    return None
+
+
 def create_run(run: str | Path | None = None, *, root: Path = defaults.ARTIFACTS, resume: bool = False) -> Path:
     """Make a fresh run folder, or take an explicit `run` path: a new or empty one, or with
     `resume` the folder of an interrupted run (whose stale temporary files are removed)."""
     from edgekd.distributed import broadcast
 
     path = broadcast(root / new_run_id()) if run is None else Path(run)  # random name: rank 0's
-    if run is not None and path.exists() and not resume:
-        if not path.is_dir():
-            raise BadInput(f"--run {path}: exists and is not a folder")
-        if any(path.iterdir()):
-            raise BadInput(f"--run {path}: already holds a run; continue it with --resume or pick a new folder")
+    # Rank 0 judges the folder before anyone writes and tells the others, so a rank that looks
+    # after rank 0 has written config.json does not mistake this run for an earlier one.
+    problem = broadcast(_existing_run_problem(path) if run is not None and not resume and is_writer() else None)
+    if problem:
+        raise BadInput(problem)
     if not is_writer():
         return path
     try:

@@ -7,12 +7,11 @@ by every phase (checkpoint each epoch, resume, NaN guard) → seeds → summary.
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -445,9 +444,7 @@ def fit(ph: Phase, *, ckpt: Path | None = None, resume: bool = False, progress: 
 def _named_teacher(name: str, cfg: DistillConfig, bundle: DataBundle, run_dir: Path, slot: str):
     C = bundle.input_shape[0]
     if name.endswith(".pt") or Path(name).is_file():
-        state = load_checkpoint(Path(name))
-        if state.get("kind") != "teacher":
-            raise BadInput(f"{name}: a {state.get('kind')} checkpoint, not a teacher")
+        state = load_checkpoint(Path(name), kind="teacher")
         if state["num_classes"] != bundle.num_classes:
             raise BadInput(f"{name}: teacher has {state['num_classes']} classes, "
                            f"--data {bundle.name} has {bundle.num_classes}")
@@ -586,12 +583,18 @@ def _student_taps(model: nn.Module, objective: Objective, cfg: DistillConfig | N
     return resolve_taps(model, objective, cfg.student_taps if cfg else None)
 
 
-def _fit_into(row: dict, key: str, ph: Phase, cfg: DistillConfig, bundle: DataBundle, run_dir: Path) -> None:
+def fit_scored(ph: Phase, test: Dataset, **fit_kwargs: Any) -> dict[str, float]:
+    """`fit`, then what every caller reports: final val accuracy, test accuracy, training seconds."""
     t0 = time.perf_counter()
-    fit(ph, ckpt=run_dir / "checkpoints" / f"{ph.name.replace('/', '-')}.pt", resume=cfg.resume, progress=cfg.progress)
-    row[key] = accuracy(ph.model, bundle.test)
-    row[f"{key}_val"] = ph.history[-1]["val_acc"]
-    row[f"{key}_seconds"] = time.perf_counter() - t0
+    fit(ph, **fit_kwargs)
+    seconds = time.perf_counter() - t0
+    return {"val": ph.history[-1]["val_acc"], "test": accuracy(ph.model, test), "seconds": seconds}
+
+
+def _fit_into(row: dict, key: str, ph: Phase, cfg: DistillConfig, bundle: DataBundle, run_dir: Path) -> None:
+    r = fit_scored(ph, bundle.test, ckpt=run_dir / "checkpoints" / f"{ph.name.replace('/', '-')}.pt",
+                   resume=cfg.resume, progress=cfg.progress)
+    row[key], row[f"{key}_val"], row[f"{key}_seconds"] = r["test"], r["val"], r["seconds"]
     row[f"_{key}_model"] = ph.model
 
 

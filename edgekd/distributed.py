@@ -16,7 +16,6 @@ Only rank 0 writes artifacts (edgekd.artifacts checks `is_main`).
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from typing import Any
 

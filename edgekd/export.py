@@ -23,15 +23,11 @@ def export_onnx(model, path: Path, *, input_shape: tuple[int, ...], opset: int, 
     """Write `model` to `path` (atomically), then run onnx's full check. The batch axis is
     dynamic unless `batch` fixes it (NNAPI takes only nodes with fixed shapes)."""
     import onnx
-    import torch
 
-    model.eval()
-    dynamic = None if batch else {defaults.INPUT_NAME: {0: "batch"}, defaults.OUTPUT_NAME: {0: "batch"}}
-    with artifacts.atomic_path(path) as tmp, torch.no_grad():
-        torch.onnx.export(
-            model, (torch.zeros(batch or 1, *input_shape),), str(tmp), dynamo=False, opset_version=opset,
-            input_names=[defaults.INPUT_NAME], output_names=[defaults.OUTPUT_NAME], dynamic_axes=dynamic,
-        )
+    from edgekd.models import write_onnx
+
+    with artifacts.atomic_path(path) as tmp:
+        write_onnx(model, str(tmp), input_shape=input_shape, opset=opset, batch=batch)
         onnx.checker.check_model(str(tmp), full_check=True)
     return path
 

@@ -253,22 +253,29 @@ def count_params(model: nn.Module) -> int:
 
 
 # ---------------------------------------------------------------- op check before training
-def onnx_proto(model: nn.Module, input_shape: tuple[int, ...], *, opset: int = defaults.OPSET):
-    """Export `model` (eval mode) to an in-memory ONNX ModelProto with a dynamic batch axis."""
-    import onnx
-
-    buf = io.BytesIO()
+def write_onnx(model: nn.Module, f: Any, *, input_shape: tuple[int, ...], opset: int, batch: int | None = None) -> None:
+    """The one torch → ONNX call: TorchScript exporter at `opset`, 'input' → 'logits', in eval
+    mode (the model's mode is restored). The batch axis is dynamic unless `batch` fixes it.
+    `f` is a path or a binary buffer."""
+    dynamic = None if batch else {defaults.INPUT_NAME: {0: "batch"}, defaults.OUTPUT_NAME: {0: "batch"}}
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
             torch.onnx.export(
-                model, (torch.zeros(1, *input_shape),), buf, dynamo=False, opset_version=opset,
-                input_names=[defaults.INPUT_NAME], output_names=[defaults.OUTPUT_NAME],
-                dynamic_axes={defaults.INPUT_NAME: {0: "batch"}, defaults.OUTPUT_NAME: {0: "batch"}},
+                model, (torch.zeros(batch or 1, *input_shape),), f, dynamo=False, opset_version=opset,
+                input_names=[defaults.INPUT_NAME], output_names=[defaults.OUTPUT_NAME], dynamic_axes=dynamic,
             )
     finally:
         model.train(was_training)
+
+
+def onnx_proto(model: nn.Module, input_shape: tuple[int, ...], *, opset: int = defaults.OPSET):
+    """Export `model` to an in-memory ONNX ModelProto with a dynamic batch axis."""
+    import onnx
+
+    buf = io.BytesIO()
+    write_onnx(model, buf, input_shape=input_shape, opset=opset)
     return onnx.load_from_string(buf.getvalue())
 
 

@@ -554,7 +554,7 @@ class Trainer:
     def distil(self, c: Candidate, *, epochs: int, seed: int, init: dict | None = None):
         """Exactly the distilled phase of `edgekd.distill.train_students`, for a custom architecture;
         with `init` (the previous rung's weights) it continues training instead of starting over."""
-        from edgekd.distill import Indexed, Phase, accuracy, fit
+        from edgekd.distill import Indexed, Phase
         from edgekd.features import default_taps
 
         model = build(c, self.bundle, self.profile.ops_allow, seed=seed)
@@ -565,25 +565,22 @@ class Trainer:
         ph = Phase(f"kd/{c.name}/seed{seed}", model, obj, Indexed(self.bundle.train, self.mask), self.bundle.val,
                    epochs, seed, self.cfg.lr, self.cfg.batch_size, source=self.source, student_taps=taps,
                    hint_epochs=self.cfg.hint_epochs)
-        t0 = time.perf_counter()
-        fit(ph, progress=False)
-        seconds = time.perf_counter() - t0
-        return ph.model, {"seed": seed, "val": ph.history[-1]["val_acc"], "test": accuracy(ph.model, self.bundle.test),
-                          "seconds": seconds}
+        return self._train(ph, seed)
 
     def alone(self, c: Candidate, *, epochs: int, seed: int):
         """The control of `edgekd.distill.train_control`: labeled data only, same epochs and steps."""
-        from edgekd.distill import Indexed, Phase, accuracy, fit
+        from edgekd.distill import Indexed, Phase
         from edgekd.losses import build_objective
 
         model = build(c, self.bundle, self.profile.ops_allow, seed=seed)
         ph = Phase(f"alone/{c.name}/seed{seed}", model, build_objective(["ce"]), Indexed(self.labeled_only),
                    self.bundle.val, epochs, seed, self.cfg.lr, self.cfg.batch_size)
-        t0 = time.perf_counter()
-        fit(ph, progress=False)
-        seconds = time.perf_counter() - t0
-        return ph.model, {"seed": seed, "val": ph.history[-1]["val_acc"], "test": accuracy(ph.model, self.bundle.test),
-                          "seconds": seconds}
+        return self._train(ph, seed)
+
+    def _train(self, ph, seed: int):
+        from edgekd.distill import fit_scored
+
+        return ph.model, {"seed": seed, **fit_scored(ph, self.bundle.test, progress=False)}
 
     def rung(self, c: Candidate, epochs: int, *, keep_models: bool = False) -> dict[str, Any]:
         """Train `c` up to `epochs` in total: a promoted candidate continues from its previous

@@ -41,6 +41,23 @@ def _edgekd_targets_untouched():
         os.environ[TARGETS_ENV] = before
 
 
+def snapshot(folder: Path) -> dict[str, str]:
+    """Every path under `folder` with its content hash (symlinks by target, folders as 'dir'):
+    equal snapshots mean nothing changed. Test files import it: `from conftest import snapshot`."""
+    import hashlib
+
+    out = {}
+    for p in sorted(folder.rglob("*")):
+        rel = str(p.relative_to(folder))
+        if p.is_symlink():
+            out[rel] = "-> " + os.readlink(p)
+        elif p.is_file():
+            out[rel] = hashlib.sha256(p.read_bytes()).hexdigest()
+        else:
+            out[rel] = "dir"
+    return out
+
+
 @dataclass
 class CliResult:
     code: int

@@ -25,6 +25,7 @@ from typing import Callable
 
 import numpy as np
 import pytest
+from conftest import snapshot
 
 REPO = Path(__file__).resolve().parent.parent
 PROFILE = (REPO / "targets" / "cpu-arm.toml").read_text(encoding="utf-8")
@@ -44,20 +45,6 @@ def child_env() -> dict[str, str]:
 def cli(cwd: Path, *args) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "edgekd.cli", *map(str, args)], cwd=cwd, env=child_env(),
                           capture_output=True, text=True, timeout=600)
-
-
-def snapshot(folder: Path) -> dict[str, str]:
-    """Every path under `folder` with its content hash (symlinks by target, folders as 'dir')."""
-    out = {}
-    for p in sorted(folder.rglob("*")):
-        rel = str(p.relative_to(folder))
-        if p.is_symlink():
-            out[rel] = "-> " + os.readlink(p)
-        elif p.is_file():
-            out[rel] = hashlib.sha256(p.read_bytes()).hexdigest()
-        else:
-            out[rel] = "dir"
-    return out
 
 
 def edit(text: str, old: str, new: str) -> str:

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from conftest import snapshot
 
 REPO = Path(__file__).resolve().parent.parent
 PROFILE = (REPO / "targets" / "cpu-arm.toml").read_text(encoding="utf-8")
@@ -75,20 +76,6 @@ def edgekd(cwd: Path, env: dict, *args) -> Result:
 
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def snapshot(folder: Path) -> dict[str, str]:
-    """Every path under `folder` with its content hash (symlinks by target): equal snapshots, nothing changed."""
-    out = {}
-    for p in sorted(folder.rglob("*")):
-        rel = str(p.relative_to(folder))
-        if p.is_symlink():
-            out[rel] = "-> " + os.readlink(p)
-        elif p.is_file():
-            out[rel] = sha256(p)
-        else:
-            out[rel] = "dir"
-    return out
 
 
 @dataclass

@@ -27,9 +27,12 @@ def main() -> None:
     import torch
 
     from edgekd.data import load_data
-    from edgekd.distill import (DistillConfig, Indexed, Phase, build_objective, fit, make_student,
-                                obtain_teachers, teacher_source)
-    from edgekd.targets import load_target
+    from edgekd.deploy.targets import load_target
+    from edgekd.train.config import DistillConfig
+    from edgekd.train.datasets import Indexed
+    from edgekd.train.distill import build_objective, make_student
+    from edgekd.train.loop import Phase, fit
+    from edgekd.train.teacher import obtain_teachers, teacher_source
 
     torch.set_num_threads(1)
     bundle, target = load_data("digits"), load_target("cpu-arm")

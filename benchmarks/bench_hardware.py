@@ -28,9 +28,14 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--run", type=Path)
     args = ap.parse_args()
-    from edgekd.export import export_run
-    from edgekd.runners import LocalRunner, QemuRunner, agent_config, qemu_setup_info
-    from edgekd.targets import load_target
+    from edgekd.bench.runners import (
+        LocalRunner,
+        QemuRunner,
+        agent_config,
+        qemu_setup_info,
+    )
+    from edgekd.deploy.export import export_run
+    from edgekd.deploy.targets import load_target
 
     with tempfile.TemporaryDirectory() as tmp:
         run = args.run

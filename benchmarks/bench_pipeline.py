@@ -54,8 +54,8 @@ def latency_ratios(run: Path, repeats: int, threads: int) -> dict:
     import numpy as np
     import torch
 
-    from edgekd.bench import eager_latency_ms
-    from edgekd.distill import load_student
+    from edgekd.bench.run import eager_latency_ms
+    from edgekd.checkpoints import load_student
 
     out = run / "cpu-arm"
     student, _ = load_student(run)

@@ -46,8 +46,8 @@ RESULTS = ROOT / "benchmarks" / "results" / "select_student.json"
 
 def time_models(paths: dict[str, Path], profile, *, rounds: int, min_seconds: float) -> dict[str, dict]:
     """p50/p90 of each model, interleaved round by round; the median over rounds."""
-    from edgekd.runners import agent_config
-    from edgekd.select_student import run_isolated
+    from edgekd.bench.runners import agent_config
+    from edgekd.search.student import run_isolated
 
     got: dict[str, list[dict]] = {k: [] for k in paths}
     for _ in range(rounds):
@@ -59,13 +59,13 @@ def time_models(paths: dict[str, Path], profile, *, rounds: int, min_seconds: fl
 
 
 def export(model, path: Path, bundle, profile) -> Path:
-    from edgekd.export import export_onnx
+    from edgekd.deploy.export import export_onnx
 
     return export_onnx(model, path, input_shape=bundle.input_shape, opset=profile.opset)
 
 
 def stats(xs: list[float]) -> dict:
-    from edgekd.distill import mean_std
+    from edgekd.train.distill import mean_std
 
     return {**mean_std(xs), "values": list(xs)}
 
@@ -84,11 +84,14 @@ def main() -> None:
     import onnxruntime
     import torch
 
+    from edgekd.checkpoints import load_student
     from edgekd.data import load_data
-    from edgekd.distill import DistillConfig, distill, labeled_subset, load_student, obtain_teachers, teacher_source
-    from edgekd.losses import build_objective
-    from edgekd.select_student import Trainer, seed_like_distill
-    from edgekd.targets import load_target
+    from edgekd.deploy.targets import load_target
+    from edgekd.search.student import Trainer, seed_like_distill
+    from edgekd.train.config import DistillConfig
+    from edgekd.train.distill import distill, labeled_subset
+    from edgekd.train.losses import build_objective
+    from edgekd.train.teacher import obtain_teachers, teacher_source
 
     torch.set_num_threads(1)
     work = Path(tempfile.mkdtemp(prefix="bench-select-"))
@@ -144,9 +147,9 @@ def main() -> None:
 def scenario(*, name: str, budget_ms: float | None, args, work: Path, bundle, profile, teacher_pt: str, trainer,
              default: dict, default_onnx: Path, full_cache: dict) -> dict:
     """One search, the pick against the default (a), its cost against full training (b), ρ (c)."""
-    from edgekd.distill import load_student
-    from edgekd.report import console
-    from edgekd.select_student import Candidate, select_student, select_table
+    from edgekd.checkpoints import load_student
+    from edgekd.search.student import Candidate, select_student, select_table
+    from edgekd.tables import console
 
     t0 = time.perf_counter()
     res = select_student(target="cpu-arm", teacher=teacher_pt, budget_ms=budget_ms, trials=args.trials,
@@ -216,7 +219,7 @@ def scenario(*, name: str, budget_ms: float | None, args, work: Path, bundle, pr
 def report(r: dict) -> None:
     from rich.table import Table
 
-    from edgekd.report import console
+    from edgekd.tables import console
 
     def acc(x: dict) -> str:
         return f"{100 * x['mean']:.2f} ± {100 * x['std']:.2f}%"

@@ -27,9 +27,9 @@ def main() -> None:
     args = ap.parse_args()
     import torch
 
-    from edgekd.compare import compare
-    from edgekd.distill import DistillConfig
-    from edgekd.report import compare_table, console
+    from edgekd.tables import compare_table, console
+    from edgekd.train.compare import compare
+    from edgekd.train.config import DistillConfig
 
     torch.set_num_threads(1)
     out = ROOT / "benchmarks" / "results"

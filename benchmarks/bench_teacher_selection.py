@@ -1,7 +1,7 @@
 """Does a score computed before distillation pick the teacher that makes the best student?
 
 A pool of digits teachers that differ in size and training length is built
-once; each score of `edgekd.teacher_select` ranks them (GRACE read both ways,
+once; each score of `edgekd.search.teacher` ranks them (GRACE read both ways,
 the teacher's own val accuracy, the untrained student's top-1 agreement with
 the teacher, and the mean KD-gradient norm as a diagnostic); then the default
 student is distilled from every teacher (soft:0.7 + ce:0.3, T=4, 30 epochs,
@@ -59,7 +59,9 @@ def spearman(a: list[float], b: list[float]) -> float | None:
 
 def build_pool(cfg, bundle, target, folder: Path) -> list[dict]:
     """Train every POOL teacher as `edgekd distill` would and save it as a teacher .pt."""
-    from edgekd.distill import accuracy, make_student, obtain_teacher
+    from edgekd.train.datasets import accuracy
+    from edgekd.train.distill import make_student
+    from edgekd.train.teacher import obtain_teacher
 
     pool = []
     for arch, epochs in POOL:
@@ -79,8 +81,11 @@ def build_pool(cfg, bundle, target, folder: Path) -> list[dict]:
 def distil_from(teacher, cfg, bundle, target, *, fraction: float, seeds: int) -> list[float]:
     """Student test accuracy per seed, trained as distill.train_students trains the distilled student
     (its teacher source, labeled mask, seeds and Phase), minus the control and the checkpoints."""
-    from edgekd.distill import Indexed, Phase, accuracy, fit, labeled_subset, make_student, teacher_source
-    from edgekd.losses import build_objective
+    from edgekd.train.datasets import Indexed, accuracy
+    from edgekd.train.distill import labeled_subset, make_student
+    from edgekd.train.loop import Phase, fit
+    from edgekd.train.losses import build_objective
+    from edgekd.train.teacher import teacher_source
 
     cfg = replace(cfg, labeled_fraction=fraction)
     mask, _ = labeled_subset(cfg, bundle)
@@ -96,8 +101,10 @@ def distil_from(teacher, cfg, bundle, target, *, fraction: float, seeds: int) ->
 
 def student_alone(cfg, bundle, target, *, fraction: float, seeds: int) -> list[float]:
     """The control, as distill.train_control trains it: CE on the labeled share, same steps per epoch."""
-    from edgekd.distill import Indexed, Phase, accuracy, fit, labeled_subset, make_student
-    from edgekd.losses import build_objective
+    from edgekd.train.datasets import Indexed, accuracy
+    from edgekd.train.distill import labeled_subset, make_student
+    from edgekd.train.loop import Phase, fit
+    from edgekd.train.losses import build_objective
 
     _, labeled_only = labeled_subset(replace(cfg, labeled_fraction=fraction), bundle)
     accs = []
@@ -148,9 +155,9 @@ def main() -> None:
     import torch
 
     from edgekd.data import load_data
-    from edgekd.distill import DistillConfig
-    from edgekd.targets import load_target
-    from edgekd.teacher_select import HIGHER_IS_BETTER, WARMUP_STEPS, select_teachers
+    from edgekd.deploy.targets import load_target
+    from edgekd.search.teacher import HIGHER_IS_BETTER, WARMUP_STEPS, select_teachers
+    from edgekd.train.config import DistillConfig
 
     torch.set_num_threads(args.threads)
     t_start = time.perf_counter()

@@ -54,7 +54,7 @@ def _fsync_dir(folder: Path) -> None:
 
 def is_writer() -> bool:
     """Under torch.distributed only rank 0 writes artifacts."""
-    from edgekd.distributed import is_main
+    from edgekd.ranks import is_main
 
     return is_main()
 
@@ -146,7 +146,7 @@ def _existing_run_problem(path: Path) -> str | None:
 def create_run(run: str | Path | None = None, *, root: Path = defaults.ARTIFACTS, resume: bool = False) -> Path:
     """Make a fresh run folder, or take an explicit `run` path: a new or empty one, or with
     `resume` the folder of an interrupted run (whose stale temporary files are removed)."""
-    from edgekd.distributed import broadcast
+    from edgekd.ranks import broadcast
 
     path = broadcast(root / new_run_id()) if run is None else Path(run)  # random name: rank 0's
     # Rank 0 judges the folder before anyone writes and tells the others, so a rank that looks

@@ -24,7 +24,7 @@ app.add_typer(runner_app, name="runner")
 
 
 def _print(table, obj, as_json: bool) -> None:
-    from edgekd.report import console
+    from edgekd.tables import console
 
     if as_json:
         sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
@@ -37,8 +37,8 @@ JSON_OPT = typer.Option(False, "--json", help="Print the result as JSON instead 
 
 def _distill_config(*, teacher, teacher_weight, method, resume: bool, run, **kw):
     """CLI options → DistillConfig (repeatable options become tuples)."""
-    from edgekd.distill import DistillConfig
     from edgekd.errors import BadInput
+    from edgekd.train.config import DistillConfig
 
     if resume and run is None:
         raise BadInput("--resume needs --run DIR (the run folder to continue)")
@@ -93,15 +93,14 @@ def distill(
     as_json: bool = JSON_OPT,
 ) -> None:
     """Train or load the teacher, then the student alone and distilled, over --seeds seeds."""
-    from edgekd import distributed as dist
-
+    from edgekd.train import distributed as dist
     if (nproc > 1 or nnodes != "1") and "WORLD_SIZE" not in os.environ:
         if nproc < 1:
             raise EdgekdError(f"--nproc {nproc}: must be >= 1")
         raise typer.Exit(dist.launch(_without_launch_options(sys.argv[1:]), nproc=nproc, nnodes=nnodes,
                                      rdzv_endpoint=rdzv_endpoint, node_rank=node_rank))
-    from edgekd.distill import distill as run_distill
-    from edgekd.report import distill_table
+    from edgekd.tables import distill_table
+    from edgekd.train.distill import distill as run_distill
 
     kw = {k: v for k, v in locals().items() if k not in (
         "as_json", "run_distill", "distill_table", "dist", "nproc", "nnodes", "rdzv_endpoint", "node_rank",
@@ -173,8 +172,9 @@ def compare(
     as_json: bool = JSON_OPT,
 ) -> None:
     """The seminar table: teacher once, student alone, then the student with each method (same seeds and budget)."""
-    from edgekd.compare import DEFAULT, compare as run_compare
-    from edgekd.report import compare_table
+    from edgekd.tables import compare_table
+    from edgekd.train.compare import DEFAULT
+    from edgekd.train.compare import compare as run_compare
 
     cfg = _distill_config(data=data, data_dir=data_dir, download=download, teacher=teacher, teacher_weight=None,
                           student=student, target=target, method=None, temperature=temperature, epochs=epochs,
@@ -200,8 +200,8 @@ def select_teacher(
     as_json: bool = JSON_OPT,
 ) -> None:
     """Rank candidate teachers for a student before paying for distillation (GRACE-style score + baselines)."""
-    from edgekd.report import teacher_selection_table
-    from edgekd.teacher_select import select_teachers
+    from edgekd.search.teacher import select_teachers
+    from edgekd.tables import teacher_selection_table
 
     result = select_teachers(student=student, teachers=list(teacher), data=data, data_dir=data_dir, download=download,
                              target=target, run=run, temperature=temperature, n=n, warmup_steps=warmup_steps,
@@ -229,7 +229,7 @@ def select_student_cmd(
     as_json: bool = JSON_OPT,
 ) -> None:
     """Search students built from the target's ops: predict, time, drop what misses the budget, distil the rest with successive halving."""
-    from edgekd.select_student import select_student, select_table
+    from edgekd.search.student import select_student, select_table
 
     teachers = teacher or [defaults.TEACHER]
     result = select_student(target=target, teacher=teachers[0] if len(teachers) == 1 else list(teachers),
@@ -249,8 +249,8 @@ def export(
     as_json: bool = JSON_OPT,
 ) -> None:
     """Export the student to ONNX, audit its ops, check parity, write golden vectors and the manifest."""
-    from edgekd.export import export_run
-    from edgekd.report import export_table
+    from edgekd.deploy.export import export_run
+    from edgekd.tables import export_table
 
     manifest = export_run(target=target, run=run, quantize=quantize, batch=batch)
     _print(export_table(manifest), manifest, as_json)
@@ -266,8 +266,8 @@ def bench(
     as_json: bool = JSON_OPT,
 ) -> None:
     """Time the exported model through the profile's execution providers and check the budgets."""
-    from edgekd.bench import bench_run
-    from edgekd.report import bench_table, err_console
+    from edgekd.bench.run import bench_run
+    from edgekd.tables import bench_table, err_console
 
     result = bench_run(target=target, run=run, runner=runner, compare=compare, min_seconds=min_seconds)
     for note in result["notes"]:
@@ -282,9 +282,9 @@ def audit(
     as_json: bool = JSON_OPT,
 ) -> None:
     """List every operator of MODEL the target does not support, with node names (exit 1 if any)."""
-    from edgekd.audit import audit_file
+    from edgekd.deploy.audit import audit_file
     from edgekd.errors import CheckFailed
-    from edgekd.report import audit_table
+    from edgekd.tables import audit_table
 
     report = audit_file(model, target)
     _print(audit_table(report), report.to_dict(), as_json)
@@ -298,8 +298,8 @@ def targets(
     as_json: bool = JSON_OPT,
 ) -> None:
     """List the target profiles, or show one."""
-    from edgekd.report import console, targets_table
-    from edgekd.targets import list_targets, load_target
+    from edgekd.deploy.targets import list_targets, load_target
+    from edgekd.tables import console, targets_table
 
     if name is None:
         profiles = [load_target(n) for n in list_targets()]
@@ -317,7 +317,7 @@ def verify(run: Optional[Path] = typer.Argument(None, help="Run folder (default:
            as_json: bool = JSON_OPT) -> None:
     """Hash every file the run's manifests name; exit 1 if any is missing or differs."""
     from edgekd.artifacts import verify_run
-    from edgekd.report import console
+    from edgekd.tables import console
 
     result = verify_run(run)
     if as_json:
@@ -329,8 +329,8 @@ def verify(run: Optional[Path] = typer.Argument(None, help="Run folder (default:
 @runner_app.command("setup")
 def runner_setup(kind: str = typer.Argument(..., help="qemu")) -> None:
     """Prepare a runner: `qemu` builds an aarch64 ONNX Runtime root under qemu-user in a user cache."""
+    from edgekd.bench.runners import setup_qemu
     from edgekd.errors import BadInput
-    from edgekd.runners import setup_qemu
 
     if kind != "qemu":
         raise BadInput(f"unknown runner to set up '{kind}'; valid: qemu")

@@ -23,10 +23,9 @@ Preprocessing is always `(pixels * scale - mean) / std` per channel, with
 from __future__ import annotations
 
 import contextlib
-import os
-
 import hashlib
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -339,9 +338,9 @@ def _quiet_stderr(active: bool):
 
 def load_image_file(path: str):
     """ImageFolder's loader: the image as RGB; an unreadable file is BadInput naming it."""
-    from PIL import Image
-
     import warnings
+
+    from PIL import Image
 
     try:
         with open(path, "rb") as f, warnings.catch_warnings(), _quiet_stderr(str(path).lower().endswith((".tif", ".tiff"))):

@@ -293,7 +293,7 @@ def check_student_ops(model: nn.Module, *, input_shape: tuple[int, ...], target)
     """Export the student and audit it as the target's runtime will see it, before any
     training is paid for. Refuses it (BadInput) naming each module and op the target lacks;
     returns the ops it uses."""
-    from edgekd.audit import audit_model
+    from edgekd.deploy.audit import audit_model
 
     report = audit_model(onnx_proto(model, input_shape, opset=target.opset), target)
     if not report.passed:

@@ -6,7 +6,7 @@
 
 Writes targets/android-nnapi.toml (NNAPI table), targets/apple-coreml.toml
 (CoreML MLProgram table) and targets/cpu-arm-xnnpack.toml (XNNPACK's kernels,
-read from the onnxruntime sources; see edgekd.ep_support). The op lists and
+read from the onnxruntime sources; see edgekd.deploy.ep_support). The op lists and
 caveats come from the installed onnxruntime wheel, so upgrading onnxruntime
 and rerunning this script is how the profiles follow it; tests/test_ep_support.py
 fails when the committed files drift from what this script generates.
@@ -16,15 +16,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import textwrap
 import sys
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from edgekd import ep_support  # noqa: E402  (needs the sys.path line above)
+from edgekd.deploy import ep_support  # noqa: E402  (needs the sys.path line above)
 
 TARGETS = REPO / "targets"
 

@@ -8,12 +8,15 @@ import sys
 
 import torch
 
-from edgekd import distributed as dist
 from edgekd.data import load_data
-from edgekd.distill import DistillConfig, Indexed, TeacherSource, loader, make_student
-from edgekd.losses import KDBatch, build_objective
+from edgekd.deploy.targets import load_target
 from edgekd.models import create_teacher
-from edgekd.targets import load_target
+from edgekd.train import distributed as dist
+from edgekd.train.config import DistillConfig
+from edgekd.train.datasets import Indexed, loader
+from edgekd.train.distill import make_student
+from edgekd.train.losses import KDBatch, build_objective
+from edgekd.train.source import TeacherSource
 
 dist.init_from_env()
 torch.set_num_threads(1)

@@ -1,4 +1,4 @@
-"""edgekd.audit: agreement with onnxruntime's own mobile checker, caveat checks, names, coverage, bad files."""
+"""edgekd.deploy.audit: agreement with onnxruntime's own mobile checker, caveat checks, names, coverage, bad files."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from edgekd.audit import NOT_ALLOWED, _node_names, audit_file, audit_model
+from edgekd.deploy.audit import NOT_ALLOWED, _node_names, audit_file, audit_model
+from edgekd.deploy.targets import load_target
 from edgekd.errors import BadInput
-from edgekd.targets import load_target
 
 OPSET = 17
 

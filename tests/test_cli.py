@@ -148,7 +148,7 @@ def test_console_script_is_the_same_entry_point(tmp_path: Path) -> None:
     proc = subprocess.run([str(script), "targets", "--json"], cwd=tmp_path, env=child_env(None),
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    from edgekd.targets import list_targets
+    from edgekd.deploy.targets import list_targets
     assert [p["name"] for p in json.loads(proc.stdout)] == list_targets()
 
 

@@ -318,7 +318,7 @@ def test_distill_over_an_exported_run_leaves_no_stale_export(exported: Path, tmp
     import onnxruntime as ort
     import torch
 
-    from edgekd.distill import load_student
+    from edgekd.checkpoints import load_student
 
     run = shutil.copytree(exported, tmp_path / "run")
     before = {str(p.relative_to(run)): sha(p) for p in run.rglob("*") if p.is_file()}
@@ -474,10 +474,12 @@ def test_a_nan_loss_stops_with_exit_1_naming_epoch_step_and_term(tmp_path: Path,
 def test_a_nan_at_epoch_2_keeps_the_epoch_1_checkpoint(tmp_path: Path) -> None:
     import torch
 
-    from edgekd.distill import Indexed, Phase, fit, load_checkpoint
+    from edgekd.checkpoints import load_checkpoint
     from edgekd.errors import CheckFailed
-    from edgekd.losses import Objective, build_objective
     from edgekd.models import create_student
+    from edgekd.train.datasets import Indexed
+    from edgekd.train.loop import Phase, fit
+    from edgekd.train.losses import Objective, build_objective
 
     torch.set_num_threads(1)
     steps_per_epoch = 4

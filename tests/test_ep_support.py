@@ -1,4 +1,4 @@
-"""edgekd.ep_support and the generated mobile profiles."""
+"""edgekd.deploy.ep_support and the generated mobile profiles."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import sys
 
 import pytest
 
-from edgekd import ep_support
-from edgekd.audit import RULES, unchecked_caveats
+from edgekd.deploy import ep_support
+from edgekd.deploy.audit import RULES, unchecked_caveats
+from edgekd.deploy.targets import load_target
 from edgekd.errors import BadInput
-from edgekd.targets import load_target
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 GENERATED = ("android-nnapi", "apple-coreml", "cpu-arm-xnnpack")

@@ -1,4 +1,4 @@
-"""edgekd.features: forward-hook taps, default tap points, and the compatibility checks."""
+"""edgekd.train.features: forward-hook taps, default tap points, and the compatibility checks."""
 
 from __future__ import annotations
 
@@ -6,9 +6,16 @@ import pytest
 import torch
 
 from edgekd.errors import BadInput
-from edgekd.features import (FeatureTap, check_compatible, check_feature_map, check_feature_shapes, default_taps,
-                             forward_with_taps, params_feeding)
 from edgekd.models import create_student, create_teacher
+from edgekd.train.features import (
+    FeatureTap,
+    check_compatible,
+    check_feature_map,
+    check_feature_shapes,
+    default_taps,
+    forward_with_taps,
+    params_feeding,
+)
 
 torch.set_num_threads(1)
 
@@ -118,7 +125,7 @@ def test_check_feature_shapes_names_both_shapes_and_taps():
 
 
 def test_teacher_and_student_taps_feed_feature_losses_end_to_end(student, resnet):
-    from edgekd.losses import KDBatch, build_objective
+    from edgekd.train.losses import KDBatch, build_objective
 
     x = torch.randn(4, 1, 8, 8)
     obj = build_objective(["soft:0.5", "cosine:0.5", "rkd:0.1"])

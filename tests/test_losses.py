@@ -1,4 +1,4 @@
-"""edgekd.losses: every registered loss against a value computed by hand (numpy / plain Python).
+"""edgekd.train.losses: every registered loss against a value computed by hand (numpy / plain Python).
 
 `HAND_CHECKED` maps each registry key to its check; a loss added to `LOSSES`
 without one fails `test_every_registered_loss_is_hand_checked`.
@@ -13,9 +13,15 @@ import pytest
 import torch
 from torch import nn
 
-from edgekd import losses
 from edgekd.errors import BadInput
-from edgekd.losses import KDBatch, LOSSES, build_objective, combine_teachers, dml_losses
+from edgekd.train import losses
+from edgekd.train.losses import (
+    LOSSES,
+    KDBatch,
+    build_objective,
+    combine_teachers,
+    dml_losses,
+)
 
 torch.set_num_threads(1)
 
@@ -231,8 +237,8 @@ def test_extra_parameters_need_prepare_and_get_gradients():
 
 
 def test_feature_loss_gradients_reach_the_student_and_parts_stay_out_of_it():
-    from edgekd.features import FeatureTap, default_taps
     from edgekd.models import create_student
+    from edgekd.train.features import FeatureTap, default_taps
 
     torch.manual_seed(0)
     student = create_student("tiny-cnn", in_channels=1, num_classes=3)
@@ -304,8 +310,8 @@ def test_parse_method_lists_new_keys():
 
 # ---------------------------------------------------------------- FitNets hint stage
 def test_hint_stage_trains_the_student_up_to_the_tap_and_the_regressor():
-    from edgekd.features import FeatureTap, default_taps
     from edgekd.models import create_student
+    from edgekd.train.features import FeatureTap, default_taps
 
     torch.manual_seed(0)
     student = create_student("tiny-cnn", in_channels=1, num_classes=3)

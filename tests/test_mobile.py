@@ -1,4 +1,4 @@
-"""edgekd.mobile: ORT-format conversion and required_operators.config."""
+"""edgekd.deploy.mobile: ORT-format conversion and required_operators.config."""
 
 from __future__ import annotations
 
@@ -10,9 +10,13 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from edgekd.deploy.mobile import (
+    convert_to_ort,
+    optimization_style_for,
+    read_required_ops,
+)
+from edgekd.deploy.quantize import quantize_int8
 from edgekd.errors import BadInput
-from edgekd.mobile import convert_to_ort, optimization_style_for, read_required_ops
-from edgekd.quantize import quantize_int8
 
 
 def conv_relu_net(path: Path) -> Path:

@@ -9,10 +9,20 @@ import pytest
 import torch
 from torch import nn
 
+from edgekd.deploy.targets import list_targets, load_target
 from edgekd.errors import BadInput
-from edgekd.models import (ACTIVATIONS, STUDENTS, TEACHERS, Ops, check_student_ops, count_params, create_student,
-                           create_teacher, node_module, student_net)
-from edgekd.targets import list_targets, load_target
+from edgekd.models import (
+    ACTIVATIONS,
+    STUDENTS,
+    TEACHERS,
+    Ops,
+    check_student_ops,
+    count_params,
+    create_student,
+    create_teacher,
+    node_module,
+    student_net,
+)
 
 torch.set_num_threads(1)
 # torch's TorchScript exporter (which check_student_ops uses on purpose) warns on every export

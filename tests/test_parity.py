@@ -1,4 +1,4 @@
-"""edgekd.parity: compare (tolerances, top-1, every failure with its numbers) and ort_run on tiny ONNX graphs."""
+"""edgekd.deploy.parity: compare (tolerances, top-1, every failure with its numbers) and ort_run on tiny ONNX graphs."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
+from edgekd.deploy.parity import compare, ort_run, ort_session
 from edgekd.errors import BadInput
-from edgekd.parity import compare, ort_run, ort_session
 
 
 def logits(n: int = 20, k: int = 5, seed: int = 0) -> np.ndarray:

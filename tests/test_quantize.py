@@ -1,4 +1,4 @@
-"""edgekd.quantize: static int8 QDQ quantization through onnxruntime."""
+"""edgekd.deploy.quantize: static int8 QDQ quantization through onnxruntime."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from edgekd.deploy.quantize import quantize_int8, read_quant_info
 from edgekd.errors import BadInput
-from edgekd.quantize import quantize_int8, read_quant_info
 
 
 def tiny_convnet(path: Path, *, batch: int | str = "batch", seed: int = 0) -> Path:

@@ -16,9 +16,15 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from edgekd import runners
+from edgekd.bench import runners
+from edgekd.bench.runners import (
+    LocalRunner,
+    QemuRunner,
+    SshRunner,
+    get_runner,
+    parse_ssh_url,
+)
 from edgekd.errors import BadInput
-from edgekd.runners import LocalRunner, QemuRunner, SshRunner, get_runner, parse_ssh_url
 
 ROOT = Path(__file__).resolve().parent.parent
 SSHD_SCRIPT = ROOT / "scripts" / "start_test_sshd.sh"

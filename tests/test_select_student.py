@@ -1,4 +1,4 @@
-"""edgekd.select_student: search space from the target's ops, MACs by hand, the latency predictor,
+"""edgekd.search.student: search space from the target's ops, MACs by hand, the latency predictor,
 successive halving, the budget failure, reproducibility and the run that export continues from.
 
 Timing goes through a fake runner (latency from the exported graph) except in one test,
@@ -18,11 +18,11 @@ import torch
 from torch import nn
 
 from edgekd import artifacts
-from edgekd import select_student as ss
-from edgekd.audit import audit_model
+from edgekd.deploy.audit import audit_model
+from edgekd.deploy.targets import load_target
 from edgekd.errors import BadInput, CheckFailed
 from edgekd.models import onnx_proto, student_net
-from edgekd.targets import load_target
+from edgekd.search import student as ss
 
 torch.set_num_threads(1)
 
@@ -243,8 +243,10 @@ def test_pareto_front_by_hand():
 
 
 def test_a_candidate_distils_exactly_as_distill_trains_the_registry_student(tmp_path, digits):
-    from edgekd.distill import DistillConfig, labeled_subset, obtain_teachers, teacher_source, train_students
-    from edgekd.losses import build_objective
+    from edgekd.train.config import DistillConfig
+    from edgekd.train.distill import labeled_subset, train_students
+    from edgekd.train.losses import build_objective
+    from edgekd.train.teacher import obtain_teachers, teacher_source
 
     profile = load_target("cpu-arm")
     cfg = DistillConfig(teacher="cnn-small", teacher_epochs=1, epochs=1, seeds=1, progress=False)
@@ -363,7 +365,8 @@ def test_the_run_has_what_export_and_bench_read(searched):
 
 
 def test_the_teacher_is_the_one_distill_trains(searched, tmp_path, monkeypatch):
-    from edgekd.distill import DistillConfig, distill
+    from edgekd.train.config import DistillConfig
+    from edgekd.train.distill import distill
 
     monkeypatch.chdir(tmp_path)
     distill(DistillConfig(teacher="cnn-small", teacher_epochs=1, epochs=1, seeds=1, run=tmp_path / "d", progress=False))
@@ -373,7 +376,7 @@ def test_the_teacher_is_the_one_distill_trains(searched, tmp_path, monkeypatch):
 
 
 def test_the_saved_run_exports(searched):
-    from edgekd.export import export_run
+    from edgekd.deploy.export import export_run
 
     _, r = searched[0]
     assert not r["recommended"]["name"].endswith("-cnn")  # a custom architecture, not a registry name

@@ -1,4 +1,4 @@
-"""edgekd.targets: every shipped profile loads; every kind of bad profile is BadInput (exit 2)
+"""edgekd.deploy.targets: every shipped profile loads; every kind of bad profile is BadInput (exit 2)
 naming the file and the key; arbitrary TOML never escapes as anything but BadInput."""
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edgekd import targets as T
+from edgekd.deploy import targets as T
+from edgekd.deploy.targets import list_targets, load_target, targets_dir
 from edgekd.errors import BadInput
-from edgekd.targets import list_targets, load_target, targets_dir
 
 BASE = (T.defaults.TARGETS_DIR / "cpu-arm.toml").read_text(encoding="utf-8")
 
@@ -288,6 +288,7 @@ VALUES = st.recursive(SCALARS, lambda inner: st.one_of(st.lists(inner, max_size=
 def mutated_profile(draw) -> dict:
     """The valid cpu-arm profile with a few keys replaced, removed or added at any depth."""
     import copy
+
     import tomllib
 
     d = copy.deepcopy(tomllib.loads(BASE))

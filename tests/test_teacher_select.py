@@ -1,4 +1,4 @@
-"""edgekd.teacher_select: per-example gradients, the projection, the GRACE score by hand, the stage."""
+"""edgekd.search.teacher: per-example gradients, the projection, the GRACE score by hand, the stage."""
 
 from __future__ import annotations
 
@@ -12,12 +12,18 @@ from torch import nn
 
 from edgekd import artifacts
 from edgekd.errors import BadInput
-from edgekd.losses import KDBatch, SoftTarget
 from edgekd.models import create_teacher
-from edgekd.teacher_select import (
-    RademacherProjection, grace_from_gradients, grace_score, grace_split_score, grace_splits,
-    per_example_gradients, projected_gradients, select_teachers,
+from edgekd.search.teacher import (
+    RademacherProjection,
+    grace_from_gradients,
+    grace_score,
+    grace_split_score,
+    grace_splits,
+    per_example_gradients,
+    projected_gradients,
+    select_teachers,
 )
+from edgekd.train.losses import KDBatch, SoftTarget
 
 torch.set_num_threads(1)
 

@@ -16,27 +16,9 @@ Only rank 0 writes artifacts (edgekd.artifacts checks `is_main`).
 from __future__ import annotations
 
 import os
-import sys
 from typing import Any
 
-
-def _dist():
-    mod = sys.modules.get("torch.distributed")
-    return mod if mod is not None and mod.is_available() and mod.is_initialized() else None
-
-
-def rank() -> int:
-    d = _dist()
-    return d.get_rank() if d else 0
-
-
-def world_size() -> int:
-    d = _dist()
-    return d.get_world_size() if d else 1
-
-
-def is_main() -> bool:
-    return rank() == 0
+from edgekd.ranks import _dist, broadcast, is_main, rank, world_size  # noqa: F401  (re-exported)
 
 
 def init_from_env() -> bool:
@@ -110,14 +92,6 @@ def fill_rows(local: Any, indices: list[int], n: int) -> Any:
     return full
 
 
-def broadcast(obj: Any) -> Any:
-    """Rank 0's value of `obj` on every rank (e.g. the run folder, whose name is random)."""
-    d = _dist()
-    if d is None:
-        return obj
-    box = [obj]
-    d.broadcast_object_list(box, src=0)
-    return box[0]
 
 
 def _global_batchnorm_class():

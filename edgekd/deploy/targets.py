@@ -11,10 +11,11 @@ import difflib
 import math
 import os
 import re
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 from edgekd import defaults
 from edgekd.errors import BadInput

@@ -153,7 +153,7 @@ def _agent_args(model: str, config: str, golden: str | None) -> list[str]:
 def agent_config(profile: Any, *, min_runs: int = defaults.BENCH_MIN_RUNS,
                  min_seconds: float = defaults.BENCH_MIN_SECONDS, warmup: int = defaults.BENCH_WARMUP,
                  batches: tuple[int, ...] = defaults.THROUGHPUT_BATCHES, int8: bool = False) -> dict:
-    """The agent's config for a `edgekd.targets.TargetProfile`."""
+    """The agent's config for a `edgekd.deploy.targets.TargetProfile`."""
     parity = profile.parity
     min_top1 = parity.int8_min_top1_agreement if int8 and parity.int8_min_top1_agreement is not None \
         else parity.min_top1_agreement

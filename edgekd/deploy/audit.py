@@ -33,9 +33,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgekd.ep_support import op_id
+from edgekd.deploy.ep_support import op_id
+from edgekd.deploy.targets import TargetProfile, load_target
 from edgekd.errors import BadInput
-from edgekd.targets import TargetProfile, load_target
 
 NOT_ALLOWED = "not in ops.allow"
 # Providers that take only nodes whose inputs have fixed shapes (the upstream

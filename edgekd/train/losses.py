@@ -8,7 +8,7 @@ registry drives the tests, so a loss without one fails).
 Each loss class declares
 - `needs_teacher`: whether the step must run the teacher;
 - `taps`: the feature roles it reads from `KDBatch.student_feats` / `teacher_feats`
-  ("hidden", "feature_map"; see `edgekd.features.ROLES`). `Objective.taps` is their union.
+  ("hidden", "feature_map"; see `edgekd.train.features.ROLES`). `Objective.taps` is their union.
 Feature losses may own learnable parts (a projection, a regressor). They are built
 on the first batch, live in the `Objective`, never in the student, so they are
 trained through `Objective.extra_parameters()` and dropped at export.
@@ -31,7 +31,12 @@ from torch import nn
 
 from edgekd import defaults
 from edgekd.errors import BadInput
-from edgekd.features import check_compatible, check_feature_map, check_feature_shapes, params_feeding
+from edgekd.train.features import (
+    check_compatible,
+    check_feature_map,
+    check_feature_shapes,
+    params_feeding,
+)
 
 HINT_EPOCHS = 0          # FitNets stage 1 (hint training) epochs; 0 = no hint stage
 COMBINE_MODES = ("mean", "weighted", "confidence")
@@ -44,7 +49,7 @@ class KDBatch:
     `labels` is -1 where a sample is unlabeled (transfer data only the teacher labels).
     `teacher_logits` is None when training a student alone.
     Feature dicts map a tap role ("hidden", "feature_map") to the tapped module's
-    output, as `edgekd.features.FeatureTap` collects them.
+    output, as `edgekd.train.features.FeatureTap` collects them.
     """
 
     student_logits: torch.Tensor

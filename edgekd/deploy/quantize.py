@@ -185,8 +185,12 @@ def _preprocess(model: Path, dest: Path) -> tuple[Path, str]:
 
 def _quantize(source: Path, dest: Path, batches: list[dict[str, np.ndarray]],
               per_channel: bool, activation_type: str) -> None:
-    from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType,
-                                          quantize_static)
+    from onnxruntime.quantization import (
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
 
     activations = {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}[activation_type]
     try:

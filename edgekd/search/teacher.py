@@ -6,7 +6,7 @@ looks only at the *student's* gradients on what a teacher would teach it. We
 follow the authors' reference code (github.com/abhishekpanigrahi1996/GRACE,
 `GRACE/GRACE_computation.py`) and adapt one thing: they fine-tune on text a
 teacher generated, we distil soft labels, so the loss is Hinton's KD loss
-(`edgekd.losses.SoftTarget`) on the teacher's logits.
+(`edgekd.train.losses.SoftTarget`) on the teacher's logits.
 
 For one teacher, on n train examples x_i with teacher logits t_i:
 
@@ -84,7 +84,7 @@ def _kd_gradient_batches(model, inputs, teacher_logits, *, temperature: float,
     import torch
     from torch.func import functional_call, grad, vmap
 
-    from edgekd.losses import KDBatch, SoftTarget
+    from edgekd.train.losses import KDBatch, SoftTarget
 
     kd = SoftTarget(temperature)
     params = _trainable(model)
@@ -262,7 +262,7 @@ def _sample(bundle, n: int, seed: int):
     """n train examples (all when the train set is smaller), chosen by `seed`: inputs and labels."""
     import torch
 
-    from edgekd.distill import dataset_labels
+    from edgekd.train.datasets import dataset_labels
 
     total = len(bundle.train)
     idx = np.sort(np.random.default_rng(seed).choice(total, size=min(n, total), replace=False))
@@ -276,7 +276,7 @@ def warm_up(model, bundle, *, steps: int, labeled_fraction: float, lr: float, ba
     import torch
     import torch.nn.functional as F
 
-    from edgekd.distill import dataset_labels, labeled_mask, loader
+    from edgekd.train.datasets import dataset_labels, labeled_mask, loader
 
     if steps <= 0:
         return model.eval()
@@ -348,8 +348,11 @@ def select_teachers(*, student: str = defaults.STUDENT, teachers: list[str], dat
     from tqdm.auto import tqdm
 
     from edgekd.data import load_data
-    from edgekd.distill import DistillConfig, accuracy, make_student, obtain_teacher
-    from edgekd.targets import load_target
+    from edgekd.deploy.targets import load_target
+    from edgekd.train.config import DistillConfig
+    from edgekd.train.datasets import accuracy
+    from edgekd.train.distill import make_student
+    from edgekd.train.teacher import obtain_teacher
 
     t0 = time.perf_counter()
     _check_args(teachers, n, warmup_steps)

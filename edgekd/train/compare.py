@@ -43,12 +43,20 @@ def compare(cfg, *, methods: tuple[str, ...] = DEFAULT) -> dict[str, Any]:
     import torch
 
     from edgekd.data import load_data
-    from edgekd.distill import (count_params, ensemble_accuracy, labeled_subset, make_student, mean_std,
-                                obtain_teachers, train_control, train_students, gap_closed)
-    from edgekd.losses import build_objective
+    from edgekd.deploy.targets import load_target
     from edgekd.models import check_student_ops
-    from edgekd.online import train_mutual
-    from edgekd.targets import load_target
+    from edgekd.train.distill import (
+        count_params,
+        gap_closed,
+        labeled_subset,
+        make_student,
+        mean_std,
+        train_control,
+        train_students,
+    )
+    from edgekd.train.losses import build_objective
+    from edgekd.train.online import train_mutual
+    from edgekd.train.teacher import ensemble_accuracy, obtain_teachers
 
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
@@ -92,13 +100,13 @@ def compare(cfg, *, methods: tuple[str, ...] = DEFAULT) -> dict[str, Any]:
 
 
 def _label(cfg) -> str:
-    from edgekd.distill import method_label
+    from edgekd.train.distill import method_label
 
     return method_label(cfg)
 
 
 def _plot(path: Path, result: dict) -> None:
-    from edgekd.report import bar_plot
+    from edgekd.tables import bar_plot
 
     rows = result["rows"][1:]
     bar_plot(path, [r["method"] for r in rows], [r["accuracy"]["mean"] for r in rows],

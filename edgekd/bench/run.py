@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 
 from edgekd import artifacts, defaults
+from edgekd.deploy.targets import TargetProfile, load_target
 from edgekd.errors import BadInput, CheckFailed
-from edgekd.targets import TargetProfile, load_target
 
 
 def pick_target(run_dir: Path, target: str | Path | None) -> TargetProfile:
@@ -62,8 +62,8 @@ def eager_latency_ms(model, input_shape: tuple[int, ...], *, threads: int,
 
 
 def _teacher_onnx(run_dir: Path, out_dir: Path, input_shape, opset: int) -> Path:
-    from edgekd.distill import load_teacher
-    from edgekd.export import export_onnx
+    from edgekd.checkpoints import load_teacher
+    from edgekd.deploy.export import export_onnx
 
     path = out_dir / "teacher.onnx"
     if not path.exists():
@@ -102,7 +102,7 @@ def _recommend(manifest: dict, fp32: dict, int8: dict | None) -> tuple[str, list
 def bench_run(*, target: str | Path | None = None, run: str | Path | None = None, runner: str = "local",
               compare: bool = True, min_seconds: float = defaults.BENCH_MIN_SECONDS) -> dict[str, Any]:
     """Time the exported model(s) of a run on `runner`; merge results and budgets into the manifest."""
-    from edgekd.runners import agent_config, get_runner
+    from edgekd.bench.runners import agent_config, get_runner
 
     run_dir = artifacts.resolve_run(run)
     prof = pick_target(run_dir, target)
@@ -140,8 +140,8 @@ def bench_run(*, target: str | Path | None = None, run: str | Path | None = None
 
 def _compare(run_dir: Path, out_dir: Path, prof: TargetProfile, manifest: dict, fp32: dict, cfg: dict) -> dict:
     """Teacher through ONNX Runtime and the eager PyTorch student, with the student's thread count."""
-    from edgekd.distill import load_student
-    from edgekd.runners import LocalRunner
+    from edgekd.bench.runners import LocalRunner
+    from edgekd.checkpoints import load_student
 
     shape = tuple(manifest["model"]["inputs"][0]["shape"][1:])
     threads = int(fp32["threads"])

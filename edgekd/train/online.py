@@ -30,8 +30,10 @@ def fit_mutual(models: list[nn.Module], train, val, *, epochs: int, seed: int, l
     """Train `models` as DML peers; checkpoint every epoch; returns the per-epoch history."""
     from tqdm.auto import tqdm
 
-    from edgekd.distill import _seed_all, accuracy, load_checkpoint, loader
-    from edgekd.losses import dml_losses
+    from edgekd.checkpoints import load_checkpoint
+    from edgekd.train.datasets import accuracy, loader
+    from edgekd.train.loop import _seed_all
+    from edgekd.train.losses import dml_losses
 
     _seed_all(seed)
     opts = [torch.optim.AdamW(m.parameters(), lr=lr, weight_decay=defaults.WEIGHT_DECAY) for m in models]
@@ -77,7 +79,8 @@ def train_mutual(cfg, bundle, target, run_dir: Path, *, peers: int = 2,
     """Per seed: the student alone (control) and `peers` DML students; peer with the best val is 'student'."""
     import numpy as np
 
-    from edgekd.distill import Indexed, accuracy, labeled_subset, make_student, train_control
+    from edgekd.train.datasets import Indexed, accuracy
+    from edgekd.train.distill import labeled_subset, make_student, train_control
 
     mask, labeled_only = labeled_subset(cfg, bundle)
     rows = []

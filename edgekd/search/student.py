@@ -390,7 +390,7 @@ _HELPER = """
 import json, sys
 from pathlib import Path
 from edgekd.errors import EdgekdError
-from edgekd.runners import get_runner
+from edgekd.bench.runners import get_runner
 a = json.loads(sys.stdin.read())
 try:
     r = get_runner(a["runner"]).run(model=Path(a["model"]), config=a["config"])
@@ -408,7 +408,7 @@ def run_isolated(runner: str, model: Path, config: dict) -> dict[str, Any]:
     import subprocess
     import sys
 
-    root = str(Path(__file__).resolve().parent.parent)
+    root = str(Path(__file__).resolve().parents[2])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
     try:
         proc = subprocess.run([sys.executable, "-c", _HELPER], capture_output=True, text=True, env=env,
@@ -431,8 +431,8 @@ def run_isolated(runner: str, model: Path, config: dict) -> dict[str, Any]:
 
 def time_candidate(c: Candidate, bundle, profile, runner: str, folder: Path, *, min_seconds: float) -> dict[str, Any]:
     """Export (untrained weights) at the profile's opset and batch, time through the runner."""
-    from edgekd.export import default_batch, export_onnx
-    from edgekd.runners import agent_config
+    from edgekd.bench.runners import agent_config
+    from edgekd.deploy.export import default_batch, export_onnx
 
     path = export_onnx(build(c, bundle, profile.ops_allow), folder / f"candidate{c.id}.onnx",
                        input_shape=bundle.input_shape, opset=profile.opset, batch=default_batch(profile))
@@ -539,7 +539,7 @@ def predictor_report(timed: list[Candidate], cands: list[Candidate], predictor: 
 class Trainer:
     """Everything one distillation of a candidate needs; the teacher's outputs are computed once."""
 
-    cfg: Any                        # edgekd.distill.DistillConfig
+    cfg: Any                        # edgekd.train.config.DistillConfig
     bundle: Any
     profile: Any
     source: Any                     # TeacherSource (cached) or None
@@ -547,15 +547,16 @@ class Trainer:
     labeled_only: Any
 
     def _objective(self):
-        from edgekd.losses import build_objective
+        from edgekd.train.losses import build_objective
 
         return build_objective(list(self.cfg.methods), temperature=self.cfg.temperature, **self.cfg.loss_options)
 
     def distil(self, c: Candidate, *, epochs: int, seed: int, init: dict | None = None):
-        """Exactly the distilled phase of `edgekd.distill.train_students`, for a custom architecture;
+        """Exactly the distilled phase of `edgekd.train.distill.train_students`, for a custom architecture;
         with `init` (the previous rung's weights) it continues training instead of starting over."""
-        from edgekd.distill import Indexed, Phase
-        from edgekd.features import default_taps
+        from edgekd.train.datasets import Indexed
+        from edgekd.train.features import default_taps
+        from edgekd.train.loop import Phase
 
         model = build(c, self.bundle, self.profile.ops_allow, seed=seed)
         if init is not None:
@@ -568,9 +569,10 @@ class Trainer:
         return self._train(ph, seed)
 
     def alone(self, c: Candidate, *, epochs: int, seed: int):
-        """The control of `edgekd.distill.train_control`: labeled data only, same epochs and steps."""
-        from edgekd.distill import Indexed, Phase
-        from edgekd.losses import build_objective
+        """The control of `edgekd.train.distill.train_control`: labeled data only, same epochs and steps."""
+        from edgekd.train.datasets import Indexed
+        from edgekd.train.loop import Phase
+        from edgekd.train.losses import build_objective
 
         model = build(c, self.bundle, self.profile.ops_allow, seed=seed)
         ph = Phase(f"alone/{c.name}/seed{seed}", model, build_objective(["ce"]), Indexed(self.labeled_only),
@@ -578,7 +580,7 @@ class Trainer:
         return self._train(ph, seed)
 
     def _train(self, ph, seed: int):
-        from edgekd.distill import fit_scored
+        from edgekd.train.loop import fit_scored
 
         return ph.model, {"seed": seed, **fit_scored(ph, self.bundle.test, progress=False)}
 
@@ -732,7 +734,7 @@ def select_table(result: dict[str, Any]):
     ★ = recommended, • = on the accuracy–latency Pareto front."""
     from rich.table import Table
 
-    from edgekd.report import pct
+    from edgekd.tables import pct
 
     b = result["budget"]
     lim = f"{b['latency_ms']:.4g} ms ({b['latency_source']})" if b["latency_ms"] is not None else "none"
@@ -775,7 +777,8 @@ def select_table(result: dict[str, Any]):
 def save_run(run_dir: Path, cfg, bundle, profile, teachers, teacher_acc: float, rec: Candidate,
              trainer: Trainer) -> dict[str, Any]:
     """student.pt, student_alone.pt and distill.json as `edgekd distill` writes them."""
-    from edgekd.distill import save_student, summarise
+    from edgekd.checkpoints import save_student
+    from edgekd.train.distill import summarise
 
     kd_models = rec.rungs[-1]["_models"]
     rows = []
@@ -862,12 +865,18 @@ def select_student(*, target: str | Path, teacher: str | list[str] = defaults.TE
     Returns the result written to `select_student.json`, plus `run` and `summary`
     (the distill.json of the recommended student).
     """
+    from edgekd.bench.runners import get_runner
     from edgekd.data import load_data
-    from edgekd.distill import (DistillConfig, check_teacher_paths, ensemble_accuracy, labeled_subset,
-                                obtain_teachers, teacher_source)
-    from edgekd.losses import build_objective
-    from edgekd.runners import get_runner
-    from edgekd.targets import load_target
+    from edgekd.deploy.targets import load_target
+    from edgekd.train.config import DistillConfig
+    from edgekd.train.distill import labeled_subset
+    from edgekd.train.losses import build_objective
+    from edgekd.train.teacher import (
+        check_teacher_paths,
+        ensemble_accuracy,
+        obtain_teachers,
+        teacher_source,
+    )
 
     t_start = time.perf_counter()
     short = _check_args(trials=trials, epochs=epochs, short_epochs=short_epochs, seeds=seeds,

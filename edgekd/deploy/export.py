@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 
 from edgekd import __version__, artifacts, defaults
+from edgekd.deploy.targets import TargetProfile, load_target
 from edgekd.errors import BadInput, CheckFailed
-from edgekd.targets import TargetProfile, load_target
 
 MOBILE_PROVIDERS = {"NnapiExecutionProvider", "CoreMLExecutionProvider", "QNNExecutionProvider",
                     "XnnpackExecutionProvider"}
@@ -67,7 +67,7 @@ def torch_outputs(model, x: np.ndarray) -> np.ndarray:
 
 def _parity(model_path: Path, ref: np.ndarray, x: np.ndarray, y: np.ndarray, *, atol: float, rtol: float,
             min_top1: float, name: str):
-    from edgekd.parity import compare, ort_run, ort_session
+    from edgekd.deploy.parity import compare, ort_run, ort_session
 
     out = ort_run(ort_session(model_path), x)
     report = compare(ref, out, atol=atol, rtol=rtol, min_top1_agreement=min_top1, name=name)
@@ -75,9 +75,9 @@ def _parity(model_path: Path, ref: np.ndarray, x: np.ndarray, y: np.ndarray, *, 
 
 
 def _int8_variant(out_dir: Path, model_path: Path, bundle, ref, x, y, target: TargetProfile) -> tuple[dict, list[str]]:
-    from edgekd.audit import audit_model
     from edgekd.data import to_arrays
-    from edgekd.quantize import quantize_int8, read_quant_info
+    from edgekd.deploy.audit import audit_model
+    from edgekd.deploy.quantize import quantize_int8, read_quant_info
 
     calib, _ = to_arrays(bundle.train, limit=256)  # calibrated on training samples, never test
     q_path = quantize_int8(model=model_path, out=out_dir / "model.int8.onnx", calibration=calib,
@@ -94,7 +94,7 @@ def _int8_variant(out_dir: Path, model_path: Path, bundle, ref, x, y, target: Ta
 
 
 def _mobile_files(out_dir: Path, model_path: Path, target: TargetProfile) -> dict[str, Any]:
-    from edgekd.mobile import convert_to_ort, optimization_style_for
+    from edgekd.deploy.mobile import convert_to_ort, optimization_style_for
 
     res = convert_to_ort(model=model_path, out_dir=out_dir,
                          optimization_style=optimization_style_for([p.name for p in target.providers]))
@@ -108,7 +108,7 @@ def is_mobile(target: TargetProfile) -> bool:
 
 def default_batch(target: TargetProfile) -> int | None:
     """A fixed batch of 1 for providers that take only fixed shapes (NNAPI); else dynamic."""
-    from edgekd.audit import FIXED_SHAPE_PROVIDERS
+    from edgekd.deploy.audit import FIXED_SHAPE_PROVIDERS
 
     return 1 if target.providers[0].name in FIXED_SHAPE_PROVIDERS else None
 
@@ -117,8 +117,8 @@ def export_run(*, target: str | Path | TargetProfile = defaults.TARGET, run: str
                quantize: str | None = None, batch: int | None = None) -> dict[str, Any]:
     """Export the run's student for `target`; raise CheckFailed (after writing the manifest) on any failed check.
     `batch` fixes the batch axis (0 = dynamic; None = the target's default, see `default_batch`)."""
-    from edgekd.audit import audit_model
-    from edgekd.distill import load_student
+    from edgekd.checkpoints import load_student
+    from edgekd.deploy.audit import audit_model
     from edgekd.models import count_params
 
     if quantize not in (None, "int8"):

@@ -1,0 +1,1 @@
+"""Benchmarking: orchestration, runners (local, qemu, ssh) and the standalone agent."""

@@ -1,0 +1,1 @@
+"""Training: configuration, the one training loop, teacher source and cache, losses, features, online and distributed."""

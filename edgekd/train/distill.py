@@ -1,0 +1,227 @@
+"""The distill stage: the control and the distilled student per seed, then the summary.
+
+Read top to bottom: students and taps → control and distilled student per seed → `distill` → summary.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from edgekd import artifacts
+from edgekd.checkpoints import save_student
+from edgekd.data import DataBundle, load_data
+from edgekd.deploy.targets import TargetProfile, load_target
+from edgekd.errors import BadInput
+from edgekd.models import (
+    check_student_ops,
+    count_params,
+    create_student,
+    create_teacher,
+)
+from edgekd.train.config import DistillConfig, check_resume
+from edgekd.train.datasets import (
+    Indexed,
+    Repeated,
+    dataset_labels,
+    labeled_mask,
+)
+from edgekd.train.loop import Phase, fit_scored
+from edgekd.train.losses import KDBatch, Objective, build_objective
+from edgekd.train.source import TeacherSource
+from edgekd.train.teacher import (
+    check_teacher_paths,
+    ensemble_accuracy,
+    obtain_teachers,
+    resolve_taps,
+    teacher_source,
+)
+
+
+def check_taps(cfg: DistillConfig, bundle: DataBundle, student: nn.Module, objective: Objective) -> None:
+    """Tap names resolve on the student and on each registry teacher, before any folder is made."""
+    from edgekd.train.features import ROLES
+
+    for side, taps in (("--student-tap", cfg.student_taps), ("--teacher-tap", cfg.teacher_taps)):
+        for role in taps:
+            if role not in ROLES:
+                raise BadInput(f"{side} {role}=...: unknown role; valid: {', '.join(ROLES)}")
+            if role not in objective.taps:
+                raise BadInput(f"{side} {role}=...: no --method reads '{role}' (the objective is {objective.describe()})")
+    if not objective.taps:
+        return
+    resolve_taps(student, objective, cfg.student_taps)
+    from edgekd.models import TEACHERS
+
+    for name in cfg.teacher_list:
+        if name in TEACHERS:
+            teacher = create_teacher(name, in_channels=bundle.input_shape[0], num_classes=bundle.num_classes)
+            _dry_prepare(cfg, bundle, student, teacher)
+
+
+def _dry_prepare(cfg: DistillConfig, bundle: DataBundle, student: nn.Module, teacher: nn.Module) -> None:
+    """One batch through a fresh objective with the real taps: feature shapes that cannot be
+    matched are refused here, before the run folder exists, not after a teacher is trained."""
+    from edgekd.train.features import FeatureTap, forward_with_taps
+
+    obj = build_objective(list(cfg.methods), temperature=cfg.temperature, **cfg.loss_options)
+    s_taps, t_taps = resolve_taps(student, obj, cfg.student_taps), resolve_taps(teacher, obj, cfg.teacher_taps)
+    x, y, *_ = next(iter(DataLoader(bundle.train, batch_size=4)))
+    with FeatureTap(student.eval(), s_taps) as tap, torch.no_grad():
+        s_logits = student(x)
+    t_logits, t_feats = forward_with_taps(teacher.eval(), x, t_taps)
+    obj.prepare(KDBatch(student_logits=s_logits, labels=y, teacher_logits=t_logits, student_feats=dict(tap.outputs),
+                        teacher_feats=t_feats), student_taps=s_taps, teacher_taps=t_taps)
+
+
+def make_student(cfg: DistillConfig, bundle: DataBundle, target: TargetProfile, seed: int) -> nn.Module:
+    torch.manual_seed(seed)
+    return create_student(cfg.student, in_channels=bundle.input_shape[0], num_classes=bundle.num_classes,
+                          target_ops=target.ops_allow)
+
+
+
+
+def _student_taps(model: nn.Module, objective: Objective, cfg: DistillConfig | None = None) -> dict[str, str]:
+    return resolve_taps(model, objective, cfg.student_taps if cfg else None)
+
+
+def _fit_into(row: dict, key: str, ph: Phase, cfg: DistillConfig, bundle: DataBundle, run_dir: Path) -> None:
+    r = fit_scored(ph, bundle.test, ckpt=run_dir / "checkpoints" / f"{ph.name.replace('/', '-')}.pt",
+                   resume=cfg.resume, progress=cfg.progress)
+    row[key], row[f"{key}_val"], row[f"{key}_seconds"] = r["test"], r["val"], r["seconds"]
+    row[f"_{key}_model"] = ph.model
+
+
+def train_control(cfg: DistillConfig, bundle: DataBundle, target: TargetProfile, run_dir: Path, seed: int,
+                  labeled_only: Dataset) -> dict[str, Any]:
+    """The student alone on the labeled data, same epochs and steps: the control."""
+    row: dict[str, Any] = {"seed": seed}
+    alone = Phase(f"alone/seed{seed}", make_student(cfg, bundle, target, seed), build_objective(["ce"]),
+                  Indexed(labeled_only), bundle.val, cfg.epochs, seed, cfg.lr, cfg.batch_size)
+    _fit_into(row, "student_alone", alone, cfg, bundle, run_dir)
+    return row
+
+
+def labeled_subset(cfg: DistillConfig, bundle: DataBundle) -> tuple[np.ndarray, Dataset]:
+    mask = labeled_mask(dataset_labels(bundle.train), cfg.labeled_fraction)
+    return mask, Repeated(torch.utils.data.Subset(bundle.train, np.flatnonzero(mask).tolist()), len(mask))
+
+
+def train_students(cfg: DistillConfig, bundle: DataBundle, target: TargetProfile, teacher: nn.Module | list[nn.Module],
+                   run_dir: Path, objective: Objective, *, source: TeacherSource | None = None,
+                   controls: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """For each seed: the student alone (control), then distilled (or born-again generations).
+    `controls` reuses rows whose control was already trained (as `compare` does)."""
+    teachers = teacher if isinstance(teacher, list) else [teacher]
+    mask, labeled_only = labeled_subset(cfg, bundle)
+    if source is None and objective.needs_teacher and cfg.generations == 0:
+        source = teacher_source(cfg, bundle, teachers, objective, cache_dir=run_dir / "cache",
+                                overrides=cfg.teacher_taps)
+    results = []
+    for seed in range(cfg.seeds):
+        row = train_control(cfg, bundle, target, run_dir, seed, labeled_only) if controls is None else \
+            {k: v for k, v in controls[seed].items() if k.startswith(("seed", "student_alone", "_student_alone"))}
+        gens = [(None, source)] if cfg.generations == 0 else [
+            (g, None) for g in range(1, cfg.generations + 1)]
+        prev = row["_student_alone_model"]
+        for gen, src in gens:
+            # Born-again: generation g learns from generation g-1 of the same architecture,
+            # starting from the student trained alone (generation 0).
+            obj = build_objective(list(cfg.methods), temperature=cfg.temperature, **cfg.loss_options)
+            if gen is not None:
+                src = teacher_source(cfg, bundle, [prev], obj)
+            model = make_student(cfg, bundle, target, seed + 1000 * (gen or 0))
+            name = f"kd/seed{seed}" if gen is None else f"kd/seed{seed}/gen{gen}"
+            kd = Phase(name, model, obj, Indexed(bundle.train, mask), bundle.val, cfg.epochs, seed, cfg.lr,
+                       cfg.batch_size, source=src, student_taps=_student_taps(model, obj, cfg), hint_epochs=cfg.hint_epochs)
+            _fit_into(row, "student", kd, cfg, bundle, run_dir)
+            if gen is not None:
+                row.setdefault("generations", []).append({"generation": gen, "accuracy": row["student"]})
+            prev = kd.model
+        results.append(row)
+    return results
+
+
+def mean_std(xs: list[float]) -> dict[str, float]:
+    a = np.asarray(xs, dtype=float)
+    return {"mean": float(a.mean()), "std": float(a.std(ddof=1)) if len(a) > 1 else 0.0, "n": len(a)}
+
+
+def gap_closed(teacher: float, alone: float, student: float) -> float | None:
+    """Share of the teacher–student gap that distillation closed (None when there is no gap)."""
+    gap = teacher - alone
+    return None if gap <= 1e-9 else (student - alone) / gap
+
+
+def distill(cfg: DistillConfig) -> dict[str, Any]:
+    """Run the whole distill stage; returns the summary written to distill.json."""
+    cfg.validate()
+    t_start = time.perf_counter()
+    target = load_target(cfg.target)
+    objective = build_objective(list(cfg.methods), temperature=cfg.temperature, **cfg.loss_options)
+    bundle = load_data(cfg.data, data_dir=cfg.data_dir, download=cfg.download)
+    probe = make_student(cfg, bundle, target, 0)
+    ops = check_student_ops(probe, input_shape=bundle.input_shape, target=target)
+    check_teacher_paths(cfg, bundle)  # before any folder is made
+    check_taps(cfg, bundle, probe, objective)
+    if cfg.resume:
+        check_resume(cfg)
+    run_dir = artifacts.create_run(cfg.run, resume=cfg.resume)
+    artifacts.write_json(run_dir / "config.json", {**asdict(cfg), "data_info": bundle.describe()})
+    teachers = obtain_teachers(cfg, bundle, run_dir)
+    models = [m for m, _ in teachers]
+    teacher_acc = ensemble_accuracy(cfg, models, bundle.test)
+    if cfg.online:
+        from edgekd.train.online import train_mutual
+
+        rows = train_mutual(cfg, bundle, target, run_dir, peers=cfg.peers)
+    else:
+        rows = train_students(cfg, bundle, target, models, run_dir, objective)
+    best = max(rows, key=lambda r: (r["student_val"], -r["seed"]))
+    save_student(run_dir / "student.pt", cfg, bundle, best["_student_model"], seed=best["seed"], ops=ops)
+    save_student(run_dir / "student_alone.pt", cfg, bundle, best["_student_alone_model"], seed=best["seed"], ops=ops)
+    summary = summarise(cfg, bundle, target, teachers, teacher_acc, rows, best, probe, ops)
+    summary["wall_seconds"] = time.perf_counter() - t_start
+    artifacts.write_json(run_dir / "distill.json", summary)
+    artifacts.set_latest(run_dir)
+    summary["run"] = str(run_dir)
+    return summary
+
+
+def method_label(cfg: DistillConfig) -> str:
+    if cfg.online:
+        return f"online: deep mutual learning, {cfg.peers} peers"
+    label = build_objective(list(cfg.methods), temperature=cfg.temperature).describe()
+    if cfg.generations:
+        label += f", born-again x{cfg.generations}"
+    if len(cfg.teacher_list) > 1:
+        label += f", {len(cfg.teacher_list)} teachers ({cfg.teacher_mode})"
+    return label
+
+
+def summarise(cfg, bundle, target, teachers, teacher_acc, rows, best, probe, ops) -> dict[str, Any]:
+    alone = mean_std([r["student_alone"] for r in rows])
+    kd = mean_std([r["student"] for r in rows])
+    clean_rows = [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows]
+    infos = [{**info, "params": count_params(m)} for m, info in teachers]
+    return {
+        "data": bundle.describe(), "target": target.name, "methods": list(cfg.methods),
+        "objective": method_label(cfg), "temperature": cfg.temperature, "epochs": cfg.epochs, "seeds": cfg.seeds,
+        "labeled_fraction": cfg.labeled_fraction,
+        "teacher": {**infos[0], "accuracy": teacher_acc, "all": infos},
+        "student": {"arch": cfg.student, "params": count_params(probe), "ops": ops,
+                    "ops_notes": getattr(probe, "ops_notes", []), "chosen_seed": best["seed"]},
+        "accuracy": {"teacher": teacher_acc, "student_alone": alone, "student": kd},
+        "gap_closed": gap_closed(teacher_acc, alone["mean"], kd["mean"]),
+        "per_seed": clean_rows,
+        "seconds": {"student_alone": sum(r["student_alone_seconds"] for r in rows),
+                    "student": sum(r["student_seconds"] for r in rows)},
+    }

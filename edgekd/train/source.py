@@ -1,0 +1,99 @@
+"""What the student learns from: live teachers, or their outputs cached once (in memory or memory-mapped)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from edgekd import defaults
+from edgekd.train import distributed as dist
+from edgekd.train.datasets import _indexed_batches
+
+
+@dataclass
+class TeacherSource:
+    """The teacher side of a phase: one or more live teachers, or their cached outputs.
+
+    Several teachers are mixed by `combine_teachers` into one set of logits; feature
+    losses read the first teacher's taps. When the inputs are deterministic the outputs
+    are computed once (`build_cache`), so a distillation epoch costs about what a
+    student-alone epoch costs.
+    """
+
+    teachers: list[nn.Module]
+    taps: dict[str, str] = field(default_factory=dict)   # role -> module name in teachers[0]
+    mode: str = "mean"
+    weights: list[float] | None = None
+    temperature: float = defaults.TEMPERATURE
+    cache: dict[str, Any] | None = None
+
+    def live(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        from edgekd.train.features import FeatureTap
+        from edgekd.train.losses import combine_teachers
+
+        # inference_mode: no autograd bookkeeping at all; clone so the student's graph may keep them.
+        with torch.inference_mode(), FeatureTap(self.teachers[0], self.taps, detach=True) as tap:
+            logits = [t.eval()(x) for t in self.teachers]
+            feats = dict(tap.outputs)
+        out = logits[0] if len(logits) == 1 else combine_teachers(
+            logits, mode=self.mode, weights=self.weights, temperature=self.temperature)
+        return out.clone(), {k: v.clone() for k, v in feats.items()}
+
+    def outputs(self, x: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        if self.cache is None:
+            return self.live(x)
+        return self.cache["logits"][idx], {k: v[idx] for k, v in self.cache["feats"].items()}
+
+    def build_cache(self, ds: Dataset, *, batch_size: int = 256, cache_dir: Path | None = None) -> "TeacherSource":
+        """Run the teacher(s) once over `ds`; features too, unless they are too big.
+
+        With `cache_dir` (one process) the outputs go straight into memory-mapped .npy files
+        there, so a large dataset's cache lives on disk, not in RAM. Under torch.distributed
+        each rank runs its own shard and the shards are assembled in memory."""
+        if cache_dir is not None and dist.world_size() == 1:
+            return self._build_mmap(ds, batch_size, cache_dir)
+        idx = sorted(set(dist.shard(len(ds), seed=0, epoch=0, shuffle=False)))
+        logits, feats = [], {}
+        for x, _ in _indexed_batches(ds, idx, batch_size):
+            lo, fe = self.live(x)
+            logits.append(lo)
+            for k, v in fe.items():
+                feats.setdefault(k, []).append(v)
+        n_bytes = sum(sum(t.numel() for t in v) * 4 for v in feats.values()) * dist.world_size()
+        if n_bytes > CACHE_FEATURE_BYTES:
+            # Feature maps of a big dataset would not fit: keep the teacher live instead.
+            return self
+        n = len(ds)
+        self.cache = {"logits": dist.fill_rows(torch.cat(logits), idx, n),
+                      "feats": {k: dist.fill_rows(torch.cat(v), idx, n) for k, v in feats.items()}}
+        return self
+
+
+    def _build_mmap(self, ds: Dataset, batch_size: int, cache_dir: Path) -> "TeacherSource":
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        arrays: dict[str, np.memmap] = {}
+        start = 0
+        for x, *_ in DataLoader(ds, batch_size=batch_size, num_workers=defaults.NUM_WORKERS):
+            lo, fe = self.live(x)
+            for key, value in {"logits": lo, **{f"feat.{k}": v for k, v in fe.items()}}.items():
+                if key not in arrays:
+                    if key != "logits" and value[0].numel() * 4 * len(ds) > CACHE_FEATURE_BYTES:
+                        return self  # feature maps this big: keep the teacher live
+                    arrays[key] = np.lib.format.open_memmap(cache_dir / f"teacher.{key}.npy", mode="w+",
+                                                            dtype=np.float32, shape=(len(ds), *value.shape[1:]))
+                arrays[key][start:start + len(x)] = value.numpy()
+            start += len(x)
+        for a in arrays.values():
+            a.flush()
+        t = {k: torch.from_numpy(v) for k, v in arrays.items()}
+        self.cache = {"logits": t["logits"], "feats": {k[5:]: v for k, v in t.items() if k.startswith("feat.")}}
+        return self
+
+
+CACHE_FEATURE_BYTES = 1 << 30

@@ -50,7 +50,7 @@ def _distill_config(*, teacher, teacher_weight, method, resume: bool, run, **kw)
 
 # Options shared by `distill` and `compare` (typer reads them off the signature).
 DATA_OPT = typer.Option(defaults.DATA, help="digits | mnist | fashion-mnist | cifar10 | imagefolder:DIR")
-DATA_DIR_OPT = typer.Option(defaults.DATA_DIR, help="Folder holding torchvision datasets.")
+DATA_DIR_OPT = typer.Option(None, help="Folder with the dataset files (IDX files, directly or under torchvision's MNIST/raw, FashionMNIST/raw; cifar-10-batches-py). Default: ./data, and for fashion-mnist also /usr/share/datasets/fashion-mnist.")
 DOWNLOAD_OPT = typer.Option(False, help="Let torchvision download the dataset into --data-dir.")
 TEACHER_OPT = typer.Option(None, help="Teacher name or .pt path; repeat for several teachers (default: cnn).")
 STUDENT_OPT = typer.Option(defaults.STUDENT, help="Student name from the registry.")
@@ -65,7 +65,7 @@ TEMP_OPT = typer.Option(defaults.TEMPERATURE, help="Softmax temperature T for so
 
 @app.command()
 def distill(
-    data: str = DATA_OPT, data_dir: Path = DATA_DIR_OPT, download: bool = DOWNLOAD_OPT,
+    data: str = DATA_OPT, data_dir: Optional[Path] = DATA_DIR_OPT, download: bool = DOWNLOAD_OPT,
     teacher: Optional[List[str]] = TEACHER_OPT,
     teacher_mode: str = typer.Option("mean", help="Several teachers: mean | weighted | confidence."),
     teacher_weight: Optional[List[float]] = typer.Option(None, help="Per-teacher weight for --teacher-mode weighted."),
@@ -163,7 +163,7 @@ def _without_launch_options(argv: list[str]) -> list[str]:
 
 @app.command()
 def compare(
-    data: str = DATA_OPT, data_dir: Path = DATA_DIR_OPT, download: bool = DOWNLOAD_OPT,
+    data: str = DATA_OPT, data_dir: Optional[Path] = DATA_DIR_OPT, download: bool = DOWNLOAD_OPT,
     teacher: Optional[List[str]] = TEACHER_OPT, student: str = STUDENT_OPT, target: str = TARGET_OPT,
     only: Optional[List[str]] = typer.Option(None, "--method", help="Methods for the table (repeatable); default: all of soft hard cosine fitnet fitnet+hint at rkd born-again dml."),
     temperature: float = TEMP_OPT, epochs: int = EPOCHS_OPT, teacher_epochs: int = T_EPOCHS_OPT, seeds: int = SEEDS_OPT,
@@ -188,7 +188,7 @@ def compare(
 def select_teacher(
     student: str = STUDENT_OPT,
     teacher: List[str] = typer.Option(..., help="Candidate teacher (name or .pt path); repeat for each."),
-    data: str = DATA_OPT, data_dir: Path = DATA_DIR_OPT, download: bool = DOWNLOAD_OPT, target: str = TARGET_OPT,
+    data: str = DATA_OPT, data_dir: Optional[Path] = DATA_DIR_OPT, download: bool = DOWNLOAD_OPT, target: str = TARGET_OPT,
     temperature: float = TEMP_OPT,
     n: int = typer.Option(256, help="Examples whose per-example gradients are scored."),
     warmup_steps: int = typer.Option(0, help="CE steps on the student before scoring (0 = at initialisation)."),
@@ -219,7 +219,7 @@ def select_student_cmd(
     trials: int = typer.Option(12, help="Candidates to time (the predictor skips hopeless draws without timing)."),
     seed: int = typer.Option(0, help="Seed for sampling the search space (same seed, same result)."),
     runner: str = typer.Option("local", help="local | qemu | ssh://USER@HOST[:PORT]"),
-    data: str = DATA_OPT, data_dir: Path = DATA_DIR_OPT, download: bool = DOWNLOAD_OPT,
+    data: str = DATA_OPT, data_dir: Optional[Path] = DATA_DIR_OPT, download: bool = DOWNLOAD_OPT,
     epochs: int = EPOCHS_OPT,
     short_epochs: Optional[int] = typer.Option(None, help="Epochs of the first successive-halving round."),
     seeds: int = typer.Option(1, help="Seeds per finalist."),

@@ -6,7 +6,8 @@ from pathlib import Path
 
 # data
 DATA = "digits"
-DATA_DIR = Path("data")
+DATA_DIR = Path("data")        # read when no --data-dir is given (then also the system folder below)
+FASHION_MNIST_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")   # Debian's dataset-fashion-mnist
 SPLIT_SEED = 0                 # the train/val/test split never changes with --seeds
 SPLIT_FRACTIONS = (0.6, 0.2, 0.2)   # train, val, test (stratified)
 BATCH_SIZE = 64

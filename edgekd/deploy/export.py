@@ -53,7 +53,7 @@ def _test_arrays(run_dir: Path) -> tuple[Any, np.ndarray, np.ndarray]:
     cfg = artifacts.read_json(run_dir / "config.json")
     if not isinstance(cfg.get("data"), str):
         raise BadInput(f"{run_dir / 'config.json'}: no 'data' entry naming the run's dataset")
-    bundle = load_data(cfg["data"], data_dir=cfg.get("data_dir", defaults.DATA_DIR))
+    bundle = load_data(cfg["data"], data_dir=cfg.get("data_dir"))
     x, y = to_arrays(bundle.test)
     return bundle, x, y
 

@@ -857,7 +857,7 @@ def select_student(*, target: str | Path, teacher: str | list[str] = defaults.TE
                    methods: tuple[str, ...] | list[str] = defaults.METHODS, run: Path | None = None,
                    progress: bool = True, teacher_epochs: int = defaults.TEACHER_EPOCHS,
                    temperature: float = defaults.TEMPERATURE, min_seconds: float = TIMING_MIN_SECONDS,
-                   include: tuple[str, ...] = (defaults.STUDENT,), data_dir: Path = defaults.DATA_DIR,
+                   include: tuple[str, ...] = (defaults.STUDENT,), data_dir: Path | None = None,
                    download: bool = False) -> dict[str, Any]:
     """Search the student for `target`: audit, predict, time, successive halving; write the run.
 

@@ -14,7 +14,7 @@ from edgekd.errors import BadInput
 @dataclass
 class DistillConfig:
     data: str = defaults.DATA
-    data_dir: Path = defaults.DATA_DIR
+    data_dir: Path | None = None
     download: bool = False
     teacher: str | tuple[str, ...] = defaults.TEACHER     # several = multi-teacher distillation
     teacher_mode: str = "mean"                            # mean | weighted | confidence

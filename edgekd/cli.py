@@ -42,17 +42,17 @@ def _distill_config(*, teacher, teacher_weight, method, resume: bool, run, **kw)
 
     if resume and run is None:
         raise BadInput("--resume needs --run DIR (the run folder to continue)")
-    teachers = teacher or [defaults.TEACHER]
-    return DistillConfig(teacher=teachers[0] if len(teachers) == 1 else tuple(teachers),
-                         teacher_weights=list(teacher_weight) if teacher_weight else None,
-                         methods=tuple(method or defaults.METHODS), resume=resume, run=run, **kw)
+    # No --teacher / --method: None, which DistillConfig.for_data fills from the data's rule.
+    teachers = None if not teacher else (teacher[0] if len(teacher) == 1 else tuple(teacher))
+    return DistillConfig(teacher=teachers, teacher_weights=list(teacher_weight) if teacher_weight else None,
+                         methods=tuple(method) if method else None, resume=resume, run=run, **kw)
 
 
 # Options shared by `distill` and `compare` (typer reads them off the signature).
 DATA_OPT = typer.Option(defaults.DATA, help="digits | mnist | fashion-mnist | cifar10 | imagefolder:DIR")
 DATA_DIR_OPT = typer.Option(None, help="Folder with the dataset files (IDX files, directly or under torchvision's MNIST/raw, FashionMNIST/raw; cifar-10-batches-py). Default: ./data, and for fashion-mnist also /usr/share/datasets/fashion-mnist.")
 DOWNLOAD_OPT = typer.Option(False, help="Let torchvision download the dataset into --data-dir.")
-TEACHER_OPT = typer.Option(None, help="Teacher name or .pt path; repeat for several teachers (default: cnn).")
+TEACHER_OPT = typer.Option(None, help="Teacher name or .pt path; repeat for several teachers (default: cnn; resnet-s for inputs of 28x28 and more).")
 STUDENT_OPT = typer.Option(defaults.STUDENT, help="Student name from the registry.")
 TARGET_OPT = typer.Option(defaults.TARGET, help="Target profile name or .toml path; the student uses only its ops.")
 EPOCHS_OPT = typer.Option(defaults.EPOCHS, help="Student epochs (the control gets the same epochs and steps).")
@@ -61,6 +61,12 @@ SEEDS_OPT = typer.Option(defaults.SEEDS, help="Seeds for mean ± std.")
 LF_OPT = typer.Option(defaults.LABELED_FRACTION, help="Keep labels for this share of the train set; the rest only the teacher labels.")
 RUN_OPT = typer.Option(None, help="Run folder (default: a new artifacts/<run-id>).")
 TEMP_OPT = typer.Option(defaults.TEMPERATURE, help="Softmax temperature T for soft labels.")
+# distill and compare: unset options follow the data (defaults.recipe: teacher, student, epochs, T, losses)
+_RULE = "default: from the data, see `defaults.recipe`"
+AUTO_STUDENT_OPT = typer.Option(None, "--student", help=f"Student name from the registry ({_RULE}: small-cnn; wide-cnn for 10k+ train images).")
+AUTO_EPOCHS_OPT = typer.Option(None, "--epochs", help=f"Student epochs; the control gets the same epochs and steps ({_RULE}: 30 for digits, 6 for Fashion-MNIST).")
+AUTO_T_EPOCHS_OPT = typer.Option(None, "--teacher-epochs", help=f"Epochs when training a teacher ({_RULE}).")
+AUTO_TEMP_OPT = typer.Option(None, "--temperature", help=f"Softmax temperature T for soft labels ({_RULE}: {defaults.TEMPERATURE:g}).")
 
 
 @app.command()
@@ -69,9 +75,10 @@ def distill(
     teacher: Optional[List[str]] = TEACHER_OPT,
     teacher_mode: str = typer.Option("mean", help="Several teachers: mean | weighted | confidence."),
     teacher_weight: Optional[List[float]] = typer.Option(None, help="Per-teacher weight for --teacher-mode weighted."),
-    student: str = STUDENT_OPT, target: str = TARGET_OPT,
+    student: Optional[str] = AUTO_STUDENT_OPT, target: str = TARGET_OPT,
     method: Optional[List[str]] = typer.Option(None, help="Loss NAME[:WEIGHT], repeatable: ce hard soft cosine fitnet at rkd rkd-d rkd-a. Default: soft:0.7 ce:0.3."),
-    temperature: float = TEMP_OPT, epochs: int = EPOCHS_OPT, teacher_epochs: int = T_EPOCHS_OPT, seeds: int = SEEDS_OPT,
+    temperature: Optional[float] = AUTO_TEMP_OPT, epochs: Optional[int] = AUTO_EPOCHS_OPT,
+    teacher_epochs: Optional[int] = AUTO_T_EPOCHS_OPT, seeds: int = SEEDS_OPT,
     lr: float = typer.Option(defaults.LR, help="Learning rate (AdamW, cosine schedule)."),
     batch_size: int = typer.Option(defaults.BATCH_SIZE, help="Batch size."),
     labeled_fraction: float = LF_OPT,
@@ -164,9 +171,10 @@ def _without_launch_options(argv: list[str]) -> list[str]:
 @app.command()
 def compare(
     data: str = DATA_OPT, data_dir: Optional[Path] = DATA_DIR_OPT, download: bool = DOWNLOAD_OPT,
-    teacher: Optional[List[str]] = TEACHER_OPT, student: str = STUDENT_OPT, target: str = TARGET_OPT,
+    teacher: Optional[List[str]] = TEACHER_OPT, student: Optional[str] = AUTO_STUDENT_OPT, target: str = TARGET_OPT,
     only: Optional[List[str]] = typer.Option(None, "--method", help="Methods for the table (repeatable); default: all of soft hard cosine fitnet fitnet+hint at rkd born-again dml."),
-    temperature: float = TEMP_OPT, epochs: int = EPOCHS_OPT, teacher_epochs: int = T_EPOCHS_OPT, seeds: int = SEEDS_OPT,
+    temperature: Optional[float] = AUTO_TEMP_OPT, epochs: Optional[int] = AUTO_EPOCHS_OPT,
+    teacher_epochs: Optional[int] = AUTO_T_EPOCHS_OPT, seeds: int = SEEDS_OPT,
     labeled_fraction: float = LF_OPT, run: Optional[Path] = RUN_OPT,
     progress: bool = typer.Option(True, help="Show progress bars."),
     as_json: bool = JSON_OPT,
@@ -310,6 +318,16 @@ def targets(
         _print(None, prof.to_dict(), True)
     else:
         console.print_json(json.dumps(prof.to_dict(), default=str))
+
+
+@app.command()
+def teachers(data: str = DATA_OPT, data_dir: Optional[Path] = DATA_DIR_OPT, as_json: bool = JSON_OPT) -> None:
+    """List the registry teachers with their cost (params, MFLOPs) at the data's input size."""
+    from edgekd.models import teachers_for_data
+    from edgekd.tables import teachers_table
+
+    result = teachers_for_data(data, data_dir=data_dir)
+    _print(teachers_table(result), result, as_json)
 
 
 @app.command()

@@ -883,7 +883,7 @@ def select_student(*, target: str | Path, teacher: str | list[str] = defaults.TE
                         budget_ms=budget_ms, min_seconds=min_seconds)
     profile = load_target(target)
     get_runner(runner)  # a bad runner spec is bad input before anything is paid for
-    cfg = DistillConfig(data=data, data_dir=Path(data_dir), download=download,
+    cfg = DistillConfig(data=data, data_dir=None if data_dir is None else Path(data_dir), download=download,
                         teacher=teacher if isinstance(teacher, str) else tuple(teacher),
                         target=str(target), methods=tuple(methods), temperature=temperature, epochs=epochs,
                         teacher_epochs=teacher_epochs, seeds=seeds, run=run, progress=progress)

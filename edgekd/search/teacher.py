@@ -356,7 +356,7 @@ def select_teachers(*, student: str = defaults.STUDENT, teachers: list[str], dat
 
     t0 = time.perf_counter()
     _check_args(teachers, n, warmup_steps)
-    cfg = DistillConfig(data=data, data_dir=Path(data_dir), download=download, student=student, target=target,
+    cfg = DistillConfig(data=data, data_dir=None if data_dir is None else Path(data_dir), download=download, student=student, target=target,
                         temperature=temperature, teacher_epochs=teacher_epochs, lr=lr, batch_size=batch_size,
                         labeled_fraction=labeled_fraction, progress=progress)
     cfg.validate()

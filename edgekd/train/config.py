@@ -11,12 +11,23 @@ from edgekd import artifacts, defaults
 from edgekd.errors import BadInput
 
 
+# Options that default to the data-dependent rule (`defaults.recipe`) when left None.
+FROM_DATA = ("teacher", "student", "methods", "temperature", "epochs", "teacher_epochs")
+
+
 @dataclass
 class DistillConfig:
+    """What a distill run is asked to do.
+
+    The FROM_DATA fields default to the digits values (`defaults.TEACHER`, …). Set to None —
+    as the CLI does for every such option the user leaves out — they follow the data:
+    `for_data` fills them from `defaults.recipe`, and distill/compare call it after loading
+    the data. A value given always wins."""
+
     data: str = defaults.DATA
     data_dir: Path | None = None
     download: bool = False
-    teacher: str | tuple[str, ...] = defaults.TEACHER     # several = multi-teacher distillation
+    teacher: str | tuple[str, ...] | None = defaults.TEACHER    # several = multi-teacher distillation
     teacher_mode: str = "mean"                            # mean | weighted | confidence
     teacher_weights: list[float] | None = None
     hint_epochs: int = 0                                  # FitNets stage 1 (needs a fitnet term)
@@ -27,12 +38,12 @@ class DistillConfig:
     loss_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     student_taps: dict[str, str] = field(default_factory=dict)   # role -> module name overrides
     teacher_taps: dict[str, str] = field(default_factory=dict)
-    student: str = defaults.STUDENT
+    student: str | None = defaults.STUDENT
     target: str = defaults.TARGET
-    methods: tuple[str, ...] = defaults.METHODS
-    temperature: float = defaults.TEMPERATURE
-    epochs: int = defaults.EPOCHS
-    teacher_epochs: int = defaults.TEACHER_EPOCHS
+    methods: tuple[str, ...] | None = defaults.METHODS
+    temperature: float | None = defaults.TEMPERATURE
+    epochs: int | None = defaults.EPOCHS
+    teacher_epochs: int | None = defaults.TEACHER_EPOCHS
     seeds: int = defaults.SEEDS
     lr: float = defaults.LR
     batch_size: int = defaults.BATCH_SIZE
@@ -43,12 +54,22 @@ class DistillConfig:
 
     @property
     def teacher_list(self) -> list[str]:
+        if self.teacher is None:
+            return []
         return [self.teacher] if isinstance(self.teacher, str) else list(self.teacher)
+
+    def for_data(self, bundle: Any) -> "DistillConfig":
+        """A copy with every FROM_DATA option left None set by `defaults.recipe` for `bundle`."""
+        from dataclasses import replace
+
+        rule = defaults.recipe(n_train=len(bundle.train), input_shape=bundle.input_shape,
+                               num_classes=bundle.num_classes)
+        return replace(self, **{k: rule[k] for k in FROM_DATA if getattr(self, k) is None})
 
     def validate(self) -> None:
         from edgekd.train.losses import COMBINE_MODES
 
-        if not self.teacher_list:
+        if self.teacher is not None and not self.teacher_list:
             raise BadInput("--teacher: give at least one teacher")
         if self.teacher_mode not in COMBINE_MODES:
             raise BadInput(f"--teacher-mode '{self.teacher_mode}': valid: {', '.join(COMBINE_MODES)}")
@@ -62,19 +83,19 @@ class DistillConfig:
                 raise BadInput(f"--{key.replace('_', '-')} {value}: must be >= 0")
         for key, value, lo in (("epochs", self.epochs, 1), ("teacher_epochs", self.teacher_epochs, 1),
                                ("seeds", self.seeds, 1), ("batch_size", self.batch_size, 1)):
-            if value < lo:
+            if value is not None and value < lo:
                 raise BadInput(f"--{key.replace('_', '-')} {value}: must be >= {lo}")
-        named = {m.partition(":")[0] for m in self.methods}
+        named = {m.partition(":")[0] for m in self.methods or defaults.METHODS}
         for loss in self.loss_options:
             if loss not in named:
                 raise BadInput(f"--loss-option {loss}.…: no --method {loss} (methods: {', '.join(sorted(named))})")
-        if self.hint_epochs and not any(m.partition(":")[0] == "fitnet" for m in self.methods):
+        if self.hint_epochs and "fitnet" not in named:
             raise BadInput(f"--hint-epochs {self.hint_epochs}: the hint stage needs a fitnet term in --method")
         if not 0 < self.labeled_fraction <= 1:
             raise BadInput(f"--labeled-fraction {self.labeled_fraction}: must be in (0, 1]")
         if not self.lr > 0:
             raise BadInput(f"--lr {self.lr}: must be > 0")
-        if not self.temperature > 0:
+        if self.temperature is not None and not self.temperature > 0:
             raise BadInput(f"--temperature {self.temperature}: must be > 0")
 
 

@@ -56,16 +56,16 @@ def test_default_teacher_and_student_follow_the_data(fashion, edgekd_main):
 
 
 def test_a_student_learns_from_the_real_images(fashion):
-    """A few hundred steps of the wide student on real images: far above chance (10%) on the
+    """60 steps of a small student on real images: far above chance (10%) on the
     official test set. Proves the pixels, labels and normalisation line up; not a benchmark."""
     from edgekd.models import create_student
 
     torch.manual_seed(0)
-    model = create_student("wide-cnn", in_channels=1, num_classes=10)
+    model = create_student("small-cnn", in_channels=1, num_classes=10)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     rng = np.random.default_rng(0)
     model.train()
-    for _ in range(150):
+    for _ in range(60):
         x, y = fashion.train.batch(rng.integers(0, len(fashion.train), 64))
         loss = torch.nn.functional.cross_entropy(model(x), y)
         opt.zero_grad()
@@ -73,6 +73,6 @@ def test_a_student_learns_from_the_real_images(fashion):
         opt.step()
     model.eval()
     with torch.no_grad():
-        x, y = fashion.test.batch(np.arange(2000))
+        x, y = fashion.test.batch(np.arange(1000))
         acc = float((model(x).argmax(1) == y).float().mean())
-    assert acc > 0.6
+    assert acc > 0.5

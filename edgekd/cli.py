@@ -326,6 +326,16 @@ def verify(run: Optional[Path] = typer.Argument(None, help="Run folder (default:
         console.print(f"verified {len(result['checked'])} files in {result['run']}: all match their manifests")
 
 
+@app.command()
+def report(runs: Optional[List[Path]] = typer.Argument(None, help="Run folders (default: artifacts/latest); several make one comparison page."),
+           out: Optional[Path] = typer.Option(None, help="Output file (default: RUN/report.html; several runs: artifacts/report-compare.html)."),
+           ) -> None:
+    """Write one self-contained HTML page for a run, or several runs side by side (opens offline)."""
+    from edgekd.report import make_report
+
+    typer.echo(f"report: {make_report(list(runs or []), out=out)}")
+
+
 @runner_app.command("setup")
 def runner_setup(kind: str = typer.Argument(..., help="qemu")) -> None:
     """Prepare a runner: `qemu` builds an aarch64 ONNX Runtime root under qemu-user in a user cache."""

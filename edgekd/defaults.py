@@ -43,3 +43,7 @@ THROUGHPUT_BATCHES = (1, 8, 32)
 # artifacts
 ARTIFACTS = Path("artifacts")
 TARGETS_DIR = Path(__file__).resolve().parent.parent / "targets"
+
+# report
+REPORT_FILE = "report.html"                   # edgekd report RUN → RUN/report.html
+REPORT_COMPARE_FILE = "report-compare.html"   # edgekd report A B → artifacts/report-compare.html

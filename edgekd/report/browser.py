@@ -24,7 +24,7 @@ CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-back
                   "--hide-scrollbars", "--remote-debugging-pipe")
 
 # Runs in the page after load: every section's visibility, every chart's size, and
-# overlapping text inside each chart (labels drawn over each other).
+# text inside each chart drawn over other text (`overlaps`) or cut off at its edge (`clipped`).
 INSPECT_JS = r"""
 (() => {
   const vis = el => { const r = el.getBoundingClientRect(), s = getComputedStyle(el);
@@ -39,8 +39,11 @@ INSPECT_JS = r"""
       const a = boxes[i], b = boxes[j];
       const w = Math.min(a.right, b.right) - Math.max(a.left, b.left), h = Math.min(a.bottom, b.bottom) - Math.max(a.top, b.top);
       if (w > 2 && h > 2) overlaps++; }
+    const outer = svg ? svg.getBoundingClientRect() : null;
+    const clipped = boxes.filter(b => b.left < outer.left - 1 || b.right > outer.right + 1 ||
+                                      b.top < outer.top - 1 || b.bottom > outer.bottom + 1).length;
     const marks = svg ? svg.querySelectorAll('rect,circle,polyline,path,line').length : 0;
-    return {key: fig.dataset.chart, width: r.width, height: r.height, visible: vis(fig), overlaps, marks}; });
+    return {key: fig.dataset.chart, width: r.width, height: r.height, visible: vis(fig), overlaps, clipped, marks}; });
   return JSON.stringify({title: document.title, sections, charts,
                          width: document.documentElement.scrollWidth, height: document.documentElement.scrollHeight});
 })()

@@ -160,15 +160,16 @@ def _val_chart(run: RunData, phases: dict) -> str:
                        "opacity": 1 if group not in seen else 0.6})
         seen.add(group)
     return svg.line_chart(series, title=f"Validation accuracy per epoch — {run.label}", x_label="epoch",
-                          y_label="val accuracy (%)", x_ticks=_epoch_ticks(run.metrics))
+                          y_label="val accuracy (%)", x_ticks=_epoch_ticks([r for rows in phases.values() for r in rows]))
 
 
 def _loss_chart(run: RunData, group: str, phases: dict) -> str:
     """Train loss of one group (e.g. every seed of the distilled student): total and each term."""
-    series, seen, terms = [], set(), []
+    series, seen, terms, mine = [], set(), [], []
     for (phase, stage), rows in phases.items():
         if _series_key(phase, stage)[0] != group:
             continue
+        mine += rows
         term_names = sorted({t for r in rows for t in (r.get("terms") or {})})
         names = term_names if len(term_names) == 1 else ["total"] + term_names  # one term: it is the total
         for name in names:
@@ -180,7 +181,7 @@ def _loss_chart(run: RunData, group: str, phases: dict) -> str:
             seen.add(name)
     positive = all(y is None or y > 0 for s in series for y in s["ys"])
     return svg.line_chart(series, title=f"Train loss per term — {group} — {run.label}", x_label="epoch",
-                          y_label="loss (log scale)" if positive else "loss", x_ticks=_epoch_ticks(run.metrics),
+                          y_label="loss (log scale)" if positive else "loss", x_ticks=_epoch_ticks(mine),
                           log_y=positive)
 
 
@@ -227,7 +228,7 @@ def curves(runs: list[RunData]) -> Section:
                     series.append({"name": f"{r.label}: {group}", "xs": xs, "ys": ys, "color": svg.color(i), "dash": dash})
         body += charts(chart("val-acc-runs", svg.line_chart(
             series, title="Validation accuracy per epoch, mean over seeds, per run", x_label="epoch",
-            y_label="val accuracy (%)", width=760)))
+            y_label="val accuracy (%)", width=760, x_ticks=_epoch_ticks([m for r in runs for m in r.metrics]))))
     for r in runs:
         body += (f"<h3>{esc(r.label)}</h3>" if len(runs) > 1 else "") + _run_curves(r)
     return Section("curves", "Training curves", body)

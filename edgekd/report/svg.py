@@ -210,7 +210,7 @@ def line_chart(series: Sequence[dict], *, title: str, x_label: str, y_label: str
 
 
 def box_plot(boxes: Sequence[dict], *, title: str, x_label: str, width: int = W, log_x: bool = False) -> str:
-    """Horizontal box plots, one row each: {name, p1?, q1?, p50, q3?, p90?, p99, n?}. Rows made
+    """Horizontal box plots, one row each: {name, p1?, q1?, p50, q3?, p90?, p99, n?, color?}. Rows made
     from percentiles only (no raw timings) have no box: a median tick and whiskers to p90/p99."""
     if not boxes:
         return ""
@@ -232,7 +232,7 @@ def box_plot(boxes: Sequence[dict], *, title: str, x_label: str, width: int = W,
         f.add(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{PAD["top"]}" y2="{height - PAD["bottom"]}" class="grid"/>')
     for i, b in enumerate(boxes):
         yc = PAD["top"] + row_h * (i + 0.5)
-        c = color(i)
+        c = b.get("color") or color(i)
         f.add(f'<text x="{label_w - 6}" y="{yc + 4:.1f}" text-anchor="end" class="tick">{escape(b["name"])}</text>')
         w_lo, w_hi = b.get("p1", b.get("q1", b["p50"])), b.get("p99", b.get("p90", b["p50"]))
         f.add(f'<line x1="{f.px(w_lo):.1f}" x2="{f.px(w_hi):.1f}" y1="{yc:.1f}" y2="{yc:.1f}" stroke="{c}" stroke-width="1.5"/>')
@@ -277,7 +277,7 @@ def histogram(samples: Sequence[float], *, title: str, x_label: str, bins: int =
         f.add(f'<rect x="{x0:.1f}" y="{f.py(c):.1f}" width="{max(0.5, x1 - x0 - 0.5):.1f}" height="{f.py(0) - f.py(c):.1f}" '
               f'fill="{color(0)}"><title>{lo + i * bw:.4g}–{lo + (i + 1) * bw:.4g}: {c}</title></rect>')
     f.x_axis(x_label, [t for t in nice_ticks(lo, hi) if lo <= t <= hi])
-    note = f" ({tail} slowest of {len(xs)} above {fmt(hi)} in the last bin)" if tail else f" (n={len(xs)})"
+    note = f" (n={len(xs)}; {tail} over {hi:.3g} in the last bin)" if tail else f" (n={len(xs)})"
     return f.svg(title + note)
 
 

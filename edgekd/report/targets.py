@@ -124,13 +124,14 @@ def _latency_boxes(run: RunData, name: str, prefix: str) -> list[dict]:
 
 def latency_charts(runs: list[RunData], name: str) -> str:
     multi = len(runs) > 1
-    boxes = [bx for r in runs for bx in _latency_boxes(r, name, f"{r.label}: " if multi else "")]
+    boxes = [{**bx, "color": svg.color(i)} if multi else bx
+             for i, r in enumerate(runs) for bx in _latency_boxes(r, name, f"{r.label}: " if multi else "")]
     if not boxes:
         return missing("No latency yet: run <code>edgekd bench</code>.")
     spread = max(b.get("p99", b["p50"]) for b in boxes) / max(1e-9, min(b.get("p1", b["p50"]) for b in boxes))
     figs = [chart(f"latency-box-{name}", svg.box_plot(
         boxes, title="Latency at batch 1 (box: quartiles; whiskers p1–p99)", x_label="ms per inference" +
-        (" (log scale)" if spread > 20 else ""), log_x=spread > 20, width=860 if multi else 720))]
+        (" (log scale)" if spread > 20 else ""), log_x=spread > 20, width=860 if multi else 620))]
     notes = []
     for r in runs:
         e = _get(_b(r, name), "fp32")
@@ -139,7 +140,7 @@ def latency_charts(runs: list[RunData], name: str) -> str:
         raw = decode_raw(e.get("latency_raw"))
         if raw:
             figs.append(chart(f"latency-hist-{name}-{r.label}", svg.histogram(
-                raw, title=f"fp32 per-run latency{' — ' + r.label if multi else ''}", x_label="ms")))
+                raw, title=f"fp32 per-run latency{' — ' + r.label if multi else ''}", x_label="ms", width=540 if multi else 480)))
         else:
             notes.append(f"{esc(r.label)}: bench.json has no raw per-run timings (made before they were kept); "
                          "the boxes are drawn from its percentiles (median tick, whiskers to p90/p99)")

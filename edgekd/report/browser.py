@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import fcntl
 import json
 import os
 import select
@@ -74,11 +75,17 @@ class Chromium:
         self._profile = tempfile.TemporaryDirectory(prefix="edgekd-chromium-")
         cmd_r, self._cmd_w = os.pipe()
         self._out_r, out_w = os.pipe()
+        # Above 4, so that placing one end on fd 3 or 4 cannot overwrite the other.
+        for name, fd in (("cmd_r", cmd_r), ("out_w", out_w)):
+            high = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10)
+            os.close(fd)
+            cmd_r, out_w = (high, out_w) if name == "cmd_r" else (cmd_r, high)
 
-        # sh puts the pipe ends on the fds Chromium expects (3: commands in, 4: replies out).
+        # bash puts the pipe ends on the fds Chromium expects (3: commands in, 4: replies out); dash cannot
+        # (it takes single-digit fds only).
         shell = f'exec "$0" "$@" 3<&{cmd_r} 4>&{out_w}'
         argv = [self.binary, *CHROMIUM_FLAGS, f"--user-data-dir={self._profile.name}", "about:blank"]
-        self.proc = subprocess.Popen(["sh", "-c", shell, *argv], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        self.proc = subprocess.Popen(["bash", "-c", shell, *argv], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE, pass_fds=(cmd_r, out_w))
         os.close(cmd_r)
         os.close(out_w)
@@ -104,7 +111,8 @@ class Chromium:
                 raise TimeoutError("chromium did not answer in time")
             chunk = os.read(self._out_r, 1 << 20)
             if not chunk:
-                raise RuntimeError("chromium closed its DevTools pipe")
+                tail = self.proc.stderr.read().decode(errors="replace")[-500:] if self.proc.poll() is not None else ""
+                raise RuntimeError(f"chromium closed its DevTools pipe {tail}".strip())
             self._buf += chunk
         msg, self._buf = self._buf.split(b"\0", 1)
         return json.loads(msg)

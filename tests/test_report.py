@@ -18,9 +18,9 @@ import report_fixtures as fx
 from conftest import REPO, snapshot
 
 from edgekd.report import make_report
-from edgekd.report.load import decode_raw, load_run
+from edgekd.report.load import decode_raw
 
-ALWAYS = ("recipe", "accuracy", "curves", "targets", "teacher-vs-student", "missing")
+ALWAYS = ("summary", "recipe", "accuracy", "curves", "targets", "teacher-vs-student", "missing")
 
 
 class _Page(HTMLParser):
@@ -33,19 +33,27 @@ class _Page(HTMLParser):
         self.text: list[str] = []
         self.feed(html)
 
+    BLOCKS = {"td", "th", "tr", "li", "p", "div", "h1", "h2", "h3", "br", "section", "figure", "text", "title"}
+
     def handle_starttag(self, tag, attrs):
+        if tag in self.BLOCKS:
+            self.text.append(" ")
         a = dict(attrs)
         if "data-section" in a:
             self.sections.append(a["data-section"])
         if "data-chart" in a:
             self.charts.append(a["data-chart"])
 
+    def handle_endtag(self, tag):
+        if tag in self.BLOCKS:
+            self.text.append(" ")
+
     def handle_data(self, data):
         self.text.append(data)
 
     @property
     def plain(self) -> str:
-        return " ".join(" ".join(self.text).split())
+        return " ".join("".join(self.text).split())
 
 
 def report_of(*runs: Path, out: Path | None = None) -> tuple[Path, _Page]:
@@ -58,7 +66,7 @@ def test_full_run_shows_every_part(tmp_path):
     run = fx.full_run(tmp_path / "run")
     path, page = report_of(run)
     assert path == run / "report.html"
-    assert page.sections == [*ALWAYS[:5], "seminar", "select-student", "select-teacher", "missing"]
+    assert page.sections == [*ALWAYS[:6], "seminar", "select-student", "select-teacher", "missing"]
     d = json.loads((run / "distill.json").read_text())
     text = page.plain
     # the recipe and the accuracy table carry the run's own numbers
@@ -73,6 +81,8 @@ def test_full_run_shows_every_part(tmp_path):
     assert {"latency-box-cpu-arm", "latency-hist-cpu-arm-run", "throughput-cpu-arm", "budget-cpu-arm-run",
             "seminar", "pareto-run"} <= set(page.charts)
     assert "Nothing: every stage of the run is here" in text
+    b = json.loads((run / "cpu-arm" / "bench.json").read_text())
+    assert f"cpu-arm: deployable ✓ pass, fp32 p90 {b['fp32']['latency_ms']['p90']:.3g} ms" in text  # the summary
 
 
 def test_latency_histogram_counts_every_raw_timing(tmp_path):
@@ -117,6 +127,7 @@ def test_run_still_training(tmp_path):
     _, page = report_of(run)
     text = page.plain
     assert "distill not finished (no distill.json)" in text
+    assert "training: alone/seed0 epoch 5/6" in text  # the summary
     assert "Training has not finished" in text and "alone/seed0 epoch 5/6" in text
     assert "val-acc-run" in page.charts and "accuracy" not in page.charts
     assert "Nothing exported yet" in text
@@ -258,7 +269,7 @@ def test_real_run_report_matches_its_files(real_run):
     d = json.loads((real_run / "distill.json").read_text())
     m = json.loads((real_run / "cpu-arm" / "manifest.json").read_text())
     b = json.loads((real_run / "cpu-arm" / "bench.json").read_text())
-    assert page.sections[:5] == list(ALWAYS[:5])
+    assert page.sections[:6] == list(ALWAYS[:6])
     for seed in d["per_seed"]:
         assert f"s{seed['seed']}: {100 * seed['student_alone']:.1f} → {100 * seed['student']:.1f}" in text
     assert f"{100 * d['accuracy']['teacher']:.2f}%" in text

@@ -5,7 +5,6 @@ no label over another or cut off; a second test checks that the file names no ex
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 import report_fixtures as fx
@@ -16,7 +15,7 @@ from edgekd.report.browser import find_chromium, inspect
 CHROMIUM = find_chromium()
 needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (apt-get install chromium; "
                                                               ".ci/run installs it)")
-FULL_SECTIONS = ["recipe", "accuracy", "curves", "targets", "teacher-vs-student", "seminar", "select-student",
+FULL_SECTIONS = ["summary", "recipe", "accuracy", "curves", "targets", "teacher-vs-student", "seminar", "select-student",
                  "select-teacher", "missing"]
 
 # Anything that would make the browser fetch: absolute and protocol-relative URLs, CSS imports and
@@ -60,7 +59,7 @@ def test_comparison_and_partial_pages_in_chromium(tmp_path):
     fx.config(partial)
     fx.write_metrics(partial, fx.metrics_lines()[:9], torn_tail=True)
     _check(inspect(make_report([partial])),
-           ["recipe", "accuracy", "curves", "targets", "teacher-vs-student", "missing"])
+           ["summary", "recipe", "accuracy", "curves", "targets", "teacher-vs-student", "missing"])
 
 
 @needs_chromium

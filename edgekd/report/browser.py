@@ -71,7 +71,7 @@ class Chromium:
         self._buf = b""
         self.events: list[dict[str, Any]] = []
 
-    def __enter__(self) -> Chromium:
+    def __enter__(self) -> Chromium:  # noqa: PYI034 (not subclassed)
         self._profile = tempfile.TemporaryDirectory(prefix="edgekd-chromium-")
         cmd_r, self._cmd_w = os.pipe()
         self._out_r, out_w = os.pipe()

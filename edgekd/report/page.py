@@ -20,7 +20,7 @@ def _labels(paths: list[Path]) -> list[str]:
 def render(runs: list[RunData]) -> str:
     """The whole page for `runs` (one or several)."""
     parts: list[Section | None] = [
-        sections.recipe(runs), sections.accuracy(runs), sections.curves(runs), targets.deployment(runs),
+        sections.summary(runs), sections.recipe(runs), sections.accuracy(runs), sections.curves(runs), targets.deployment(runs),
         targets.teacher_vs_student(runs), sections.seminar(runs), sections.select_student(runs),
         sections.select_teacher(runs), sections.whats_missing(runs)]
     if len(runs) == 1:

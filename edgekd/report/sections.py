@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from edgekd.report import svg
-from edgekd.report.html import Section, chart, charts, esc, missing, num, pct, table
+from edgekd.report.html import Section, chart, charts, esc, mark, missing, num, pct, table
 from edgekd.report.load import RunData
 
 
@@ -337,3 +337,27 @@ def whats_missing(runs: list[RunData]) -> Section:
         return Section("missing", "What is missing", "<p>Nothing: every stage of the run is here.</p>")
     lis = "".join(f"<li>{(esc(label) + ': ') if len(runs) > 1 else ''}{line}</li>" for label, line in items)
     return Section("missing", "What is missing", f"<ul>{lis}</ul>")
+
+
+def _summary_line(run: RunData) -> str:
+    a = _acc(run)
+    parts = []
+    if a:
+        parts.append(f"distilled {_ms(a.get('student'))} against {_ms(a.get('student_alone'))} alone "
+                     f"(teacher {pct(a.get('teacher'))}), gap closed {pct(_get(run.distill, 'gap_closed'), 1)}")
+    elif run.metrics:
+        last = max(run.metrics, key=lambda r: r.get("time", 0))
+        parts.append(f"training: {esc(last['phase'])} epoch {esc(last['epoch'])}/{esc(last.get('epochs', '?'))}")
+    for name, t in run.targets.items():
+        m, b = t.manifest or {}, t.bench or {}
+        rec = b.get("recommended") or m.get("recommended") or "fp32"
+        lat = _get(b, rec, "latency_ms", "p90")
+        parts.append(f"<b>{esc(name)}</b>: deployable {mark(m.get('deployable')) if 'deployable' in m else '—'}, "
+                     f"{esc(rec)} p90 {num(lat, 3)} ms" + ("" if lat is not None else " (not benchmarked)"))
+    return "; ".join(parts) or "nothing recorded yet"
+
+
+def summary(runs: list[RunData]) -> Section:
+    """The verdict first, as a run page's header does: accuracy and, per target, deployable or not."""
+    items = "".join(f"<li>{(f'<b>{esc(r.label)}</b>: ') if len(runs) > 1 else ''}{_summary_line(r)}</li>" for r in runs)
+    return Section("summary", "Summary", f"<ul>{items}</ul>")

@@ -158,8 +158,9 @@ def bar_chart(groups: Sequence[str], series: Sequence[tuple[str, Sequence[float 
                 continue
             xc = gi - 0.4 + bw * (si + 0.5)
             x_l, x_r, top, base = f.px(xc - bw * 0.45), f.px(xc + bw * 0.45), f.py(v), f.py(ticks[0])
+            fill = color(si if len(series) > 1 else gi)  # one series: a colour per category
             f.add(f'<rect x="{x_l:.1f}" y="{min(top, base):.1f}" width="{x_r - x_l:.1f}" height="{abs(base - top):.1f}" '
-                  f'fill="{color(si)}"><title>{escape(name)} {escape(groups[gi])}: {v:.4g}'
+                  f'fill="{fill}"><title>{escape(name)} {escape(groups[gi])}: {v:.4g}'
                   f'{f" ± {e:.2g}" if e else ""}</title></rect>')
             if e:
                 cx = f.px(xc)

@@ -283,3 +283,15 @@ def test_real_run_report_matches_its_files(real_run):
     assert ("no training curves recorded" in text.lower()) == (not has_metrics)
     has_raw = "latency_raw" in b["fp32"]
     assert any(c.startswith("latency-hist") for c in page.charts) == has_raw
+
+
+def test_compare_only_run(tmp_path):
+    """`edgekd compare` leaves compare.json and no distill.json: the recipe comes from compare.json."""
+    run = tmp_path / "run"
+    run.mkdir()
+    fx.compare_json(run)
+    _, page = report_of(run)
+    text = page.plain
+    assert "an edgekd compare run" in text and "distill not finished" not in text
+    assert "seminar" in page.sections and "seminar" in page.charts
+    assert "small-cnn" in text and "digits" in text

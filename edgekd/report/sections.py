@@ -23,8 +23,16 @@ def _get(d: Any, *keys: str, default: Any = None) -> Any:
 
 
 def _src(run: RunData) -> dict[str, Any]:
-    """distill.json where it exists, else config.json (a run still training)."""
-    return run.distill or run.config or {}
+    """distill.json where it exists, else config.json (a run still training), else compare.json (a compare run)."""
+    return run.distill or run.config or run.extra.get("compare") or {}
+
+
+def _status(run: RunData) -> str:
+    if run.distill:
+        return "finished"
+    if "compare" in run.extra:
+        return "an <code>edgekd compare</code> run: its results are in the seminar table"
+    return '<span class="fail">distill not finished (no distill.json)</span>'
 
 
 def _split(run: RunData) -> str:
@@ -52,13 +60,13 @@ def _provenance(run: RunData) -> dict[str, Any]:
 
 
 def _recipe_rows(run: RunData) -> dict[str, str]:
-    s, cfg, prov = _src(run), run.config or {}, _provenance(run)
+    s, cfg, prov = _src(run), run.config or run.extra.get("compare") or {}, _provenance(run)
     data = s.get("data")
     data_name = data.get("name") if isinstance(data, dict) else data
     student = _get(run.distill, "student")
     versions = ", ".join(f"{k} {prov[k]}" for k in ("edgekd", "torch", "torchvision", "onnxruntime", "python") if prov.get(k))
     return {
-        "status": "finished" if run.distill else '<span class="fail">distill not finished (no distill.json)</span>',
+        "status": _status(run),
         "data": esc(data_name or "—"), "split": _split(run), "teacher": _teacher(run),
         "student": esc(f"{student['arch']} ({num(student.get('params'), 3)} params, ops: {', '.join(student.get('ops', []))})")
         if isinstance(student, dict) else esc(cfg.get("student", "—")),
@@ -262,8 +270,7 @@ def seminar(runs: list[RunData]) -> Section | None:
     c = have[0].extra["compare"]
     fig = svg.bar_chart(methods[1:], series, title=f"Seminar table: {c.get('student')} on {c.get('data')}, "
                         f"labeled fraction {c.get('labeled_fraction')}", y_label="test accuracy (%)",
-                        hline=(100 * teacher, "teacher") if isinstance(teacher, (int, float)) else None,
-                        width=max(560, 70 * len(methods)))
+                        hline=(100 * teacher, "teacher") if isinstance(teacher, (int, float)) else None)
     note = ('<p class="muted">"beats alone": above the student alone by more than the combined spread '
             '(√(sd² + sd_alone²)).</p>')
     return Section("seminar", "Seminar table (edgekd compare)",
@@ -317,7 +324,7 @@ def _missing_lines(run: RunData) -> list[str]:
     out = []
     if run.config is None and run.distill is None:
         out.append("no config.json or distill.json")
-    elif run.distill is None:
+    elif run.distill is None and "compare" not in run.extra:
         out.append("distill has not finished: no distill.json (accuracy, student and teacher details missing)")
     if not run.metrics:
         out.append("no metrics.jsonl: no training curves")

@@ -148,6 +148,8 @@ def bar_chart(groups: Sequence[str], series: Sequence[tuple[str, Sequence[float 
     lo = min(vals + [hi]) if y_min is None else y_min
     lo = y_min if y_min is not None else max(0.0, lo - 0.15 * (hi - lo + 1e-9))
     ticks = nice_ticks(lo, hi)
+    # Wide enough that no category name runs into the next one.
+    width = max(width, int(len(groups) * (6.5 * max(map(len, groups), default=1) + 12)) + PAD["left"] + PAD["right"])
     f = Frame(-0.5, len(groups) - 0.5, ticks[0], ticks[-1], width=width)
     f.y_axis(y_label, ticks)
     n = max(1, len(series))

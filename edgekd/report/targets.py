@@ -71,6 +71,8 @@ def audit_table(runs: list[RunData], name: str) -> str:
         row("provider requested → ran", lambda m, b: esc(f"{_get(b, 'fp32', 'provider_requested', default='?')} → "
                                                           f"{_get(b, 'fp32', 'provider', default='?')}") if b else
             '<span class="muted">not benchmarked</span>'),
+        row("runner", lambda m, b: esc(b.get("runner", "—")) + (" <b>(emulated: timings are not the target's)</b>"
+                                                                 if _get(b, "fp32", "emulated") else "") if b else "—"),
         row("provider assignment", _assignment),
         row("threads used (requested)", lambda m, b: esc(f"{_get(b, 'fp32', 'threads', default='—')} "
                                                          f"({_get(b, 'fp32', 'threads_requested', default='—')})")),

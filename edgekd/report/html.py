@@ -90,6 +90,16 @@ def num(v: Any, digits: int = 4) -> str:
     return f"{v:.{digits}g}"
 
 
+def count(v: Any) -> str:
+    """A parameter count as 7.51k / 2.22M."""
+    if not isinstance(v, (int, float)) or isinstance(v, bool):
+        return "—"
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(v) >= scale:
+            return f"{v / scale:.3g}{unit}"
+    return f"{v:g}"
+
+
 def size(v: Any) -> str:
     """Bytes as B / KiB / MiB."""
     if not isinstance(v, (int, float)) or isinstance(v, bool):

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from edgekd.report import svg
-from edgekd.report.html import Section, chart, charts, esc, mark, missing, num, pct, table
+from edgekd.report.html import Section, chart, charts, count, esc, mark, missing, num, pct, table
 from edgekd.report.load import RunData
 
 
@@ -49,7 +49,7 @@ def _teacher(run: RunData) -> str:
     t = _get(run.distill, "teacher")
     if isinstance(t, dict):
         parts = [f"{i.get('arch') or i.get('path') or i.get('spec') or '?'} ({i.get('source', '?')}, "
-                 f"{num(i.get('params'), 3)} params)" for i in t.get("all", [t])]
+                 f"{count(i.get('params'))} params)" for i in t.get("all", [t])]
         return esc("; ".join(parts)) + f", test accuracy {pct(t.get('accuracy'))}"
     spec = _get(run.config, "teacher")
     return esc(", ".join(spec) if isinstance(spec, list) else spec or "—")
@@ -68,7 +68,7 @@ def _recipe_rows(run: RunData) -> dict[str, str]:
     return {
         "status": _status(run),
         "data": esc(data_name or "—"), "split": _split(run), "teacher": _teacher(run),
-        "student": esc(f"{student['arch']} ({num(student.get('params'), 3)} params, ops: {', '.join(student.get('ops', []))})")
+        "student": esc(f"{student['arch']} ({count(student.get('params'))} params, ops: {', '.join(student.get('ops', []))})")
         if isinstance(student, dict) else esc(cfg.get("student", "—")),
         "methods (weights)": esc(s.get("objective") or ", ".join(s.get("methods", [])) or "—"),
         "temperature": num(s.get("temperature")), "epochs": num(s.get("epochs")),
@@ -287,14 +287,14 @@ def select_student(runs: list[RunData]) -> Section | None:
         cands = res.get("candidates", [])
         front = set(_get(res, "pareto", "latency", default=[]))
         pts = [{"x": _get(c, "measured", "latency_p90_ms"), "y": 100 * c["val_accuracy"] if "val_accuracy" in c else None,
-                "name": f"#{c.get('id')} {c.get('name', '')}", "group": "Pareto front" if c.get("id") in front else
-                "trained"} for c in cands]
+                "name": f"#{c.get('id')} {c.get('name', '')}", "group": "on the front" if c.get("id") in front else
+                "off the front"} for c in cands]
         idx = [i for i, c in enumerate(cands) if c.get("id") in front]
         fig = svg.scatter(pts, title=f"select-student on {res.get('target')}: accuracy vs measured latency — {r.label}",
                           x_label="latency p90 (ms)", y_label="val accuracy (%)", front=idx)
         rec = res.get("recommended") or {}
         rows = [[f"#{esc(c.get('id'))} {esc(c.get('name', ''))}" + (" <b>(recommended)</b>" if c.get("id") == rec.get("id") else ""),
-                 num(_get(c, "measured", "latency_p90_ms")), num(_get(c, "cost", "params"), 3),
+                 num(_get(c, "measured", "latency_p90_ms"), 3), count(_get(c, "cost", "params")),
                  pct(c.get("val_accuracy")), pct(c.get("test_accuracy")), esc(c.get("status", ""))]
                 for c in cands if c.get("id") in front]
         body += (f"<h3>{esc(r.label)}</h3>" if len(have) > 1 else "") + charts(chart(f"pareto-{r.label}", fig, empty=
@@ -312,7 +312,7 @@ def select_teacher(runs: list[RunData]) -> Section | None:
         res = r.extra["select_teacher"]
         rows = [[esc(t.get("teacher")) + (" <b>(best)</b>" if t.get("teacher") == res.get("best") else ""),
                  num(_get(t, "grace", "score")), num(_get(t, "grace", "std")), pct(t.get("val_accuracy")),
-                 pct(t.get("agreement_at_init")), num(t.get("params"), 3)] for t in res.get("teachers", [])]
+                 pct(t.get("agreement_at_init")), count(t.get("params"))] for t in res.get("teachers", [])]
         body += (f"<h3>{esc(r.label)}</h3>" if len(have) > 1 else "") + table(
             ["teacher", "GRACE score", "± std", "val acc", "agreement at init", "params"], rows) + (
             f'<p class="muted">{esc(res.get("score", ""))}; '

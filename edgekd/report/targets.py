@@ -11,7 +11,7 @@ import math
 from typing import Any
 
 from edgekd.report import svg
-from edgekd.report.html import Section, chart, charts, esc, mark, missing, num, pct, size, table
+from edgekd.report.html import Section, chart, charts, count, esc, mark, missing, num, pct, size, table
 from edgekd.report.load import RunData, TargetData, decode_raw
 from edgekd.report.sections import _get
 
@@ -64,7 +64,7 @@ def audit_table(runs: list[RunData], name: str) -> str:
 
     rows = [
         row("model", lambda m, b: esc(f"{_get(m, 'model', 'path', default='—')}, {size(_get(m, 'model', 'bytes'))}, "
-                                      f"{num(_get(m, 'model', 'params'), 4)} params, opset {_get(m, 'model', 'opset', default='—')}")),
+                                      f"{count(_get(m, 'model', 'params'))} params, opset {_get(m, 'model', 'opset', default='—')}")),
         row("ops used", lambda m, b: esc(", ".join(_get(m, "ops", "used", default=[]) or []) or "—")),
         row("unsupported", lambda m, b: _unsupported(m)),
         row("coverage (nodes the target takes)", lambda m, b: pct(_get(m, "ops", "coverage"), 1)),

@@ -95,17 +95,22 @@ def distill(run: Path, *, epochs: int = 6, seeds: int = 2, provenance: bool = Tr
     return d
 
 
-def manifest(run: Path, target: str = "cpu-arm", *, int8: bool = True) -> dict:
+def manifest(run: Path, target: str = "cpu-arm", *, int8: bool = True, partition: bool = True) -> dict:
     m = {"edgekd_version": "0.1.0", "target": target,
          "target_profile": {"name": target, "budget": {"latency_p90_ms": 5.0, "peak_memory_mb": 256.0,
                                                        "model_size_mb": 2.0}},
          "model": {"path": "model.onnx", "sha256": "0" * 64, "bytes": 31942, "opset": 17, "params": 7514},
          "ops": {"used": ["Conv", "Flatten", "Gemm"], "unsupported": [], "coverage": 1.0, "graph": "optimized",
-                 "notes": []},
+                 "notes": [], "partition": {"ran": True, "built": True, "provider": "CPUExecutionProvider",
+                                            "nodes": {"CPUExecutionProvider": 5}, "share": {"CPUExecutionProvider": 1.0},
+                                            "fell_back_ops": [], "passed": True,
+                                            "summary": "CPUExecutionProvider 5 nodes"}},
          "parity": {"n": 360, "max_abs_diff": 9.5e-07, "max_rel_diff": 4.8e-04, "top1_agreement": 1.0, "passed": True},
          "accuracy": {"teacher": TEACHER_ACC, "student_alone": ALONE[1], "student": KD[1], "student_onnx": KD[1],
                       "n_test": 360},
          "recommended": "fp32", "checks": {"passed": True, "failures": []}, "deployable": True}
+    if not partition:  # made before export recorded ONNX Runtime's own partition
+        del m["ops"]["partition"]
     if int8:
         m["variants"] = {"int8": {"path": "model.int8.onnx", "sha256": "1" * 64, "bytes": 18741, "accuracy": 0.9722,
                                   "parity": {"n": 360, "max_abs_diff": 0.05, "max_rel_diff": 0.4,
@@ -133,10 +138,12 @@ def bench(run: Path, target: str = "cpu-arm", *, raw: bool = True, int8: bool = 
     rng = np.random.default_rng(seed)
     fp32 = _entry(rng, 0.045, raw=raw)
     q = _entry(rng, 0.034, raw=raw) if int8 else None
-    teacher = _entry(rng, 0.69, raw=False)["latency_ms"]
-    if profile:
-        fp32["profile"] = [{"op": "Conv", "provider": "CPUExecutionProvider", "total_ms": 12.5, "share": 0.61},
-                           {"op": "Gemm", "provider": "CPUExecutionProvider", "total_ms": 5.1, "share": 0.25}]
+    teacher_entry = _entry(rng, 0.69, raw=raw)
+    teacher = teacher_entry["latency_ms"]
+    if profile:  # the agent's summarize_profile shape
+        fp32["profile"] = {"CPUExecutionProvider": {"total_ms": 20.4, "runs": 100, "ops": [
+            {"op": "Conv", "total_ms": 12.5, "share": 0.61, "calls": 200, "mean_us": 62.5},
+            {"op": "Gemm", "total_ms": 5.1, "share": 0.25, "calls": 100, "mean_us": 51.0}]}}
     checks = [{"name": "latency_p90_ms", "value": fp32["latency_ms"]["p90"], "limit": 5.0, "passed": True},
               {"name": "peak_memory_mb", "value": 62.1, "limit": 256.0, "passed": True},
               {"name": "model_size_mb", "value": 31942 / 2**20, "limit": 2.0, "passed": True}]
@@ -144,6 +151,7 @@ def bench(run: Path, target: str = "cpu-arm", *, raw: bool = True, int8: bool = 
          "budget": {"passed": True, "checks": checks},
          "comparison": {"threads": 2, "teacher_onnx_ms": teacher, "student_onnx_ms": fp32["latency_ms"],
                         "student_eager_ms": {"p50": 0.41, "p90": 0.55, "p99": 1.6, "mean": 0.7, "n": 1415},
+                        "teacher_onnx_raw": teacher_entry.get("latency_raw"),
                         "teacher_over_student": teacher["p50"] / fp32["latency_ms"]["p50"],
                         "onnx_over_eager": 0.11, "accuracy_points_lost": 1.1}}
     _write(run / target / "bench.json", b)

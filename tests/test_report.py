@@ -81,6 +81,8 @@ def test_full_run_shows_every_part(tmp_path):
     assert {"latency-box-cpu-arm", "latency-hist-cpu-arm-run", "throughput-cpu-arm", "budget-cpu-arm-run",
             "seminar", "pareto-run"} <= set(page.charts)
     assert "Nothing: every stage of the run is here" in text
+    assert "CPUExecutionProvider: 5 nodes (100%)" in text  # the real partition
+    assert "CPUExecutionProvider Conv 12.5 61.0% 200 62.5" in text  # the operator profile
     b = json.loads((run / "cpu-arm" / "bench.json").read_text())
     assert f"cpu-arm: deployable ✓ pass, fp32 p90 {b['fp32']['latency_ms']['p90']:.3g} ms" in text  # the summary
 
@@ -140,7 +142,7 @@ def test_old_run_without_curves_or_raw_timings(tmp_path):
     run = tmp_path / "run"
     fx.config(run)
     fx.distill(run, provenance=False)
-    fx.manifest(run, int8=False)
+    fx.manifest(run, int8=False, partition=False)
     fx.bench(run, raw=False, int8=False, profile=False)
     _, page = report_of(run)
     text = page.plain
@@ -150,6 +152,7 @@ def test_old_run_without_curves_or_raw_timings(tmp_path):
     assert not any(c.startswith("latency-hist") for c in page.charts)
     assert "No int8 variant" in text and "no provenance in distill.json" in text
     assert "No per-operator profile" in text
+    assert "not recorded (static audit only)" in text
 
 
 def test_exported_but_not_benchmarked(tmp_path):

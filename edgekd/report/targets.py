@@ -41,14 +41,19 @@ def _unsupported(m: dict) -> str:
 
 
 def _assignment(m: dict, b: dict) -> str:
-    """The real provider assignment when the ep stage recorded one (any of its likely homes)."""
-    found = (_get(m, "ops", "assignment") or _get(m, "assignment") or _get(b, "fp32", "assignment")
-             or _get(b, "fp32", "provider_assignment") or _get(m, "ops", "provider_assignment"))
-    if not found:
+    """ONNX Runtime's real node → provider assignment, where export or audit could build the target's session."""
+    part = _get(m, "ops", "partition")
+    if not isinstance(part, dict):
         return '<span class="muted">not recorded (static audit only)</span>'
-    if isinstance(found, dict):
-        return "<br>".join(f"{esc(k)}: {esc(v if not isinstance(v, (list, dict)) else _short(v))}" for k, v in found.items())
-    return esc(_short(found))
+    if not part.get("ran", True):
+        return f'<span class="muted">not run here: {esc(part.get("reason", "provider unavailable"))}</span>'
+    nodes = part.get("nodes") or {}
+    lines = [f"{esc(p)}: {esc(n)} nodes ({pct(_get(part, 'share', p), 0)})" for p, n in nodes.items()]
+    if part.get("fell_back_ops"):
+        lines.append(f'<span class="fail">fell back: {esc(", ".join(part["fell_back_ops"]))}</span>')
+    if part.get("error"):
+        lines.append(f'<span class="fail">{esc(part["error"])}</span>')
+    return mark(part.get("passed")) + "<br>" + "<br>".join(lines or [esc(part.get("summary", ""))])
 
 
 def _short(v: Any, limit: int = 300) -> str:
@@ -119,7 +124,7 @@ def _latency_boxes(run: RunData, name: str, prefix: str) -> list[dict]:
         if isinstance(e, dict):
             out.append(_box(f"{prefix}{v}", e.get("latency_ms"), decode_raw(e.get("latency_raw"))))
     comp = b.get("comparison") or {}
-    out.append(_box(f"{prefix}teacher (ONNX)", comp.get("teacher_onnx_ms"), decode_raw(comp.get("teacher_raw"))))
+    out.append(_box(f"{prefix}teacher (ONNX)", comp.get("teacher_onnx_ms"), decode_raw(comp.get("teacher_onnx_raw"))))
     out.append(_box(f"{prefix}student eager", comp.get("student_eager_ms"), None))
     return [x for x in out if x]
 
@@ -191,26 +196,31 @@ def budget_table(runs: list[RunData], name: str) -> str:
     return table(["budget: value / limit", *[esc(r.label) for r in runs]], rows) + charts(*figs)
 
 
-def _profile(b: dict) -> Any:
-    return b.get("profile") or _get(b, "fp32", "profile") or _get(b, "fp32", "op_profile")
+def _profile_rows(prof: Any) -> list[dict]:
+    """Rows {provider, op, total_ms, share, calls, mean_us} from the agent's
+    {provider: {"total_ms", "runs", "ops": [{op, total_ms, share, calls, mean_us}]}}; a plain list of rows passes."""
+    if isinstance(prof, list):
+        return [r for r in prof if isinstance(r, dict)]
+    if not isinstance(prof, dict):
+        return []
+    return [{"provider": provider, **op} for provider, v in prof.items() if isinstance(v, dict)
+            for op in v.get("ops", []) if isinstance(op, dict)]
 
 
 def profile_tables(runs: list[RunData], name: str) -> str:
-    """Top operators by time, in whatever row shape the profiler stage wrote (a list of rows or {op: ms})."""
+    """Top operators by time per provider, for each variant the bench profiled (`edgekd bench --profile`)."""
     out = ""
     for r in runs:
-        prof = _profile(_b(r, name))
-        if isinstance(prof, dict):
-            rows_src = prof.get("top") or prof.get("ops") or prof.get("rows") or [
-                {"op": k, "value": v} for k, v in prof.items() if isinstance(v, (int, float))]
-        else:
-            rows_src = prof
-        if not isinstance(rows_src, list) or not rows_src or not all(isinstance(x, dict) for x in rows_src):
-            continue
-        cols = list(dict.fromkeys(k for x in rows_src[:15] for k in x))
-        body = [[num(x.get(c)) if isinstance(x.get(c), (int, float)) else esc(x.get(c, "")) for c in cols]
-                for x in rows_src[:15]]
-        out += (f"<h3>{esc(r.label)}</h3>" if len(runs) > 1 else "") + table([esc(c) for c in cols], body)
+        for v in VARIANTS:
+            rows = sorted(_profile_rows(_get(_b(r, name), v, "profile")), key=lambda x: -float(x.get("total_ms") or 0))
+            if not rows:
+                continue
+            cols = [c for c in ("provider", "op", "total_ms", "share", "calls", "mean_us") if any(c in x for x in rows)]
+            cols += [c for c in dict.fromkeys(k for x in rows for k in x) if c not in cols]
+            body = [[pct(x.get(c), 1) if c == "share" else num(x.get(c)) if isinstance(x.get(c), (int, float))
+                     else esc(x.get(c, "")) for c in cols] for x in rows[:15]]
+            out += f"<p><b>{esc(r.label + ': ' if len(runs) > 1 else '')}{v}</b></p>" + table(
+                [esc(c) for c in cols], body, numeric_from=2)
     return out or '<p class="muted">No per-operator profile in bench.json (taken with <code>edgekd bench --profile</code>).</p>'
 
 

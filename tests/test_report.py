@@ -4,9 +4,11 @@ one real tiny pipeline (distill → export int8 → bench) checks the page again
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from html.parser import HTMLParser
@@ -298,3 +300,60 @@ def test_compare_only_run(tmp_path):
     assert "an edgekd compare run" in text and "distill not finished" not in text
     assert "seminar" in page.sections and "seminar" in page.charts
     assert "small-cnn" in text and "digits" in text
+
+
+# ---------------------------------------------------------------- never fails
+def _paths(node, prefix=()):
+    """Every (path) to a value inside a JSON document."""
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield prefix + (k,)
+            yield from _paths(v, prefix + (k,))
+    elif isinstance(node, list):
+        for i, v in enumerate(node[:3]):
+            yield prefix + (i,)
+            yield from _paths(v, prefix + (i,))
+
+
+def _set(doc, path, value):
+    for k in path[:-1]:
+        doc = doc[k]
+    doc[path[-1]] = value
+
+
+FILES = ("distill.json", "config.json", "cpu-arm/manifest.json", "cpu-arm/bench.json", "compare.json",
+         "select_student.json", "teacher_selection.json")
+
+
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory) -> Path:
+    return fx.full_run(tmp_path_factory.mktemp("pristine") / "run")
+
+
+def test_values_of_unexpected_types_never_fail_the_page(pristine, tmp_path):
+    """Files from another edgekd version (or edited by hand) with values of the wrong type: every
+    section still renders or says it could not, and the page is written."""
+    hypothesis = pytest.importorskip("hypothesis")
+    st = hypothesis.strategies
+    docs = {f: json.loads((pristine / f).read_text()) for f in FILES}
+    paths = [(f, p) for f, d in docs.items() for p in _paths(d)]
+    bad = st.sampled_from([None, "x", -1, 0, float("1e308"), [], {}, True, [1, "a"], {"mean": "x"}])
+
+    run = tmp_path / "run"
+    shutil.copytree(pristine, run)
+
+    @hypothesis.settings(max_examples=40, deadline=None, derandomize=True)
+    @hypothesis.given(st.lists(st.tuples(st.sampled_from(paths), bad), min_size=1, max_size=6))
+    def check(edits):
+        new = copy.deepcopy(docs)
+        for (f, p), value in edits:
+            try:
+                _set(new[f], p, value)
+            except (KeyError, IndexError, TypeError):  # an earlier edit replaced a parent
+                pass
+        for f, d in new.items():
+            (run / f).write_text(json.dumps(d))
+        _, page = report_of(run)
+        assert set(ALWAYS) <= set(page.sections)
+
+    check()

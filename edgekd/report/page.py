@@ -7,7 +7,7 @@ from pathlib import Path
 from edgekd import artifacts, defaults
 from edgekd.errors import BadInput
 from edgekd.report import sections, targets
-from edgekd.report.html import Section, page
+from edgekd.report.html import Section, esc, missing, page
 from edgekd.report.load import RunData, load_run
 
 
@@ -17,12 +17,29 @@ def _labels(paths: list[Path]) -> list[str]:
     return [n if names.count(n) == 1 else f"{n} ({i + 1})" for i, n in enumerate(names)]
 
 
+BUILDERS = ((sections.summary, "summary", "Summary"), (sections.recipe, "recipe", "Recipe"),
+            (sections.accuracy, "accuracy", "Accuracy"), (sections.curves, "curves", "Training curves"),
+            (targets.deployment, "targets", "Deployment targets"),
+            (targets.teacher_vs_student, "teacher-vs-student", "Teacher against student"),
+            (sections.seminar, "seminar", "Seminar table (edgekd compare)"),
+            (sections.select_student, "select-student", "Student search (edgekd select-student)"),
+            (sections.select_teacher, "select-teacher", "Teacher selection (edgekd select-teacher)"),
+            (sections.whats_missing, "missing", "What is missing"))
+
+
+def _section(build, key: str, title: str, runs: list[RunData]) -> Section | None:
+    """One section; a file whose values have shapes this version does not know (written by an older or
+    newer edgekd, or edited by hand) costs that section, never the page."""
+    try:
+        return build(runs)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, ZeroDivisionError, OverflowError) as e:
+        return Section(key, title, missing(f"This section could not be drawn from the run's files "
+                                           f"({esc(type(e).__name__)}: {esc(e)}); the other sections are unaffected."))
+
+
 def render(runs: list[RunData]) -> str:
     """The whole page for `runs` (one or several)."""
-    parts: list[Section | None] = [
-        sections.summary(runs), sections.recipe(runs), sections.accuracy(runs), sections.curves(runs), targets.deployment(runs),
-        targets.teacher_vs_student(runs), sections.seminar(runs), sections.select_student(runs),
-        sections.select_teacher(runs), sections.whats_missing(runs)]
+    parts = [_section(build, key, title, runs) for build, key, title in BUILDERS]
     if len(runs) == 1:
         title, sub = f"edgekd run {runs[0].label}", f"<code>{runs[0].path}</code>"
     else:

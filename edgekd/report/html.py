@@ -31,6 +31,7 @@ svg .err{stroke:#222;stroke-width:1.3;fill:none}svg .ref{stroke:#444;stroke-widt
 .pass{color:#16803c;font-weight:600}.fail{color:#c0262d;font-weight:600}.missing{color:#8a5a00;background:#fff7e0;border-left:3px solid #e0a800;padding:4px 8px;margin:6px 0}
 .row{display:flex;flex-wrap:wrap;gap:8px 28px;align-items:flex-start}.cell{min-width:0;max-width:100%}
 h3.tname{font-size:16px;color:#1d4f91}header code{background:#2c3e55;color:#e6edf5}
+.pair{display:flex;flex-wrap:wrap;gap:0 16px}.pair>section{flex:1 1 480px;min-width:0}
 .muted{color:#667}code{background:#f0f2f5;padding:0 3px;border-radius:3px}
 """
 
@@ -110,10 +111,22 @@ def size(v: Any) -> str:
     return f"{int(v)} B"
 
 
-def page(title: str, subtitle: str, sections: Sequence[Section]) -> str:
+def _html(s: Section) -> str:
+    return f'<section id="{s.key}" data-section="{s.key}"><h2>{esc(s.title)}</h2>{s.body}</section>'
+
+
+def page(title: str, subtitle: str, sections: Sequence[Section], *, side_by_side: tuple[str, str] | None = None) -> str:
+    """The document. `side_by_side` names two consecutive sections to share a row where the window is wide."""
     nav = "".join(f'<a href="#{s.key}">{esc(s.title)}</a>' for s in sections)
-    body = "".join(f'<section id="{s.key}" data-section="{s.key}"><h2>{esc(s.title)}</h2>{s.body}</section>'
-                   for s in sections)
+    parts, i = [], 0
+    while i < len(sections):
+        if side_by_side and i + 1 < len(sections) and (sections[i].key, sections[i + 1].key) == side_by_side:
+            parts.append(f'<div class="pair">{_html(sections[i])}{_html(sections[i + 1])}</div>')
+            i += 2
+        else:
+            parts.append(_html(sections[i]))
+            i += 1
+    body = "".join(parts)
     made = time.strftime("%Y-%m-%d %H:%M:%S")
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
             f'<meta name="viewport" content="width=device-width, initial-scale=1"><title>{esc(title)}</title>'

@@ -44,7 +44,8 @@ def render(runs: list[RunData]) -> str:
         title, sub = f"edgekd run {runs[0].label}", f"<code>{runs[0].path}</code>"
     else:
         title, sub = f"edgekd: {len(runs)} runs side by side", ", ".join(f"<code>{r.path}</code>" for r in runs)
-    return page(title, sub, [s for s in parts if s is not None])
+    return page(title, sub, [s for s in parts if s is not None],
+                side_by_side=("recipe", "accuracy") if len(runs) == 1 else None)
 
 
 def build(paths: list[Path], *, out: Path | None = None) -> Path:

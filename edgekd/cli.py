@@ -327,7 +327,7 @@ def verify(run: Optional[Path] = typer.Argument(None, help="Run folder (default:
 
 
 @app.command()
-def report(runs: Optional[List[Path]] = typer.Argument(None, metavar="[RUN]...", help="Run folders (default: artifacts/latest); several make one comparison page."),
+def report(runs: Optional[List[Path]] = typer.Argument(None, metavar="RUN", help="Run folders (default: artifacts/latest); several make one comparison page."),
            out: Optional[Path] = typer.Option(None, help="Output file (default: RUN/report.html; several runs: artifacts/report-compare.html)."),
            ) -> None:
     """Write one self-contained HTML page for a run, or several runs side by side (opens offline)."""

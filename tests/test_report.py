@@ -357,3 +357,13 @@ def test_values_of_unexpected_types_never_fail_the_page(pristine, tmp_path):
         assert set(ALWAYS) <= set(page.sections)
 
     check()
+
+
+def test_run_in_progress_without_metrics_names_its_checkpoints(tmp_path):
+    run = tmp_path / "run"
+    fx.config(run)
+    (run / "checkpoints").mkdir()
+    for name in ("teacher", "alone-seed0"):
+        (run / "checkpoints" / f"{name}.pt").write_bytes(b"")
+    _, page = report_of(run)
+    assert "epoch checkpoints so far: alone-seed0, teacher" in page.plain

@@ -44,6 +44,7 @@ class RunData:
     metrics: list[dict[str, Any]] = field(default_factory=list)
     targets: dict[str, TargetData] = field(default_factory=dict)
     extra: dict[str, dict[str, Any]] = field(default_factory=dict)
+    checkpoints: list[str] = field(default_factory=list)   # phases with an epoch checkpoint (a run in progress)
     problems: list[str] = field(default_factory=list)
 
 
@@ -117,6 +118,7 @@ def load_run(path: Path, *, label: str | None = None) -> RunData:
     run.config = _json(path / "config.json", run.problems)
     run.distill = _json(path / "distill.json", run.problems)
     run.metrics = read_metrics(path / METRICS, run.problems)
+    run.checkpoints = sorted(p.stem for p in (path / "checkpoints").glob("*.pt"))
     for key, name in OPTIONAL_JSON.items():
         obj = _json(path / name, run.problems)
         if obj is not None:

@@ -361,6 +361,8 @@ def _summary_line(run: RunData) -> str:
         lat = _get(b, rec, "latency_ms", "p90")
         parts.append(f"<b>{esc(name)}</b>: deployable {mark(m.get('deployable')) if 'deployable' in m else '—'}, "
                      f"{esc(rec)} p90 {num(lat, 3)} ms" + ("" if lat is not None else " (not benchmarked)"))
+    if not parts and run.checkpoints:
+        parts.append(f"distill not finished; epoch checkpoints so far: {esc(', '.join(run.checkpoints))}")
     return "; ".join(parts) or "nothing recorded yet"
 
 

@@ -329,7 +329,7 @@ def verify(run: Optional[Path] = typer.Argument(None, help="Run folder (default:
 @runner_app.command("setup")
 def runner_setup(kind: str = typer.Argument(..., help="qemu")) -> None:
     """Prepare a runner: `qemu` builds an aarch64 ONNX Runtime root under qemu-user in a user cache."""
-    from edgekd.bench.runners import setup_qemu
+    from edgekd.bench.qemu import setup_qemu
     from edgekd.errors import BadInput
 
     if kind != "qemu":

@@ -169,7 +169,8 @@ def test_golden_shape_mismatch_is_exit_2(tmp_path: Path, model: Path) -> None:
     golden = make_golden(tmp_path / "golden.npz", model, shape=(3, 8, 8))
     rc, out, err = run_agent(tmp_path, model, FAST, golden)
     assert rc == 2
-    assert set(out) == {"error"} and "[3, 8, 8]" in out["error"] and "'input'" in out["error"]
+    assert set(out) == {"error"} and out["error"]["kind"] == "golden"
+    assert "[3, 8, 8]" in out["error"]["message"] and "'input'" in out["error"]["message"]
     assert "Traceback" not in err
 
 
@@ -195,13 +196,17 @@ def test_failures_are_one_line_json_exit_2(tmp_path: Path, model: Path, case: st
         config["min_run"] = 3
     rc, out, err = run_agent(tmp_path, model, config, golden)
     assert rc == 2
-    assert list(out) == ["error"] and "\n" not in out["error"]
+    assert list(out) == ["error"] and set(out["error"]) == {"kind", "message"}
+    assert "\n" not in out["error"]["message"]
     assert "Traceback" not in err
+    kind = {"missing_model": "model", "corrupt_model": "model", "bad_golden": "golden", "golden_keys": "golden",
+            "bad_config": "config", "unknown_key": "config"}[case]
+    assert out["error"]["kind"] == kind
     expected = {"missing_model": "model not found", "corrupt_model": "cannot load the model",
                 "bad_golden": "not a readable .npz", "golden_keys": "lacks array 'inputs'",
                 "bad_config": "valid: disable, basic, extended, all",
                 "unknown_key": "unknown config key 'min_run'"}[case]
-    assert expected in out["error"]
+    assert expected in out["error"]["message"]
 
 
 def test_missing_onnxruntime_is_named(tmp_path: Path, model: Path) -> None:
@@ -211,7 +216,8 @@ def test_missing_onnxruntime_is_named(tmp_path: Path, model: Path) -> None:
     if not Path(sys_python).exists() or probe.returncode == 0:
         pytest.skip(f"need a python without onnxruntime at {sys_python}")
     rc, out, err = run_agent(tmp_path, model, FAST, python=sys_python)
-    assert rc == 2 and "ModuleNotFoundError" in out["error"] and "pip install onnxruntime numpy" in out["error"]
+    assert rc == 2 and out["error"]["kind"] == "missing_runtime"
+    assert "ModuleNotFoundError" in out["error"]["message"] and "pip install onnxruntime numpy" in out["error"]["message"]
     assert "Traceback" not in err
 
 

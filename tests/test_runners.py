@@ -188,12 +188,12 @@ def test_fake_cpuinfo_is_arm_format_with_one_entry_per_host_cpu(tmp_path: Path) 
 
 
 def qemu_ready_root() -> Path:
-    """The set-up qemu root. Setup fetches Debian's arm64 packages and PyPI's aarch64 wheels,
-    so a test does it only when EDGEKD_QEMU_SETUP=1 (as .ci/run sets); otherwise it skips."""
+    """The set-up qemu root. Setup downloads (Debian's arm64 packages, PyPI's aarch64 wheels),
+    so no test runs it: `.ci/run` runs `edgekd runner setup qemu` before pytest; elsewhere
+    the test skips and says so."""
     if runners.qemu_setup_info() is None:
-        if os.environ.get("EDGEKD_QEMU_SETUP") != "1":
-            pytest.skip("qemu runner not set up: run `edgekd runner setup qemu` (or set EDGEKD_QEMU_SETUP=1)")
-        runners.setup_qemu(progress=lambda msg: print(f"[qemu setup] {msg}"))
+        pytest.skip(f"qemu runner not set up in {runners.qemu_root()}: run `edgekd runner setup qemu` first "
+                    "(.ci/run does)")
     return runners.qemu_root()
 
 

@@ -37,7 +37,8 @@ CFG.json keys (all optional except `providers`):
   graph_optimization  disable | basic | extended | all
   min_runs, min_seconds, warmup    batch-1 timing: at least min_runs runs AND min_seconds
   batches             batch sizes for `throughput` (samples per second)
-  atol, rtol, min_top1_agreement   golden check
+  atol, rtol, min_top1_agreement   golden check (fp32)
+  tolerances          {"bf16"|"fp16": {atol, rtol, min_top1_agreement}}: for a provider computing in that
   shapes              {input name: [dims]} for symbolic dimensions
   profile             true: a separate profiled pass; top operators by total time per provider
   assignment          true: ONNX Runtime's node -> provider assignment of the session
@@ -70,6 +71,7 @@ DEFAULTS = {
     "rtol": 1e-3,
     "min_top1_agreement": 1.0,
     "shapes": {},
+    "tolerances": {},
     "profile": False,
     "assignment": False,
     "emulated": False,
@@ -198,6 +200,12 @@ def _check_config(path: str, cfg: dict) -> None:
             isinstance(v, list) and v and all(_is_int(d) and d >= 1 for d in v) for v in shapes.values()):
         raise AgentError(f"{path}: key 'shapes' must map input names to lists of integers >= 1, "
                          f"got {shapes!r}", "config")
+    tol = cfg["tolerances"]
+    if not isinstance(tol, dict) or not all(
+            isinstance(t, dict) and set(t) <= {"atol", "rtol", "min_top1_agreement"} and all(map(_is_num, t.values()))
+            for t in tol.values()):
+        raise AgentError(f"{path}: key 'tolerances' must map precisions to {{atol, rtol, min_top1_agreement}}, "
+                         f"got {tol!r}", "config")
 
 
 def _is_int(v: object) -> bool:
@@ -514,8 +522,11 @@ def _run_golden(np, sess, spec: dict, inputs, outputs, cfg: dict) -> dict:
     if actual.shape != outputs.shape:
         raise AgentError(f"golden 'outputs' have shape {list(outputs.shape)} but the model "
                          f"returns {list(actual.shape)}", "golden")
-    return compare_outputs(np, actual, outputs, atol=cfg["atol"], rtol=cfg["rtol"],
-                           min_top1_agreement=cfg["min_top1_agreement"])
+    tol = {**{k: cfg[k] for k in ("atol", "rtol", "min_top1_agreement")},
+           **cfg["tolerances"].get(spec.get("precision", "fp32"), {})}
+    report = compare_outputs(np, actual, outputs, **tol)
+    report["precision"] = spec.get("precision", "fp32")
+    return report
 
 
 def compare_outputs(np, actual, expected, *, atol: float, rtol: float, min_top1_agreement: float) -> dict:
@@ -701,6 +712,7 @@ def bench(model: str, cfg: dict, golden: str | None, inputs: str | None = None) 
     if cfg["assignment"]:
         result["assignment"] = assignment_of(sess)
     if gspec is not None:
+        gspec["precision"] = prov["precision"]
         result["golden"] = _run_golden(np, sess, gspec, golden_inputs, golden_outputs, cfg)
     if cfg["profile"]:
         result["profile"] = profile_ops(ort, np, model, cfg, x1, cpus)

@@ -120,12 +120,14 @@ def agent_config(profile: Any, *, min_runs: int = defaults.BENCH_MIN_RUNS,
     min_top1 = parity.int8_min_top1_agreement if int8 and parity.int8_min_top1_agreement is not None \
         else parity.min_top1_agreement
     return {
-        "providers": [{"name": p.name, "options": dict(p.options)} for p in profile.providers],
+        "providers": [p.to_dict() for p in profile.providers],
         "intra_op_threads": profile.intra_op_threads,
         "inter_op_threads": profile.inter_op_threads,
         "graph_optimization": profile.graph_optimization,
         "min_runs": min_runs, "min_seconds": min_seconds, "warmup": warmup, "batches": list(batches),
         "atol": parity.atol, "rtol": parity.rtol, "min_top1_agreement": min_top1,
+        # int8 variants are held to top-1 only, whatever the provider computes in
+        "tolerances": {} if int8 else {p: vars(t) for p, t in parity.reduced.items()},
     }
 
 

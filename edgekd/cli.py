@@ -258,21 +258,30 @@ def export(
 
 @app.command()
 def bench(
-    target: Optional[str] = typer.Option(None, help="Target profile (default: the run's only exported target)."),
+    model: Optional[Path] = typer.Argument(None, help="Any ONNX model to time instead of a run's export."),
+    target: Optional[List[str]] = typer.Option(None, help="Target profile; repeat for a side-by-side table "
+                                                          "(default: the run's only exported target)."),
     run: Optional[Path] = typer.Option(None, help="Run folder (default: artifacts/latest)."),
     runner: str = typer.Option("local", help="local | qemu | ssh://USER@HOST[:PORT]"),
     min_seconds: float = typer.Option(defaults.BENCH_MIN_SECONDS, help="Time each model for at least this long."),
     compare: bool = typer.Option(True, help="Also time the teacher (ONNX) and the eager student."),
+    shape: Optional[List[str]] = typer.Option(None, help="MODEL only: NAME=1x3x48x192 for symbolic dimensions."),
+    inputs: Optional[Path] = typer.Option(None, help="MODEL only: .npz with one array per graph input."),
+    profile: bool = typer.Option(False, "--profile", help="Top operators by total time per provider (ORT profiler)."),
     as_json: bool = JSON_OPT,
 ) -> None:
-    """Time the exported model through the profile's execution providers and check the budgets."""
-    from edgekd.bench.run import bench_run
-    from edgekd.tables import bench_table, err_console
+    """Time the exported model (or any ONNX MODEL) through the profile's execution providers; check the budgets."""
+    from edgekd.bench.run import bench_any
+    from edgekd.errors import CheckFailed
+    from edgekd.tables import bench_output, err_console
 
-    result = bench_run(target=target, run=run, runner=runner, compare=compare, min_seconds=min_seconds)
-    for note in result["notes"]:
+    result = bench_any(model=model, targets=list(target or []), run=run, runner=runner, compare=compare,
+                       min_seconds=min_seconds, shapes=list(shape or []), inputs=inputs, profile=profile)
+    for note in result.get("notes", []):
         err_console.print(f"[yellow]note:[/yellow] {note}")
-    _print(bench_table(result), result, as_json)
+    _print(bench_output(result), result, as_json)
+    if result.get("failures"):
+        raise CheckFailed("; ".join(result["failures"]))
 
 
 @app.command()

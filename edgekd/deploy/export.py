@@ -74,6 +74,37 @@ def _parity(model_path: Path, ref: np.ndarray, x: np.ndarray, y: np.ndarray, *, 
     return report, float((out.argmax(1) == y).mean())
 
 
+def provider_parity(model_path: Path, ref: np.ndarray, x: np.ndarray, target: TargetProfile, *,
+                    int8: bool = False) -> dict[str, Any]:
+    """Parity through the provider the target runs the model on, when it can run here.
+
+    The session is built as bench builds it (plugin EPs, device, options, precision). The
+    tolerances are those of the precision the provider computes in ([parity] for fp32,
+    [parity.bf16] ...); int8 variants keep the top-1-only rule. A provider that is not here
+    gives {"ran": false, "reason": ...}: the CPU parity then stands alone."""
+    from edgekd.deploy.parity import compare, ort_run, ort_session, session_report
+
+    first = target.providers[0]
+    if first.name == "CPUExecutionProvider":
+        return {"ran": False, "provider": first.name, "reason": "the target's provider is the CPU provider"}
+    try:
+        session = ort_session(model_path, providers=[p.to_dict() for p in target.providers],
+                              graph_optimization=target.graph_optimization)
+    except BadInput as e:
+        return {"ran": False, "provider": first.name, "reason": str(e)}
+    info = session_report(session)
+    if info.get("provider") != first.name:
+        return {"ran": False, "provider": first.name, "reason": info.get("warning", f"{first.name} did not run")}
+    tol = target.parity.for_precision(info.get("precision", "fp32"))
+    atol, rtol = (float("inf"), 0.0) if int8 else (tol.atol, tol.rtol)
+    min_top1 = (target.parity.int8_min_top1_agreement or 0.99) if int8 else tol.min_top1_agreement
+    report = compare(ref, ort_run(session, x), atol=atol, rtol=rtol, min_top1_agreement=min_top1,
+                     name=f"{first.name} {'int8 ' if int8 else ''}logits")
+    return {"ran": True, **{k: info.get(k) for k in ("provider", "device", "vendor", "ep_version", "precision",
+                                                     "plugin", "plugin_version")},
+            "options": dict(first.options), **report.to_dict()}
+
+
 def _int8_variant(out_dir: Path, model_path: Path, bundle, ref, x, y, target: TargetProfile) -> tuple[dict, list[str]]:
     from edgekd.data import to_arrays
     from edgekd.deploy.audit import audit_model
@@ -86,11 +117,14 @@ def _int8_variant(out_dir: Path, model_path: Path, bundle, ref, x, y, target: Ta
     report, acc = _parity(q_path, ref, x, y, atol=float("inf"), rtol=0.0,
                           min_top1=p.int8_min_top1_agreement or 0.99, name="int8 logits")
     audit = audit_model(q_path, target)
+    through = provider_parity(q_path, ref, x, target, int8=True)
     entry = {**artifacts.file_entry(q_path, out_dir), "parity": report.to_dict(), "accuracy": acc,
+             "parity_provider": through,
              "quantization": read_quant_info(q_path),
              "ops": {"used": audit.used, "unsupported": [u.to_dict() for u in audit.unsupported],
                      "coverage": audit.coverage}}
-    return entry, report.failures + [f"audit: {line}" for line in audit.format_lines()]
+    return entry, report.failures + [f"audit: {line}" for line in audit.format_lines()] + [
+        f"through {through['provider']}: {f}" for f in through.get("failures", [])]
 
 
 def _mobile_files(out_dir: Path, model_path: Path, target: TargetProfile) -> dict[str, Any]:
@@ -118,7 +152,7 @@ def export_run(*, target: str | Path | TargetProfile = defaults.TARGET, run: str
     """Export the run's student for `target`; raise CheckFailed (after writing the manifest) on any failed check.
     `batch` fixes the batch axis (0 = dynamic; None = the target's default, see `default_batch`)."""
     from edgekd.checkpoints import load_student
-    from edgekd.deploy.audit import audit_model
+    from edgekd.deploy.audit import audit_model, real_partition
     from edgekd.models import count_params
 
     if quantize not in (None, "int8"):
@@ -145,7 +179,10 @@ def export_run(*, target: str | Path | TargetProfile = defaults.TARGET, run: str
     p = target.parity
     parity, onnx_acc = _parity(model_path, ref, x, y, atol=p.atol, rtol=p.rtol,
                                min_top1=p.min_top1_agreement, name="logits")
+    through = provider_parity(model_path, ref, x, target)
+    audit.partition = real_partition(model_path, target)
     failures = [f"audit: {line}" for line in audit.format_lines()] + [f"parity: {f}" for f in parity.failures]
+    failures += [f"parity through {through['provider']}: {f}" for f in through.get("failures", [])]
     int8_failures: list[str] = []
     n_golden = min(defaults.GOLDEN_SAMPLES, len(x))
     if batch:
@@ -154,6 +191,7 @@ def export_run(*, target: str | Path | TargetProfile = defaults.TARGET, run: str
                                 outputs=ref[:n_golden].astype(np.float32), labels=y[:n_golden])
     manifest = _manifest(run_dir, out_dir, target, model_path, golden, student, bundle, audit, parity,
                          onnx_acc, count_params(student), y, ref, distilled)
+    manifest["parity_provider"] = through
     if quantize == "int8":
         manifest["variants"] = {}
         manifest["variants"]["int8"], q_fail = _int8_variant(out_dir, model_path, bundle, ref, x, y, target)
@@ -197,7 +235,8 @@ def _manifest(run_dir, out_dir, target, model_path, golden, student, bundle, aud
                   "labels": bundle.labels},
         "golden": {**artifacts.file_entry(golden, out_dir), "n": int(np.load(golden)["inputs"].shape[0])},
         "ops": {"used": audit.used, "unsupported": [u.to_dict() for u in audit.unsupported],
-                "coverage": audit.coverage, "graph": audit.graph, "notes": audit.notes},
+                "coverage": audit.coverage, "graph": audit.graph, "notes": audit.notes,
+                "partition": audit.partition},
         "parity": parity.to_dict(),
         "accuracy": {"teacher": distilled["accuracy"]["teacher"],
                      "student_alone": chosen["student_alone"], "student": chosen["student"],

@@ -389,9 +389,10 @@ def assignment_of(sess) -> dict:
 
 
 # ---------------------------------------------------------------- inputs
-def describe_inputs(np, sess, shapes: dict) -> list:
+def describe_inputs(np, sess, shapes: dict, *, concrete: bool = True) -> list:
     """Every graph input with its dtype and a concrete shape: --shape values for symbolic
-    dimensions, else 1 for a symbolic leading (batch) dimension."""
+    dimensions, else 1 for a symbolic leading (batch) dimension. Without `concrete` (the
+    user's --inputs give the shapes) symbolic dimensions stay as declared."""
     specs = []
     names = [i.name for i in sess.get_inputs()]
     unknown = sorted(set(shapes) - set(names))
@@ -402,7 +403,7 @@ def describe_inputs(np, sess, shapes: dict) -> list:
             raise AgentError(f"input '{inp.name}' has type {inp.type}; valid: {', '.join(ORT_DTYPES)}", "inputs")
         declared = [d if isinstance(d, int) and d > 0 else (str(d) if d is not None else "?") for d in inp.shape]
         specs.append({"name": inp.name, "dtype": np.dtype(ORT_DTYPES[inp.type]), "declared": declared,
-                      "shape": _concrete_shape(inp.name, declared, shapes.get(inp.name)),
+                      "shape": _concrete_shape(inp.name, declared, shapes.get(inp.name)) if concrete else declared,
                       "batch_dynamic": bool(declared) and not isinstance(declared[0], int)
                       and inp.name not in shapes})
     return specs
@@ -690,8 +691,11 @@ def bench(model: str, cfg: dict, golden: str | None, inputs: str | None = None) 
     t0 = time.perf_counter()
     sess, prov = open_session(ort, model, cfg, cpus=cpus, assignment=bool(cfg["assignment"]))
     init_ms = _ms(time.perf_counter() - t0)
-    specs = describe_inputs(np, sess, cfg["shapes"])
+    specs = describe_inputs(np, sess, cfg["shapes"], concrete=not inputs)
     x1, batch_feeds, source, gspec = _feeds(np, specs, cfg, golden_inputs, inputs)
+    if inputs:
+        for s in specs:
+            s["shape"] = list(x1[s["name"]].shape)
 
     def run():
         sess.run(None, x1)

@@ -106,7 +106,10 @@ def test_min_seconds_extends_the_run_count(tmp_path: Path, model: Path) -> None:
                                              "providers": [{"name": "CPUExecutionProvider"}]})
     assert rc == 0, out
     assert out["latency_ms"]["n"] > 1
-    assert out["latency_ms"]["n"] * out["latency_ms"]["mean"] >= 0.2 * 1000 * 0.9
+    # The loop's own wall clock, not the sum of the timed runs (which leaves out the time
+    # between runs, a sizeable share of a 40 µs model's loop on a busy host).
+    assert out["latency_ms"]["wall_s"] >= 0.2
+    assert out["latency_ms"]["n"] * out["latency_ms"]["mean"] <= out["latency_ms"]["wall_s"] * 1000
 
 
 def test_unavailable_provider_falls_back_with_a_warning(tmp_path: Path, model: Path) -> None:

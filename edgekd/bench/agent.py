@@ -588,10 +588,11 @@ def _latency(np, run, cfg: dict) -> tuple:
         t0 = clock()
         run()
         times.append(clock() - t0)
+    wall = clock() - start
     t = np.array(times) * 1000.0
     return ({"p50": float(np.percentile(t, 50)), "p90": float(np.percentile(t, 90)),
              "p99": float(np.percentile(t, 99)), "mean": float(t.mean()), "std": float(t.std()),
-             "min": float(t.min()), "max": float(t.max()), "n": int(t.size)}, _raw(np, t))
+             "min": float(t.min()), "max": float(t.max()), "n": int(t.size), "wall_s": wall}, _raw(np, t))
 
 
 def _throughput(np, sess, feeds: dict, cfg: dict) -> dict:

@@ -246,13 +246,14 @@ def export(
     run: Optional[Path] = typer.Option(None, help="Run folder (default: artifacts/latest)."),
     quantize: Optional[str] = typer.Option(None, help="Also make a static int8 QDQ variant: int8."),
     batch: Optional[int] = typer.Option(None, help="Fix the batch axis to N (0 = dynamic). Default: dynamic, 1 for NNAPI."),
+    exporter: str = typer.Option(defaults.EXPORTER, help="torch → ONNX exporter: torchscript | dynamo (torch.export)."),
     as_json: bool = JSON_OPT,
 ) -> None:
     """Export the student to ONNX, audit its ops, check parity, write golden vectors and the manifest."""
     from edgekd.deploy.export import export_run
     from edgekd.tables import export_table
 
-    manifest = export_run(target=target, run=run, quantize=quantize, batch=batch)
+    manifest = export_run(target=target, run=run, quantize=quantize, batch=batch, exporter=exporter)
     _print(export_table(manifest), manifest, as_json)
 
 

@@ -19,7 +19,8 @@ MOBILE_PROVIDERS = {"NnapiExecutionProvider", "CoreMLExecutionProvider", "QNNExe
                     "XnnpackExecutionProvider"}
 
 
-def export_onnx(model, path: Path, *, input_shape: tuple[int, ...], opset: int, batch: int | None = None) -> Path:
+def export_onnx(model, path: Path, *, input_shape: tuple[int, ...], opset: int, batch: int | None = None,
+                exporter: str = defaults.EXPORTER) -> Path:
     """Write `model` to `path` (atomically), then run onnx's full check. The batch axis is
     dynamic unless `batch` fixes it (NNAPI takes only nodes with fixed shapes)."""
     import onnx
@@ -27,7 +28,7 @@ def export_onnx(model, path: Path, *, input_shape: tuple[int, ...], opset: int, 
     from edgekd.models import write_onnx
 
     with artifacts.atomic_path(path) as tmp:
-        write_onnx(model, str(tmp), input_shape=input_shape, opset=opset, batch=batch)
+        write_onnx(model, str(tmp), input_shape=input_shape, opset=opset, batch=batch, exporter=exporter)
         onnx.checker.check_model(str(tmp), full_check=True)
     return path
 
@@ -148,15 +149,19 @@ def default_batch(target: TargetProfile) -> int | None:
 
 
 def export_run(*, target: str | Path | TargetProfile = defaults.TARGET, run: str | Path | None = None,
-               quantize: str | None = None, batch: int | None = None) -> dict[str, Any]:
+               quantize: str | None = None, batch: int | None = None,
+               exporter: str = defaults.EXPORTER) -> dict[str, Any]:
     """Export the run's student for `target`; raise CheckFailed (after writing the manifest) on any failed check.
-    `batch` fixes the batch axis (0 = dynamic; None = the target's default, see `default_batch`)."""
+    `batch` fixes the batch axis (0 = dynamic; None = the target's default, see `default_batch`).
+    `exporter`: "torchscript" (default) or "dynamo" (torch.export)."""
     from edgekd.checkpoints import load_student
     from edgekd.deploy.audit import audit_model, real_partition
     from edgekd.models import count_params
 
     if quantize not in (None, "int8"):
         raise BadInput(f"--quantize '{quantize}': valid: int8")
+    if exporter not in defaults.EXPORTERS:
+        raise BadInput(f"--exporter '{exporter}': valid: {', '.join(defaults.EXPORTERS)}")
     target = load_target(target)
     if quantize == "int8" and "int8" not in target.precisions:
         raise BadInput(f"--quantize int8: target {target.name} allows only {', '.join(target.precisions)} "
@@ -173,7 +178,7 @@ def export_run(*, target: str | Path | TargetProfile = defaults.TARGET, run: str
     batch = default_batch(target) if batch is None else (batch or None)
     out_dir = run_dir / target.name
     model_path = export_onnx(student, out_dir / "model.onnx", input_shape=bundle.input_shape, opset=target.opset,
-                             batch=batch)
+                             batch=batch, exporter=exporter)
     audit = audit_model(model_path, target)
     ref = torch_outputs(student, x)
     p = target.parity
@@ -192,6 +197,7 @@ def export_run(*, target: str | Path | TargetProfile = defaults.TARGET, run: str
     manifest = _manifest(run_dir, out_dir, target, model_path, golden, student, bundle, audit, parity,
                          onnx_acc, count_params(student), y, ref, distilled)
     manifest["parity_provider"] = through
+    manifest["model"]["exporter"] = exporter
     if quantize == "int8":
         manifest["variants"] = {}
         manifest["variants"]["int8"], q_fail = _int8_variant(out_dir, model_path, bundle, ref, x, y, target)

@@ -172,6 +172,8 @@ def _merge(run_dir: Path, prof: TargetProfile, manifest: dict, result: dict) -> 
         "emulated": bool(fp32.get("emulated", False)), "machine": fp32.get("machine"),
         "latency_ms": fp32["latency_ms"], "init_ms": fp32["init_ms"], "first_run_ms": fp32["first_run_ms"],
         "peak_rss_mb": fp32["peak_rss_mb"], "throughput": fp32.get("throughput"), "golden": fp32.get("golden"),
+        "execution": fp32.get("execution"), "precision": fp32.get("precision"), "fallback": fp32.get("fallback"),
+        "fallback_reasons": fp32.get("fallback_reasons", []),
     }
     if result["int8"] is not None:
         manifest["variants"]["int8"]["latency_ms"] = result["int8"]["latency_ms"]

@@ -30,10 +30,11 @@ class JsonReply:
     stderr: str
 
 
-def run_json(cmd: list[str], *, timeout: float, what: str, env: dict | None = None) -> JsonReply:
-    """The one subprocess-with-JSON helper: run `cmd`, parse the JSON object on its last stdout line.
-    A missing program or a timeout is BadInput naming `what`."""
-    proc = run_cmd(cmd, timeout=timeout, what=what, env=env)
+def run_json(cmd: list[str], *, timeout: float, what: str, env: dict | None = None,
+             input: str | None = None) -> JsonReply:
+    """The one subprocess-with-JSON helper: run `cmd` (with `input` on stdin), parse the JSON object
+    on its last stdout line. A missing program or a timeout is BadInput naming `what`."""
+    proc = run_cmd(cmd, timeout=timeout, what=what, env=env, input=input)
     return JsonReply(proc.returncode, last_json(proc.stdout), proc.stdout, proc.stderr)
 
 

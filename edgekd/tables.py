@@ -107,7 +107,12 @@ def export_table(m: dict[str, Any]) -> Table:
 def bench_table(r: dict[str, Any]) -> Table:
     """Models as columns, measurements as rows: reads well in 80 columns."""
     f = r["fp32"]
-    t = Table(title=f"bench {r['target']} on {r['runner']}: {f['provider']}, {f['threads']} thread(s)"
+    ex = f.get("execution") or {}
+    ran = f"{f['provider']}" + (f" on {ex['device']}" if ex.get("device") else "") + (
+        f" ({ex['vendor']}, EP {ex['ep_version']})" if ex.get("vendor") and ex.get("ep_version") else "")
+    t = Table(title=f"bench {r['target']} on {r['runner']}: {ran}, {f.get('precision', 'fp32')}, "
+                    f"{f['threads']} thread(s)"
+                    + (f"\n[bold red]FELL BACK from {f['provider_requested']}[/bold red]" if f.get("fallback") else "")
                     + ("\n[bold red]EMULATED under qemu: not target timings[/bold red]" if f.get("emulated") else ""))
     cols: list[tuple[str, dict]] = [("student fp32", f)]
     if r.get("int8"):

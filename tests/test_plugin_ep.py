@@ -222,3 +222,23 @@ def test_gpu_profiles_run_on_the_gpu_provider(target: str, tiny: Path) -> None:
     ref = sess.run(None, {"input": inputs})[0]
     through = provider_parity(tiny, ref, inputs, prof)
     assert through["ran"] and through["passed"], through
+
+
+def test_golden_check_uses_the_tolerances_of_the_precision_that_ran(tmp_path: Path, tiny: Path) -> None:
+    """A provider declared bf16 is held to [parity.bf16]; the same outputs fail fp32's tolerances."""
+    from edgekd.bench.runners import LocalRunner, agent_config
+
+    x = np.random.default_rng(0).standard_normal((16, 1, 8, 8)).astype(np.float32)
+    y = ort.InferenceSession(str(tiny), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+    np.savez(tmp_path / "golden.npz", inputs=x, outputs=y + 0.01)          # a bf16-sized error
+    text = profile_text("cpu-x86")
+    fp32 = load_target(write_profile(tmp_path, text, "fp32"))
+    bf16_text = text.replace('{ name = "CPUExecutionProvider" }', '{ name = "CPUExecutionProvider", precision = "bf16" }')
+    bf16 = load_target(write_profile(tmp_path, bf16_text + "\n[parity.bf16]\natol = 0.05\nrtol = 0.01\n"
+                                                            "min_top1_agreement = 0.9\n", "bf16"))
+    fast = dict(min_runs=5, min_seconds=0.01, warmup=1, batches=(1,))
+    strict = LocalRunner().run(model=tiny, config=agent_config(fp32, **fast), golden=tmp_path / "golden.npz")
+    loose = LocalRunner().run(model=tiny, config=agent_config(bf16, **fast), golden=tmp_path / "golden.npz")
+    assert strict["golden"]["precision"] == "fp32" and strict["golden"]["passed"] is False
+    assert loose["golden"]["precision"] == "bf16" and loose["golden"]["passed"] is True
+    assert loose["golden"]["atol"] == 0.05 and loose["precision"] == "bf16"

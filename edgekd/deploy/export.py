@@ -158,14 +158,7 @@ def export_run(*, target: str | Path | TargetProfile = defaults.TARGET, run: str
     from edgekd.deploy.audit import audit_model, real_partition
     from edgekd.models import count_params
 
-    if quantize not in (None, "int8"):
-        raise BadInput(f"--quantize '{quantize}': valid: int8")
-    if exporter not in defaults.EXPORTERS:
-        raise BadInput(f"--exporter '{exporter}': valid: {', '.join(defaults.EXPORTERS)}")
-    target = load_target(target)
-    if quantize == "int8" and "int8" not in target.precisions:
-        raise BadInput(f"--quantize int8: target {target.name} allows only {', '.join(target.precisions)} "
-                       f"(precision.allowed in {target.path})")
+    target = _check_options(load_target(target), quantize=quantize, exporter=exporter)
     run_dir = artifacts.resolve_run(run)
     distilled = _distilled(run_dir)  # read before anything is written, so a bad run writes nothing
     student, state = load_student(run_dir)
@@ -212,6 +205,17 @@ def export_run(*, target: str | Path | TargetProfile = defaults.TARGET, run: str
     if failures or int8_failures:
         raise CheckFailed(f"export {target.name}: " + "; ".join(failures + int8_failures))
     return manifest
+
+
+def _check_options(target: TargetProfile, *, quantize: str | None, exporter: str) -> TargetProfile:
+    if quantize not in (None, "int8"):
+        raise BadInput(f"--quantize '{quantize}': valid: int8")
+    if exporter not in defaults.EXPORTERS:
+        raise BadInput(f"--exporter '{exporter}': valid: {', '.join(defaults.EXPORTERS)}")
+    if quantize == "int8" and "int8" not in target.precisions:
+        raise BadInput(f"--quantize int8: target {target.name} allows only {', '.join(target.precisions)} "
+                       f"(precision.allowed in {target.path})")
+    return target
 
 
 def _distilled(run_dir: Path) -> dict[str, Any]:

@@ -242,3 +242,19 @@ def test_fixed_batch_model_times_only_its_batch(tmp_path: Path) -> None:
     assert out["input"]["batch_dynamic"] is False
     assert set(out["throughput"]) == {"1"} and "fixed at 1" in out["throughput_note"]
     assert out["golden"]["passed"] is True and out["golden"]["n"] == 4
+
+
+def test_golden_vectors_give_the_shape_of_symbolic_inner_dims(tmp_path: Path) -> None:
+    x = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 1, "h", "w"])
+    y = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 1, "h", "w"])
+    m = helper.make_model(helper.make_graph([helper.make_node("Relu", ["input"], ["logits"])], "g", [x], [y]),
+                          opset_imports=[helper.make_opsetid("", 17)])
+    path = tmp_path / "sym.onnx"
+    onnx.save(m, str(path))
+    rc, out, _ = run_agent(tmp_path, path, FAST)
+    assert rc == 2 and out["error"]["kind"] == "symbolic_dim" and "--shape input=Nx1xNxN" in out["error"]["message"]
+    xs = np.random.default_rng(0).standard_normal((6, 1, 5, 7)).astype(np.float32)
+    np.savez(tmp_path / "golden.npz", inputs=xs, outputs=np.maximum(xs, 0))
+    rc, out, _ = run_agent(tmp_path, path, FAST, tmp_path / "golden.npz")
+    assert rc == 0, out
+    assert out["golden"]["passed"] is True and out["golden"]["n"] == 6 and out["input_source"] == "golden"

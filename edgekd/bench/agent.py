@@ -500,7 +500,8 @@ def _golden_spec(specs: list, golden_inputs) -> dict:
     if not ok:
         raise AgentError(f"golden inputs have sample shape {list(sample_shape)} but model input "
                          f"'{s['name']}' expects {s['declared']} (batch first)", "golden")
-    return {**s, "shape": [s["shape"][0]] + list(sample_shape)}
+    batch = s["shape"][0] if isinstance(s["shape"][0], int) else 1
+    return {**s, "shape": [batch] + list(sample_shape)}
 
 
 def _golden_feed(np, spec: dict, golden_inputs, batch: int) -> dict:
@@ -692,7 +693,8 @@ def bench(model: str, cfg: dict, golden: str | None, inputs: str | None = None) 
     t0 = time.perf_counter()
     sess, prov = open_session(ort, model, cfg, cpus=cpus, assignment=bool(cfg["assignment"]))
     init_ms = _ms(time.perf_counter() - t0)
-    specs = describe_inputs(np, sess, cfg["shapes"], concrete=not inputs)
+    # The user's --inputs or the golden vectors give the shapes; only random data needs --shape.
+    specs = describe_inputs(np, sess, cfg["shapes"], concrete=not inputs and golden_inputs is None)
     x1, batch_feeds, source, gspec = _feeds(np, specs, cfg, golden_inputs, inputs)
     if inputs:
         for s in specs:

@@ -356,3 +356,32 @@ def test_dynamic_shapes_are_noted_for_nnapi_only():
     nnapi = audit_model(model, load_target("android-nnapi"))
     assert nnapi.passed and any("fixed shape" in n for n in nnapi.notes)
     assert not any("fixed shape" in n for n in audit_model(model, load_target("apple-coreml")).notes)
+
+
+def test_dynamo_exporter_same_parity_but_opset_18_and_reducemean(tmp_path) -> None:
+    """Why torchscript stays the default exporter: torch.export's graph of the default student
+    matches PyTorch as closely, but cannot come down to opset 17 and pools with ReduceMean,
+    which the cpu-x86 profile's table does not list."""
+    import numpy as np
+    import onnxruntime as ort
+    import torch
+
+    from edgekd import defaults
+    from edgekd.models import create_student, write_onnx
+
+    torch.manual_seed(0)
+    model = create_student(defaults.STUDENT, in_channels=1, num_classes=10)
+    with pytest.raises(BadInput, match="exporter 'dynamo': torch.export wrote opset 18"):
+        write_onnx(model, str(tmp_path / "d17.onnx"), input_shape=(1, 8, 8), opset=17, exporter="dynamo")
+    x = np.random.default_rng(0).standard_normal((8, 1, 8, 8)).astype(np.float32)
+    with torch.no_grad():
+        ref = model.eval()(torch.from_numpy(x)).numpy()
+    ops = {}
+    for exporter in defaults.EXPORTERS:
+        path = tmp_path / f"{exporter}.onnx"
+        write_onnx(model, str(path), input_shape=(1, 8, 8), opset=18, exporter=exporter)
+        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        assert sess.get_inputs()[0].shape[0] == "batch"
+        assert np.abs(sess.run(None, {"input": x})[0] - ref).max() < 1e-5, exporter
+        ops[exporter] = set(audit_model(path, "cpu-x86").unsupported_ops)
+    assert ops == {"torchscript": set(), "dynamo": {"ReduceMean"}}

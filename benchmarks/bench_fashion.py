@@ -2,14 +2,20 @@
 
     .venv/bin/python benchmarks/bench_fashion.py                       # the full run: 3 seeds, the defaults
     .venv/bin/python benchmarks/bench_fashion.py --seeds 1 --epochs 2  # what fits a busy machine (label it)
+    .venv/bin/python benchmarks/bench_fashion.py --step-ratio --threads 1   # teachers' training-step cost only
 
 Reads Debian's /usr/share/datasets/fashion-mnist (or --data-dir). Everything edgekd chooses by
 default for this data (teacher, student, epochs, temperature, losses: `defaults.recipe`) is
 used unless overridden here. Steps, each timed:
 1. the default teacher, trained once on all labels (edgekd's `obtain_teachers`, as distill does);
-2. `distill` with all labels, then with --scarce (1%) labels, both from that teacher.pt;
+2. `distill` with all labels, then with 1% of them (--fractions), both from that teacher.pt;
    each: the student alone vs distilled, mean ± std over seeds, gap closed, the verdict.
 Writes benchmarks/results/fashion.json after every step (a cut-short run keeps what it measured).
+
+--step-ratio measures only training-step time of each default model against the old default
+teacher `cnn`, interleaved on the same real batches (medians over rounds; the ratio survives a
+busy machine where absolute images/s does not), with the MFLOPs each model costs; it writes
+benchmarks/results/fashion_step_ratio.json.
 """
 
 from __future__ import annotations
@@ -87,6 +93,45 @@ def _print(result: dict) -> None:
     print("Zalando's table: " + "; ".join(f"{n} {100 * a:.1f}%" for n, a in ZALANDO))
 
 
+def step_ratio(args, bundle) -> dict:
+    """Interleaved training steps of resnet-s, cnn, wide-cnn and small-cnn on real batches."""
+    import statistics
+
+    import numpy as np
+    import torch
+
+    from edgekd.models import create_student, create_teacher, model_cost
+
+    build = {"resnet-s": create_teacher, "cnn": create_teacher, "wide-cnn": create_student, "small-cnn": create_student}
+    models, opts = {}, {}
+    for name, make in build.items():
+        torch.manual_seed(0)
+        models[name] = make(name, in_channels=1, num_classes=10).train()
+        opts[name] = torch.optim.AdamW(models[name].parameters(), lr=3e-3)
+    rng = np.random.default_rng(0)
+    steps = {"resnet-s": 2, "cnn": 2, "wide-cnn": 8, "small-cnn": 8}
+    times: dict[str, list[float]] = {n: [] for n in models}
+    for r in range(args.rounds + 1):
+        for name, model in models.items():
+            x, y = bundle.train.batch(rng.integers(0, len(bundle.train), 64))
+            t0 = time.perf_counter()
+            for _ in range(steps[name]):
+                loss = torch.nn.functional.cross_entropy(model(x), y)
+                opts[name].zero_grad()
+                loss.backward()
+                opts[name].step()
+            if r:  # round 0 warms up
+                times[name].append((time.perf_counter() - t0) / steps[name])
+    cnn = statistics.median(times["cnn"])
+    out = {"threads": args.threads, "rounds": args.rounds, "batch": 64, "models": {}}
+    for name, t in times.items():
+        out["models"][name] = {**model_cost(models[name], bundle.input_shape), "images_per_s": 64 / statistics.median(t),
+                               "step_time_vs_cnn": statistics.median(t) / cnn}
+        print(f"{name}: {out['models'][name]['mflops']:.1f} MFLOPs, {64 / statistics.median(t):.0f} images/s here, "
+              f"step time {statistics.median(t) / cnn:.3f}x cnn's", flush=True)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data-dir", type=Path, default=None)
@@ -94,10 +139,12 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=None, help="student epochs (default: the data's rule)")
     ap.add_argument("--teacher-epochs", type=int, default=None, help="(default: the data's rule)")
     ap.add_argument("--teacher", default=None, help="reuse this teacher.pt instead of training one")
-    ap.add_argument("--scarce", type=float, default=0.01, help="the scarce-label fraction")
+    ap.add_argument("--fractions", type=float, nargs="+", default=[1.0, 0.01], help="labeled fractions, in order")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--root", type=Path, default=ROOT / "artifacts" / "bench_fashion")
     ap.add_argument("--progress", action="store_true")
+    ap.add_argument("--step-ratio", action="store_true", help="only the interleaved training-step ratio")
+    ap.add_argument("--rounds", type=int, default=7)
     args = ap.parse_args()
     import torch
 
@@ -106,6 +153,12 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     bundle = load_data("fashion-mnist", data_dir=args.data_dir)
+    if args.step_ratio:
+        out = step_ratio(args, bundle)
+        path = OUT.with_name("fashion_step_ratio.json")
+        path.write_text(json.dumps({"command": "benchmarks/bench_fashion.py " + " ".join(os.sys.argv[1:]), **out},
+                                   indent=2))
+        return
     result: dict = {"command": "benchmarks/bench_fashion.py " + " ".join(os.sys.argv[1:]),
                     "threads": args.threads, "zalando": dict(ZALANDO), "data": bundle.describe()["split"], "runs": []}
     if args.teacher is None:
@@ -113,7 +166,7 @@ def main() -> None:
         _write(result)
         _print(result)
     teacher_pt = args.teacher or result["teacher"]["path"]
-    for fraction in (1.0, args.scarce):
+    for fraction in args.fractions:
         result["runs"].append(_distill(args, teacher_pt, fraction, args.root / f"lf{fraction:g}"))
         _write(result)
         _print(result)

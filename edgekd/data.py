@@ -5,15 +5,20 @@ Every loader returns a `DataBundle`: three torch Datasets yielding
 the manifest records (shape, labels, mean/std, how the split was made).
 
 Datasets:
-- `digits`: scikit-learn's bundled 8×8 digits, held in memory (it is tiny).
-- `mnist`, `fashion-mnist`, `cifar10`: torchvision's classes reading `--data-dir`
-  (downloading only with `--download`). The official test split is the test
-  set; a stratified `VAL_FRACTION` of the official train split is the val set.
+- `digits`: scikit-learn's bundled 8×8 digits (pixel values 0..16).
+- `mnist`, `fashion-mnist`: the original IDX files, gzipped or not, parsed here with
+  numpy, from --data-dir, from torchvision's MNIST/raw (FashionMNIST/raw) layout under it,
+  or, with no --data-dir, ./data and then Debian's /usr/share/datasets/fashion-mnist.
+  The official test split is the test set; a stratified, seeded VAL_FRACTION of the
+  official train split is the val set.
+- `cifar10`: torchvision's class reading --data-dir (downloading only with --download).
 - `imagefolder:DIR`: one subfolder per class, or `train/`, `test/` (and
   optionally `val/`) each holding one subfolder per class.
 
-Everything but digits streams: the datasets keep raw uint8 pixels (or file
-paths) and run the transform per item, so DataLoader workers can be used.
+Digits, MNIST and Fashion-MNIST are held in memory as one uint8 tensor (`InMemory`) and
+normalised per batch: `split.batch(indices)` is the training loop's fast path, and
+`split[i]` yields the same sample. cifar10 and imagefolder stream: they keep raw
+pixels (or file paths) and run the transform per item, so DataLoader workers can be used.
 
 Preprocessing is always `(pixels * scale - mean) / std` per channel, with
 `scale = 1/255` for images (1/16 for digits) and mean/std computed on the
@@ -685,6 +690,9 @@ def load_data(name: str = defaults.DATA, *, data_dir: str | Path | None = None,
 def to_arrays(dataset, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The first `limit` samples of a dataset as (float32 inputs, int64 labels)."""
     n = len(dataset) if limit is None else min(limit, len(dataset))
+    if hasattr(dataset, "batch") and n:  # in memory: one gather instead of n items
+        x, y = dataset.batch(np.arange(n))
+        return x.numpy(), y.numpy().astype(np.int64)
     xs, ys = [], []
     for i in range(n):
         x, y = dataset[i]

@@ -31,11 +31,14 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgekd.deploy.ep_support import op_id
 from edgekd.deploy.targets import TargetProfile, load_target
-from edgekd.errors import BadInput
+from edgekd.errors import BadInput, first_line
+
+if TYPE_CHECKING:
+    from edgekd.checks import Failure
 
 NOT_ALLOWED = "not in ops.allow"
 # Providers that take only nodes whose inputs have fixed shapes (the upstream
@@ -93,6 +96,13 @@ class AuditReport:
             f"{u.op} ({len(u.nodes)} node{'s' if len(u.nodes) != 1 else ''}): {u.reason}: {', '.join(u.nodes)}"
             for u in self.unsupported
         ]
+
+    def failures(self) -> list["Failure"]:
+        """One `Failure` per unsupported op: value = its node count, limit 0."""
+        from edgekd.checks import Failure
+
+        return [Failure("audit", u.op, len(u.nodes), 0, detail=line)
+                for u, line in zip(self.unsupported, self.format_lines())]
 
 
 # ---------------------------------------------------------------- graph facts
@@ -496,15 +506,10 @@ def _load(model: str | Path | Any) -> tuple[Any, str]:
     try:
         proto = onnx.load(str(path), load_external_data=False)
     except Exception as e:  # DecodeError and friends: one line, no traceback
-        raise BadInput(f"{path}: not a readable ONNX model ({type(e).__name__}: {_first_line(e)})") from None
+        raise BadInput(f"{path}: not a readable ONNX model ({type(e).__name__}: {first_line(e)})") from None
     if not proto.HasField("graph") or not (proto.graph.node or proto.graph.output):
         raise BadInput(f"{path}: not an ONNX model (no graph found)")
     return proto, str(path)
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
 
 
 def _optimize(model: Any, path: str | None, tmp: Path) -> tuple[Any | None, str]:
@@ -522,7 +527,7 @@ def _optimize(model: Any, path: str | None, tmp: Path) -> tuple[Any | None, str]
     try:
         ort.InferenceSession(source, so, providers=["CPUExecutionProvider"])
     except Exception as e:  # no kernel for an op, custom domain, invalid graph
-        return None, _first_line(e)
+        return None, first_line(e)
     return onnx.load(so.optimized_model_filepath, load_external_data=False), ""
 
 

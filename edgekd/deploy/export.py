@@ -12,8 +12,9 @@ from typing import Any
 import numpy as np
 
 from edgekd import __version__, artifacts, defaults
+from edgekd.checks import Failure
 from edgekd.deploy.targets import TargetProfile, load_target
-from edgekd.errors import BadInput, CheckFailed
+from edgekd.errors import AuditFailed, BadInput, ParityFailed
 
 MOBILE_PROVIDERS = {"NnapiExecutionProvider", "CoreMLExecutionProvider", "QNNExecutionProvider",
                     "XnnpackExecutionProvider"}
@@ -74,7 +75,7 @@ def _parity(model_path: Path, ref: np.ndarray, x: np.ndarray, y: np.ndarray, *, 
     return report, float((out.argmax(1) == y).mean())
 
 
-def _int8_variant(out_dir: Path, model_path: Path, bundle, ref, x, y, target: TargetProfile) -> tuple[dict, list[str]]:
+def _int8_variant(out_dir: Path, model_path: Path, bundle, ref, x, y, target: TargetProfile) -> tuple[dict, list[Failure]]:
     from edgekd.data import to_arrays
     from edgekd.deploy.audit import audit_model
     from edgekd.deploy.quantize import quantize_int8, read_quant_info
@@ -90,7 +91,7 @@ def _int8_variant(out_dir: Path, model_path: Path, bundle, ref, x, y, target: Ta
              "quantization": read_quant_info(q_path),
              "ops": {"used": audit.used, "unsupported": [u.to_dict() for u in audit.unsupported],
                      "coverage": audit.coverage}}
-    return entry, report.failures + [f"audit: {line}" for line in audit.format_lines()]
+    return entry, report.failures + audit.failures()
 
 
 def _mobile_files(out_dir: Path, model_path: Path, target: TargetProfile) -> dict[str, Any]:
@@ -145,8 +146,8 @@ def export_run(*, target: str | Path | TargetProfile = defaults.TARGET, run: str
     p = target.parity
     parity, onnx_acc = _parity(model_path, ref, x, y, atol=p.atol, rtol=p.rtol,
                                min_top1=p.min_top1_agreement, name="logits")
-    failures = [f"audit: {line}" for line in audit.format_lines()] + [f"parity: {f}" for f in parity.failures]
-    int8_failures: list[str] = []
+    failures = audit.failures() + parity.failures
+    int8_failures: list[Failure] = []
     n_golden = min(defaults.GOLDEN_SAMPLES, len(x))
     if batch:
         n_golden -= n_golden % batch  # a fixed-batch model reads whole batches
@@ -157,16 +158,18 @@ def export_run(*, target: str | Path | TargetProfile = defaults.TARGET, run: str
     if quantize == "int8":
         manifest["variants"] = {}
         manifest["variants"]["int8"], q_fail = _int8_variant(out_dir, model_path, bundle, ref, x, y, target)
-        int8_failures = [f"int8 parity: {f}" for f in q_fail]
+        int8_failures = q_fail
     if is_mobile(target):
         manifest["mobile"] = _mobile_files(out_dir, model_path, target)
     # An int8 variant that misses its tolerances is a failed check (exit 1), but the fp32
     # model is still deployable and stays the recommendation.
-    manifest["checks"] = {"passed": not failures, "failures": failures + int8_failures}
+    lines = [f"{f.kind}: {f}" for f in failures] + [f"int8 {f.kind}: {f}" for f in int8_failures]
+    manifest["checks"] = {"passed": not failures, "failures": lines}
     manifest["deployable"] = not failures
     artifacts.write_json(artifacts.manifest_path(run_dir, target.name), manifest)
-    if failures or int8_failures:
-        raise CheckFailed(f"export {target.name}: " + "; ".join(failures + int8_failures))
+    if lines:
+        error = AuditFailed if any(f.kind == "audit" for f in failures + int8_failures) else ParityFailed
+        raise error(f"export {target.name}: " + "; ".join(lines), failures=failures + int8_failures)
     return manifest
 
 

@@ -13,7 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from edgekd.errors import BadInput
+from edgekd.checks import Failure
+from edgekd.errors import BadInput, first_line
 
 
 @dataclass
@@ -25,7 +26,7 @@ class ParityReport:
     atol: float
     rtol: float
     min_top1_agreement: float
-    failures: list[str] = field(default_factory=list)
+    failures: list[Failure] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
@@ -36,7 +37,7 @@ class ParityReport:
                 "top1_agreement": self.top1_agreement,
                 "atol": self.atol if np.isfinite(self.atol) else None, "rtol": self.rtol,
                 "min_top1_agreement": self.min_top1_agreement, "passed": self.passed,
-                "failures": list(self.failures)}
+                "failures": [str(f) for f in self.failures]}
 
 
 def compare(reference: np.ndarray, actual: np.ndarray, *, atol: float, rtol: float,
@@ -55,11 +56,14 @@ def compare(reference: np.ndarray, actual: np.ndarray, *, atol: float, rtol: flo
     # atol=inf means "top-1 only" (int8: elementwise closeness is not expected)
     bad = diff > atol + rtol * np.abs(reference) if np.isfinite(atol) else ~np.isfinite(actual)
     if bad.any() or not np.isfinite(actual).all():
-        report.failures.append(
-            f"{name}: {int(bad.sum())} of {bad.size} values outside atol={atol:g} + rtol={rtol:g}·|ref| "
-            f"(max abs diff {report.max_abs_diff:.3g}, max rel diff {report.max_rel_diff:.3g})")
+        report.failures.append(Failure(
+            "parity", f"{name} values outside tolerance", int(bad.sum()), 0,
+            detail=f"{name}: {int(bad.sum())} of {bad.size} values outside atol={atol:g} + rtol={rtol:g}·|ref| "
+                   f"(max abs diff {report.max_abs_diff:.3g}, max rel diff {report.max_rel_diff:.3g})"))
     if agree < min_top1_agreement:
-        report.failures.append(f"{name}: top-1 agreement {agree:.4f} < {min_top1_agreement:g} over {n} samples")
+        report.failures.append(Failure(
+            "parity", f"{name} top1_agreement", agree, min_top1_agreement,
+            detail=f"{name}: top-1 agreement {agree:.4f} < {min_top1_agreement:g} over {n} samples"))
     return report
 
 
@@ -73,7 +77,7 @@ def ort_session(model: str | Path, *, threads: int = 1):
     try:
         return ort.InferenceSession(str(model), so, providers=["CPUExecutionProvider"])
     except Exception as e:
-        raise BadInput(f"{model}: ONNX Runtime cannot load it ({str(e).splitlines()[0][:160]})") from None
+        raise BadInput(f"{model}: ONNX Runtime cannot load it ({first_line(e, limit=160)})") from None
 
 
 def ort_run(session, inputs: np.ndarray, *, batch_size: int = 256) -> np.ndarray:

@@ -29,12 +29,16 @@ ARCHES = ("aarch64", "x86_64", "armv7", "riscv64")
 
 @dataclass(frozen=True)
 class Provider:
+    """One execution provider of `[runtime] providers`, with its options (all strings)."""
+
     name: str
     options: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class Budget:
+    """`[budget]`: limits a deployable model must meet (None = no limit); see `edgekd.checks`."""
+
     latency_p90_ms: float | None = None
     peak_memory_mb: float | None = None
     model_size_mb: float | None = None
@@ -42,6 +46,8 @@ class Budget:
 
 @dataclass(frozen=True)
 class Parity:
+    """`[parity]`: how close ONNX Runtime must be to PyTorch (int8 is held to top-1 agreement only)."""
+
     atol: float
     rtol: float
     min_top1_agreement: float
@@ -50,6 +56,9 @@ class Parity:
 
 @dataclass(frozen=True)
 class TargetProfile:
+    """One validated `targets/NAME.toml`: the target's runtime, the ops it runs, precisions,
+    budget and parity tolerances. Made only by `load_target`; `to_json()` is `edgekd targets T --json`."""
+
     name: str
     arch: str
     opset: int
@@ -67,6 +76,9 @@ class TargetProfile:
 
     def allows(self, op: str) -> bool:
         return op in self.ops_allow
+
+    def to_json(self) -> dict[str, Any]:
+        return self.to_dict()
 
     def to_dict(self) -> dict[str, Any]:
         return {

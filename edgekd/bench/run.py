@@ -19,6 +19,7 @@ from edgekd import artifacts, defaults
 from edgekd.checks import Failure, budget_failures, budget_limits, check_budget
 from edgekd.deploy.targets import TargetProfile, load_target
 from edgekd.errors import BadInput, BudgetFailed, GoldenFailed
+from edgekd.provenance import host_cpu
 
 
 def pick_target(run_dir: Path, target: str | Path | None) -> TargetProfile:
@@ -113,7 +114,7 @@ def bench_run(*, target: str | Path | None = None, run: str | Path | None = None
                           model_size_mb=size_mb)
     result = {"runner": runner, "target": prof.name, "fp32": fp32, "int8": int8, "recommended": recommended,
               "notes": notes + ([fp32["warning"]] if fp32.get("warning") else []),
-              "budget": {"passed": all(c["passed"] for c in checks), "checks": checks}}
+              "budget": {"passed": all(c["passed"] for c in checks), "checks": checks}, "host": host_cpu()}
     if compare:
         result["comparison"] = _compare(run_dir, out_dir, prof, manifest, fp32, cfg)
     artifacts.write_json(out_dir / "bench.json", result)

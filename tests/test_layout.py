@@ -25,7 +25,8 @@ SUBPACKAGES = ("train", "deploy", "bench", "search")
 MAX_FUNCTION_LINES = 60
 # Files whose functions this test holds to MAX_FUNCTION_LINES (the rest is reported only).
 OWNED = ("__init__.py", "api.py", "cli.py", "errors.py", "checks.py", "provenance.py", "search/space.py",
-         "search/predictor.py", "search/halving.py", "search/pareto.py")
+         "search/predictor.py", "search/halving.py", "search/pareto.py", "search/student.py", "search/teacher.py",
+         "deploy/targets.py")
 
 
 def module_name(path: Path) -> str:

@@ -283,8 +283,8 @@ def _no_candidate(cands: list[Candidate], budget: BudgetLimits, profile) -> Chec
 
 
 def select_student(*, target: str | Path, teacher: str | list[str] = defaults.TEACHER, data: str = defaults.DATA,
-                   budget_ms: float | None = None, trials: int = TRIALS, seed: int = 0, runner: str = "local",
-                   epochs: int = defaults.EPOCHS, short_epochs: int | None = None, seeds: int = 1,
+                   budget_ms: float | None = None, trials: int = TRIALS, seed: int = 0, runner: str = defaults.RUNNER,
+                   epochs: int = defaults.EPOCHS, short_epochs: int | None = None, seeds: int = defaults.SEARCH_SEEDS,
                    methods: tuple[str, ...] | list[str] = defaults.METHODS, run: Path | None = None,
                    progress: bool = True, teacher_epochs: int = defaults.TEACHER_EPOCHS,
                    temperature: float = defaults.TEMPERATURE, min_seconds: float = TIMING_MIN_SECONDS,
@@ -292,35 +292,21 @@ def select_student(*, target: str | Path, teacher: str | list[str] = defaults.TE
                    download: bool = False) -> dict[str, Any]:
     """Search the student for `target`: audit, predict, time, successive halving; write the run.
 
-    Raises CheckFailed (before any training) when no candidate meets the budget.
-    Returns the result written to `select_student.json`, plus `run` and `summary`
-    (the distill.json of the recommended student).
+    Raises BudgetFailed (before any training) when no candidate meets the budget. Returns the
+    result written to `select_student.json`, plus `run` and `summary` (the pick's distill.json).
     """
     from edgekd.bench.runners import get_runner
     from edgekd.data import load_data
     from edgekd.deploy.targets import load_target
-    from edgekd.train.config import DistillConfig
-    from edgekd.train.distill import labeled_subset
-    from edgekd.train.losses import build_objective
-    from edgekd.train.teacher import (
-        check_teacher_paths,
-        ensemble_accuracy,
-        obtain_teachers,
-        teacher_source,
-    )
 
     t_start = time.perf_counter()
     short = _check_args(trials=trials, epochs=epochs, short_epochs=short_epochs, seeds=seeds,
                         budget_ms=budget_ms, min_seconds=min_seconds)
     profile = load_target(target)
     get_runner(runner)  # a bad runner spec is bad input before anything is paid for
-    cfg = DistillConfig(data=data, data_dir=Path(data_dir), download=download,
-                        teacher=teacher if isinstance(teacher, str) else tuple(teacher),
-                        target=str(target), methods=tuple(methods), temperature=temperature, epochs=epochs,
-                        teacher_epochs=teacher_epochs, seeds=seeds, run=run, progress=progress)
-    cfg.validate()
-    objective = build_objective(list(cfg.methods), temperature=cfg.temperature)
-    check_teacher_paths(cfg)
+    cfg = _config(data=data, data_dir=Path(data_dir), download=download, target=str(target), epochs=epochs,
+                  teacher=teacher if isinstance(teacher, str) else tuple(teacher), methods=tuple(methods),
+                  temperature=temperature, teacher_epochs=teacher_epochs, seeds=seeds, run=run, progress=progress)
     bundle = load_data(data, data_dir=data_dir, download=download)
 
     # 1–3. candidates drawn, audited, predicted, timed; budget misses dropped before any training
@@ -328,7 +314,76 @@ def select_student(*, target: str | Path, teacher: str | list[str] = defaults.TE
     stream = candidate_stream(profile.ops_allow, seed=seed, include=include)
     cands, budget, predictor = search(stream, bundle, profile, trials=trials, runner=runner, budget_ms=budget_ms,
                                       min_seconds=min_seconds, progress=progress)
-    t_search = time.perf_counter() - t0
+    seconds = {"audit_predict_time": time.perf_counter() - t0}
+    if not (survivors := [c for c in cands if c.status == "timed"]):
+        raise _no_candidate(cands, budget, profile)
+
+    # 4. one teacher for every candidate, then successive halving and the control
+    run_dir = artifacts.create_run(run)
+    teachers, teacher_acc, finalists, halving, rec, trainer = _train(cfg, bundle, profile, survivors, run_dir,
+                                                                     short=short, seconds=seconds)
+
+    # 5. the run others continue from, and the evidence
+    cfg.student = rec.name
+    artifacts.write_json(run_dir / "config.json", {
+        **asdict(cfg), "data_info": bundle.describe(), "student_net": rec.net_kwargs, "select_student": {
+            "target": profile.name, "budget_ms": budget_ms, "trials": trials, "seed": seed, "runner": runner,
+            "short_epochs": short, "include": list(include)}})
+    summary = save_run(run_dir, cfg, bundle, profile, teachers, teacher_acc, rec, trainer)
+    seconds["total"] = time.perf_counter() - t_start
+    result = _result(cfg, bundle, profile, cands, budget, predictor, finalists, halving, rec, seconds,
+                     teacher_acc=teacher_acc, runner=runner, seed=seed, trials=trials, short=short, run_dir=run_dir)
+    summary["wall_seconds"] = seconds["total"]
+    artifacts.write_json(run_dir / "distill.json", summary)
+    artifacts.write_json(run_dir / RESULT_FILE, result)
+    plot(run_dir / PLOT_FILE, result)
+    artifacts.set_latest(run_dir)
+    return {**result, "summary": summary}
+
+
+def _config(**kw: Any):
+    """The DistillConfig every candidate trains under, validated, with its teachers checked."""
+    from edgekd.train.config import DistillConfig
+    from edgekd.train.teacher import check_teacher_paths
+
+    cfg = DistillConfig(**kw)
+    cfg.validate()
+    check_teacher_paths(cfg)
+    return cfg
+
+
+def _train(cfg, bundle, profile, survivors: list[Candidate], run_dir: Path, *, short: int, seconds: dict) -> tuple:
+    """The teacher once (seeded explicitly), successive halving, then the recommended student's control."""
+    from edgekd.train.distill import labeled_subset
+    from edgekd.train.losses import build_objective
+    from edgekd.train.teacher import ensemble_accuracy, obtain_teachers, teacher_source
+
+    t0 = time.perf_counter()
+    objective = build_objective(list(cfg.methods), temperature=cfg.temperature)
+    teachers = obtain_teachers(cfg, bundle, run_dir)
+    models = [m for m, _ in teachers]
+    teacher_acc = ensemble_accuracy(cfg, models, bundle.test)
+    mask, labeled_only = labeled_subset(cfg, bundle)
+    source = teacher_source(cfg, bundle, models, objective) if objective.needs_teacher else None
+    seconds["teacher"] = time.perf_counter() - t0
+    trainer = Trainer(cfg, bundle, profile, source, mask, labeled_only)
+
+    t0 = time.perf_counter()
+    finalists, halving = successive_halving(trainer, survivors, epochs=cfg.epochs, short=short, progress=cfg.progress)
+    seconds["training"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    rec = min(finalists, key=Candidate.rank_key)
+    # Teacher capacity: what distillation adds at the chosen size (the control is paid once, for it).
+    runs = [trainer.alone(rec, epochs=cfg.epochs, seed=s) for s in range(cfg.seeds)]
+    rec.control = {"epochs": cfg.epochs, "val": float(np.mean([r["val"] for _, r in runs])),
+                   "test": float(np.mean([r["test"] for _, r in runs])),
+                   "seconds": float(sum(r["seconds"] for _, r in runs)),
+                   "per_seed": [r for _, r in runs], "_models": [m for m, _ in runs]}
+    seconds["control"] = time.perf_counter() - t0
+    return teachers, teacher_acc, finalists, halving, rec, trainer
+
+
+def _notes(cands: list[Candidate], budget: BudgetLimits, predictor: dict, trials: int) -> list[str]:
     notes = []
     if predictor["measured"] < trials:
         notes.append(f"{predictor['measured']} of {trials} trials timed: " + (
@@ -336,49 +391,19 @@ def select_student(*, target: str | Path, teacher: str | list[str] = defaults.TE
             if len(cands) >= MAX_DRAWS * trials else f"the search space has only {len(cands)} distinct candidates"))
     if budget.emulated:
         notes.append("timings are under emulation: the profile's latency and memory budgets were not applied")
-    survivors = [c for c in cands if c.status == "timed"]
-    if not survivors:
-        raise _no_candidate(cands, budget, profile)
+    return notes
 
-    # 4. one teacher for every candidate, then successive halving
-    run_dir = artifacts.create_run(run)
-    t0 = time.perf_counter()
-    teachers = obtain_teachers(cfg, bundle, run_dir)
-    models = [m for m, _ in teachers]
-    teacher_acc = ensemble_accuracy(cfg, models, bundle.test)
-    mask, labeled_only = labeled_subset(cfg, bundle)
-    source = teacher_source(cfg, bundle, models, objective) if objective.needs_teacher else None
-    t_teacher = time.perf_counter() - t0
-    trainer = Trainer(cfg, bundle, profile, source, mask, labeled_only)
 
-    t0 = time.perf_counter()
-    finalists, halving = successive_halving(trainer, survivors, epochs=epochs, short=short, progress=progress)
-    t_training = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    rec = min(finalists, key=Candidate.rank_key)
-    # Teacher capacity: what distillation adds at the chosen size (the control is paid once, for it).
-    runs = [trainer.alone(rec, epochs=epochs, seed=s) for s in range(seeds)]
-    rec.control = {"epochs": epochs, "val": float(np.mean([r["val"] for _, r in runs])),
-                   "test": float(np.mean([r["test"] for _, r in runs])),
-                   "seconds": float(sum(r["seconds"] for _, r in runs)),
-                   "per_seed": [r for _, r in runs], "_models": [m for m, _ in runs]}
-    t_control = time.perf_counter() - t0
-
-    # 5. the run others continue from, and the evidence
-    cfg.student = rec.name
-    artifacts.write_json(run_dir / "config.json", {
-        **asdict(cfg), "data_info": bundle.describe(), "student_net": rec.net_kwargs,
-        "select_student": {"target": profile.name, "budget_ms": budget_ms, "trials": trials, "seed": seed,
-                           "runner": runner, "short_epochs": short, "include": list(include)}})
-    summary = save_run(run_dir, cfg, bundle, profile, teachers, teacher_acc, rec, trainer)
+def _result(cfg, bundle, profile, cands, budget, predictor, finalists, halving, rec, seconds: dict, *,
+            teacher_acc: float, runner: str, seed: int, trials: int, short: int, run_dir: Path) -> dict[str, Any]:
+    """What select_student.json holds."""
     trained = [c for c in cands if c.rungs]
-    full_estimate = sum(c.rungs[0]["seconds_per_epoch"] * epochs * seeds for c in trained)
-    total = time.perf_counter() - t_start
-    result = {
+    full_estimate = sum(c.rungs[0]["seconds_per_epoch"] * cfg.epochs * cfg.seeds for c in trained)
+    return {
         "target": profile.name, "data": bundle.name, "runner": runner, "seed": seed, "trials": trials,
-        "epochs": epochs, "short_epochs": short, "seeds": seeds, "methods": list(cfg.methods),
+        "epochs": cfg.epochs, "short_epochs": short, "seeds": cfg.seeds, "methods": list(cfg.methods),
         "teacher": {"spec": list(cfg.teacher_list), "accuracy": teacher_acc},
-        "budget": budget.to_dict(), "notes": notes,
+        "budget": budget.to_dict(), "notes": _notes(cands, budget, predictor, trials),
         "search_space": {k: [list(v) if isinstance(v, tuple) else v for v in vals]
                          for k, vals in search_space(profile.ops_allow).items()},
         "candidates": [c.to_dict() for c in cands],
@@ -395,16 +420,9 @@ def select_student(*, target: str | Path, teacher: str | list[str] = defaults.TE
                               "student_test": c.rungs[-1]["test"], "student_alone_test": c.control["test"],
                               "kd_gain_test": c.rungs[-1]["test"] - c.control["test"]}
                              for c in sorted(finalists, key=lambda c: c.cost["params"]) if c.control],
-        "seconds": {"audit_predict_time": t_search, "teacher": t_teacher, "training": t_training,
-                    "control": t_control, "total": total, "total_excluding_teacher": total - t_teacher,
+        "seconds": {**seconds, "total_excluding_teacher": seconds["total"] - seconds["teacher"],
                     "full_training_estimate": full_estimate,
                     "note": "full_training_estimate: per-epoch time measured at the first rung × epochs × "
                             "seeds, over the candidates that were trained (those within budget)"},
         "run": str(run_dir),
     }
-    summary["wall_seconds"] = total
-    artifacts.write_json(run_dir / "distill.json", summary)
-    artifacts.write_json(run_dir / RESULT_FILE, result)
-    plot(run_dir / PLOT_FILE, result)
-    artifacts.set_latest(run_dir)
-    return {**result, "summary": summary}

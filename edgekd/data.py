@@ -38,6 +38,9 @@ from edgekd.errors import BadInput, first_line
 
 @dataclass
 class DataBundle:
+    """One dataset ready for training: train/val/test splits (normalised tensors), class names,
+    input shape and the preprocessing that export records in the manifest. From `load_data`."""
+
     name: str
     train: Any   # torch.utils.data.Dataset
     val: Any
@@ -215,6 +218,8 @@ def _official_split_record(train, val, n_test: int, *, seed: int) -> dict[str, A
 
 @dataclass(frozen=True)
 class OfficialDataset:
+    """A torchvision dataset `--data` can name: its class, the files it needs under `data_dir`."""
+
     name: str
     torchvision_class: str
     folder: str                   # where torchvision reads the files, under --data-dir

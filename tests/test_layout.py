@@ -203,3 +203,12 @@ def test_report_long_functions_elsewhere(capsys):
     with capsys.disabled():
         for mod, fns in sorted(report.items()):
             print(f"\n  long: {mod}: " + ", ".join(f"{n} ({k} lines)" for n, k in fns), end="")
+
+
+def test_public_classes_have_docstrings():
+    missing = []
+    for name, path in MODULES.items():
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            if isinstance(node, ast.ClassDef) and not node.name.startswith("_") and not ast.get_docstring(node):
+                missing.append(f"{name}.{node.name}")
+    assert missing == []

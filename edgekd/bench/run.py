@@ -1,6 +1,6 @@
 """Latency and memory through the target profile's execution providers, against its budgets.
 
-The timing itself happens in the bench agent (edgekd/agent.py), a separate
+The timing itself happens in the bench agent (edgekd/bench/agent.py), a separate
 process that imports only onnxruntime and numpy, so peak RSS is the runtime's
 own. A runner puts it on this host, under qemu, or on a device over ssh.
 The stage adds what only the host can measure: the teacher through ONNX

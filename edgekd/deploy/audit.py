@@ -49,6 +49,8 @@ FIXED_SHAPE_PROVIDERS = ("NnapiExecutionProvider",)
 # ---------------------------------------------------------------- report
 @dataclass
 class UnsupportedOp:
+    """One op type the target does not run, the nodes that use it, and why (not allowed, or a caveat)."""
+
     op: str
     nodes: list[str]
     reason: str
@@ -59,6 +61,8 @@ class UnsupportedOp:
 
 @dataclass
 class AuditReport:
+    """What the target's runtime would see: ops used, unsupported ops, and provider coverage."""
+
     target: str
     used: list[str]
     unsupported: list[UnsupportedOp]
@@ -375,6 +379,8 @@ def _resize_scales_sizes(node: Any, g: _Graph) -> bool:
 
 @dataclass(frozen=True)
 class Rule:
+    """A caveat rule: a caveat text matching `pattern` is broken when `broken(node, graph)` holds."""
+
     pattern: re.Pattern[str]
     broken: Callable[[Any, _Graph], bool]
 

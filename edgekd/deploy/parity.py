@@ -19,6 +19,9 @@ from edgekd.errors import BadInput, first_line
 
 @dataclass
 class ParityReport:
+    """ONNX Runtime against PyTorch on n samples: the largest differences, top-1 agreement, the
+    tolerances used, and one `Failure` per check that failed."""
+
     n: int
     max_abs_diff: float
     max_rel_diff: float

@@ -95,6 +95,9 @@ def sample_candidates(target_ops: frozenset[str] | None, *, trials: int, seed: i
 
 @dataclass
 class Candidate:
+    """One draw of the search space and everything the later stages learn about it: costs, the
+    predictor's guess, the measurement, each halving rung and the control."""
+
     id: int
     name: str
     net_kwargs: dict[str, Any]

@@ -13,6 +13,9 @@ from edgekd.errors import BadInput
 
 @dataclass
 class DistillConfig:
+    """Everything one distill run is asked to do (the `edgekd distill` options, as the API names
+    them); `validate()` refuses bad values before anything is paid for. Saved as config.json."""
+
     data: str = defaults.DATA
     data_dir: Path = defaults.DATA_DIR
     download: bool = False

@@ -327,3 +327,38 @@ def test_readme_from_python_example_runs(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (tmp_path / "artifacts" / "latest" / "cpu-arm" / "manifest.json").is_file()
     assert "cpu-arm" in proc.stdout
+
+
+# ---------------------------------------------------------------- provenance
+def test_host_cpu_reads_model_and_isa_flags(tmp_path):
+    from edgekd.provenance import host_cpu
+
+    x86 = tmp_path / "x86"
+    x86.write_text("processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Platinum 8480+\n"
+                   "flags\t\t: fpu sse2 avx2 avx512f avx512_vnni avx512_bf16 amx_tile amx_int8\n\n"
+                   "processor\t: 1\nmodel name\t: Intel(R) Xeon(R) Platinum 8480+\n")
+    got = host_cpu(x86)
+    assert got["model"] == "Intel(R) Xeon(R) Platinum 8480+"
+    assert got["flags"] == {"avx2": True, "avx512f": True, "avx512_vnni": True, "avx512_bf16": True, "amx": True,
+                            "neon": False}
+    arm = tmp_path / "arm"
+    arm.write_text("processor\t: 0\nBogoMIPS\t: 108.00\nFeatures\t: fp asimd evtstrm aes crc32\n"
+                   "CPU implementer\t: 0x41\n")
+    assert host_cpu(arm)["flags"] == {"avx2": False, "avx512f": False, "avx512_vnni": False, "avx512_bf16": False,
+                                      "amx": False, "neon": True}
+    assert host_cpu(tmp_path / "missing")["flags"] is None
+
+
+def test_provenance_names_the_process_group(monkeypatch):
+    from edgekd import provenance, ranks
+
+    class Group:  # what torch.distributed answers inside a 2-process gloo run
+        def get_backend(self):
+            return "gloo"
+
+        def get_world_size(self):
+            return 2
+
+    monkeypatch.setattr(ranks, "_dist", lambda: Group())
+    got = provenance.provenance(device="cpu")
+    assert (got["world_size"], got["backend"], got["device"]) == (2, "gloo", "cpu")

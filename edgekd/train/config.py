@@ -79,8 +79,8 @@ class DistillConfig:
         named = {m.partition(":")[0] for m in self.methods}
         for loss in self.loss_options:
             if loss not in named:
-                raise BadInput(f"loss_options {loss}.…: no method {loss} (methods: {', '.join(sorted(named))})",
-                               params=["loss_options"])
+                raise BadInput(f"loss_options {loss}.…: no methods {loss} (methods: {', '.join(sorted(named))})",
+                               params=["loss_options", "methods"])
         if self.hint_epochs and "fitnet" not in named:
             raise BadInput(f"hint_epochs {self.hint_epochs}: the hint stage needs a fitnet term in methods",
                            params=["hint_epochs", "methods"])

@@ -27,13 +27,13 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--run", type=Path)
     args = ap.parse_args()
+    import edgekd
     from edgekd.bench.runners import (
         LocalRunner,
         QemuRunner,
         agent_config,
         qemu_setup_info,
     )
-    import edgekd
 
     with tempfile.TemporaryDirectory() as tmp:
         run = args.run

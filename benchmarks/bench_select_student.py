@@ -47,7 +47,7 @@ RESULTS = ROOT / "benchmarks" / "results" / "select_student.json"
 def time_models(paths: dict[str, Path], profile, *, rounds: int, min_seconds: float) -> dict[str, dict]:
     """p50/p90 of each model, interleaved round by round; the median over rounds."""
     from edgekd.bench.runners import agent_config
-    from edgekd.search.student import run_isolated
+    from edgekd.search.timing import run_isolated
 
     got: dict[str, list[dict]] = {k: [] for k in paths}
     for _ in range(rounds):
@@ -146,8 +146,8 @@ def main() -> None:
 def scenario(*, name: str, budget_ms: float | None, args, work: Path, bundle, profile, teacher_pt: str, trainer,
              default: dict, default_onnx: Path, full_cache: dict) -> dict:
     """One search, the pick against the default (a), its cost against full training (b), ρ (c)."""
-    from edgekd.checkpoints import load_student
     import edgekd
+    from edgekd.checkpoints import load_student
     from edgekd.search.pareto import select_table
     from edgekd.search.space import Candidate
     from edgekd.tables import console

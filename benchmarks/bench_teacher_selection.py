@@ -154,9 +154,9 @@ def main() -> None:
 
     import torch
 
+    import edgekd
     from edgekd.data import load_data
     from edgekd.deploy.targets import load_target
-    import edgekd
     from edgekd.search.teacher import HIGHER_IS_BETTER, WARMUP_STEPS
     from edgekd.train.config import DistillConfig
 

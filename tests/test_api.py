@@ -225,7 +225,7 @@ def test_select_teacher(work):
 
 def test_select_student(work, tmp_path, monkeypatch):
     """Timed by a fake runner (deterministic, no subprocess); everything else is real."""
-    from edgekd.search import student as ss
+    from edgekd.search import timing
 
     _, res, _ = work
 
@@ -233,7 +233,7 @@ def test_select_student(work, tmp_path, monkeypatch):
         return {"latency_ms": {"p50": 0.01, "p90": 0.01}, "peak_rss_mb": 50.0, "model_bytes": model.stat().st_size,
                 "provider": "CPUExecutionProvider", "threads": 1}
 
-    monkeypatch.setattr(ss, "run_isolated", fake)
+    monkeypatch.setattr(timing, "run_isolated", fake)
     out = edgekd.select_student(target="cpu-arm", teacher=str(res.run / "teacher.pt"), trials=2, epochs=1,
                                 short_epochs=1, run=tmp_path / "sel", progress=False)
     assert isinstance(out, api.StudentSelection) and out.run == tmp_path / "sel" and out.latency_p90_ms == 0.01

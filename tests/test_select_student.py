@@ -22,7 +22,7 @@ from edgekd.deploy.audit import audit_model
 from edgekd.deploy.targets import load_target
 from edgekd.errors import BadInput, CheckFailed
 from edgekd.models import onnx_proto, student_net
-from edgekd.search import halving, pareto, predictor
+from edgekd.search import halving, pareto, predictor, timing
 from edgekd.search import space as sspace
 from edgekd.search import student as ss
 
@@ -50,7 +50,7 @@ def fake_runner(monkeypatch):
         return {"latency_ms": {"p50": lat, "p90": lat}, "peak_rss_mb": 50.0,
                 "model_bytes": model.stat().st_size, "provider": "CPUExecutionProvider", "threads": 1}
 
-    monkeypatch.setattr(ss, "run_isolated", run)
+    monkeypatch.setattr(timing, "run_isolated", run)
     return calls
 
 
@@ -200,7 +200,7 @@ def test_a_near_miss_is_timed_again_and_a_far_miss_is_not(monkeypatch, digits):
         return {"latency_ms": {"p50": lat, "p90": lat}, "peak_rss_mb": 50.0, "model_bytes": 1000,
                 "provider": "CPUExecutionProvider", "threads": 1}
 
-    monkeypatch.setattr(ss, "run_isolated", run)
+    monkeypatch.setattr(timing, "run_isolated", run)
     stream = sspace.candidate_stream(load_target("cpu-arm").ops_allow, seed=0)
     cands, _, _ = ss.search(stream, digits, load_target("cpu-arm"), trials=2, runner="local", budget_ms=budget,
                             min_seconds=0, progress=False)
@@ -310,7 +310,7 @@ def searched(tmp_path_factory):
         root = tmp_path_factory.mktemp(f"search{i}")
         with pytest.MonkeyPatch.context() as mp:
             mp.chdir(root)
-            mp.setattr(ss, "run_isolated", lambda runner, model, config: {
+            mp.setattr(timing, "run_isolated", lambda runner, model, config: {
                 "latency_ms": {"p50": fake_latency(model), "p90": fake_latency(model)}, "peak_rss_mb": 50.0,
                 "model_bytes": model.stat().st_size, "provider": "CPUExecutionProvider", "threads": 1})
             torch.set_num_threads(1)

@@ -16,7 +16,7 @@ scale of one machine. This module is the stage; its parts live beside it:
    that Spearman's ρ between predicted and measured latency means something.
 3. **Timing** (here). Each candidate (untrained weights: fp32 latency does not depend
    on the values) is exported at the profile's opset and timed through the target's
-   runner in a helper process; a near miss (within `RETIME_BAND`) is timed again and
+   runner in a helper process (`edgekd.search.timing`); a near miss (within `RETIME_BAND`) is timed again and
    the better run kept. Candidates over the latency, memory or size budget
    (`edgekd.checks.check_budget`, the same check `bench` uses) are dropped before any
    training; under emulation only `budget_ms`, when given, and the size budget apply.
@@ -59,6 +59,7 @@ from edgekd.search.predictor import (
     safety_factor,
 )
 from edgekd.search.space import Candidate, build, candidate_stream, search_space
+from edgekd.search.timing import run_isolated, time_candidate  # noqa: F401  (run_isolated: re-exported)
 
 __all__ = ["select_student", "select_table", "search", "time_candidate", "run_isolated", "Candidate", "Trainer"]
 
@@ -92,68 +93,6 @@ def audit_candidate(c: Candidate, model, bundle, profile) -> bool:
         c.status, c.reason = "refused", str(e)
         return False
     return True
-
-
-# ---------------------------------------------------------------- timing
-
-
-# Runs the runner in a small helper process: Linux carries ru_maxrss across fork+exec, so the
-# bench agent started straight from this PyTorch process reports our RSS as its own peak.
-_HELPER = """
-import json, sys
-from pathlib import Path
-from edgekd.errors import EdgekdError
-from edgekd.bench.runners import get_runner
-a = json.loads(sys.stdin.read())
-try:
-    r = get_runner(a["runner"]).run(model=Path(a["model"]), config=a["config"])
-except EdgekdError as e:
-    r = {"error": str(e)}
-print(json.dumps(r))
-"""
-HELPER_TIMEOUT_S = 900
-
-
-def run_isolated(runner: str, model: Path, config: dict) -> dict[str, Any]:
-    """`get_runner(runner).run(model=..., config=...)` from a helper process that has not loaded torch."""
-    import json
-    import os
-    import subprocess
-    import sys
-
-    root = str(Path(__file__).resolve().parents[2])
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
-    try:
-        proc = subprocess.run([sys.executable, "-c", _HELPER], capture_output=True, text=True, env=env,
-                              input=json.dumps({"runner": runner, "model": str(model), "config": config}),
-                              timeout=HELPER_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        raise BadInput(f"timing {model.name} on runner {runner} took over {HELPER_TIMEOUT_S} s") from None
-    lines = proc.stdout.strip().splitlines()
-    try:
-        result = json.loads(lines[-1]) if lines else None
-    except ValueError:
-        result = None
-    if not isinstance(result, dict):
-        last = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
-        raise BadInput(f"timing {model.name} on runner {runner} failed (exit {proc.returncode}): {last}")
-    if "error" in result:
-        raise BadInput(result["error"])
-    return result
-
-
-def time_candidate(c: Candidate, bundle, profile, runner: str, folder: Path, *, min_seconds: float) -> dict[str, Any]:
-    """Export (untrained weights) at the profile's opset and batch, time through the runner."""
-    from edgekd.bench.runners import agent_config
-    from edgekd.deploy.export import default_batch, export_onnx
-
-    path = export_onnx(build(c, bundle, profile.ops_allow), folder / f"candidate{c.id}.onnx",
-                       input_shape=bundle.input_shape, opset=profile.opset, batch=default_batch(profile))
-    r = run_isolated(runner, path, agent_config(profile, min_seconds=min_seconds, batches=()))
-    path.unlink(missing_ok=True)
-    return {"latency_p90_ms": r["latency_ms"]["p90"], "latency_p50_ms": r["latency_ms"]["p50"],
-            "peak_rss_mb": r["peak_rss_mb"], "model_bytes": r["model_bytes"], "provider": r["provider"],
-            "threads": r["threads"], "emulated": bool(r.get("emulated", False))}
 
 
 def search(stream: Iterator[tuple[str, dict]], bundle, profile, *, trials: int, runner: str,

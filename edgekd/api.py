@@ -132,7 +132,7 @@ class VerifyResult(Result):
     checked: list[str]
 
 
-def _attach(error: CheckFailed, result: Result) -> CheckFailed:
+def _attach(error: CheckFailed, result: Result | None) -> CheckFailed:
     error.result = result
     return error
 
@@ -262,16 +262,26 @@ def export(*, target: PathLike | TargetProfile = defaults.TARGET, run: PathLike 
     try:
         manifest = export_run(target=target, run=run, quantize=quantize, batch=batch)
     except CheckFailed as e:
-        run_dir = artifacts.resolve_run(run)
-        name = getattr(target, "name", None) or _target_name(target)
-        raise _attach(e, _export_result(artifacts.load_manifest(run_dir, name), run_dir)) from None
+        _attach(e, _partial(lambda: _export_result(artifacts.load_manifest(
+            artifacts.resolve_run(run), _target_name(target)), artifacts.resolve_run(run))))
+        raise
     return _export_result(manifest, artifacts.resolve_run(run))
 
 
-def _target_name(target: PathLike) -> str:
+def _target_name(target: PathLike | TargetProfile) -> str:
     from edgekd.deploy.targets import load_target
 
     return load_target(target).name
+
+
+def _partial(make: Any) -> Result | None:
+    """The result a failed stage left on disk, or None where it left none (the error still stands)."""
+    from edgekd.errors import EdgekdError
+
+    try:
+        return make()
+    except (EdgekdError, KeyError, TypeError, OSError):
+        return None
 
 
 def _export_result(manifest: dict[str, Any], run_dir: Path) -> ExportResult:
@@ -292,20 +302,17 @@ def bench(*, target: PathLike | None = None, run: PathLike | None = None, runner
     try:
         result = bench_run(target=target, run=run, runner=runner, compare=compare, min_seconds=min_seconds)
     except CheckFailed as e:
-        path = _bench_file(run, target)
-        if path is not None:
-            _attach(e, _bench_result(artifacts.read_json(path)))
+        _attach(e, _partial(lambda: _bench_result(artifacts.read_json(_bench_file(run, target)))))
         raise
     return _bench_result(result)
 
 
-def _bench_file(run: PathLike | None, target: PathLike | None) -> Path | None:
+def _bench_file(run: PathLike | None, target: PathLike | None) -> Path:
     from edgekd import artifacts
     from edgekd.bench.run import pick_target
 
     run_dir = artifacts.resolve_run(run)
-    path = run_dir / pick_target(run_dir, target).name / "bench.json"
-    return path if path.is_file() else None
+    return run_dir / pick_target(run_dir, target).name / "bench.json"
 
 
 def _bench_result(result: dict[str, Any]) -> BenchResult:

@@ -18,13 +18,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 from edgekd import defaults
-from edgekd.errors import AuditFailed, CheckFailed
+from edgekd.errors import AuditFailed, BudgetFailed, CheckFailed, GoldenFailed
 
 if TYPE_CHECKING:
     from edgekd.deploy.targets import TargetProfile
 
 __all__ = ["distill", "compare", "select_teacher", "select_student", "export", "bench", "audit", "verify",
-           "load_target", "list_targets", "Result", "DistillResult", "CompareResult", "TeacherSelection",
+           "load_target", "list_targets", "report", "Result", "ReportResult", "DistillResult", "CompareResult", "TeacherSelection",
            "StudentSelection", "ExportResult", "BenchResult", "AuditResult", "VerifyResult"]
 
 PathLike = str | Path
@@ -100,8 +100,10 @@ class ExportResult(Result):
 
 @dataclass(frozen=True)
 class BenchResult(Result):
-    """`edgekd bench`: batch-1 latency of the recommended precision and the budget verdict. `data` is bench.json."""
+    """`edgekd bench`: batch-1 latency of the recommended precision and the budget verdict, for the
+    (first) target; `mode` is run (data = bench.json), targets (side by side) or model (any ONNX file)."""
 
+    mode: str
     target: str
     runner: str
     provider: str
@@ -130,6 +132,13 @@ class VerifyResult(Result):
 
     run: Path
     checked: list[str]
+
+
+@dataclass(frozen=True)
+class ReportResult(Result):
+    """`edgekd report`: where the HTML page was written."""
+
+    path: Path
 
 
 def _attach(error: CheckFailed, result: Result | None) -> CheckFailed:
@@ -253,14 +262,14 @@ def select_student(*, target: PathLike, teacher: str | Sequence[str] = defaults.
 
 # ---------------------------------------------------------------- deployment
 def export(*, target: PathLike | TargetProfile = defaults.TARGET, run: PathLike | None = None,
-           quantize: str | None = None, batch: int | None = None) -> ExportResult:
+           quantize: str | None = None, batch: int | None = None, exporter: str = defaults.EXPORTER) -> ExportResult:
     """Export the run's student to ONNX for `target`: full check, op audit, parity, golden vectors,
     manifest. Raises AuditFailed or ParityFailed (with `result`) after writing the manifest."""
     from edgekd import artifacts
     from edgekd.deploy.export import export_run
 
     try:
-        manifest = export_run(target=target, run=run, quantize=quantize, batch=batch)
+        manifest = export_run(target=target, run=run, quantize=quantize, batch=batch, exporter=exporter)
     except CheckFailed as e:
         _attach(e, _partial(lambda: _export_result(artifacts.load_manifest(
             artifacts.resolve_run(run), _target_name(target)), artifacts.resolve_run(run))))
@@ -292,19 +301,32 @@ def _export_result(manifest: dict[str, Any], run_dir: Path) -> ExportResult:
                         student_onnx_accuracy=manifest["accuracy"]["student_onnx"])
 
 
-def bench(*, target: PathLike | None = None, run: PathLike | None = None, runner: str = defaults.RUNNER,
-          min_seconds: float = defaults.BENCH_MIN_SECONDS, compare: bool = True) -> BenchResult:
-    """Time the exported model through the profile's execution providers on `runner` and check the
-    budgets; merges into the manifest. Raises BudgetFailed or GoldenFailed (with `result`)."""
+def bench(*, model: PathLike | None = None, target: PathLike | Sequence[PathLike] | None = None,
+          run: PathLike | None = None, runner: str = defaults.RUNNER, min_seconds: float = defaults.BENCH_MIN_SECONDS,
+          compare: bool = True, shapes: Sequence[str] | None = None, inputs: PathLike | None = None,
+          profile: bool = False) -> BenchResult:
+    """Time a run's exported model (or any ONNX `model`) through each target profile's execution
+    providers on `runner` and check the budgets; several targets give a side-by-side table.
+    Raises BudgetFailed or GoldenFailed (with `result`) after every measurement is written."""
     from edgekd import artifacts
-    from edgekd.bench.run import bench_run
+    from edgekd.bench.run import bench_any
 
+    targets = [target] if isinstance(target, (str, Path)) else list(target or [])
     try:
-        result = bench_run(target=target, run=run, runner=runner, compare=compare, min_seconds=min_seconds)
-    except CheckFailed as e:
-        _attach(e, _partial(lambda: _bench_result(artifacts.read_json(_bench_file(run, target)))))
+        data = bench_any(model=model, targets=targets, run=run, runner=runner, compare=compare,
+                         min_seconds=min_seconds, shapes=list(shapes or []), inputs=inputs, profile=profile)
+    except CheckFailed as e:  # one run target: bench.json is written before the check fails
+        _attach(e, _partial(lambda: _bench_result({"mode": "run", **artifacts.read_json(
+            _bench_file(run, targets[0] if targets else None))})))
         raise
-    return _bench_result(result)
+    result = _bench_result(data)
+    if data.get("failures"):  # several targets or a model: every row measured, then fail once
+        from edgekd.checks import Failure
+
+        failures = [Failure(**d) for d in data.get("failure_records", [])]
+        error = GoldenFailed if any(f.kind == "golden" for f in failures) else BudgetFailed
+        raise _attach(error("; ".join(data["failures"]), failures=failures), result)
+    return result
 
 
 def _bench_file(run: PathLike | None, target: PathLike | None) -> Path:
@@ -315,12 +337,15 @@ def _bench_file(run: PathLike | None, target: PathLike | None) -> Path:
     return run_dir / pick_target(run_dir, target).name / "bench.json"
 
 
-def _bench_result(result: dict[str, Any]) -> BenchResult:
-    chosen = result["int8"] if result["recommended"] == "int8" and result.get("int8") else result["fp32"]
-    return BenchResult(data=result, target=result["target"], runner=result["runner"], provider=chosen["provider"],
-                       latency_p50_ms=chosen["latency_ms"]["p50"], latency_p90_ms=chosen["latency_ms"]["p90"],
-                       peak_rss_mb=chosen["peak_rss_mb"], recommended=result["recommended"],
-                       budget_passed=bool(result["budget"]["passed"]), notes=list(result.get("notes", [])))
+def _bench_result(data: dict[str, Any]) -> BenchResult:
+    first = data if data.get("mode", "run") == "run" else data["results"][0]
+    recommended = first.get("recommended", "fp32")
+    chosen = first["int8"] if recommended == "int8" and first.get("int8") else first["fp32"]
+    return BenchResult(data=data, mode=data.get("mode", "run"), target=first["target"], runner=first["runner"],
+                       provider=chosen["provider"], latency_p50_ms=chosen["latency_ms"]["p50"],
+                       latency_p90_ms=chosen["latency_ms"]["p90"], peak_rss_mb=chosen["peak_rss_mb"],
+                       recommended=recommended, budget_passed=bool(first["budget"]["passed"]),
+                       notes=list(data.get("notes", [])))
 
 
 def audit(*, model: PathLike, target: PathLike | TargetProfile) -> AuditResult:
@@ -345,6 +370,14 @@ def verify(*, run: PathLike | None = None) -> VerifyResult:
 
     result = verify_run(run)
     return VerifyResult(data=result, run=Path(result["run"]), checked=list(result["checked"]))
+
+
+def report(*, runs: Sequence[PathLike] = (), out: PathLike | None = None) -> ReportResult:
+    """One self-contained HTML page for a run (default: artifacts/latest), or several side by side."""
+    from edgekd.report import make_report
+
+    path = make_report([Path(r) for r in runs], out=None if out is None else Path(out))
+    return ReportResult(data={"path": str(path), "runs": [str(r) for r in runs]}, path=Path(path))
 
 
 def load_target(*, name: PathLike | TargetProfile) -> TargetProfile:

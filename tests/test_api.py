@@ -362,3 +362,10 @@ def test_provenance_names_the_process_group(monkeypatch):
     monkeypatch.setattr(ranks, "_dist", lambda: Group())
     got = provenance.provenance(device="cpu")
     assert (got["world_size"], got["backend"], got["device"]) == (2, "gloo", "cpu")
+
+
+def test_report_writes_the_page(work, tmp_path):
+    _, res, _ = work
+    out = api.report(runs=[res.run], out=tmp_path / "page.html")
+    assert isinstance(out, api.ReportResult) and out.path == tmp_path / "page.html" and out.path.stat().st_size > 0
+    assert out.to_json()["path"] == str(out.path)

@@ -21,7 +21,7 @@ import tomllib
 
 REPO = Path(__file__).resolve().parent.parent
 PKG = REPO / "edgekd"
-SUBPACKAGES = ("train", "deploy", "bench", "search")
+SUBPACKAGES = ("train", "deploy", "bench", "search", "report")
 MAX_FUNCTION_LINES = 60
 # Files whose functions this test holds to MAX_FUNCTION_LINES (the rest is reported only).
 OWNED = ("__init__.py", "api.py", "cli.py", "errors.py", "checks.py", "provenance.py", "search/space.py",
@@ -97,7 +97,14 @@ def find_cycle(edges: dict[str, set[str]]) -> list[str] | None:
     return None
 
 
+# The bench agent is a leaf of its own (stdlib + numpy + onnxruntime, copied alone to a device):
+# deploy.parity shares its comparison convention, so it is a layer below both deploy and bench.
+LEAVES = {"edgekd.bench.agent": "agent"}
+
+
 def subpackage(module: str) -> str | None:
+    if module in LEAVES:
+        return LEAVES[module]
     parts = module.split(".")
     return parts[1] if len(parts) > 2 and parts[1] in SUBPACKAGES else None
 
@@ -138,7 +145,7 @@ def test_find_cycle_finds_one():
 
 
 def test_no_cycle_between_subpackages():
-    layers: dict[str, set[str]] = {s: set() for s in SUBPACKAGES}
+    layers: dict[str, set[str]] = {s: set() for s in (*SUBPACKAGES, *LEAVES.values())}
     for src, targets in graph().items():
         for dst in targets:
             a, b = subpackage(src), subpackage(dst)

@@ -36,29 +36,22 @@ def main() -> None:
 
 
 def run_isolated(runner: str, model: Path, config: dict) -> dict[str, Any]:
-    """`get_runner(runner).run(model=..., config=...)` from a helper process that has not loaded torch."""
+    """`get_runner(runner).run(model=..., config=...)` from a helper process that has not loaded torch,
+    through the one subprocess-with-JSON helper (`edgekd.bench.proc.run_json`)."""
     import os
-    import subprocess
+
+    from edgekd.bench.proc import last_line, run_json
 
     root = str(Path(__file__).resolve().parents[2])  # the folder holding this edgekd, checkout or install
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
-    try:
-        proc = subprocess.run([sys.executable, "-m", "edgekd.search.timing"], capture_output=True, text=True,
-                              env=env, input=json.dumps({"runner": runner, "model": str(model), "config": config}),
-                              timeout=HELPER_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        raise BadInput(f"timing {model.name} on runner {runner} took over {HELPER_TIMEOUT_S} s") from None
-    lines = proc.stdout.strip().splitlines()
-    try:
-        result = json.loads(lines[-1]) if lines else None
-    except ValueError:
-        result = None
-    if not isinstance(result, dict):
-        last = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
-        raise BadInput(f"timing {model.name} on runner {runner} failed (exit {proc.returncode}): {last}")
-    if "error" in result:
-        raise BadInput(result["error"])
-    return result
+    reply = run_json([sys.executable, "-m", "edgekd.search.timing"], timeout=HELPER_TIMEOUT_S, env=env,
+                     what=f"timing {model.name} on runner {runner}",
+                     input=json.dumps({"runner": runner, "model": str(model), "config": config}))
+    if reply.obj is None:
+        raise BadInput(f"timing {model.name} on runner {runner} failed (exit {reply.rc}): {last_line(reply.stderr)}")
+    if "error" in reply.obj:
+        raise BadInput(reply.obj["error"])
+    return reply.obj
 
 
 def time_candidate(c: Candidate, bundle, profile, runner: str, folder: Path, *, min_seconds: float) -> dict[str, Any]:

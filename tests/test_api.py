@@ -125,7 +125,7 @@ def test_bench_returns_bench_json_with_the_host_cpu(work, tmp_path):
     out = edgekd.bench(target=relaxed, run=res.run, min_seconds=0.05, compare=False)
     assert isinstance(out, api.BenchResult) and out.budget_passed and out.latency_p90_ms >= out.latency_p50_ms > 0
     written = json.loads((res.run / "cpu-arm" / "bench.json").read_text())
-    assert out.to_json() == written
+    assert out.mode == "run" and out.to_json() == {"mode": "run", **written}  # the --json output: bench.json + mode
     host = written["host"]
     assert host["machine"] and set(host["flags"] or {}) <= {"avx2", "avx512f", "avx512_vnni", "avx512_bf16",
                                                            "amx", "neon"}

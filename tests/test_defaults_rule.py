@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from edgekd import defaults
+from edgekd.errors import BadInput
 from edgekd.train.config import FROM_DATA, DistillConfig
 from edgekd.train.distill import verdict
 
@@ -55,12 +56,21 @@ def test_for_data_fills_only_what_was_left_unset():
     DistillConfig(**{k: None for k in FROM_DATA}).validate()   # unset options pass validation
 
 
-def test_cli_leaves_the_rule_options_unset():
-    from edgekd.cli import _distill_config
+def test_cli_leaves_the_rule_options_unset(monkeypatch, edgekd_main):
+    """`edgekd distill` without --teacher/--student/--epochs/...: those reach distill as None."""
+    import edgekd.train.distill as d
 
-    cfg = _distill_config(teacher=None, teacher_weight=None, method=None, resume=False, run=None,
-                          student=None, epochs=None, temperature=None, teacher_epochs=None)
-    assert all(getattr(cfg, k) is None for k in FROM_DATA)
+    seen = {}
+
+    def capture(cfg):
+        seen["cfg"] = cfg
+        raise BadInput("captured")
+
+    monkeypatch.setattr(d, "distill", capture)
+    assert edgekd_main("distill", "--no-progress").code == 2
+    assert all(getattr(seen["cfg"], k) is None for k in FROM_DATA)
+    assert edgekd_main("distill", "--epochs", "2", "--teacher", "cnn-small", "--no-progress").code == 2
+    assert (seen["cfg"].epochs, seen["cfg"].teacher, seen["cfg"].student) == (2, "cnn-small", None)
 
 
 def row(seed, alone, kd, alone_val, kd_val):

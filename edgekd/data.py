@@ -279,7 +279,7 @@ def _idx_bytes(path: Path) -> bytes:
     try:
         return gzip.decompress(raw)
     except (OSError, EOFError, zlib.error) as e:
-        raise BadInput(f"{path}: corrupt or truncated gzip data ({_first_line(e)}); "
+        raise BadInput(f"{path}: corrupt or truncated gzip data ({first_line(e)}); "
                        f"replace it with the original file") from None
 
 
@@ -374,7 +374,7 @@ def _download_idx(spec: IdxDataset, data_dir: str | Path | None) -> None:
     try:
         getattr(datasets, spec.torchvision_class)(str(base), train=True, download=True)
     except Exception as e:  # URLError, RuntimeError, ...
-        raise BadInput(f"{spec.name}: download into {base} failed: {_first_line(e)}") from None
+        raise BadInput(f"{spec.name}: download into {base} failed: {first_line(e)}") from None
 
 
 def _idx_pair(spec: IdxDataset, images: Path, labels: Path) -> tuple[np.ndarray, np.ndarray]:

@@ -36,7 +36,7 @@ def test_the_official_split_from_the_gzipped_files(fashion):
     # train statistics near the published ones (mean 0.286, std 0.353), computed on train only
     assert b.mean[0] == pytest.approx(0.286, abs=0.002) and b.std[0] == pytest.approx(0.353, abs=0.002)
     assert b.train.pixels.dtype == torch.uint8 and tuple(b.train.pixels.shape) == (60_000, 1, 28, 28)
-    x, y = b.train.batch(np.arange(512))
+    x, _ = b.train.batch(np.arange(512))
     assert x.shape == (512, 1, 28, 28) and abs(float(x.mean())) < 0.1 and abs(float(x.std()) - 1) < 0.1
 
 

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from edgekd.deploy.targets import TargetProfile
 
 __all__ = ["distill", "compare", "select_teacher", "select_student", "export", "bench", "audit", "verify",
-           "load_target", "list_targets", "report", "Result", "ReportResult", "DistillResult", "CompareResult", "TeacherSelection",
+           "load_target", "list_targets", "teachers", "TeacherCosts", "report", "Result", "ReportResult", "DistillResult", "CompareResult", "TeacherSelection",
            "StudentSelection", "ExportResult", "BenchResult", "AuditResult", "VerifyResult"]
 
 PathLike = str | Path
@@ -392,6 +392,23 @@ def report(*, runs: Sequence[PathLike] = (), out: PathLike | None = None) -> Rep
 
     path = make_report([Path(r) for r in runs], out=None if out is None else Path(out))
     return ReportResult(data={"path": str(path), "runs": [str(r) for r in runs]}, path=Path(path))
+
+
+@dataclass(frozen=True)
+class TeacherCosts(Result):
+    """`edgekd teachers`: each registry teacher's params and forward MFLOPs at the data's input
+    size, and `default`, the teacher distill picks for that data."""
+
+    default: str
+    input_shape: tuple[int, ...]
+
+
+def teachers(*, data: str = defaults.DATA, data_dir: PathLike | None = None) -> TeacherCosts:
+    """Every registry teacher's cost at `data`'s input size (`models.teachers_for_data`)."""
+    from edgekd.models import teachers_for_data
+
+    result = teachers_for_data(data, data_dir=_dir(data_dir))
+    return TeacherCosts(data=result, default=result["default"], input_shape=tuple(result["input_shape"]))
 
 
 def load_target(*, name: PathLike | TargetProfile) -> TargetProfile:

@@ -321,11 +321,11 @@ def targets(
 @app.command()
 def teachers(data: str = DATA_OPT, data_dir: Optional[Path] = DATA_DIR_OPT, as_json: bool = JSON_OPT) -> None:
     """List the registry teachers with their cost (params, MFLOPs) at the data's input size."""
-    from edgekd.models import teachers_for_data
+    from edgekd import api
     from edgekd.tables import teachers_table
 
-    result = teachers_for_data(data, data_dir=data_dir)
-    _print(teachers_table(result), result, as_json)
+    result = api.teachers(data=data, data_dir=data_dir)
+    _print(teachers_table(result.to_json()), result.to_json(), as_json)
 
 
 @app.command()

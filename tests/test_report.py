@@ -367,3 +367,11 @@ def test_run_in_progress_without_metrics_names_its_checkpoints(tmp_path):
         (run / "checkpoints" / f"{name}.pt").write_bytes(b"")
     _, page = report_of(run)
     assert "epoch checkpoints so far: alone-seed0, teacher" in page.plain
+
+
+def test_bar_chart_axis_holds_the_error_bars():
+    from edgekd.report import svg
+
+    out = svg.bar_chart(["teacher", "alone"], [("run", [99.7, 98.4], [0.0, 0.9])], title="t", y_label="%")
+    ticks = [float(t) for t in re.findall(r'class="tick">([\d.]+)</text>', out)]
+    assert min(ticks) <= 98.4 - 0.9 and max(ticks) >= 99.7

@@ -285,9 +285,9 @@ def _vs_cells(r: RunData, name: str) -> list[str]:
     sp = _get(m, "model", "params") or _get(r.distill, "student", "params")
     acc_t, acc_s = _get(m, "accuracy", "teacher"), _get(m, "accuracy", "student_onnx")
     diff = 100 * (acc_t - acc_s) if isinstance(acc_t, (int, float)) and isinstance(acc_s, (int, float)) else None
-    return [f"{num(ratio, 3)}× faster" if ratio else "— (bench without the teacher)",
-            f"{num(size_ratio, 3)}× smaller" if size_ratio else "—",
-            f"{num(tp / sp, 3)}× fewer" if tp and sp else "—",
+    return [f"student {num(ratio, 3)}× faster" if ratio else "— (bench without the teacher)",
+            f"student {num(size_ratio, 3)}× smaller" if size_ratio else "—",
+            f"student {num(tp / sp, 3)}× fewer" if tp and sp else "—",
             f"{diff:+.2f} points (teacher {pct(acc_t)}, student ONNX {pct(acc_s)})" if diff is not None else "—"]
 
 

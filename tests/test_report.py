@@ -84,6 +84,8 @@ def test_full_run_shows_every_part(tmp_path):
             "seminar", "pareto-run"} <= set(page.charts)
     assert "Nothing: every stage of the run is here" in text
     assert "CPUExecutionProvider: 5 nodes (100%)" in text  # the real partition
+    assert "Example CPU @ 2.0GHz (x86_64, 2 CPUs); avx2, avx512f" in text  # bench.json's host
+    assert "0.003 (base 0.003 at batch 64, cosine), batch 64" in text and "cpu, fp32" in text
     assert "CPUExecutionProvider Conv 12.5 61.0% 200 62.5" in text  # the operator profile
     b = json.loads((run / "cpu-arm" / "bench.json").read_text())
     assert f"cpu-arm: deployable ✓ pass, fp32 p90 {b['fp32']['latency_ms']['p90']:.3g} ms" in text  # the summary

@@ -56,6 +56,17 @@ def _assignment(m: dict, b: dict) -> str:
     return mark(part.get("passed")) + "<br>" + "<br>".join(lines or [esc(part.get("summary", ""))])
 
 
+def _host(b: dict) -> str:
+    """bench.json's `host`: the CPU model and which ISA extensions it has (what ORT's kernels dispatch on)."""
+    h = b.get("host")
+    if not isinstance(h, dict):
+        return '<span class="muted">not recorded</span>' if b else "—"
+    flags = h.get("flags") or {}
+    have = ", ".join(k for k, v in flags.items() if v) if isinstance(flags, dict) else ""
+    return esc(f"{h.get('model') or '?'} ({h.get('machine', '?')}, {h.get('logical_cpus', '?')} CPUs)"
+               + (f"; {have}" if have else ""))
+
+
 def _short(v: Any, limit: int = 300) -> str:
     import json
 
@@ -78,6 +89,7 @@ def audit_table(runs: list[RunData], name: str) -> str:
             '<span class="muted">not benchmarked</span>'),
         row("runner", lambda m, b: esc(b.get("runner", "—")) + (" <b>(emulated: timings are not the target's)</b>"
                                                                  if _get(b, "fp32", "emulated") else "") if b else "—"),
+        row("host CPU", lambda m, b: _host(b)),
         row("provider assignment", _assignment),
         row("threads used (requested)", lambda m, b: esc(f"{_get(b, 'fp32', 'threads', default='—')} "
                                                          f"({_get(b, 'fp32', 'threads_requested', default='—')})")),

@@ -61,6 +61,8 @@ SEEDS_OPT = typer.Option(defaults.SEEDS, help="Seeds for mean ± std.")
 LF_OPT = typer.Option(defaults.LABELED_FRACTION, help="Keep labels for this share of the train set; the rest only the teacher labels.")
 RUN_OPT = typer.Option(None, help="Run folder (default: a new artifacts/<run-id>).")
 TEMP_OPT = typer.Option(defaults.TEMPERATURE, help="Softmax temperature T for soft labels.")
+DEVICE_OPT = typer.Option(defaults.DEVICE, help="auto | cpu | cuda | cuda:N (auto: CUDA when available).")
+QUIET_OPT = typer.Option(False, "--quiet", "-q", help="No progress bars or per-epoch lines.")
 
 
 @app.command()
@@ -72,8 +74,15 @@ def distill(
     student: str = STUDENT_OPT, target: str = TARGET_OPT,
     method: Optional[List[str]] = typer.Option(None, help="Loss NAME[:WEIGHT], repeatable: ce hard soft cosine fitnet at rkd rkd-d rkd-a. Default: soft:0.7 ce:0.3."),
     temperature: float = TEMP_OPT, epochs: int = EPOCHS_OPT, teacher_epochs: int = T_EPOCHS_OPT, seeds: int = SEEDS_OPT,
-    lr: float = typer.Option(defaults.LR, help="Learning rate (AdamW, cosine schedule)."),
-    batch_size: int = typer.Option(defaults.BATCH_SIZE, help="Batch size."),
+    lr: float = typer.Option(defaults.LR, help=f"Learning rate (AdamW) at batch {defaults.BASE_BATCH}; scaled linearly with --batch-size."),
+    batch_size: int = typer.Option(defaults.BATCH_SIZE, help="Batch size (global, over all processes)."),
+    lr_schedule: str = typer.Option(defaults.LR_SCHEDULE, help="auto | cosine | warmup-cosine | constant (auto: cosine; warm-up above batch 64)."),
+    warmup_epochs: float = typer.Option(defaults.WARMUP_EPOCHS, help="Linear warm-up of warmup-cosine, in epochs."),
+    device: str = DEVICE_OPT,
+    precision: str = typer.Option(defaults.PRECISION, help="auto | fp32 | bf16 | fp16 autocast (auto: bf16 on CUDA, fp32 on CPU)."),
+    channels_last: Optional[bool] = typer.Option(None, "--channels-last/--no-channels-last", help="NHWC memory format (default: on CUDA only)."),
+    compile: bool = typer.Option(False, "--compile", help="torch.compile the models (refused: it did not win; see benchmarks/README.md)."),
+    tensorboard: Optional[Path] = typer.Option(None, help="Also write per-epoch scalars to this TensorBoard log folder."),
     labeled_fraction: float = LF_OPT,
     hint_epochs: int = typer.Option(0, help="FitNets stage 1: epochs training the student up to its tap on the hint loss."),
     generations: int = typer.Option(0, help="Born-again self-distillation: K generations of the student teaching the next."),
@@ -86,6 +95,7 @@ def distill(
     run: Optional[Path] = RUN_OPT,
     resume: bool = typer.Option(False, help="Continue from the run's last epoch checkpoints (needs --run)."),
     progress: bool = typer.Option(True, help="Show progress bars."),
+    quiet: bool = QUIET_OPT,
     nproc: int = typer.Option(1, help="Processes per node: launches through torchrun (gloo on CPU, NCCL on GPU)."),
     nnodes: str = typer.Option("1", help="torchrun --nnodes (e.g. 2 or 1:4), for several machines."),
     rdzv_endpoint: Optional[str] = typer.Option(None, help="torchrun --rdzv-endpoint HOST:PORT, for several machines."),
@@ -104,12 +114,12 @@ def distill(
 
     kw = {k: v for k, v in locals().items() if k not in (
         "as_json", "run_distill", "distill_table", "dist", "nproc", "nnodes", "rdzv_endpoint", "node_rank",
-        "student_tap", "teacher_tap", "loss_option")}
-    kw["progress"] = progress and not as_json
+        "student_tap", "teacher_tap", "loss_option", "quiet")}
+    kw["progress"] = progress and not as_json and not quiet
     kw["student_taps"] = _pairs("--student-tap", student_tap)
     kw["teacher_taps"] = _pairs("--teacher-tap", teacher_tap)
     kw["loss_options"] = _loss_options(loss_option)
-    dist.init_from_env()
+    dist.init_from_env(device)
     try:
         summary = run_distill(_distill_config(**kw))
         main_rank = dist.is_main()
@@ -168,7 +178,9 @@ def compare(
     only: Optional[List[str]] = typer.Option(None, "--method", help="Methods for the table (repeatable); default: all of soft hard cosine fitnet fitnet+hint at rkd born-again dml."),
     temperature: float = TEMP_OPT, epochs: int = EPOCHS_OPT, teacher_epochs: int = T_EPOCHS_OPT, seeds: int = SEEDS_OPT,
     labeled_fraction: float = LF_OPT, run: Optional[Path] = RUN_OPT,
+    device: str = DEVICE_OPT,
     progress: bool = typer.Option(True, help="Show progress bars."),
+    quiet: bool = QUIET_OPT,
     as_json: bool = JSON_OPT,
 ) -> None:
     """The seminar table: teacher once, student alone, then the student with each method (same seeds and budget)."""
@@ -179,7 +191,7 @@ def compare(
     cfg = _distill_config(data=data, data_dir=data_dir, download=download, teacher=teacher, teacher_weight=None,
                           student=student, target=target, method=None, temperature=temperature, epochs=epochs,
                           teacher_epochs=teacher_epochs, seeds=seeds, labeled_fraction=labeled_fraction, run=run,
-                          resume=False, progress=progress and not as_json)
+                          resume=False, progress=progress and not as_json and not quiet, device=device)
     result = run_compare(cfg, methods=tuple(only or DEFAULT))
     _print(compare_table(result), result, as_json)
 

@@ -13,6 +13,8 @@ from edgekd.errors import BadInput
 
 @dataclass
 class DistillConfig:
+    """Everything one `edgekd distill` run is asked to do; `validate()` checks it before any folder exists."""
+
     data: str = defaults.DATA
     data_dir: Path = defaults.DATA_DIR
     download: bool = False
@@ -40,6 +42,25 @@ class DistillConfig:
     run: Path | None = None
     resume: bool = False
     progress: bool = True
+    device: str = defaults.DEVICE                         # auto | cpu | cuda | cuda:N
+    precision: str = defaults.PRECISION                   # auto | fp32 | bf16 | fp16 (autocast)
+    channels_last: bool | None = None                     # None: defaults.channels_last_for(device)
+    compile: bool = False                                 # torch.compile (see benchmarks/README.md)
+    lr_schedule: str = defaults.LR_SCHEDULE               # auto | cosine | warmup-cosine | constant
+    warmup_epochs: float = defaults.WARMUP_EPOCHS
+    tensorboard: Path | None = None                       # also write per-epoch scalars here
+
+    def train_options(self, run_dir: Path | None = None):
+        """How every phase of this run trains (`edgekd.train.loop.TrainOptions`); metrics go to run_dir."""
+        from edgekd.train.distributed import resolve_device
+        from edgekd.train.loop import TrainOptions
+        from edgekd.train.metrics import FILE, MetricsLog
+
+        device = resolve_device(self.device)
+        metrics = None if run_dir is None else MetricsLog.shared(Path(run_dir) / FILE, tensorboard=self.tensorboard)
+        cl = defaults.channels_last_for(device) if self.channels_last is None else self.channels_last
+        return TrainOptions(device=device, precision=self.precision, channels_last=cl, compile=self.compile,
+                            schedule=self.lr_schedule, warmup_epochs=self.warmup_epochs, metrics=metrics)
 
     @property
     def teacher_list(self) -> list[str]:
@@ -76,12 +97,32 @@ class DistillConfig:
             raise BadInput(f"--lr {self.lr}: must be > 0")
         if not self.temperature > 0:
             raise BadInput(f"--temperature {self.temperature}: must be > 0")
+        self._validate_training()
+
+    def _validate_training(self) -> None:
+        from edgekd.train.distributed import resolve_device
+
+        resolve_device(self.device)  # BadInput naming what the machine has
+        if self.precision not in defaults.PRECISIONS:
+            raise BadInput(f"--precision {self.precision}: valid: {', '.join(defaults.PRECISIONS)}")
+        if self.lr_schedule not in defaults.LR_SCHEDULES:
+            raise BadInput(f"--lr-schedule {self.lr_schedule}: valid: {', '.join(defaults.LR_SCHEDULES)}")
+        if not self.warmup_epochs >= 0:
+            raise BadInput(f"--warmup-epochs {self.warmup_epochs}: must be >= 0")
+        if self.compile:
+            raise BadInput("--compile: refused; torch.compile did not beat eager training in "
+                           "benchmarks/bench_throughput.py (see benchmarks/README.md)")
+        if self.tensorboard is not None:
+            from edgekd.train.metrics import check_tensorboard
+
+            check_tensorboard()
 
 
 # What --resume must agree on with the interrupted run.
 RESUME_KEYS = ("data", "teacher", "student", "target", "methods", "temperature", "epochs", "teacher_epochs", "seeds",
                "lr", "batch_size", "labeled_fraction", "hint_epochs", "generations", "online", "peers",
-               "teacher_mode", "teacher_weights", "loss_options", "student_taps", "teacher_taps")
+               "teacher_mode", "teacher_weights", "loss_options", "student_taps", "teacher_taps", "lr_schedule",
+               "warmup_epochs")
 
 
 def check_resume(cfg: DistillConfig) -> None:

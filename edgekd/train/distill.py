@@ -105,7 +105,8 @@ def train_control(cfg: DistillConfig, bundle: DataBundle, target: TargetProfile,
     """The student alone on the labeled data, same epochs and steps: the control."""
     row: dict[str, Any] = {"seed": seed}
     alone = Phase(f"alone/seed{seed}", make_student(cfg, bundle, target, seed), build_objective(["ce"]),
-                  Indexed(labeled_only), bundle.val, cfg.epochs, seed, cfg.lr, cfg.batch_size)
+                  Indexed(labeled_only), bundle.val, cfg.epochs, seed, cfg.lr, cfg.batch_size,
+                  options=cfg.train_options(run_dir))
     _fit_into(row, "student_alone", alone, cfg, bundle, run_dir)
     return row
 
@@ -141,7 +142,8 @@ def train_students(cfg: DistillConfig, bundle: DataBundle, target: TargetProfile
             model = make_student(cfg, bundle, target, seed + 1000 * (gen or 0))
             name = f"kd/seed{seed}" if gen is None else f"kd/seed{seed}/gen{gen}"
             kd = Phase(name, model, obj, Indexed(bundle.train, mask), bundle.val, cfg.epochs, seed, cfg.lr,
-                       cfg.batch_size, source=src, student_taps=_student_taps(model, obj, cfg), hint_epochs=cfg.hint_epochs)
+                       cfg.batch_size, source=src, student_taps=_student_taps(model, obj, cfg), hint_epochs=cfg.hint_epochs,
+                       options=cfg.train_options(run_dir))
             _fit_into(row, "student", kd, cfg, bundle, run_dir)
             if gen is not None:
                 row.setdefault("generations", []).append({"generation": gen, "accuracy": row["student"]})
@@ -163,6 +165,13 @@ def gap_closed(teacher: float, alone: float, student: float) -> float | None:
 
 def distill(cfg: DistillConfig) -> dict[str, Any]:
     """Run the whole distill stage; returns the summary written to distill.json."""
+    from edgekd.progress import quieted
+
+    with quieted(not cfg.progress):
+        return _distill(cfg)
+
+
+def _distill(cfg: DistillConfig) -> dict[str, Any]:
     cfg.validate()
     t_start = time.perf_counter()
     target = load_target(cfg.target)

@@ -17,6 +17,7 @@ from edgekd.errors import BadInput
 from edgekd.models import (
     create_teacher,
 )
+from edgekd.progress import stage
 from edgekd.train.config import DistillConfig
 from edgekd.train.datasets import Indexed, accuracy, dataset_labels
 from edgekd.train.loop import Phase, fit
@@ -36,11 +37,12 @@ def _named_teacher(name: str, cfg: DistillConfig, bundle: DataBundle, run_dir: P
         return model.eval(), {"source": name, "arch": state["arch"]}
     model = create_teacher(name, in_channels=C, num_classes=bundle.num_classes)
     ph = Phase(slot, model, build_objective(["ce"]), Indexed(bundle.train), bundle.val,
-               cfg.teacher_epochs, seed=0, lr=cfg.lr, batch_size=cfg.batch_size)
+               cfg.teacher_epochs, seed=0, lr=cfg.lr, batch_size=cfg.batch_size, options=cfg.train_options(run_dir))
+    stage(f"{slot}: training {name} for {cfg.teacher_epochs} epochs on {ph.options.device}")
     fit(ph, ckpt=run_dir / "checkpoints" / f"{slot}.pt", resume=cfg.resume, progress=cfg.progress)
     artifacts.save_torch(run_dir / f"{slot}.pt", {
         "kind": "teacher", "arch": name, "in_channels": C,
-        "num_classes": bundle.num_classes, "model": model.state_dict()})
+        "num_classes": bundle.num_classes, "model": {k: v.cpu() for k, v in model.state_dict().items()}})
     return model.eval(), {"source": "trained", "arch": name, "epochs": cfg.teacher_epochs}
 
 

@@ -102,12 +102,14 @@ class Progress:
             if postfix:
                 self.tqdm.set_postfix_str(_fields(postfix), refresh=False)
             self.tqdm.update(n)
+            if line:  # a stage/epoch boundary: show it now, whatever tqdm's redraw interval
+                self.tqdm.refresh()
         elif line:
             of = f"/{self.total}" if self.total is not None else ""
             eta = self.eta()
             tail = f" | ETA {_clock(eta)}" if eta is not None and self.n < (self.total or 0) else ""
-            print(f"{self.desc}: {self.unit} {self.n}{of} {_fields(postfix)}{tail}".rstrip(), file=sys.stderr,
-                  flush=True)
+            head = f"{self.desc}: {self.unit} {self.n}{of} {_fields(postfix)}".rstrip()
+            print(head + tail, file=sys.stderr, flush=True)
 
     def close(self, summary: str | None = None) -> None:
         if self.tqdm is not None:

@@ -194,16 +194,21 @@ def sync_batchnorm(model):
     """Every BatchNorm2d computes global-batch statistics: torch's SyncBatchNorm on GPU, ours on CPU."""
     from torch import nn
 
-    if next(model.parameters()).is_cuda:
+    if any(p.is_cuda for p in model.parameters()):
         return nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    cls = _global_batchnorm_class()
+    return _global_batchnorm(model, _global_batchnorm_class())
+
+
+def _global_batchnorm(model, cls):
+    from torch import nn
+
     for name, child in list(model.named_children()):
         if type(child) is nn.BatchNorm2d:
             new = cls(child.num_features, child.eps, child.momentum, child.affine, child.track_running_stats)
             new.load_state_dict(child.state_dict())
             setattr(model, name, new)
         else:
-            sync_batchnorm(child)
+            _global_batchnorm(child, cls)
     return model
 
 

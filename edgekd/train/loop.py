@@ -337,6 +337,10 @@ def fit(ph: Phase, *, ckpt: Path | None = None, resume: bool = False, progress: 
 
     _seed_all(ph.seed)
     _place(ph)
+    for m in ph.members:
+        # Under torch.distributed this swaps BatchNorm2d for its global-batch version: before the
+        # optimizer and the taps see the modules, or they would hold parameters no step updates.
+        dist.wrap(m)
     with FeatureTap(ph.model, ph.student_taps) as tap:
         _prepare(ph, tap)
         if ph.hint_epochs > 0 and not ph.peers:

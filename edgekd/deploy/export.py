@@ -84,7 +84,7 @@ def _int8_variant(out_dir: Path, model_path: Path, bundle, ref, x, y, target: Ta
                            per_channel=True, input_name=defaults.INPUT_NAME)
     p = target.parity
     report, acc = _parity(q_path, ref, x, y, atol=float("inf"), rtol=0.0,
-                          min_top1=p.int8_min_top1_agreement or 0.99, name="int8 logits")
+                          min_top1=0.99 if p.int8_min_top1_agreement is None else p.int8_min_top1_agreement, name="int8 logits")
     audit = audit_model(q_path, target)
     entry = {**artifacts.file_entry(q_path, out_dir), "parity": report.to_dict(), "accuracy": acc,
              "quantization": read_quant_info(q_path),

@@ -192,6 +192,10 @@ def compare(
                           student=student, target=target, method=None, temperature=temperature, epochs=epochs,
                           teacher_epochs=teacher_epochs, seeds=seeds, labeled_fraction=labeled_fraction, run=run,
                           resume=False, progress=progress and not as_json and not quiet, device=device)
+    if not cfg.progress:
+        from edgekd import progress as progress_lines
+
+        progress_lines.set_quiet(True)
     result = run_compare(cfg, methods=tuple(only or DEFAULT))
     _print(compare_table(result), result, as_json)
 

@@ -100,3 +100,31 @@ def test_dml_peers_stay_identical_across_ranks_and_equal_one_process(tmp_path: P
             assert torch.equal(r0[k][name], r1[k][name]), (k, name)  # the ranks hold the very same peer
             assert torch.allclose(w.float(), r0[k][name].float(), atol=1e-5, rtol=1e-4), (k, name)  # one AdamW step
     assert any(not torch.equal(init[n], one[0][n]) for n in init)  # the peers did train
+
+
+def _cuda_count() -> int:
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+@pytest.mark.gpu
+def test_the_pipeline_trains_on_cuda(tmp_path: Path, teacher_pt: Path) -> None:
+    if _cuda_count() < 1:
+        pytest.skip("no CUDA device: torch.cuda.is_available() is False on this machine")
+    r = _edgekd(tmp_path, "distill", "--teacher", str(teacher_pt), "--run", "gpu", "--device", "cuda", *TINY)
+    assert r.returncode == 0, r.stderr[-2000:]
+    s = json.loads((tmp_path / "gpu" / "distill.json").read_text())
+    assert s["training"]["device"].startswith("cuda") and s["training"]["precision"] in ("bfloat16", "float16")
+    assert s["accuracy"]["student"]["mean"] > 0.5
+    e = _edgekd(tmp_path, "export", "--run", "gpu", "--target", "cpu-arm")  # export and parity on CPU
+    assert e.returncode == 0, e.stderr[-2000:]
+
+
+@pytest.mark.gpu
+def test_two_ranks_on_two_gpus_with_nccl(tmp_path: Path, teacher_pt: Path) -> None:
+    if _cuda_count() < 2:
+        pytest.skip(f"needs 2 CUDA devices for NCCL (one per rank); this machine has {_cuda_count()}")
+    r = _edgekd(tmp_path, "distill", "--teacher", str(teacher_pt), "--run", "nccl", "--device", "cuda",
+                "--nproc", "2", *TINY)
+    assert r.returncode == 0, r.stderr[-2000:]
+    s = json.loads((tmp_path / "nccl" / "distill.json").read_text())
+    assert s["training"]["world_size"] == 2 and s["training"]["backend"] == "nccl"

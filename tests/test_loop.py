@@ -317,3 +317,39 @@ def test_tensorboard_gets_the_same_scalars_as_metrics_jsonl(tmp_path: Path) -> N
     val = [e.value for e in acc.Scalars("alone/seed0/main/val_acc")]
     assert val == pytest.approx([r["val_acc"] for r in rows])
     assert [e.step for e in acc.Scalars("alone/seed0/main/terms/ce")] == [1, 2]
+
+
+class StopAtMain(MetricsLog):
+    """Dies right after recording the first main-stage epoch (the checkpoint still holds the hint stage)."""
+
+    def record(self, row):
+        super().record(row)
+        if row["stage"] == "main":
+            raise KeyboardInterrupt
+
+
+def _hint_phase(metrics: MetricsLog) -> Phase:
+    from edgekd.train.source import TeacherSource
+    from edgekd.train.teacher import resolve_taps
+
+    torch.manual_seed(1)
+    teacher = create_student("small-cnn", in_channels=1, num_classes=10).eval()
+    student = create_student("small-cnn", in_channels=1, num_classes=10)
+    obj = build_objective(["soft:0.7", "ce:0.3", "fitnet:1"], temperature=4.0)
+    return Phase("kd/seed0", student, obj, Indexed(_data()), _data(32, 1), epochs=2, seed=0, batch_size=32,
+                 source=TeacherSource([teacher], taps=resolve_taps(teacher, obj)),
+                 student_taps=resolve_taps(student, obj), hint_epochs=1, options=TrainOptions(metrics=metrics))
+
+
+def test_a_kill_after_the_hint_stage_resumes_the_main_stage_not_skips_it(tmp_path: Path) -> None:
+    ref = _hint_phase(MetricsLog(None))
+    fit(ref, ckpt=tmp_path / "ref.pt", progress=False)
+    ckpt, path = tmp_path / "run.pt", tmp_path / "run.jsonl"
+    with pytest.raises(KeyboardInterrupt):
+        fit(_hint_phase(StopAtMain(path)), ckpt=ckpt, progress=False)
+    resumed = _hint_phase(MetricsLog(path))
+    fit(resumed, ckpt=ckpt, resume=True, progress=False)
+    for a, b in zip(ref.model.parameters(), resumed.model.parameters()):
+        assert torch.equal(a, b)
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [(r["stage"], r["epoch"]) for r in rows] == [("hint", 1), ("main", 1), ("main", 2)]

@@ -66,6 +66,17 @@ class DistillConfig:
     def teacher_list(self) -> list[str]:
         return [self.teacher] if isinstance(self.teacher, str) else list(self.teacher)
 
+    def training_record(self) -> dict[str, Any]:
+        """How this run trained, as distill.json records it: the resolved device and the LR actually used."""
+        from edgekd.train import distributed as dist
+
+        opts = self.train_options()
+        return {"device": opts.device, "precision": str(opts.autocast_dtype() or "fp32").replace("torch.", ""),
+                "channels_last": opts.channels_last, "batch_size": self.batch_size, "lr_base": self.lr,
+                "lr": self.lr * self.batch_size / defaults.BASE_BATCH, "base_batch": defaults.BASE_BATCH,
+                "lr_schedule": self.lr_schedule, "warmup_epochs": self.warmup_epochs,
+                "world_size": dist.world_size(), "backend": dist.backend()}
+
     def validate(self) -> None:
         from edgekd.train.losses import COMBINE_MODES
 

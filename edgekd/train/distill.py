@@ -198,6 +198,7 @@ def _distill(cfg: DistillConfig) -> dict[str, Any]:
     save_student(run_dir / "student.pt", cfg, bundle, best["_student_model"], seed=best["seed"], ops=ops)
     save_student(run_dir / "student_alone.pt", cfg, bundle, best["_student_alone_model"], seed=best["seed"], ops=ops)
     summary = summarise(cfg, bundle, target, teachers, teacher_acc, rows, best, probe, ops)
+    summary["training"] = cfg.training_record()
     summary["wall_seconds"] = time.perf_counter() - t_start
     artifacts.write_json(run_dir / "distill.json", summary)
     artifacts.set_latest(run_dir)

@@ -201,8 +201,11 @@ def _restore(ph: Phase, opt, sched, ckpt: Path | None, resume: bool, stage: str)
     if not (resume and ckpt is not None and ckpt.exists()):
         return 0
     state = load_checkpoint(ckpt)
-    if state.get("stage", "main") != stage:
-        return None
+    saved = STAGES.index(state.get("stage", "main"))
+    if saved > STAGES.index(stage):
+        return None  # this stage finished before the interruption
+    if saved < STAGES.index(stage):
+        return 0  # an earlier stage (the hint stage) finished: this one starts from its weights
     ph.model.load_state_dict(state["model"])
     for peer, peer_state in zip(ph.peers, state.get("peers", [])):
         peer.load_state_dict(peer_state)
@@ -214,6 +217,9 @@ def _restore(ph: Phase, opt, sched, ckpt: Path | None, resume: bool, stage: str)
         torch.cuda.set_rng_state(state["cuda_rng"], torch.device(ph.options.device))
     ph.history = list(state["history"])
     return int(state["epoch"])
+
+
+STAGES = ("hint", "main")  # the order of a phase's stages
 
 
 class _Epoch:

@@ -80,7 +80,7 @@ def distill(
     warmup_epochs: float = typer.Option(defaults.WARMUP_EPOCHS, help="Linear warm-up of warmup-cosine, in epochs."),
     device: str = DEVICE_OPT,
     precision: str = typer.Option(defaults.PRECISION, help="auto | fp32 | bf16 | fp16 autocast (auto: bf16 on CUDA, fp32 on CPU)."),
-    channels_last: Optional[bool] = typer.Option(None, "--channels-last/--no-channels-last", help="NHWC memory format (default: on CUDA only)."),
+    channels_last: Optional[bool] = typer.Option(None, "--channels-last/--no-channels-last", help="NHWC memory format (default: on; it won on CPU and GPU)."),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the models (refused: it did not win; see benchmarks/README.md)."),
     tensorboard: Optional[Path] = typer.Option(None, help="Also write per-epoch scalars to this TensorBoard log folder."),
     labeled_fraction: float = LF_OPT,

@@ -35,8 +35,9 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 def channels_last_for(device: str) -> bool:
-    """NHWC memory format where it won in benchmarks/bench_throughput.py: on CUDA (tensor cores read NHWC)."""
-    return device.startswith("cuda")
+    """NHWC memory format: it won on CPU in benchmarks/bench_throughput.py (edgekd's loop ×1.29 teacher,
+    ×1.34 student at batch 64) and is what CUDA tensor cores read; on for every device."""
+    return True
 LABELED_FRACTION = 1.0
 
 # export / parity

@@ -98,7 +98,8 @@ def provider_parity(model_path: Path, ref: np.ndarray, x: np.ndarray, target: Ta
         return {"ran": False, "provider": first.name, "reason": info.get("warning", f"{first.name} did not run")}
     tol = target.parity.for_precision(info.get("precision", "fp32"))
     atol, rtol = (float("inf"), 0.0) if int8 else (tol.atol, tol.rtol)
-    min_top1 = (target.parity.int8_min_top1_agreement or 0.99) if int8 else tol.min_top1_agreement
+    i8 = target.parity.int8_min_top1_agreement
+    min_top1 = (0.99 if i8 is None else i8) if int8 else tol.min_top1_agreement
     report = compare(ref, ort_run(session, x), atol=atol, rtol=rtol, min_top1_agreement=min_top1,
                      name=f"{first.name} {'int8 ' if int8 else ''}logits")
     return {"ran": True, **{k: info.get(k) for k in ("provider", "device", "vendor", "ep_version", "precision",

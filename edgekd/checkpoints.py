@@ -15,7 +15,7 @@ from torch import nn
 
 from edgekd import artifacts
 from edgekd.deploy.targets import load_target
-from edgekd.errors import BadInput
+from edgekd.errors import BadInput, first_line
 from edgekd.models import create_student, create_teacher
 
 
@@ -23,9 +23,9 @@ def _load_reason(e: Exception) -> str:
     """The informative line of torch.load's error (its weights_only notice is boilerplate)."""
     text = str(e)
     if "WeightsUnpickler error:" in text:
-        detail = text.split("WeightsUnpickler error:", 1)[1].strip().splitlines()[0]
+        detail = first_line(text.split("WeightsUnpickler error:", 1)[1])
         return f"refused by the safe loader: {detail}"
-    first = text.strip().splitlines()[0] if text.strip() else ""
+    first = first_line(text)
     return f"{type(e).__name__}: {first[:100]}" if first else type(e).__name__
 
 
@@ -86,7 +86,7 @@ def load_student(run_dir: Path, name: str = "student.pt") -> tuple[nn.Module, di
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as e:
-        raise BadInput(f"{run_dir / name}: weights do not fit student '{state['arch']}' ({str(e).splitlines()[0]})") from None
+        raise BadInput(f"{run_dir / name}: weights do not fit student '{state['arch']}' ({first_line(e)})") from None
     return model.eval(), state
 
 

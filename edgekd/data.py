@@ -33,11 +33,14 @@ from typing import Any, Callable
 import numpy as np
 
 from edgekd import defaults
-from edgekd.errors import BadInput
+from edgekd.errors import BadInput, first_line
 
 
 @dataclass
 class DataBundle:
+    """One dataset ready for training: train/val/test splits (normalised tensors), class names,
+    input shape and the preprocessing that export records in the manifest. From `load_data`."""
+
     name: str
     train: Any   # torch.utils.data.Dataset
     val: Any
@@ -173,16 +176,13 @@ def _pixel_stats(images: np.ndarray, indices: np.ndarray) -> tuple[list[float], 
     return _finish_stats(total, squares, count)
 
 
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
 
 
 def _too_few(labels: np.ndarray, what: str, e: ValueError) -> BadInput:
     """sklearn's 'too few samples to stratify' ValueError, as one line of BadInput."""
     counts = np.bincount(labels)
     return BadInput(f"{what}: too few samples for a stratified split ({len(labels)} in all, "
-                    f"smallest class has {counts[counts > 0].min()}): {_first_line(e)}")
+                    f"smallest class has {counts[counts > 0].min()}): {first_line(e)}")
 
 
 def _split_or_bad_input(labels: np.ndarray, *, what: str, seed: int):
@@ -218,6 +218,8 @@ def _official_split_record(train, val, n_test: int, *, seed: int) -> dict[str, A
 
 @dataclass(frozen=True)
 class OfficialDataset:
+    """A torchvision dataset `--data` can name: its class, the files it needs under `data_dir`."""
+
     name: str
     torchvision_class: str
     folder: str                   # where torchvision reads the files, under --data-dir
@@ -264,11 +266,11 @@ def _open_official(spec: OfficialDataset, *, data_dir: Path, train: bool, downlo
         return cls(str(data_dir), train=train, download=download)
     except Exception as e:  # torchvision raises RuntimeError, URLError, AssertionError, pickle errors...
         if download and any(not (folder / f).is_file() for f in spec.files):
-            raise BadInput(f"{spec.name}: download into {data_dir} failed: {_first_line(e)}") from None
+            raise BadInput(f"{spec.name}: download into {data_dir} failed: {first_line(e)}") from None
         if spec.torchvision_class == "CIFAR10" and (bad := _corrupt_cifar_file(cls, folder)):
             raise BadInput(f"{spec.name}: {folder / bad} does not match the official md5; "
                            f"delete it and pass --download") from None
-        raise BadInput(f"{spec.name}: cannot read {folder}: {_first_line(e)}") from None
+        raise BadInput(f"{spec.name}: cannot read {folder}: {first_line(e)}") from None
 
 
 def _raw_arrays(spec: OfficialDataset, base: Any, folder: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -349,7 +351,7 @@ def load_image_file(path: str):
     except Image.UnidentifiedImageError:
         raise BadInput(f"imagefolder: cannot read image {str(path)!r}: not an image format PIL knows") from None
     except Exception as e:  # Pillow's decoders raise many types on corrupt files
-        raise BadInput(f"imagefolder: cannot read image {str(path)!r}: {_first_line(e)}") from None
+        raise BadInput(f"imagefolder: cannot read image {str(path)!r}: {first_line(e)}") from None
 
 
 def _open_image_folder(folder: Path) -> Any:
@@ -365,7 +367,7 @@ def _open_image_folder(folder: Path) -> Any:
     try:
         return datasets.ImageFolder(str(folder), loader=load_image_file)
     except (FileNotFoundError, ValueError) as e:  # "Found no valid file for the classes ..."
-        raise BadInput(f"imagefolder: {str(folder)!r}: {_first_line(e)}") from None
+        raise BadInput(f"imagefolder: {str(folder)!r}: {first_line(e)}") from None
 
 
 def _image_stats(base: Any, indices: np.ndarray, size: int) -> tuple[list[float], list[float]]:

@@ -22,6 +22,9 @@ METHODS = ("soft:0.7", "ce:0.3")  # Hinton KD: w_soft * KL * T^2 + w_ce * CE
 TEMPERATURE = 4.0
 EPOCHS = 30
 TEACHER_EPOCHS = 15
+TEACHER_MODE = "mean"          # several teachers: mean | weighted | confidence
+PEERS = 2                      # online distillation (deep mutual learning)
+TEACHER_SEED = 0               # a registry teacher's initial weights and data order, whatever ran before
 SEEDS = 3
 LR = 3e-3                      # at BASE_BATCH; the loop uses LR × batch / BASE_BATCH (linear scaling rule)
 BASE_BATCH = 64
@@ -40,6 +43,12 @@ def channels_last_for(device: str) -> bool:
     return True
 LABELED_FRACTION = 1.0
 
+# select-teacher / select-student
+SELECT_TEACHER_N = 256         # examples whose per-example gradients are scored
+SELECT_TEACHER_WARMUP_STEPS = 0
+SEARCH_TRIALS = 12             # candidates timed (draws the predictor skips come on top)
+SEARCH_SEEDS = 1               # seeds per finalist
+
 # export / parity
 TARGET = "cpu-arm"
 OPSET = 17
@@ -57,6 +66,7 @@ INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
 
 # bench
+RUNNER = "local"               # local | qemu | ssh://USER@HOST[:PORT]
 BENCH_MIN_RUNS = 200
 BENCH_MIN_SECONDS = 1.0
 BENCH_WARMUP = 20
@@ -64,6 +74,7 @@ THROUGHPUT_BATCHES = (1, 8, 32)
 
 # artifacts
 ARTIFACTS = Path("artifacts")
+# The repository's profiles (a source checkout); a wheel carries them as edgekd._profiles.
 TARGETS_DIR = Path(__file__).resolve().parent.parent / "targets"
 
 # report

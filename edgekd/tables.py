@@ -201,16 +201,17 @@ def targets_table(profiles: list[Any]) -> Table:
     return t
 
 
-def audit_table(report: Any) -> Table:
-    t = Table(title=f"audit against {report.target}: {report.n_supported_nodes}/{report.n_nodes} nodes supported "
-                    f"({pct(report.coverage)}) — {'passed' if report.passed else 'FAILED'}")
+def audit_table(r: dict[str, Any]) -> Table:
+    """`edgekd audit`: from the audit's JSON (`AuditReport.to_dict()`)."""
+    t = Table(title=f"audit against {r['target']}: {r['n_supported_nodes']}/{r['n_nodes']} nodes supported "
+                    f"({pct(r['coverage'])}) — {'passed' if r['passed'] else 'FAILED'}")
     t.add_column("unsupported op")
     t.add_column("reason")
     t.add_column("nodes")
-    for u in report.unsupported:
-        t.add_row(u.op, u.reason, ", ".join(u.nodes))
-    t.caption = "ops used: " + ", ".join(report.used)
-    real = getattr(report, "partition", None)
+    for u in r["unsupported"]:
+        t.add_row(u["op"], u["reason"], ", ".join(u["nodes"]))
+    t.caption = "ops used: " + ", ".join(r["used"])
+    real = r.get("partition")
     if real:
         t.caption += ("\nONNX Runtime's partition: " + real["summary"] if real.get("ran")
                       else f"\nONNX Runtime's partition: not run here ({real['reason']})")

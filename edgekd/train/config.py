@@ -13,7 +13,8 @@ from edgekd.errors import BadInput
 
 @dataclass
 class DistillConfig:
-    """Everything one `edgekd distill` run is asked to do; `validate()` checks it before any folder exists."""
+    """Everything one distill run is asked to do (the `edgekd distill` options, as the API names
+    them); `validate()` refuses bad values before anything is paid for. Saved as config.json."""
 
     data: str = defaults.DATA
     data_dir: Path = defaults.DATA_DIR
@@ -42,6 +43,7 @@ class DistillConfig:
     run: Path | None = None
     resume: bool = False
     progress: bool = True
+
     device: str = defaults.DEVICE                         # auto | cpu | cuda | cuda:N
     precision: str = defaults.PRECISION                   # auto | fp32 | bf16 | fp16 (autocast)
     channels_last: bool | None = None                     # None: defaults.channels_last_for(device)
@@ -78,55 +80,63 @@ class DistillConfig:
                 "world_size": dist.world_size(), "backend": dist.backend()}
 
     def validate(self) -> None:
+        """Refuse bad values before anything is paid for. Messages name parameters (`epochs`);
+        the CLI shows them as flags (`--epochs`)."""
         from edgekd.train.losses import COMBINE_MODES
 
         if not self.teacher_list:
-            raise BadInput("--teacher: give at least one teacher")
+            raise BadInput("teacher: give at least one teacher", params=["teacher"])
         if self.teacher_mode not in COMBINE_MODES:
-            raise BadInput(f"--teacher-mode '{self.teacher_mode}': valid: {', '.join(COMBINE_MODES)}")
+            raise BadInput(f"teacher_mode '{self.teacher_mode}': valid: {', '.join(COMBINE_MODES)}",
+                           params=["teacher_mode"])
         if self.teacher_weights is not None and len(self.teacher_weights) != len(self.teacher_list):
-            raise BadInput(f"--teacher-weight: {len(self.teacher_weights)} weights for "
-                           f"{len(self.teacher_list)} teachers; give one per --teacher")
+            raise BadInput(f"teacher_weights: {len(self.teacher_weights)} weights for "
+                           f"{len(self.teacher_list)} teachers; give one per teacher", params=["teacher_weights"])
         if self.online and self.peers < 2:
-            raise BadInput(f"--peers {self.peers}: online distillation needs at least 2 students")
-        for key, value in (("hint_epochs", self.hint_epochs), ("generations", self.generations)):
-            if value < 0:
-                raise BadInput(f"--{key.replace('_', '-')} {value}: must be >= 0")
-        for key, value, lo in (("epochs", self.epochs, 1), ("teacher_epochs", self.teacher_epochs, 1),
+            raise BadInput(f"peers {self.peers}: online distillation needs at least 2 students", params=["peers"])
+        for key, value, lo in (("hint_epochs", self.hint_epochs, 0), ("generations", self.generations, 0),
+                               ("epochs", self.epochs, 1), ("teacher_epochs", self.teacher_epochs, 1),
                                ("seeds", self.seeds, 1), ("batch_size", self.batch_size, 1)):
             if value < lo:
-                raise BadInput(f"--{key.replace('_', '-')} {value}: must be >= {lo}")
-        named = {m.partition(":")[0] for m in self.methods}
-        for loss in self.loss_options:
-            if loss not in named:
-                raise BadInput(f"--loss-option {loss}.…: no --method {loss} (methods: {', '.join(sorted(named))})")
-        if self.hint_epochs and not any(m.partition(":")[0] == "fitnet" for m in self.methods):
-            raise BadInput(f"--hint-epochs {self.hint_epochs}: the hint stage needs a fitnet term in --method")
-        if not 0 < self.labeled_fraction <= 1:
-            raise BadInput(f"--labeled-fraction {self.labeled_fraction}: must be in (0, 1]")
-        if not self.lr > 0:
-            raise BadInput(f"--lr {self.lr}: must be > 0")
-        if not self.temperature > 0:
-            raise BadInput(f"--temperature {self.temperature}: must be > 0")
+                raise BadInput(f"{key} {value}: must be >= {lo}", params=[key])
+        self._validate_methods()
+        for key, value, ok, valid in (("labeled_fraction", self.labeled_fraction, 0 < self.labeled_fraction <= 1,
+                                       "in (0, 1]"), ("lr", self.lr, self.lr > 0, "> 0"),
+                                      ("temperature", self.temperature, self.temperature > 0, "> 0")):
+            if not ok:
+                raise BadInput(f"{key} {value}: must be {valid}", params=[key])
         self._validate_training()
 
     def _validate_training(self) -> None:
         from edgekd.train.distributed import resolve_device
 
-        resolve_device(self.device)  # BadInput naming what the machine has
-        if self.precision not in defaults.PRECISIONS:
-            raise BadInput(f"--precision {self.precision}: valid: {', '.join(defaults.PRECISIONS)}")
-        if self.lr_schedule not in defaults.LR_SCHEDULES:
-            raise BadInput(f"--lr-schedule {self.lr_schedule}: valid: {', '.join(defaults.LR_SCHEDULES)}")
+        try:
+            resolve_device(self.device)  # names what the machine has
+        except BadInput as e:
+            raise BadInput(str(e), params=["device"]) from None
+        for key, value, valid in (("precision", self.precision, defaults.PRECISIONS),
+                                  ("lr_schedule", self.lr_schedule, defaults.LR_SCHEDULES)):
+            if value not in valid:
+                raise BadInput(f"{key} {value}: valid: {', '.join(valid)}", params=[key])
         if not self.warmup_epochs >= 0:
-            raise BadInput(f"--warmup-epochs {self.warmup_epochs}: must be >= 0")
+            raise BadInput(f"warmup_epochs {self.warmup_epochs}: must be >= 0", params=["warmup_epochs"])
         if self.compile:
-            raise BadInput("--compile: refused; torch.compile did not beat eager training in "
-                           "benchmarks/bench_throughput.py (see benchmarks/README.md)")
+            raise BadInput("compile: refused; torch.compile did not beat eager channels_last training in "
+                           "benchmarks/bench_throughput.py (see benchmarks/README.md)", params=["compile"])
         if self.tensorboard is not None:
             from edgekd.train.metrics import check_tensorboard
 
             check_tensorboard()
+
+    def _validate_methods(self) -> None:
+        named = {m.partition(":")[0] for m in self.methods}
+        for loss in self.loss_options:
+            if loss not in named:
+                raise BadInput(f"loss_options {loss}.…: no methods {loss} (methods: {', '.join(sorted(named))})",
+                               params=["loss_options", "methods"])
+        if self.hint_epochs and "fitnet" not in named:
+            raise BadInput(f"hint_epochs {self.hint_epochs}: the hint stage needs a fitnet term in methods",
+                           params=["hint_epochs", "methods"])
 
 
 # What --resume must agree on with the interrupted run.
@@ -139,13 +149,14 @@ RESUME_KEYS = ("data", "teacher", "student", "target", "methods", "temperature",
 def check_resume(cfg: DistillConfig) -> None:
     """--resume continues the same run: the options that shape training must match config.json."""
     if cfg.run is None:
-        raise BadInput("--resume needs --run DIR (the run folder to continue)")
+        raise BadInput("resume needs run (the run folder to continue)", params=["resume", "run"])
     path = Path(cfg.run) / "config.json"
     if not path.is_file():
-        raise BadInput(f"--resume: {path} not found; nothing to continue (drop --resume to start this run)")
+        raise BadInput(f"resume: {path} not found; nothing to continue (start this run without resume)",
+                       params=["resume"])
     saved = artifacts.read_json(path)
     mine = json.loads(json.dumps(asdict(cfg), default=str))
     diff = [k for k in RESUME_KEYS if k in saved and saved[k] != mine.get(k)]
     if diff:
-        listed = ", ".join(f"--{k.replace('_', '-')} {mine.get(k)!r} (run has {saved[k]!r})" for k in diff)
-        raise BadInput(f"--resume: {listed}; resume with the run's own options")
+        listed = ", ".join(f"{k} {mine.get(k)!r} (run has {saved[k]!r})" for k in diff)
+        raise BadInput(f"resume: {listed}; resume with the run's own options", params=["resume", *diff])

@@ -20,6 +20,7 @@ from edgekd.checkpoints import save_student
 from edgekd.data import DataBundle, load_data
 from edgekd.deploy.targets import TargetProfile, load_target
 from edgekd.errors import BadInput
+from edgekd.provenance import provenance
 from edgekd.models import (
     check_student_ops,
     count_params,
@@ -234,4 +235,5 @@ def summarise(cfg, bundle, target, teachers, teacher_acc, rows, best, probe, ops
         "per_seed": clean_rows,
         "seconds": {"student_alone": sum(r["student_alone_seconds"] for r in rows),
                     "student": sum(r["student_seconds"] for r in rows)},
+        "provenance": provenance(device=getattr(cfg, "device", "cpu")),
     }

@@ -35,8 +35,8 @@ def check_tensorboard() -> None:
         import tensorboard  # noqa: F401
         from torch.utils.tensorboard import SummaryWriter  # noqa: F401
     except ImportError:
-        raise BadInput("--tensorboard needs the tensorboard package: pip install tensorboard "
-                       "(or pip install 'edgekd[tensorboard]')") from None
+        raise BadInput("tensorboard needs the tensorboard package: pip install tensorboard "
+                       "(or pip install 'edgekd[tensorboard]')", params=["tensorboard"]) from None
 
 
 class MetricsLog:

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from edgekd import artifacts
+from edgekd import artifacts, defaults
 from edgekd.checkpoints import load_checkpoint
 from edgekd.data import DataBundle
 from edgekd.errors import BadInput
@@ -35,9 +35,12 @@ def _named_teacher(name: str, cfg: DistillConfig, bundle: DataBundle, run_dir: P
         model = create_teacher(state["arch"], in_channels=state["in_channels"], num_classes=state["num_classes"])
         model.load_state_dict(state["model"])
         return model.eval(), {"source": name, "arch": state["arch"]}
+    # Seeded here, explicitly: the teacher's weights never depend on what the caller drew before.
+    torch.manual_seed(defaults.TEACHER_SEED)
     model = create_teacher(name, in_channels=C, num_classes=bundle.num_classes)
     ph = Phase(slot, model, build_objective(["ce"]), Indexed(bundle.train), bundle.val,
-               cfg.teacher_epochs, seed=0, lr=cfg.lr, batch_size=cfg.batch_size, options=cfg.train_options(run_dir))
+               cfg.teacher_epochs, seed=defaults.TEACHER_SEED, lr=cfg.lr, batch_size=cfg.batch_size,
+               options=cfg.train_options(run_dir))
     stage(f"{slot}: training {name} for {cfg.teacher_epochs} epochs on {ph.options.device}")
     fit(ph, ckpt=run_dir / "checkpoints" / f"{slot}.pt", resume=cfg.resume, progress=cfg.progress)
     artifacts.save_torch(run_dir / f"{slot}.pt", {
@@ -65,7 +68,8 @@ def check_teacher_paths(cfg: DistillConfig, bundle: DataBundle | None = None) ->
 
 
 def obtain_teachers(cfg: DistillConfig, bundle: DataBundle, run_dir: Path) -> list[tuple[nn.Module, dict[str, Any]]]:
-    """Load each teacher from a .pt path, or train the named one (seed 0); saved as teacher.pt, teacher1.pt, …"""
+    """Load each teacher from a .pt path, or train the named one (seed `defaults.TEACHER_SEED`);
+    saved as teacher.pt, teacher1.pt, …"""
     return [_named_teacher(name, cfg, bundle, run_dir, "teacher" if i == 0 else f"teacher{i}")
             for i, name in enumerate(cfg.teacher_list)]
 

@@ -346,7 +346,7 @@ def select_teachers(*, student: str = defaults.STUDENT, teachers: list[str], dat
                     warmup_steps: int = WARMUP_STEPS, teacher_epochs: int = defaults.TEACHER_EPOCHS,
                     seed: int = 0, progress: bool = True, higher_is_better: bool = HIGHER_IS_BETTER,
                     labeled_fraction: float = defaults.LABELED_FRACTION, proj_dim: int = PROJ_DIM,
-                    n_splits: int = N_SPLITS, data_dir: Path = defaults.DATA_DIR, download: bool = False,
+                    n_splits: int = N_SPLITS, data_dir: Path | None = None, download: bool = False,
                     lr: float = defaults.LR, batch_size: int = defaults.BATCH_SIZE) -> dict[str, Any]:
     """Rank candidate teachers for `student` by GRACE, with two plain baselines beside it.
 
@@ -367,7 +367,7 @@ def select_teachers(*, student: str = defaults.STUDENT, teachers: list[str], dat
 
     t0 = time.perf_counter()
     _check_args(teachers, n, warmup_steps)
-    cfg = DistillConfig(data=data, data_dir=Path(data_dir), download=download, student=student, target=target,
+    cfg = DistillConfig(data=data, data_dir=None if data_dir is None else Path(data_dir), download=download, student=student, target=target,
                         temperature=temperature, teacher_epochs=teacher_epochs, lr=lr, batch_size=batch_size,
                         labeled_fraction=labeled_fraction, progress=progress)
     cfg.validate()

@@ -26,6 +26,7 @@ from edgekd.models import (
     count_params,
     create_student,
     create_teacher,
+    model_cost,
 )
 from edgekd.train.config import DistillConfig, check_resume
 from edgekd.train.datasets import (
@@ -84,7 +85,8 @@ def _dry_prepare(cfg: DistillConfig, bundle: DataBundle, student: nn.Module, tea
 
 def make_student(cfg: DistillConfig, bundle: DataBundle, target: TargetProfile, seed: int) -> nn.Module:
     torch.manual_seed(seed)
-    return create_student(cfg.student, in_channels=bundle.input_shape[0], num_classes=bundle.num_classes,
+    name = cfg.student if cfg.student is not None else cfg.for_data(bundle).student
+    return create_student(name, in_channels=bundle.input_shape[0], num_classes=bundle.num_classes,
                           target_ops=target.ops_allow)
 
 
@@ -176,8 +178,12 @@ def _distill(cfg: DistillConfig) -> dict[str, Any]:
     cfg.validate()
     t_start = time.perf_counter()
     target = load_target(cfg.target)
-    objective = build_objective(list(cfg.methods), temperature=cfg.temperature, **cfg.loss_options)
+    if cfg.methods is not None:  # a bad --method is refused before the data is read
+        build_objective(list(cfg.methods), temperature=cfg.temperature or 1.0, **cfg.loss_options)
     bundle = load_data(cfg.data, data_dir=cfg.data_dir, download=cfg.download)
+    cfg = cfg.for_data(bundle)  # options left unset follow the data (defaults.recipe)
+    cfg.validate()
+    objective = build_objective(list(cfg.methods), temperature=cfg.temperature, **cfg.loss_options)
     probe = make_student(cfg, bundle, target, 0)
     ops = check_student_ops(probe, input_shape=bundle.input_shape, target=target)
     check_teacher_paths(cfg, bundle)  # before any folder is made
@@ -218,11 +224,28 @@ def method_label(cfg: DistillConfig) -> str:
     return label
 
 
+def verdict(rows: list[dict[str, Any]], alone: dict[str, float], kd: dict[str, float]) -> dict[str, Any]:
+    """Did distillation beat the student trained alone, and which of the two students to deploy.
+
+    The outcome compares test means against their spread, √(sd² + sd_alone²), as `compare`
+    does. The recommendation reads the mean *validation* accuracy, so the test set chooses
+    nothing: student.pt unless the control did better on validation."""
+    spread = float(np.hypot(alone["std"], kd["std"]))
+    delta = kd["mean"] - alone["mean"]
+    outcome = "helped" if delta > spread else "lost" if delta < -spread else "within spread"
+    val_kd = float(np.mean([r["student_val"] for r in rows]))
+    val_alone = float(np.mean([r["student_alone_val"] for r in rows]))
+    return {"distillation": outcome, "delta": delta, "spread": spread,
+            "val": {"student": val_kd, "student_alone": val_alone},
+            "recommended_student": "student.pt" if val_kd >= val_alone else "student_alone.pt",
+            "recommended_by": "mean validation accuracy over seeds"}
+
+
 def summarise(cfg, bundle, target, teachers, teacher_acc, rows, best, probe, ops) -> dict[str, Any]:
     alone = mean_std([r["student_alone"] for r in rows])
     kd = mean_std([r["student"] for r in rows])
     clean_rows = [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows]
-    infos = [{**info, "params": count_params(m)} for m, info in teachers]
+    infos = [{**info, **model_cost(m, bundle.input_shape)} for m, info in teachers]
     return {
         "data": bundle.describe(), "target": target.name, "methods": list(cfg.methods),
         "objective": method_label(cfg), "temperature": cfg.temperature, "epochs": cfg.epochs, "seeds": cfg.seeds,
@@ -232,6 +255,7 @@ def summarise(cfg, bundle, target, teachers, teacher_acc, rows, best, probe, ops
                     "ops_notes": getattr(probe, "ops_notes", []), "chosen_seed": best["seed"]},
         "accuracy": {"teacher": teacher_acc, "student_alone": alone, "student": kd},
         "gap_closed": gap_closed(teacher_acc, alone["mean"], kd["mean"]),
+        "verdict": verdict(rows, alone, kd),
         "per_seed": clean_rows,
         "seconds": {"student_alone": sum(r["student_alone_seconds"] for r in rows),
                     "student": sum(r["student_seconds"] for r in rows)},

@@ -22,7 +22,7 @@ __version__ = "0.1.0"
 _LAZY = {
     **{name: "edgekd.api" for name in (
         "distill", "compare", "select_teacher", "select_student", "export", "audit", "verify",
-        "load_target", "list_targets", "Result", "DistillResult", "CompareResult", "TeacherSelection",
+        "load_target", "list_targets", "teachers", "TeacherCosts", "Result", "DistillResult", "CompareResult", "TeacherSelection",
         "StudentSelection", "ExportResult", "BenchResult", "AuditResult", "VerifyResult")},
     **{name: "edgekd.errors" for name in (
         "EdgekdError", "BadInput", "CheckFailed", "ParityFailed", "AuditFailed", "BudgetFailed", "GoldenFailed",

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from edgekd.deploy.targets import TargetProfile
 
 __all__ = ["distill", "compare", "select_teacher", "select_student", "export", "bench", "audit", "verify",
-           "load_target", "list_targets", "report", "Result", "ReportResult", "DistillResult", "CompareResult", "TeacherSelection",
+           "load_target", "list_targets", "teachers", "TeacherCosts", "report", "Result", "ReportResult", "DistillResult", "CompareResult", "TeacherSelection",
            "StudentSelection", "ExportResult", "BenchResult", "AuditResult", "VerifyResult"]
 
 PathLike = str | Path
@@ -147,38 +147,59 @@ def _attach(error: CheckFailed, result: Result | None) -> CheckFailed:
 
 
 # ---------------------------------------------------------------- training
-def distill(*, data: str = defaults.DATA, data_dir: PathLike = defaults.DATA_DIR, download: bool = False,
-            teacher: str | Sequence[str] = defaults.TEACHER, teacher_mode: str = defaults.TEACHER_MODE,
-            teacher_weights: Sequence[float] | None = None, student: str = defaults.STUDENT,
-            target: PathLike = defaults.TARGET, methods: Sequence[str] = defaults.METHODS,
-            temperature: float = defaults.TEMPERATURE, epochs: int = defaults.EPOCHS,
-            teacher_epochs: int = defaults.TEACHER_EPOCHS, seeds: int = defaults.SEEDS, lr: float = defaults.LR,
+def _dir(data_dir: PathLike | None) -> Path | None:
+    """None stays None: the data's default places (./data, then e.g. Debian's fashion-mnist folder)."""
+    return None if data_dir is None else Path(data_dir)
+
+
+def _teachers(teacher: str | Sequence[str] | None) -> str | tuple[str, ...] | None:
+    """One name stays a string, several become a tuple; None (follow the data) stays None."""
+    if teacher is None or isinstance(teacher, str):
+        return teacher
+    teachers = tuple(teacher)
+    return teachers[0] if len(teachers) == 1 else teachers
+
+
+def distill(*, data: str = defaults.DATA, data_dir: PathLike | None = None, download: bool = False,
+            teacher: str | Sequence[str] | None = None, teacher_mode: str = defaults.TEACHER_MODE,
+            teacher_weights: Sequence[float] | None = None, student: str | None = None,
+            target: PathLike = defaults.TARGET, methods: Sequence[str] | None = None,
+            temperature: float | None = None, epochs: int | None = None,
+            teacher_epochs: int | None = None, seeds: int = defaults.SEEDS, lr: float = defaults.LR,
             batch_size: int = defaults.BATCH_SIZE, labeled_fraction: float = defaults.LABELED_FRACTION,
             hint_epochs: int = 0, generations: int = 0, online: bool = False, peers: int = defaults.PEERS,
             cache_teacher: bool = True, student_taps: dict[str, str] | None = None,
             teacher_taps: dict[str, str] | None = None, loss_options: dict[str, dict[str, Any]] | None = None,
-            run: PathLike | None = None, resume: bool = False, progress: bool = True) -> DistillResult:
+            run: PathLike | None = None, resume: bool = False, progress: bool = True,
+            device: str = defaults.DEVICE, precision: str = defaults.PRECISION, channels_last: bool | None = None,
+            lr_schedule: str = defaults.LR_SCHEDULE, warmup_epochs: float = defaults.WARMUP_EPOCHS,
+            compile: bool = False, tensorboard: PathLike | None = None) -> DistillResult:
     """Train (or load) the teacher, then per seed the student alone and distilled; writes the run.
+
+    `device` auto|cpu|cuda|cuda:N; `lr` is the rate at batch defaults.BASE_BATCH, scaled linearly
+    with `batch_size`; per-epoch metrics go to RUN/metrics.jsonl (and `tensorboard`, a folder).
 
     Under torchrun (WORLD_SIZE set) it joins the process group, trains its shard and leaves the
     group; only rank 0 writes (`is_main`). `edgekd distill --nproc N` launches that for you.
+    teacher, student, methods, temperature, epochs and teacher_epochs left None follow the
+    data (`defaults.recipe`: on digits the `defaults` values; on Fashion-MNIST resnet-s,
+    wide-cnn, 6 epochs).
     """
     from edgekd.train import distributed as dist
     from edgekd.train.config import DistillConfig
     from edgekd.train.distill import distill as run_distill
 
-    teachers = [teacher] if isinstance(teacher, str) else list(teacher)
     cfg = DistillConfig(
-        data=data, data_dir=Path(data_dir), download=download,
-        teacher=teachers[0] if len(teachers) == 1 else tuple(teachers), teacher_mode=teacher_mode,
+        data=data, data_dir=_dir(data_dir), download=download, teacher=_teachers(teacher), teacher_mode=teacher_mode,
         teacher_weights=list(teacher_weights) if teacher_weights is not None else None, student=student,
-        target=str(target), methods=tuple(methods), temperature=temperature, epochs=epochs,
+        target=str(target), methods=None if methods is None else tuple(methods), temperature=temperature, epochs=epochs,
         teacher_epochs=teacher_epochs, seeds=seeds, lr=lr, batch_size=batch_size, labeled_fraction=labeled_fraction,
         hint_epochs=hint_epochs, generations=generations, online=online, peers=peers, cache_teacher=cache_teacher,
         student_taps=dict(student_taps or {}), teacher_taps=dict(teacher_taps or {}),
         loss_options=dict(loss_options or {}), run=Path(run) if run is not None else None, resume=resume,
-        progress=progress)
-    dist.init_from_env()
+        progress=progress, device=device, precision=precision, channels_last=channels_last, lr_schedule=lr_schedule,
+        warmup_epochs=warmup_epochs, compile=compile, tensorboard=Path(tensorboard) if tensorboard else None)
+    dist.init_from_env(device)
     try:
         summary = run_distill(cfg)
         main = dist.is_main()
@@ -191,33 +212,36 @@ def distill(*, data: str = defaults.DATA, data_dir: PathLike = defaults.DATA_DIR
                          gap_closed=summary["gap_closed"], is_main=main)
 
 
-def compare(*, data: str = defaults.DATA, data_dir: PathLike = defaults.DATA_DIR, download: bool = False,
-            teacher: str | Sequence[str] = defaults.TEACHER, student: str = defaults.STUDENT,
+def compare(*, data: str = defaults.DATA, data_dir: PathLike | None = None, download: bool = False,
+            teacher: str | Sequence[str] | None = None, student: str | None = None,
             target: PathLike = defaults.TARGET, methods: Sequence[str] | None = None,
-            temperature: float = defaults.TEMPERATURE, epochs: int = defaults.EPOCHS,
-            teacher_epochs: int = defaults.TEACHER_EPOCHS, seeds: int = defaults.SEEDS,
+            temperature: float | None = None, epochs: int | None = None,
+            teacher_epochs: int | None = None, seeds: int = defaults.SEEDS,
             labeled_fraction: float = defaults.LABELED_FRACTION, run: PathLike | None = None,
-            progress: bool = True) -> CompareResult:
+            progress: bool = True, device: str = defaults.DEVICE) -> CompareResult:
     """The seminar table: the teacher once, the student alone, then each method (default: all),
-    same seeds and budget; writes compare.json and compare.png."""
+    same seeds and budget; writes compare.json and compare.png. Options left None follow the
+    data, as in `distill`."""
     from edgekd.train.compare import DEFAULT
     from edgekd.train.compare import compare as run_compare
     from edgekd.train.config import DistillConfig
 
-    teachers = [teacher] if isinstance(teacher, str) else list(teacher)
-    cfg = DistillConfig(data=data, data_dir=Path(data_dir), download=download,
-                        teacher=teachers[0] if len(teachers) == 1 else tuple(teachers), student=student,
+    cfg = DistillConfig(data=data, data_dir=_dir(data_dir), download=download, teacher=_teachers(teacher),
+                        student=student,
                         target=str(target), temperature=temperature, epochs=epochs, teacher_epochs=teacher_epochs,
                         seeds=seeds, labeled_fraction=labeled_fraction,
-                        run=Path(run) if run is not None else None, progress=progress)
-    result = run_compare(cfg, methods=tuple(methods or DEFAULT))
+                        run=Path(run) if run is not None else None, progress=progress, device=device)
+    from edgekd.progress import quieted
+
+    with quieted(not progress):
+        result = run_compare(cfg, methods=tuple(methods or DEFAULT))
     return CompareResult(data=result, run=Path(result["run"]),
                          accuracy={r["method"]: r["accuracy"]["mean"] for r in result["rows"]})
 
 
 # ---------------------------------------------------------------- choosing teacher and student
 def select_teacher(*, teachers: Sequence[str], student: str = defaults.STUDENT, data: str = defaults.DATA,
-                   data_dir: PathLike = defaults.DATA_DIR, download: bool = False, target: PathLike = defaults.TARGET,
+                   data_dir: PathLike | None = None, download: bool = False, target: PathLike = defaults.TARGET,
                    temperature: float = defaults.TEMPERATURE, n: int = defaults.SELECT_TEACHER_N,
                    warmup_steps: int = defaults.SELECT_TEACHER_WARMUP_STEPS,
                    teacher_epochs: int = defaults.TEACHER_EPOCHS, labeled_fraction: float = defaults.LABELED_FRACTION,
@@ -226,7 +250,7 @@ def select_teacher(*, teachers: Sequence[str], student: str = defaults.STUDENT, 
     """Rank candidate teachers for `student` before any distillation (GRACE score + baselines)."""
     from edgekd.search.teacher import select_teachers
 
-    result = select_teachers(student=student, teachers=list(teachers), data=data, data_dir=Path(data_dir),
+    result = select_teachers(student=student, teachers=list(teachers), data=data, data_dir=_dir(data_dir),
                              download=download, target=str(target), run=Path(run) if run is not None else None,
                              temperature=temperature, n=n, warmup_steps=warmup_steps, teacher_epochs=teacher_epochs,
                              seed=seed, progress=progress, higher_is_better=higher_is_better,
@@ -240,7 +264,7 @@ def select_teacher(*, teachers: Sequence[str], student: str = defaults.STUDENT, 
 
 def select_student(*, target: PathLike, teacher: str | Sequence[str] = defaults.TEACHER,
                    budget_ms: float | None = None, trials: int = defaults.SEARCH_TRIALS, seed: int = 0,
-                   runner: str = defaults.RUNNER, data: str = defaults.DATA, data_dir: PathLike = defaults.DATA_DIR,
+                   runner: str = defaults.RUNNER, data: str = defaults.DATA, data_dir: PathLike | None = None,
                    download: bool = False, epochs: int = defaults.EPOCHS, short_epochs: int | None = None,
                    seeds: int = defaults.SEARCH_SEEDS, methods: Sequence[str] = defaults.METHODS,
                    teacher_epochs: int = defaults.TEACHER_EPOCHS, run: PathLike | None = None,
@@ -251,7 +275,7 @@ def select_student(*, target: PathLike, teacher: str | Sequence[str] = defaults.
 
     teachers = [teacher] if isinstance(teacher, str) else list(teacher)
     result = run_select(target=target, teacher=teachers[0] if len(teachers) == 1 else teachers, data=data,
-                        data_dir=Path(data_dir), download=download, budget_ms=budget_ms, trials=trials, seed=seed,
+                        data_dir=_dir(data_dir), download=download, budget_ms=budget_ms, trials=trials, seed=seed,
                         runner=runner, epochs=epochs, short_epochs=short_epochs, seeds=seeds, methods=tuple(methods),
                         teacher_epochs=teacher_epochs, run=Path(run) if run is not None else None, progress=progress)
     rec = result["recommended"]
@@ -378,6 +402,23 @@ def report(*, runs: Sequence[PathLike] = (), out: PathLike | None = None) -> Rep
 
     path = make_report([Path(r) for r in runs], out=None if out is None else Path(out))
     return ReportResult(data={"path": str(path), "runs": [str(r) for r in runs]}, path=Path(path))
+
+
+@dataclass(frozen=True)
+class TeacherCosts(Result):
+    """`edgekd teachers`: each registry teacher's params and forward MFLOPs at the data's input
+    size, and `default`, the teacher distill picks for that data."""
+
+    default: str
+    input_shape: tuple[int, ...]
+
+
+def teachers(*, data: str = defaults.DATA, data_dir: PathLike | None = None) -> TeacherCosts:
+    """Every registry teacher's cost at `data`'s input size (`models.teachers_for_data`)."""
+    from edgekd.models import teachers_for_data
+
+    result = teachers_for_data(data, data_dir=_dir(data_dir))
+    return TeacherCosts(data=result, default=result["default"], input_shape=tuple(result["input_shape"]))
 
 
 def load_target(*, name: PathLike | TargetProfile) -> TargetProfile:

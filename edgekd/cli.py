@@ -40,9 +40,9 @@ JSON_OPT = typer.Option(False, "--json", help="Print the result as JSON instead 
 
 # Options shared by `distill` and `compare` (typer reads them off the signature).
 DATA_OPT = typer.Option(defaults.DATA, help="digits | mnist | fashion-mnist | cifar10 | imagefolder:DIR")
-DATA_DIR_OPT = typer.Option(defaults.DATA_DIR, help="Folder holding torchvision datasets.")
+DATA_DIR_OPT = typer.Option(None, help="Folder with the dataset files (IDX files, directly or under torchvision's MNIST/raw, FashionMNIST/raw; cifar-10-batches-py). Default: ./data, and for fashion-mnist also /usr/share/datasets/fashion-mnist.")
 DOWNLOAD_OPT = typer.Option(False, help="Let torchvision download the dataset into --data-dir.")
-TEACHER_OPT = typer.Option(None, help="Teacher name or .pt path; repeat for several teachers (default: cnn).")
+TEACHER_OPT = typer.Option(None, help="Teacher name or .pt path; repeat for several teachers (default: cnn; for distill and compare resnet-s on inputs of 28x28 and more).")
 STUDENT_OPT = typer.Option(defaults.STUDENT, help="Student name from the registry.")
 TARGET_OPT = typer.Option(defaults.TARGET, help="Target profile name or .toml path; the student uses only its ops.")
 EPOCHS_OPT = typer.Option(defaults.EPOCHS, help="Student epochs (the control gets the same epochs and steps).")
@@ -51,19 +51,35 @@ SEEDS_OPT = typer.Option(defaults.SEEDS, help="Seeds for mean ± std.")
 LF_OPT = typer.Option(defaults.LABELED_FRACTION, help="Keep labels for this share of the train set; the rest only the teacher labels.")
 RUN_OPT = typer.Option(None, help="Run folder (default: a new artifacts/<run-id>).")
 TEMP_OPT = typer.Option(defaults.TEMPERATURE, help="Softmax temperature T for soft labels.")
+DEVICE_OPT = typer.Option(defaults.DEVICE, help="auto | cpu | cuda | cuda:N (auto: CUDA when available).")
+QUIET_OPT = typer.Option(False, "--quiet", "-q", help="No progress bars or per-epoch lines.")
+# distill and compare: unset options follow the data (defaults.recipe: teacher, student, epochs, T, losses)
+_RULE = "default: from the data, see `defaults.recipe`"
+AUTO_STUDENT_OPT = typer.Option(None, "--student", help=f"Student name from the registry ({_RULE}: small-cnn; wide-cnn for 10k+ train images).")
+AUTO_EPOCHS_OPT = typer.Option(None, "--epochs", help=f"Student epochs; the control gets the same epochs and steps ({_RULE}: 30 for digits, 6 for Fashion-MNIST).")
+AUTO_T_EPOCHS_OPT = typer.Option(None, "--teacher-epochs", help=f"Epochs when training a teacher ({_RULE}: 15 for digits, 5 for Fashion-MNIST).")
+AUTO_TEMP_OPT = typer.Option(None, "--temperature", help=f"Softmax temperature T for soft labels ({_RULE}: {defaults.TEMPERATURE:g}).")
 
 
 @app.command()
 def distill(
-    data: str = DATA_OPT, data_dir: Path = DATA_DIR_OPT, download: bool = DOWNLOAD_OPT,
+    data: str = DATA_OPT, data_dir: Optional[Path] = DATA_DIR_OPT, download: bool = DOWNLOAD_OPT,
     teacher: Optional[List[str]] = TEACHER_OPT,
     teacher_mode: str = typer.Option(defaults.TEACHER_MODE, help="Several teachers: mean | weighted | confidence."),
     teacher_weight: Optional[List[float]] = typer.Option(None, help="Per-teacher weight for --teacher-mode weighted."),
-    student: str = STUDENT_OPT, target: str = TARGET_OPT,
+    student: Optional[str] = AUTO_STUDENT_OPT, target: str = TARGET_OPT,
     method: Optional[List[str]] = typer.Option(None, help="Loss NAME[:WEIGHT], repeatable: ce hard soft cosine fitnet at rkd rkd-d rkd-a. Default: soft:0.7 ce:0.3."),
-    temperature: float = TEMP_OPT, epochs: int = EPOCHS_OPT, teacher_epochs: int = T_EPOCHS_OPT, seeds: int = SEEDS_OPT,
-    lr: float = typer.Option(defaults.LR, help="Learning rate (AdamW, cosine schedule)."),
-    batch_size: int = typer.Option(defaults.BATCH_SIZE, help="Batch size."),
+    lr_schedule: str = typer.Option(defaults.LR_SCHEDULE, help="auto | cosine | warmup-cosine | constant (auto: cosine; warm-up above batch 64)."),
+    warmup_epochs: float = typer.Option(defaults.WARMUP_EPOCHS, help="Linear warm-up of warmup-cosine, in epochs."),
+    device: str = DEVICE_OPT,
+    precision: str = typer.Option(defaults.PRECISION, help="auto | fp32 | bf16 | fp16 autocast (auto: bf16 on CUDA, fp32 on CPU)."),
+    channels_last: Optional[bool] = typer.Option(None, "--channels-last/--no-channels-last", help="NHWC memory format (default: on; it won on CPU and GPU)."),
+    compile: bool = typer.Option(False, "--compile", help="torch.compile the models (refused: it did not win; see benchmarks/README.md)."),
+    tensorboard: Optional[Path] = typer.Option(None, help="Also write per-epoch scalars to this TensorBoard log folder."),
+    temperature: Optional[float] = AUTO_TEMP_OPT, epochs: Optional[int] = AUTO_EPOCHS_OPT,
+    teacher_epochs: Optional[int] = AUTO_T_EPOCHS_OPT, seeds: int = SEEDS_OPT,
+    lr: float = typer.Option(defaults.LR, help=f"Learning rate (AdamW) at batch {defaults.BASE_BATCH}; scaled linearly with --batch-size."),
+    batch_size: int = typer.Option(defaults.BATCH_SIZE, help="Batch size (global, over all processes)."),
     labeled_fraction: float = LF_OPT,
     hint_epochs: int = typer.Option(0, help="FitNets stage 1: epochs training the student up to its tap on the hint loss."),
     generations: int = typer.Option(0, help="Born-again self-distillation: K generations of the student teaching the next."),
@@ -76,6 +92,7 @@ def distill(
     run: Optional[Path] = RUN_OPT,
     resume: bool = typer.Option(False, help="Continue from the run's last epoch checkpoints (needs --run)."),
     progress: bool = typer.Option(True, help="Show progress bars."),
+    quiet: bool = QUIET_OPT,
     nproc: int = typer.Option(1, help="Processes per node: launches through torchrun (gloo on CPU, NCCL on GPU)."),
     nnodes: str = typer.Option("1", help="torchrun --nnodes (e.g. 2 or 1:4), for several machines."),
     rdzv_endpoint: Optional[str] = typer.Option(None, help="torchrun --rdzv-endpoint HOST:PORT, for several machines."),
@@ -94,13 +111,15 @@ def distill(
     from edgekd.tables import distill_table
 
     result = api.distill(
-        data=data, data_dir=data_dir, download=download, teacher=teacher or [defaults.TEACHER],
+        data=data, data_dir=data_dir, download=download, teacher=teacher or None,  # None: from the data
         teacher_mode=teacher_mode, teacher_weights=teacher_weight or None, student=student, target=target,
-        methods=method or defaults.METHODS, temperature=temperature, epochs=epochs, teacher_epochs=teacher_epochs,
+        methods=method or None, temperature=temperature, epochs=epochs, teacher_epochs=teacher_epochs,
         seeds=seeds, lr=lr, batch_size=batch_size, labeled_fraction=labeled_fraction, hint_epochs=hint_epochs,
         generations=generations, online=online, peers=peers, cache_teacher=cache_teacher,
         student_taps=_pairs("--student-tap", student_tap), teacher_taps=_pairs("--teacher-tap", teacher_tap),
-        loss_options=_loss_options(loss_option), run=run, resume=resume, progress=progress and not as_json)
+        loss_options=_loss_options(loss_option), run=run, resume=resume, progress=progress and not as_json and not quiet,
+        device=device, precision=precision, channels_last=channels_last, lr_schedule=lr_schedule,
+        warmup_epochs=warmup_epochs, compile=compile, tensorboard=tensorboard)
     if result.is_main:
         _print(distill_table(result.to_json()), result.to_json(), as_json)
 
@@ -149,22 +168,25 @@ def _without_launch_options(argv: list[str]) -> list[str]:
 
 @app.command()
 def compare(
-    data: str = DATA_OPT, data_dir: Path = DATA_DIR_OPT, download: bool = DOWNLOAD_OPT,
-    teacher: Optional[List[str]] = TEACHER_OPT, student: str = STUDENT_OPT, target: str = TARGET_OPT,
+    data: str = DATA_OPT, data_dir: Optional[Path] = DATA_DIR_OPT, download: bool = DOWNLOAD_OPT,
+    teacher: Optional[List[str]] = TEACHER_OPT, student: Optional[str] = AUTO_STUDENT_OPT, target: str = TARGET_OPT,
     only: Optional[List[str]] = typer.Option(None, "--method", help="Methods for the table (repeatable); default: all of soft hard cosine fitnet fitnet+hint at rkd born-again dml."),
-    temperature: float = TEMP_OPT, epochs: int = EPOCHS_OPT, teacher_epochs: int = T_EPOCHS_OPT, seeds: int = SEEDS_OPT,
+    temperature: Optional[float] = AUTO_TEMP_OPT, epochs: Optional[int] = AUTO_EPOCHS_OPT,
+    teacher_epochs: Optional[int] = AUTO_T_EPOCHS_OPT, seeds: int = SEEDS_OPT,
     labeled_fraction: float = LF_OPT, run: Optional[Path] = RUN_OPT,
+    device: str = DEVICE_OPT,
     progress: bool = typer.Option(True, help="Show progress bars."),
+    quiet: bool = QUIET_OPT,
     as_json: bool = JSON_OPT,
 ) -> None:
     """The seminar table: teacher once, student alone, then the student with each method (same seeds and budget)."""
     from edgekd import api
     from edgekd.tables import compare_table
 
-    result = api.compare(data=data, data_dir=data_dir, download=download, teacher=teacher or [defaults.TEACHER],
+    result = api.compare(data=data, data_dir=data_dir, download=download, teacher=teacher or None,
                          student=student, target=target, methods=only or None, temperature=temperature,
                          epochs=epochs, teacher_epochs=teacher_epochs, seeds=seeds, labeled_fraction=labeled_fraction,
-                         run=run, progress=progress and not as_json)
+                         run=run, progress=progress and not as_json and not quiet, device=device)
     _print(compare_table(result.to_json()), result.to_json(), as_json)
 
 
@@ -172,7 +194,7 @@ def compare(
 def select_teacher(
     student: str = STUDENT_OPT,
     teacher: List[str] = typer.Option(..., help="Candidate teacher (name or .pt path); repeat for each."),
-    data: str = DATA_OPT, data_dir: Path = DATA_DIR_OPT, download: bool = DOWNLOAD_OPT, target: str = TARGET_OPT,
+    data: str = DATA_OPT, data_dir: Optional[Path] = DATA_DIR_OPT, download: bool = DOWNLOAD_OPT, target: str = TARGET_OPT,
     temperature: float = TEMP_OPT,
     n: int = typer.Option(defaults.SELECT_TEACHER_N, help="Examples whose per-example gradients are scored."),
     warmup_steps: int = typer.Option(defaults.SELECT_TEACHER_WARMUP_STEPS, help="CE steps on the student before scoring (0 = at initialisation)."),
@@ -203,7 +225,7 @@ def select_student_cmd(
     trials: int = typer.Option(defaults.SEARCH_TRIALS, help="Candidates to time (the predictor skips hopeless draws without timing)."),
     seed: int = typer.Option(0, help="Seed for sampling the search space (same seed, same result)."),
     runner: str = typer.Option(defaults.RUNNER, help="local | qemu | ssh://USER@HOST[:PORT]"),
-    data: str = DATA_OPT, data_dir: Path = DATA_DIR_OPT, download: bool = DOWNLOAD_OPT,
+    data: str = DATA_OPT, data_dir: Optional[Path] = DATA_DIR_OPT, download: bool = DOWNLOAD_OPT,
     epochs: int = EPOCHS_OPT,
     short_epochs: Optional[int] = typer.Option(None, help="Epochs of the first successive-halving round."),
     seeds: int = typer.Option(defaults.SEARCH_SEEDS, help="Seeds per finalist."),
@@ -308,6 +330,16 @@ def targets(
         _print(None, prof.to_json(), True)
     else:
         console.print_json(json.dumps(prof.to_json(), default=str))
+
+
+@app.command()
+def teachers(data: str = DATA_OPT, data_dir: Optional[Path] = DATA_DIR_OPT, as_json: bool = JSON_OPT) -> None:
+    """List the registry teachers with their cost (params, MFLOPs) at the data's input size."""
+    from edgekd import api
+    from edgekd.tables import teachers_table
+
+    result = api.teachers(data=data, data_dir=data_dir)
+    _print(teachers_table(result.to_json()), result.to_json(), as_json)
 
 
 @app.command()

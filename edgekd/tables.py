@@ -36,10 +36,30 @@ def distill_table(s: dict[str, Any]) -> Table:
     t.add_column("params", justify="right")
     t.add_column("test accuracy (mean ± std)", justify="right")
     acc = s["accuracy"]
-    t.add_row(f"teacher ({s['teacher']['arch']})", f"{s['teacher']['params']:,}", pct(acc["teacher"]))
+    mflops = s["teacher"].get("mflops")
+    cost = f", {mflops:,.0f} MFLOPs" if mflops is not None else ""
+    t.add_row(f"teacher ({s['teacher']['arch']}{cost})", f"{s['teacher']['params']:,}", pct(acc["teacher"]))
     t.add_row(f"student alone ({s['student']['arch']})", f"{s['student']['params']:,}", mean_std(acc["student_alone"]))
     t.add_row(f"student distilled ({s['student']['arch']})", f"{s['student']['params']:,}", mean_std(acc["student"]))
     t.caption = f"gap closed by distillation: {pct(s['gap_closed'])}   run: {s.get('run', '')}"
+    v = s.get("verdict")
+    if v and v["distillation"] == "lost":
+        t.caption += (f"\ndistillation LOST to the student alone: {100 * v['delta']:+.2f} points (spread "
+                      f"{100 * v['spread']:.2f}); recommended: {v['recommended_student']} (by {v['recommended_by']})")
+    elif v:
+        t.caption += f"\ndistillation {v['distillation']} ({100 * v['delta']:+.2f} points); recommended: {v['recommended_student']}"
+    return t
+
+
+def teachers_table(r: dict[str, Any]) -> Table:
+    """The teacher registry with each teacher's cost at the data's input size; ★ = distill's default."""
+    t = Table(title=f"teachers for {r['data']} (input {'x'.join(map(str, r['input_shape']))})")
+    for col, j in (("teacher", "left"), ("params", "right"), ("MFLOPs / image (forward)", "right")):
+        t.add_column(col, justify=j)
+    for row in r["teachers"]:
+        star = " ★" if row["teacher"] == r["default"] else ""
+        t.add_row(row["teacher"] + star, f"{row['params']:,}", f"{row['mflops']:,.1f}")
+    t.caption = "★ = distill's default for this data; training costs about 3x the forward MFLOPs per image"
     return t
 
 

@@ -55,7 +55,7 @@ def _test_arrays(run_dir: Path) -> tuple[Any, np.ndarray, np.ndarray]:
     cfg = artifacts.read_json(run_dir / "config.json")
     if not isinstance(cfg.get("data"), str):
         raise BadInput(f"{run_dir / 'config.json'}: no 'data' entry naming the run's dataset")
-    bundle = load_data(cfg["data"], data_dir=cfg.get("data_dir", defaults.DATA_DIR))
+    bundle = load_data(cfg["data"], data_dir=cfg.get("data_dir"))
     x, y = to_arrays(bundle.test)
     return bundle, x, y
 
@@ -261,4 +261,17 @@ def _manifest(run_dir, out_dir, target, model_path, golden, student, bundle, aud
                      "student_torch_recomputed": float((ref.argmax(1) == y).mean()),
                      "student_onnx": onnx_acc, "n_test": int(len(y))},
         "recommended": "fp32",
+        "student_choice": _student_choice(distilled),
     }
+
+
+def _student_choice(distilled: dict[str, Any]) -> dict[str, Any]:
+    """Which of the run's two students to deploy: distill's verdict (mean validation accuracy,
+    distilled vs alone). The exported model is student.pt; where the control did better, the
+    manifest says so and names student_alone.pt."""
+    v = distilled.get("verdict") or {}
+    rec = v.get("recommended_student", "student.pt")
+    return {"exported": "student.pt", "recommended": rec, "distillation": v.get("distillation"),
+            "by": v.get("recommended_by"), "val": v.get("val"),
+            "note": "" if rec == "student.pt" else
+            "distillation did worse than training alone on validation: deploy student_alone.pt instead"}

@@ -227,7 +227,7 @@ def select_student(*, target: str | Path, teacher: str | list[str] = defaults.TE
                    methods: tuple[str, ...] | list[str] = defaults.METHODS, run: Path | None = None,
                    progress: bool = True, teacher_epochs: int = defaults.TEACHER_EPOCHS,
                    temperature: float = defaults.TEMPERATURE, min_seconds: float = TIMING_MIN_SECONDS,
-                   include: tuple[str, ...] = (defaults.STUDENT,), data_dir: Path = defaults.DATA_DIR,
+                   include: tuple[str, ...] = (defaults.STUDENT,), data_dir: Path | None = None,
                    download: bool = False) -> dict[str, Any]:
     """Search the student for `target`: audit, predict, time, successive halving; write the run.
 
@@ -243,7 +243,8 @@ def select_student(*, target: str | Path, teacher: str | list[str] = defaults.TE
                         budget_ms=budget_ms, min_seconds=min_seconds)
     profile = load_target(target)
     get_runner(runner)  # a bad runner spec is bad input before anything is paid for
-    cfg = _config(data=data, data_dir=Path(data_dir), download=download, target=str(target), epochs=epochs,
+    cfg = _config(data=data, data_dir=None if data_dir is None else Path(data_dir), download=download,
+                  target=str(target), epochs=epochs,
                   teacher=teacher if isinstance(teacher, str) else tuple(teacher), methods=tuple(methods),
                   temperature=temperature, teacher_epochs=teacher_epochs, seeds=seeds, run=run, progress=progress)
     bundle = load_data(data, data_dir=data_dir, download=download)

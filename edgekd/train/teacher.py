@@ -17,6 +17,7 @@ from edgekd.errors import BadInput
 from edgekd.models import (
     create_teacher,
 )
+from edgekd.progress import stage
 from edgekd.train.config import DistillConfig
 from edgekd.train.datasets import Indexed, accuracy, dataset_labels
 from edgekd.train.loop import Phase, fit
@@ -38,11 +39,13 @@ def _named_teacher(name: str, cfg: DistillConfig, bundle: DataBundle, run_dir: P
     torch.manual_seed(defaults.TEACHER_SEED)
     model = create_teacher(name, in_channels=C, num_classes=bundle.num_classes)
     ph = Phase(slot, model, build_objective(["ce"]), Indexed(bundle.train), bundle.val,
-               cfg.teacher_epochs, seed=defaults.TEACHER_SEED, lr=cfg.lr, batch_size=cfg.batch_size)
+               cfg.teacher_epochs, seed=defaults.TEACHER_SEED, lr=cfg.lr, batch_size=cfg.batch_size,
+               options=cfg.train_options(run_dir))
+    stage(f"{slot}: training {name} for {cfg.teacher_epochs} epochs on {ph.options.device}")
     fit(ph, ckpt=run_dir / "checkpoints" / f"{slot}.pt", resume=cfg.resume, progress=cfg.progress)
     artifacts.save_torch(run_dir / f"{slot}.pt", {
         "kind": "teacher", "arch": name, "in_channels": C,
-        "num_classes": bundle.num_classes, "model": model.state_dict()})
+        "num_classes": bundle.num_classes, "model": {k: v.cpu() for k, v in model.state_dict().items()}})
     return model.eval(), {"source": "trained", "arch": name, "epochs": cfg.teacher_epochs}
 
 

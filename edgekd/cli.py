@@ -35,7 +35,7 @@ def _print(table, obj, as_json: bool) -> None:
 JSON_OPT = typer.Option(False, "--json", help="Print the result as JSON instead of a table.")
 
 
-def _distill_config(*, teacher, teacher_weight, method, resume: bool, run, **kw):
+def _distill_config(*, teacher, teacher_weight, method, resume: bool, run, teacher_weight_files=None, **kw):
     """CLI options → DistillConfig (repeatable options become tuples)."""
     from edgekd.errors import BadInput
     from edgekd.train.config import DistillConfig
@@ -45,14 +45,15 @@ def _distill_config(*, teacher, teacher_weight, method, resume: bool, run, **kw)
     teachers = teacher or [defaults.TEACHER]
     return DistillConfig(teacher=teachers[0] if len(teachers) == 1 else tuple(teachers),
                          teacher_weights=list(teacher_weight) if teacher_weight else None,
-                         methods=tuple(method or defaults.METHODS), resume=resume, run=run, **kw)
+                         methods=tuple(method or defaults.METHODS), resume=resume, run=run,
+                         teacher_weight_files=tuple(teacher_weight_files or ()), **kw)
 
 
 # Options shared by `distill` and `compare` (typer reads them off the signature).
 DATA_OPT = typer.Option(defaults.DATA, help="digits | mnist | fashion-mnist | cifar10 | imagefolder:DIR")
 DATA_DIR_OPT = typer.Option(defaults.DATA_DIR, help="Folder holding torchvision datasets.")
 DOWNLOAD_OPT = typer.Option(False, help="Let torchvision download the dataset into --data-dir.")
-TEACHER_OPT = typer.Option(None, help="Teacher name or .pt path; repeat for several teachers (default: cnn).")
+TEACHER_OPT = typer.Option(None, help="Registry name, teacher file (edgekd .pt, TorchScript, .onnx), or torchvision:ARCH / timm:NAME with --teacher-weights; repeat for several teachers (default: cnn).")
 STUDENT_OPT = typer.Option(defaults.STUDENT, help="Student name from the registry.")
 TARGET_OPT = typer.Option(defaults.TARGET, help="Target profile name or .toml path; the student uses only its ops.")
 EPOCHS_OPT = typer.Option(defaults.EPOCHS, help="Student epochs (the control gets the same epochs and steps).")
@@ -69,6 +70,12 @@ def distill(
     teacher: Optional[List[str]] = TEACHER_OPT,
     teacher_mode: str = typer.Option("mean", help="Several teachers: mean | weighted | confidence."),
     teacher_weight: Optional[List[float]] = typer.Option(None, help="Per-teacher weight for --teacher-mode weighted."),
+    teacher_weight_files: Optional[List[str]] = typer.Option(None, "--teacher-weights", help="FILE of weights (state_dict or checkpoint) for each torchvision:ARCH / timm:NAME --teacher, in order."),
+    teacher_input_size: Optional[int] = typer.Option(None, help="The teacher sees each image at this H = W (default: the data's)."),
+    teacher_mean: Optional[str] = typer.Option(None, help="The teacher's per-channel mean, comma-separated, or 'imagenet' (default: the data's)."),
+    teacher_std: Optional[str] = typer.Option(None, help="The teacher's per-channel std, comma-separated, or 'imagenet' (default: the data's)."),
+    input_size: Optional[int] = typer.Option(None, help="imagefolder: the student's input H = W in pixels (default: 32)."),
+    augment: bool = typer.Option(False, help="Random-resized crop + flip on the train set (imagefolder, cifar10); the teacher runs live."),
     student: str = STUDENT_OPT, target: str = TARGET_OPT,
     method: Optional[List[str]] = typer.Option(None, help="Loss NAME[:WEIGHT], repeatable: ce hard soft cosine fitnet at rkd rkd-d rkd-a. Default: soft:0.7 ce:0.3."),
     temperature: float = TEMP_OPT, epochs: int = EPOCHS_OPT, teacher_epochs: int = T_EPOCHS_OPT, seeds: int = SEEDS_OPT,

@@ -350,8 +350,12 @@ def _check_io(spec: TeacherSpec, *, classes: int | None, channels: int | None, d
 def _load_torchscript(spec: TeacherSpec, *, channels: int, num_classes: int, view: View) -> "nn.Module":
     import torch
 
+    import warnings
+
     try:
-        model = torch.jit.load(spec.ref, map_location="cpu").eval()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch 2.x marks TorchScript deprecated; it still loads
+            model = torch.jit.load(spec.ref, map_location="cpu").eval()
     except Exception as e:
         raise BadInput(f"--teacher {spec.ref}: not a readable TorchScript file ({_reason(e)})") from None
     params = dict(model.named_parameters())

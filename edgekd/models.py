@@ -130,6 +130,22 @@ class InvertedResidual(nn.Module):
         return x + y if self.residual else y
 
 
+class StridedStem(nn.Sequential):
+    """Early downsampling by `stride` (a power of 2) for large inputs: a non-overlapping 4×4
+    stride-4 "patchify" conv (ConvNeXt's stem; a 3×3 stride-2 conv when stride is 2), then
+    depthwise-separable stride-2 convs for the rest. Only its first layer sees every pixel, with few channels, so
+    the network's MACs grow far slower than the square of the input (tests/test_resolution.py)."""
+
+    def __init__(self, cin: int, cout: int, ops: Ops, *, stride: int):
+        first = 4 if stride >= 4 else 2
+        layers: list[nn.Module] = [
+            nn.Sequential(nn.Conv2d(cin, cout, first, first, 0, bias=False), nn.BatchNorm2d(cout), ops.act_module())
+            if first == 4 else ConvBlock(cin, cout, ops, stride=2)]
+        for _ in range(stride.bit_length() - first.bit_length()):
+            layers.append(DepthwiseSeparable(cout, cout, ops, stride=2))
+        super().__init__(*layers)
+
+
 BLOCKS: dict[str, tuple[set[str], type[nn.Module]]] = {
     "conv": (CONV_OPS, ConvBlock),
     "dw": (CONV_OPS, DepthwiseSeparable),
@@ -202,9 +218,9 @@ def student_net(*, in_channels: int, num_classes: int, target_ops: frozenset[str
     chans = [max(4, int(round(w * width_mult))) for w in widths]
     if stem_stride < 1 or stem_stride & (stem_stride - 1):
         raise BadInput(f"stem_stride {stem_stride}: must be a power of 2 (1, 2, 4, ...)")
-    layers: list[nn.Module] = [ConvBlock(in_channels, chans[0], ops, kernel=kernel, stride=min(stem_stride, 2))]
-    for _ in range(stem_stride.bit_length() - 2):  # the rest of the strided stem
-        layers.append(ConvBlock(chans[0], chans[0], ops, kernel=kernel, stride=2))
+    stem = StridedStem(in_channels, chans[0], ops, stride=stem_stride) if stem_stride > 1 else \
+        ConvBlock(in_channels, chans[0], ops, kernel=kernel)
+    layers: list[nn.Module] = [stem]
     cin = chans[0]
     for i, c in enumerate(chans):
         if i > 0:

@@ -280,3 +280,38 @@ def test_taps_on_a_timm_teacher(world, tmp_path):
     with pytest.raises(BadInput, match="nearest module names"):
         distill(replace(base, teacher_taps={"feature_map": "stages.3"}, run=tmp_path / "run2"))
     assert not (tmp_path / "run2").exists()
+
+
+# ---------------------------------------------------------------- the README's worked example
+def readme_example() -> str:
+    from conftest import REPO
+
+    text = (REPO / "README.md").read_text()
+    after = text.split("<!-- byot-example -->", 1)[1]
+    return after.split("```bash\n", 1)[1].split("\n```", 1)[0]
+
+
+def test_readme_worked_example(tmp_path):
+    """The README's bring-your-own-teacher block, verbatim, at small scale: fine-tune resnet18,
+    save its state_dict, distil at half its resolution for cpu-arm, export, bench."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    env = {**os.environ, "SIZE": "16", "N": "8", "STEPS": "3", "EPOCHS": "1", "SEEDS": "1", "BENCH_SECONDS": "0.05",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+           "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "OMP_NUM_THREADS": "1"}
+    r = subprocess.run(["bash", "-euo", "pipefail", "-c", readme_example()], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    run = tmp_path / "runs" / "byot"
+    summary = json.loads((run / "distill.json").read_text())
+    assert summary["teacher"]["kind"] == "torchvision" and summary["teacher"]["arch"] == "resnet18"
+    assert summary["teacher"]["view"]["input_size"] == [32, 32] and summary["student"]["view"]["input_size"] == [16, 16]
+    manifest = json.loads((run / "cpu-arm" / "manifest.json").read_text())
+    assert manifest["views"]["teacher"]["mean"] == [0.485, 0.456, 0.406]
+    assert manifest["model"]["inputs"][0]["shape"][1:] == [3, 16, 16]
+    assert manifest["bench"]["latency_ms"]["p50"] > 0 and manifest["deployable"]

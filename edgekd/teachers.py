@@ -173,7 +173,7 @@ def parse_specs(names: Sequence[str], weights: Sequence[str] = ()) -> list[Teach
     return specs
 
 
-NOT_A_TEACHER = ("not a teacher edgekd can read (an edgekd teacher .pt, a TorchScript file or an ONNX model)")
+NOT_A_TEACHER = "not an edgekd checkpoint, a TorchScript file or an ONNX model"
 
 
 def sniff_file(path: Path) -> str:
@@ -204,14 +204,17 @@ def _is_onnx(path: Path) -> bool:
 def _sniff_torch_save(path: Path) -> str:
     import torch
 
+    from edgekd.checkpoints import load_checkpoint
+
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise BadInput(f"--teacher {path}: {NOT_A_TEACHER}; {_reason(e)}") from None
-    if isinstance(obj, dict) and obj.get("kind") == "teacher":
+        raise BadInput(f"--teacher {path}: {NOT_A_TEACHER} ({_reason(e)})") from None
+    if isinstance(obj, dict) and "kind" in obj:
+        load_checkpoint(path, kind="teacher")  # names the kind it is instead, or the fields it lacks
         return "edgekd"
     if _state_dict_of(obj) is not None:
-        raise BadInput(f"--teacher {path}: a bare state_dict; name its architecture: "
+        raise BadInput(f"--teacher {path}: not an edgekd checkpoint but a bare state_dict; name its architecture: "
                        f"--teacher torchvision:ARCH --teacher-weights {path} (or timm:NAME)")
     raise BadInput(f"--teacher {path}: {NOT_A_TEACHER}")
 

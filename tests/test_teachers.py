@@ -200,7 +200,7 @@ def _bad_inputs(world, tmp: Path) -> dict[str, tuple[list[str], str]]:
     gray = make_imagefolder(tmp / "gray", n=12, size=TEACHER_PX, gray=True)
     tv = ["--teacher", "torchvision:resnet18"]
     return {
-        "not-a-model": (["--teacher", str(tmp / "noise.bin")], "not a teacher edgekd can read"),
+        "not-a-model": (["--teacher", str(tmp / "noise.bin")], "not an edgekd checkpoint, a TorchScript file or an ONNX model"),
         "bare-state-dict": (["--teacher", str(world["state_dict"])], "bare state_dict"),
         "weights-misfit": (tv + ["--teacher-weights", str(tmp / "misfit.pt")],
                            "'layer1.0.conv1.weight' is (32, 64, 3, 3) in the file, (64, 64, 3, 3)"),

@@ -97,6 +97,16 @@ def test_deterministic_inputs_are_cached_through_the_view(rgb64):
     n = len(rec.seen)
     src.outputs(torch.zeros(2, 3, 16, 16), torch.tensor([0, 1]))
     assert len(rec.seen) == n  # served from the cache
+    # cached from the files read at the teacher's own size, not from the student's 16 px tensors upsampled
+    from edgekd.train.teacher import data_view, teacher_data, views
+
+    hi = teacher_data(cfg, bundle)
+    s_view, t_view = views(cfg, bundle)
+    fed = torch.cat(rec.seen)
+    own = convert(torch.stack([hi.train[i][0] for i in range(len(hi.train))]), data_view(hi), t_view)
+    up = convert(torch.stack([bundle.train[i][0] for i in range(len(bundle.train))]), s_view, t_view)
+    assert torch.allclose(fed, own, atol=1e-5)
+    assert (fed - up).abs().mean() > 0.05
 
 
 # ---------------------------------------------------------------- ImageFolder sizes and channels
@@ -178,3 +188,19 @@ def test_strided_student_distils_exports_and_reloads(rgb64, tmp_path):
     model, state = load_student(tmp_path / "run")
     assert state["net_kwargs"]["stem_stride"] == 4
     assert model(torch.zeros(1, 3, 64, 64)).shape == (1, 3)
+
+
+def test_a_registry_teacher_is_trained_and_scored_in_the_teachers_view(rgb64, tmp_path):
+    from edgekd.train.distill import distill
+    from edgekd.train.teacher import ViewedData, views
+
+    cfg = DistillConfig(data=f"imagefolder:{rgb64}", input_size=16, teacher="cnn-small", teacher_input_size=32,
+                        student="tiny-cnn", epochs=1, seeds=1, teacher_epochs=1, run=tmp_path / "run", progress=False)
+    from edgekd.train.config import load_bundle
+
+    bundle = load_bundle(cfg)
+    viewed = ViewedData(bundle.train, *views(cfg, bundle))
+    assert viewed[0][0].shape == (3, 32, 32) and list(viewed.targets) == list(bundle.train.targets)
+    s = distill(cfg)
+    assert s["teacher"]["kind"] == "registry" and s["teacher"]["view"]["input_size"] == [32, 32]
+    assert (tmp_path / "run" / "teacher.pt").is_file()

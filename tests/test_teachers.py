@@ -122,14 +122,15 @@ def test_same_teacher_as_torchvision_torchscript_and_onnx_gives_the_same_logits_
     for k in ("torchscript", "onnx"):
         assert torch.allclose(logits[k], logits["torchvision"], atol=1e-4, rtol=0), \
             (k, float((logits[k] - logits["torchvision"]).abs().max()))
-    # and the eager model itself, fed the teacher's view by hand, agrees (the view is not a no-op)
+    # and the eager model itself, fed the train images at its own size and normalisation by hand, agrees
     from edgekd.teachers import convert
-    from edgekd.train.teacher import views
+    from edgekd.train.teacher import data_view, teacher_data, views
 
-    x = torch.stack([bundle.train[i][0] for i in range(len(bundle.train))])
-    assert x.shape[-1] == STUDENT_PX
+    hi = teacher_data(cfgs["torchvision"], bundle)
+    x = torch.stack([hi.train[i][0] for i in range(len(hi.train))])
+    assert x.shape[-1] == TEACHER_PX
     with torch.no_grad():
-        direct = world["model"](convert(x, *views(cfgs["torchvision"], bundle)))
+        direct = world["model"](convert(x, data_view(hi), views(cfgs["torchvision"], bundle)[1]))
     assert torch.allclose(direct, logits["torchvision"], atol=1e-4)
 
     summaries = {k: distill(c) for k, c in cfgs.items()}

@@ -34,6 +34,25 @@ def views(cfg: DistillConfig, bundle: DataBundle) -> tuple[View, View]:
     return s, teacher_view(s, input_size=cfg.teacher_input_size, mean=cfg.teacher_mean, std=cfg.teacher_std)
 
 
+def teacher_data(cfg: DistillConfig, bundle: DataBundle) -> DataBundle | None:
+    """The same images at the teacher's own size, when the data can be read at any size
+    (imagefolder) and the teacher's size differs from the student's: then the teacher sees each
+    image resized from its file, not the student's smaller tensor resized up (which blurs what a
+    teacher trained at its own size expects). Same split, same order. Read once per bundle."""
+    sview, tview = views(cfg, bundle)
+    if tview.size == sview.size or not cfg.data.startswith("imagefolder:") or tview.size[0] != tview.size[1]:
+        return None
+    memo = bundle.__dict__.setdefault("_teacher_data", {})
+    if tview.size[0] not in memo:
+        from edgekd.data import load_data
+
+        hi = load_data(cfg.data, data_dir=cfg.data_dir, image_size=tview.size[0])
+        if list(dataset_labels(hi.train)) != list(dataset_labels(bundle.train)):
+            raise BadInput(f"--data {cfg.data}: the train split differs at {tview.size[0]} px")  # never, by construction
+        memo[tview.size[0]] = hi
+    return memo[tview.size[0]]
+
+
 class ViewedData(Dataset):
     """`base` with each input converted from the student's view to the teacher's (for training
     a registry teacher at the teacher's own size and normalisation)."""
@@ -55,7 +74,10 @@ def _train_teacher(name: str, cfg: DistillConfig, bundle: DataBundle, run_dir: P
     C = bundle.input_shape[0]
     sview, tview = views(cfg, bundle)
     train, val = bundle.train, bundle.val
-    if tview != sview:
+    hi = teacher_data(cfg, bundle)
+    if hi is not None:  # the images at the teacher's size, renormalised for it
+        train, val = ViewedData(hi.train, data_view(hi), tview), ViewedData(hi.val, data_view(hi), tview)
+    elif tview != sview:
         train, val = ViewedData(train, sview, tview), ViewedData(val, sview, tview)
     model = create_teacher(name, in_channels=C, num_classes=bundle.num_classes)
     ph = Phase(slot, model, build_objective(["ce"]), Indexed(train), val,
@@ -116,14 +138,27 @@ def teacher_source(cfg: DistillConfig, bundle: DataBundle, teachers: list[nn.Mod
     taps = resolve_taps(teachers[0], objective, overrides)
     src = TeacherSource(teachers, taps=taps, mode=cfg.teacher_mode, weights=cfg.teacher_weights,
                         temperature=cfg.temperature, view=None if own_view else _view_fn(cfg, bundle))
-    # Deterministic inputs: the teacher's outputs are computed once, not every epoch.
-    return src if bundle.augmented or not cfg.cache_teacher else src.build_cache(bundle.train, cache_dir=cache_dir)
+    if bundle.augmented or not cfg.cache_teacher:
+        # Random inputs: the teacher runs live on each (augmented) batch of the student, in its view.
+        return src
+    # Deterministic inputs: the teacher's outputs are computed once, not every epoch; from the
+    # images at the teacher's own size when the data can be read at it.
+    hi = None if own_view else teacher_data(cfg, bundle)
+    if hi is None:
+        return src.build_cache(bundle.train, cache_dir=cache_dir)
+    live_view, src.view = src.view, partial(convert, src=data_view(hi), dst=views(cfg, bundle)[1])
+    src.build_cache(hi.train, cache_dir=cache_dir)
+    src.view = live_view
+    return src
 
 
 def ensemble_accuracy(cfg: DistillConfig, teachers: list[nn.Module], ds: Dataset,
                       bundle: DataBundle | None = None) -> float:
     """Test accuracy of what the student learns from: the teacher, or the teachers' mixture, through their view."""
     view = _view_fn(cfg, bundle) if bundle is not None else None
+    hi = teacher_data(cfg, bundle) if bundle is not None and ds is bundle.test else None
+    if hi is not None:
+        ds, view = hi.test, partial(convert, src=data_view(hi), dst=views(cfg, bundle)[1])
     if len(teachers) == 1 and view is None:
         return accuracy(teachers[0], ds)
     src = TeacherSource(teachers, mode=cfg.teacher_mode, weights=cfg.teacher_weights, temperature=cfg.temperature,

@@ -253,33 +253,43 @@ def export(
     run: Optional[Path] = typer.Option(None, help="Run folder (default: artifacts/latest)."),
     quantize: Optional[str] = typer.Option(None, help="Also make a static int8 QDQ variant: int8."),
     batch: Optional[int] = typer.Option(None, help="Fix the batch axis to N (0 = dynamic). Default: dynamic, 1 for NNAPI."),
+    exporter: str = typer.Option(defaults.EXPORTER, help="torch → ONNX exporter: torchscript | dynamo (torch.export)."),
     as_json: bool = JSON_OPT,
 ) -> None:
     """Export the student to ONNX, audit its ops, check parity, write golden vectors and the manifest."""
     from edgekd.deploy.export import export_run
     from edgekd.tables import export_table
 
-    manifest = export_run(target=target, run=run, quantize=quantize, batch=batch)
+    manifest = export_run(target=target, run=run, quantize=quantize, batch=batch, exporter=exporter)
     _print(export_table(manifest), manifest, as_json)
 
 
 @app.command()
 def bench(
-    target: Optional[str] = typer.Option(None, help="Target profile (default: the run's only exported target)."),
+    model: Optional[Path] = typer.Argument(None, help="Any ONNX model to time instead of a run's export."),
+    target: Optional[List[str]] = typer.Option(None, help="Target profile; repeat for a side-by-side table "
+                                                          "(default: the run's only exported target)."),
     run: Optional[Path] = typer.Option(None, help="Run folder (default: artifacts/latest)."),
     runner: str = typer.Option("local", help="local | qemu | ssh://USER@HOST[:PORT]"),
     min_seconds: float = typer.Option(defaults.BENCH_MIN_SECONDS, help="Time each model for at least this long."),
     compare: bool = typer.Option(True, help="Also time the teacher (ONNX) and the eager student."),
+    shape: Optional[List[str]] = typer.Option(None, help="MODEL only: NAME=1x3x48x192 for symbolic dimensions."),
+    inputs: Optional[Path] = typer.Option(None, help="MODEL only: .npz with one array per graph input."),
+    profile: bool = typer.Option(False, "--profile", help="Top operators by total time per provider (ORT profiler)."),
     as_json: bool = JSON_OPT,
 ) -> None:
-    """Time the exported model through the profile's execution providers and check the budgets."""
-    from edgekd.bench.run import bench_run
-    from edgekd.tables import bench_table, err_console
+    """Time the exported model (or any ONNX MODEL) through the profile's execution providers; check the budgets."""
+    from edgekd.bench.run import bench_any
+    from edgekd.errors import CheckFailed
+    from edgekd.tables import bench_output, err_console
 
-    result = bench_run(target=target, run=run, runner=runner, compare=compare, min_seconds=min_seconds)
-    for note in result["notes"]:
+    result = bench_any(model=model, targets=list(target or []), run=run, runner=runner, compare=compare,
+                       min_seconds=min_seconds, shapes=list(shape or []), inputs=inputs, profile=profile)
+    for note in result.get("notes", []):
         err_console.print(f"[yellow]note:[/yellow] {note}")
-    _print(bench_table(result), result, as_json)
+    _print(bench_output(result), result, as_json)
+    if result.get("failures"):
+        raise CheckFailed("; ".join(result["failures"]))
 
 
 @app.command()
@@ -333,10 +343,20 @@ def verify(run: Optional[Path] = typer.Argument(None, help="Run folder (default:
         console.print(f"verified {len(result['checked'])} files in {result['run']}: all match their manifests")
 
 
+@app.command()
+def report(runs: Optional[List[Path]] = typer.Argument(None, metavar="RUN", help="Run folders (default: artifacts/latest); several make one comparison page."),
+           out: Optional[Path] = typer.Option(None, help="Output file (default: RUN/report.html; several runs: artifacts/report-compare.html)."),
+           ) -> None:
+    """Write one self-contained HTML page for a run, or several runs side by side (opens offline)."""
+    from edgekd.report import make_report
+
+    typer.echo(f"report: {make_report(list(runs or []), out=out)}")
+
+
 @runner_app.command("setup")
 def runner_setup(kind: str = typer.Argument(..., help="qemu")) -> None:
     """Prepare a runner: `qemu` builds an aarch64 ONNX Runtime root under qemu-user in a user cache."""
-    from edgekd.bench.runners import setup_qemu
+    from edgekd.bench.qemu import setup_qemu
     from edgekd.errors import BadInput
 
     if kind != "qemu":

@@ -29,6 +29,14 @@ LABELED_FRACTION = 1.0
 # export / parity
 TARGET = "cpu-arm"
 OPSET = 17
+# torch → ONNX exporter. TorchScript stays the default: torch.export (dynamo) gives the same
+# parity on every registered student and teacher, but writes opset 18 graphs the ONNX version
+# converter cannot bring down to the profiles' opset 17 (ReduceMean's axes become an input),
+# uses ReduceMean/Reshape where TorchScript writes GlobalAveragePool/Flatten (which the mobile
+# profiles' tables and XNNPACK take and ReduceMean they do not all take), and takes 10-20x as
+# long (benchmarks/README.md, "exporters").
+EXPORTER = "torchscript"
+EXPORTERS = ("torchscript", "dynamo")
 PARITY_MIN_SAMPLES = 256
 GOLDEN_SAMPLES = 128
 INPUT_NAME = "input"
@@ -43,3 +51,7 @@ THROUGHPUT_BATCHES = (1, 8, 32)
 # artifacts
 ARTIFACTS = Path("artifacts")
 TARGETS_DIR = Path(__file__).resolve().parent.parent / "targets"
+
+# report
+REPORT_FILE = "report.html"                   # edgekd report RUN → RUN/report.html
+REPORT_COMPARE_FILE = "report-compare.html"   # edgekd report A B → artifacts/report-compare.html

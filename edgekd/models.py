@@ -302,21 +302,68 @@ def count_params(model: nn.Module) -> int:
 
 
 # ---------------------------------------------------------------- op check before training
-def write_onnx(model: nn.Module, f: Any, *, input_shape: tuple[int, ...], opset: int, batch: int | None = None) -> None:
-    """The one torch → ONNX call: TorchScript exporter at `opset`, 'input' → 'logits', in eval
-    mode (the model's mode is restored). The batch axis is dynamic unless `batch` fixes it.
-    `f` is a path or a binary buffer."""
-    dynamic = None if batch else {defaults.INPUT_NAME: {0: "batch"}, defaults.OUTPUT_NAME: {0: "batch"}}
+def write_onnx(model: nn.Module, f: Any, *, input_shape: tuple[int, ...], opset: int, batch: int | None = None,
+               exporter: str = defaults.EXPORTER) -> None:
+    """The one torch → ONNX call: 'input' → 'logits' at `opset`, in eval mode (the model's mode
+    is restored). The batch axis is dynamic unless `batch` fixes it. `f` is a path or a binary
+    buffer. `exporter` is "torchscript" or "dynamo" (torch.export; it writes opset >= 18 and
+    down-converts to `opset` where the ONNX version converter can; see defaults.EXPORTER)."""
+    if exporter not in defaults.EXPORTERS:
+        raise BadInput(f"exporter {exporter!r} is not valid; valid: {', '.join(defaults.EXPORTERS)}")
     was_training = model.training
     model.eval()
+    names = dict(input_names=[defaults.INPUT_NAME], output_names=[defaults.OUTPUT_NAME])
     try:
         with torch.no_grad():
-            torch.onnx.export(
-                model, (torch.zeros(batch or 1, *input_shape),), f, dynamo=False, opset_version=opset,
-                input_names=[defaults.INPUT_NAME], output_names=[defaults.OUTPUT_NAME], dynamic_axes=dynamic,
-            )
+            if exporter == "dynamo":
+                _export_dynamo(model, f, input_shape=input_shape, opset=opset, batch=batch, names=names)
+            else:
+                dynamic = None if batch else {defaults.INPUT_NAME: {0: "batch"}, defaults.OUTPUT_NAME: {0: "batch"}}
+                torch.onnx.export(model, (torch.zeros(batch or 1, *input_shape),), f, dynamo=False,
+                                  opset_version=opset, dynamic_axes=dynamic, **names)
     finally:
         model.train(was_training)
+
+
+def _export_dynamo(model: nn.Module, f: Any, *, input_shape: tuple[int, ...], opset: int, batch: int | None,
+                   names: dict[str, list[str]]) -> None:
+    import contextlib
+    import inspect
+    import logging
+
+    # torch.export specialises a dimension of size 1, so the example batch is 2 when dynamic.
+    example = torch.zeros(batch or 2, *input_shape)
+    arg = next(iter(inspect.signature(model.forward).parameters))
+    shapes = None if batch else {arg: {0: torch.export.Dim("batch", min=1)}}
+    quiet = logging.getLogger("onnxscript")   # its version converter logs a traceback on fallback
+    level = quiet.level
+    quiet.setLevel(logging.CRITICAL)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # progress lines on stdout
+            program = torch.onnx.export(model, (example,), None, dynamo=True, opset_version=opset,
+                                        dynamic_shapes=shapes, verbose=False, **names)
+    finally:
+        quiet.setLevel(level)
+    got = next(o.version for o in program.model_proto.opset_import if o.domain in ("", "ai.onnx"))
+    if got != opset:
+        raise BadInput(f"exporter 'dynamo': torch.export wrote opset {got} and the ONNX version converter could "
+                       f"not bring it to opset {opset}; use exporter 'torchscript' or a profile with opset {got}")
+    if batch is None:
+        _name_batch_axis(program.model_proto)
+    data = program.model_proto.SerializeToString()
+    if hasattr(f, "write"):
+        f.write(data)
+    else:
+        with open(f, "wb") as out:
+            out.write(data)
+
+
+def _name_batch_axis(proto: Any) -> None:
+    # torch.export names the dynamic dimension after its Dim; the contract's manifest says "batch".
+    for v in (*proto.graph.input, *proto.graph.output):
+        dims = v.type.tensor_type.shape.dim
+        if dims and dims[0].dim_param:
+            dims[0].dim_param = "batch"
 
 
 def onnx_proto(model: nn.Module, input_shape: tuple[int, ...], *, opset: int = defaults.OPSET):

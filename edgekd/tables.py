@@ -114,7 +114,12 @@ def export_table(m: dict[str, Any]) -> Table:
 def bench_table(r: dict[str, Any]) -> Table:
     """Models as columns, measurements as rows: reads well in 80 columns."""
     f = r["fp32"]
-    t = Table(title=f"bench {r['target']} on {r['runner']}: {f['provider']}, {f['threads']} thread(s)"
+    ex = f.get("execution") or {}
+    ran = f"{f['provider']}" + (f" on {ex['device']}" if ex.get("device") else "") + (
+        f" ({ex['vendor']}, EP {ex['ep_version']})" if ex.get("vendor") and ex.get("ep_version") else "")
+    t = Table(title=f"bench {r['target']} on {r['runner']}: {ran}, {f.get('precision', 'fp32')}, "
+                    f"{f['threads']} thread(s)"
+                    + (f"\n[bold red]FELL BACK from {f['provider_requested']}[/bold red]" if f.get("fallback") else "")
                     + ("\n[bold red]EMULATED under qemu: not target timings[/bold red]" if f.get("emulated") else ""))
     cols: list[tuple[str, dict]] = [("student fp32", f)]
     if r.get("int8"):
@@ -143,6 +148,56 @@ def bench_table(r: dict[str, Any]) -> Table:
     return t
 
 
+def side_by_side_table(rows: list[dict[str, Any]], *, title: str) -> Table:
+    """One row per target and variant: what ran, how fast, how big, and whether it matched."""
+    t = Table(title=title)
+    for col in ("target", "variant", "provider", "precision", "p50", "p90", "p99", "throughput", "peak RSS", "parity"):
+        t.add_column(col, justify="right" if col in ("p50", "p90", "p99", "throughput", "peak RSS") else "left")
+    for r in rows:
+        provider = r["provider"].replace("ExecutionProvider", "") + (f" ({r['device']})" if r.get("device") else "")
+        if r.get("fallback"):
+            provider += " [bold red]FALLBACK[/bold red]"
+        parity = "—" if r["parity_passed"] is None else (
+            f"{'ok' if r['parity_passed'] else 'FAILED'} (top-1 {r['top1_agreement']:.3f}, max {r['max_abs_diff']:.2g})")
+        tp = "—" if r["throughput"] is None else f"{r['throughput']:,.0f}/s @{r['throughput_batch']}"
+        t.add_row(r["target"], r["variant"], provider, r["precision"],
+                  *[ms(r["latency_ms"][k]) for k in ("p50", "p90", "p99")], tp, f"{r['peak_rss_mb']:.1f} MB", parity)
+    return t
+
+
+def profile_table(title: str, profile: dict[str, Any]) -> Table:
+    """ONNX Runtime's top operators by total kernel time, per provider."""
+    t = Table(title=title)
+    for col in ("provider", "op", "total", "share", "calls", "mean"):
+        t.add_column(col, justify="left" if col in ("provider", "op") else "right")
+    for provider, p in profile.items():
+        for row in p["ops"]:
+            t.add_row(provider.replace("ExecutionProvider", ""), row["op"], ms(row["total_ms"]), pct(row["share"]),
+                      str(row["calls"]), f"{row['mean_us']:.1f} µs")
+    return t
+
+
+def bench_output(result: dict[str, Any]) -> Any:
+    """What `edgekd bench` prints for each of bench_any's modes, profiles included."""
+    from rich.console import Group
+
+    if result["mode"] == "run":
+        parts: list[Any] = [bench_table(result)]
+        results = [result]
+    else:
+        title = (f"bench {result['model']}" if result["mode"] == "model"
+                 else "bench " + " vs ".join(result["targets"]))
+        table = side_by_side_table(result["rows"], title=title)
+        if result.get("recommended"):
+            table.caption = f"recommended across targets: {result['recommended']['target']} {result['recommended']['variant']}"
+        parts, results = [table], result["results"]
+    for r in results:
+        for variant in ("fp32", "int8"):
+            if (r.get(variant) or {}).get("profile"):
+                parts.append(profile_table(f"top operators: {r['target']} {variant}", r[variant]["profile"]))
+    return Group(*parts)
+
+
 def targets_table(profiles: list[Any]) -> Table:
     t = Table(title="targets")
     for col in ("name", "arch", "opset", "providers", "ops", "precisions", "description"):
@@ -162,6 +217,10 @@ def audit_table(report: Any) -> Table:
     for u in report.unsupported:
         t.add_row(u.op, u.reason, ", ".join(u.nodes))
     t.caption = "ops used: " + ", ".join(report.used)
+    real = getattr(report, "partition", None)
+    if real:
+        t.caption += ("\nONNX Runtime's partition: " + real["summary"] if real.get("ran")
+                      else f"\nONNX Runtime's partition: not run here ({real['reason']})")
     return t
 
 

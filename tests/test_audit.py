@@ -356,3 +356,65 @@ def test_dynamic_shapes_are_noted_for_nnapi_only():
     nnapi = audit_model(model, load_target("android-nnapi"))
     assert nnapi.passed and any("fixed shape" in n for n in nnapi.notes)
     assert not any("fixed shape" in n for n in audit_model(model, load_target("apple-coreml")).notes)
+
+
+def test_dynamo_exporter_same_parity_but_opset_18_and_reducemean(tmp_path) -> None:
+    """Why torchscript stays the default exporter: torch.export's graph of the default student
+    matches PyTorch as closely, but cannot come down to opset 17 and pools with ReduceMean,
+    which the cpu-x86 profile's table does not list."""
+    import numpy as np
+    import onnxruntime as ort
+    import torch
+
+    from edgekd import defaults
+    from edgekd.models import create_student, write_onnx
+
+    torch.manual_seed(0)
+    model = create_student(defaults.STUDENT, in_channels=1, num_classes=10)
+    with pytest.raises(BadInput, match="exporter 'dynamo': torch.export wrote opset 18"):
+        write_onnx(model, str(tmp_path / "d17.onnx"), input_shape=(1, 8, 8), opset=17, exporter="dynamo")
+    x = np.random.default_rng(0).standard_normal((8, 1, 8, 8)).astype(np.float32)
+    with torch.no_grad():
+        ref = model.eval()(torch.from_numpy(x)).numpy()
+    ops = {}
+    for exporter in defaults.EXPORTERS:
+        path = tmp_path / f"{exporter}.onnx"
+        write_onnx(model, str(path), input_shape=(1, 8, 8), opset=18, exporter=exporter)
+        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        assert sess.get_inputs()[0].shape[0] == "batch"
+        assert np.abs(sess.run(None, {"input": x})[0] - ref).max() < 1e-5, exporter
+        ops[exporter] = set(audit_model(path, "cpu-x86").unsupported_ops)
+    assert ops == {"torchscript": set(), "dynamo": {"ReduceMean"}}
+
+
+def test_real_partition_reports_a_session_that_fails_to_build(tmp_path) -> None:
+    """An op no provider has a kernel for: the static audit lists it, and ONNX Runtime's own
+    partition says the session did not build, with its reason; the audit fails on both."""
+    graph = helper.make_graph(
+        [helper.make_node("NoSuchOp", ["input"], ["logits"], domain="example.custom", name="custom")], "g",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 4])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                    helper.make_opsetid("example.custom", 1)])
+    path = tmp_path / "custom.onnx"
+    onnx.save(model, str(path))
+    report = audit_file(path, "cpu-x86")
+    real = report.partition
+    assert real["ran"] is True and real["built"] is False and real["passed"] is False
+    assert "NoSuchOp" in real["error"] and not report.passed
+    assert any(line.startswith("ONNX Runtime's partition: the session did not build") for line in report.format_lines())
+
+
+def test_real_partition_counts_nodes_per_provider(tmp_path) -> None:
+    from edgekd.deploy.audit import real_partition
+
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["input"], ["r"], name="relu"), helper.make_node("Sigmoid", ["r"], ["logits"], name="sig")],
+        "g", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 4])])
+    path = tmp_path / "two.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    real = real_partition(path, load_target("cpu-x86"))
+    assert real["nodes"] == {"CPUExecutionProvider": 2} and real["share"] == {"CPUExecutionProvider": 1.0}
+    assert real["ops"]["CPUExecutionProvider"] == {"Relu": 1, "Sigmoid": 1} and real["fell_back_ops"] == []
+    assert real["device"] == "CPU" and real["passed"] is True

@@ -171,3 +171,23 @@ def test_ort_session_on_a_corrupt_file_is_bad_input(tmp_path: Path) -> None:
     assert str(bad) in str(e.value) and "\n" not in str(e.value)
     with pytest.raises(BadInput):
         ort_session(tmp_path / "absent.onnx")
+
+
+@pytest.mark.parametrize("atol", [1e-4, float("inf")])
+def test_export_parity_and_the_agent_golden_check_follow_one_convention(atol: float) -> None:
+    """parity.compare (export) and the agent's compare_outputs (golden on a device) give the same
+    numbers and verdict, exact zeros in the reference and the top-1-only rule included."""
+    from edgekd.bench.agent import REL_DIFF_FLOOR, compare_outputs
+
+    rng = np.random.default_rng(3)
+    ref = rng.standard_normal((40, 10))
+    ref[:, 0] = 0.0                                  # exact zeros: the relative floor decides max_rel_diff
+    got = ref + rng.standard_normal(ref.shape) * 1e-3
+    got[5] = -got[5]                                 # one sample's top-1 flips
+    ours = compare(ref, got, atol=atol, rtol=1e-3, min_top1_agreement=0.99)
+    agent = compare_outputs(np, got, ref, atol=atol, rtol=1e-3, min_top1_agreement=0.99)
+    assert ours.max_abs_diff == agent["max_abs_diff"] and ours.top1_agreement == agent["top1_agreement"]
+    assert ours.max_rel_diff == agent["max_rel_diff"]
+    assert ours.max_rel_diff == pytest.approx(np.max(np.abs(got - ref) / np.maximum(np.abs(ref), REL_DIFF_FLOOR)))
+    assert ours.passed == agent["passed"] is False
+    assert (len(ours.failures) == 2) == np.isfinite(atol)    # top-1 only: no element-wise failure

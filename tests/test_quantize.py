@@ -196,3 +196,27 @@ def test_bad_model_or_input_name_is_bad_input(float_model, tmp_path):
         quantize_int8(model=corrupt, out=tmp_path / "m.onnx", calibration=x)
     with pytest.raises(BadInput, match="activation_type: 'int4' is not valid; valid: int8, uint8"):
         quantize_int8(model=float_model, out=tmp_path / "m.onnx", calibration=x, activation_type="int4")
+
+
+def test_fused_int8_kernels_match_the_qdq_math_on_this_host(int8_model, float_model):
+    """ORT fuses QDQ groups into int8 kernels (QLinearConv, QGemm); on x86 without
+    VNNI those add u8*s8 pairs in a saturating int16, which full 8-bit per-channel
+    weights overflow. 7-bit weights (reduce_range) must keep the fused kernels equal
+    to the plain dequantize-then-float graph, on whatever host runs the test."""
+    weights = [i for i in onnx.load(str(int8_model)).graph.initializer if i.data_type == TensorProto.INT8
+               and i.name.endswith("_quantized")]
+    assert weights and all(np.abs(numpy_helper.to_array(w)).max() <= 64 for w in weights)
+    assert read_quant_info(int8_model)["reduce_range"] == "true"
+    x = samples(200, seed=2)
+    ref = run(float_model, x)
+
+    def run_at(level):
+        so = ort.SessionOptions()
+        so.graph_optimization_level = level
+        session = ort.InferenceSession(str(int8_model), so, providers=["CPUExecutionProvider"])
+        return np.concatenate([session.run(None, {"input": x[i:i + 1]})[0] for i in range(len(x))])
+
+    plain = run_at(ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
+    fused = run_at(ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
+    assert np.abs(fused - plain).max() < 0.05 * np.abs(ref).max()
+    assert np.abs(fused - ref).mean() < 2 * np.abs(plain - ref).mean()

@@ -188,12 +188,12 @@ def test_fake_cpuinfo_is_arm_format_with_one_entry_per_host_cpu(tmp_path: Path) 
 
 
 def qemu_ready_root() -> Path:
-    """The set-up qemu root. Setup fetches Debian's arm64 packages and PyPI's aarch64 wheels,
-    so a test does it only when EDGEKD_QEMU_SETUP=1 (as .ci/run sets); otherwise it skips."""
+    """The set-up qemu root. Setup downloads (Debian's arm64 packages, PyPI's aarch64 wheels),
+    so no test runs it: `.ci/run` runs `edgekd runner setup qemu` before pytest; elsewhere
+    the test skips and says so."""
     if runners.qemu_setup_info() is None:
-        if os.environ.get("EDGEKD_QEMU_SETUP") != "1":
-            pytest.skip("qemu runner not set up: run `edgekd runner setup qemu` (or set EDGEKD_QEMU_SETUP=1)")
-        runners.setup_qemu(progress=lambda msg: print(f"[qemu setup] {msg}"))
+        pytest.skip(f"qemu runner not set up in {runners.qemu_root()}: run `edgekd runner setup qemu` first "
+                    "(.ci/run does)")
     return runners.qemu_root()
 
 
@@ -327,3 +327,31 @@ def test_ssh_runner_never_passes_local_names_to_the_remote_shell(sshd, tmp_path:
     home = Path(os.path.expanduser("~"))
     for where in (tmp_path, home, device_tmp):
         assert not (where / "PWNED").exists() and not (where / "PWNED2").exists()
+
+
+# ---------------------------------------------------------------- one helper, errors as data
+def test_run_json_reads_the_last_json_line_and_names_what_failed(tmp_path: Path) -> None:
+    from edgekd.bench.proc import run_json
+
+    reply = run_json([sys.executable, "-c", "import sys,json; print('noise'); print(json.dumps({'a': sys.stdin.read()}))"],
+                     timeout=30, what="probe", input="hi")
+    assert reply.rc == 0 and reply.obj == {"a": "hi"}
+    assert run_json([sys.executable, "-c", "print('not json')"], timeout=30, what="probe").obj is None
+    with pytest.raises(BadInput, match="probe: program 'no-such-program-x' not found"):
+        run_json(["no-such-program-x"], timeout=30, what="probe")
+
+
+def test_agent_error_kind_reaches_the_caller_as_data(tmp_path: Path) -> None:
+    """A symbolic non-batch dimension: the runner raises AgentFailed with kind 'symbolic_dim'."""
+    from edgekd.bench.runners import AgentFailed
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "width"])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", "width"])
+    m = helper.make_model(helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y]),
+                          opset_imports=[helper.make_opsetid("", 17)])
+    onnx.save(m, str(tmp_path / "sym.onnx"))
+    with pytest.raises(AgentFailed) as e:
+        LocalRunner().run(model=tmp_path / "sym.onnx", config=CONFIG)
+    assert e.value.kind == "symbolic_dim" and "--shape x=" in str(e.value)
+    ok = LocalRunner().run(model=tmp_path / "sym.onnx", config={**CONFIG, "shapes": {"x": [1, 7]}})
+    assert ok["inputs"][0]["fed"] == [1, 7]

@@ -56,9 +56,11 @@ def eager_latency_ms(model, input_shape: tuple[int, ...], *, threads: int,
                 times.append((time.perf_counter() - t0) * 1e3)
     finally:
         torch.set_num_threads(old)
+    from edgekd.bench.agent import _raw
+
     a = np.asarray(times)
     return {"p50": float(np.percentile(a, 50)), "p90": float(np.percentile(a, 90)),
-            "p99": float(np.percentile(a, 99)), "mean": float(a.mean()), "n": len(a)}
+            "p99": float(np.percentile(a, 99)), "mean": float(a.mean()), "n": len(a), "raw": _raw(np, a)}
 
 
 def _teacher_onnx(run_dir: Path, out_dir: Path, input_shape, opset: int) -> Path:
@@ -111,8 +113,10 @@ def _recommend(manifest: dict, fp32: dict, int8: dict | None) -> tuple[str, list
 
 
 def bench_run(*, target: str | Path | None = None, run: str | Path | None = None, runner: str = "local",
-              compare: bool = True, min_seconds: float = defaults.BENCH_MIN_SECONDS) -> dict[str, Any]:
-    """Time the exported model(s) of a run on `runner`; merge results and budgets into the manifest."""
+              compare: bool = True, min_seconds: float = defaults.BENCH_MIN_SECONDS,
+              profile: bool = False) -> dict[str, Any]:
+    """Time the exported model(s) of a run on `runner`; merge results and budgets into the manifest.
+    `profile` adds ONNX Runtime's top operators by total time, per provider."""
     from edgekd.bench.runners import agent_config, get_runner
 
     run_dir = artifacts.resolve_run(run)
@@ -120,13 +124,14 @@ def bench_run(*, target: str | Path | None = None, run: str | Path | None = None
     out_dir = run_dir / prof.name
     manifest = artifacts.load_manifest(run_dir, prof.name)
     runner_obj = get_runner(runner)
-    cfg = agent_config(prof, min_seconds=min_seconds)
+    cfg = {**agent_config(prof, min_seconds=min_seconds), "profile": profile}
     fp32 = runner_obj.run(model=out_dir / "model.onnx", config=cfg, golden=out_dir / "golden.npz")
     int8 = None
     if "int8" in manifest.get("variants", {}):
         # int8 is held to top-1 agreement with the fp32 golden outputs, not to fp32's atol.
         int8 = runner_obj.run(model=out_dir / "model.int8.onnx", golden=out_dir / "golden.npz",
-                              config={**agent_config(prof, int8=True, min_seconds=min_seconds), "atol": 1e9})
+                              config={**agent_config(prof, int8=True, min_seconds=min_seconds), "atol": 1e9,
+                                      "profile": profile})
     recommended, notes = _recommend(manifest, fp32, int8)
     if fp32.get("note"):
         notes.append(fp32["note"])
@@ -162,7 +167,7 @@ def _compare(run_dir: Path, out_dir: Path, prof: TargetProfile, manifest: dict, 
     student_ms, teacher_ms = fp32["latency_ms"]["p50"], teacher["latency_ms"]["p50"]
     return {"threads": threads,
             "teacher_onnx_ms": teacher["latency_ms"], "student_onnx_ms": fp32["latency_ms"],
-            "student_eager_ms": eager,
+            "student_eager_ms": eager, "teacher_onnx_raw": teacher.get("latency_raw"),
             "teacher_over_student": teacher_ms / student_ms,
             "onnx_over_eager": student_ms / eager["p50"],
             "accuracy_points_lost": 100 * (manifest["accuracy"]["teacher"] - manifest["accuracy"]["student_onnx"]),
@@ -178,6 +183,8 @@ def _merge(run_dir: Path, prof: TargetProfile, manifest: dict, result: dict) -> 
         "emulated": bool(fp32.get("emulated", False)), "machine": fp32.get("machine"),
         "latency_ms": fp32["latency_ms"], "init_ms": fp32["init_ms"], "first_run_ms": fp32["first_run_ms"],
         "peak_rss_mb": fp32["peak_rss_mb"], "throughput": fp32.get("throughput"), "golden": fp32.get("golden"),
+        "execution": fp32.get("execution"), "precision": fp32.get("precision"), "fallback": fp32.get("fallback"),
+        "fallback_reasons": fp32.get("fallback_reasons", []),
     }
     if result["int8"] is not None:
         manifest["variants"]["int8"]["latency_ms"] = result["int8"]["latency_ms"]
@@ -192,3 +199,130 @@ def _merge(run_dir: Path, prof: TargetProfile, manifest: dict, result: dict) -> 
     golden_ok = chosen.get("golden", {}).get("passed", True)
     manifest["deployable"] = bool(manifest.get("checks", {}).get("passed", True) and result["budget"]["passed"] and golden_ok)
     artifacts.write_json(artifacts.manifest_path(run_dir, prof.name), manifest)
+
+
+# ---------------------------------------------------------------- several targets, one table
+def side_by_side(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (target, variant): provider, precision, latency, throughput, peak RSS, parity."""
+    rows = []
+    for r in results:
+        for variant in ("fp32", "int8"):
+            x = r.get(variant)
+            if not x:
+                continue
+            golden = x.get("golden") or {}
+            tp = x.get("throughput") or {}
+            rows.append({"target": r["target"], "variant": variant, "provider": x["provider"],
+                         "device": (x.get("execution") or {}).get("device"), "fallback": bool(x.get("fallback")),
+                         "precision": "int8" if variant == "int8" else x.get("precision", "fp32"),
+                         "latency_ms": {k: x["latency_ms"][k] for k in ("p50", "p90", "p99")},
+                         "throughput": max(tp.values()) if tp else None,
+                         "throughput_batch": max(tp, key=tp.get) if tp else None,
+                         "peak_rss_mb": x["peak_rss_mb"], "parity_passed": golden.get("passed"),
+                         "top1_agreement": golden.get("top1_agreement"), "max_abs_diff": golden.get("max_abs_diff"),
+                         "budget_passed": r["budget"]["passed"]})
+    return rows
+
+
+def best_row(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The fastest (p50) row whose parity passed and whose provider really ran (no fallback)."""
+    ok = [r for r in rows if r["parity_passed"] is not False and not r["fallback"]]
+    return min(ok, key=lambda r: r["latency_ms"]["p50"]) if ok else None
+
+
+def bench_targets(*, targets: list[str | Path], run: str | Path | None = None, runner: str = "local",
+                  compare: bool = True, min_seconds: float = defaults.BENCH_MIN_SECONDS,
+                  profile: bool = False) -> dict[str, Any]:
+    """bench_run for each target (each writes its own bench.json and manifest), then one table
+    across them; every manifest records the rows and the fastest passing target and variant."""
+    run_dir = artifacts.resolve_run(run)
+    results, failures = [], []
+    for t in targets:
+        try:
+            results.append(bench_run(target=t, run=run_dir, runner=runner, compare=compare,
+                                     min_seconds=min_seconds, profile=profile))
+        except CheckFailed as e:  # keep going: the table shows every target, then we fail
+            failures.append(str(e))
+            results.append(artifacts.read_json(run_dir / load_target(t).name / "bench.json"))
+    rows = side_by_side(results)
+    best = best_row(rows)
+    across = {"targets": [r["target"] for r in results], "rows": rows,
+              "recommended": None if best is None else {"target": best["target"], "variant": best["variant"]}}
+    for r in results:
+        manifest = artifacts.load_manifest(run_dir, r["target"])
+        manifest["across_targets"] = across
+        artifacts.write_json(artifacts.manifest_path(run_dir, r["target"]), manifest)
+    # A failed target does not stop the others; the caller shows the table, then fails on these.
+    return {"results": results, **across, "failures": failures}
+
+
+# ---------------------------------------------------------------- any ONNX model
+def parse_shapes(specs: list[str] | None) -> dict[str, list[int]]:
+    """`NAME=1x3x48x192` (repeatable) -> {NAME: [1, 3, 48, 192]}."""
+    out: dict[str, list[int]] = {}
+    for spec in specs or []:
+        name, eq, dims = spec.partition("=")
+        parts = dims.lower().split("x")
+        if not eq or not name or not all(p.isdigit() and int(p) > 0 for p in parts):
+            raise BadInput(f"--shape {spec!r}: valid form NAME=D1xD2x... with integers >= 1, e.g. input=1x3x48x192")
+        out[name] = [int(p) for p in parts]
+    return out
+
+
+def bench_model(*, model: str | Path, targets: list[str | Path] | None = None, shapes: dict[str, list[int]] | None = None,
+                inputs: str | Path | None = None, runner: str = "local",
+                min_seconds: float = defaults.BENCH_MIN_SECONDS, profile: bool = False) -> dict[str, Any]:
+    """Time any ONNX model through each target's providers, as onnxruntime_perf_test does:
+    inputs from the graph (random data of each input's type, or `inputs` .npz), `shapes` for
+    symbolic dimensions; the same latency, memory and budget report as a run's bench.
+    Nothing is written; the caller prints or saves the result."""
+    from edgekd.bench.runners import AgentFailed, agent_config, get_runner
+
+    model = Path(model)
+    if not model.is_file():
+        raise BadInput(f"{model}: no such model file")
+    runner_obj = get_runner(runner)
+    results, failures = [], []
+    for t in targets or [defaults.TARGET]:
+        prof = load_target(t)
+        cfg = {**agent_config(prof, min_seconds=min_seconds), "shapes": shapes or {}, "profile": profile}
+        try:
+            x = runner_obj.run(model=model, config=cfg, inputs=Path(inputs) if inputs else None)
+        except AgentFailed as e:
+            raise BadInput(f"{model} on {prof.name}: {str(e).split(': ', 1)[-1]}") from None
+        checks = budget_checks(prof, p90_ms=x["latency_ms"]["p90"], peak_rss_mb=x["peak_rss_mb"],
+                               size_mb=model.stat().st_size / 2**20, emulated=bool(x.get("emulated")))
+        r = {"runner": runner, "target": prof.name, "fp32": x, "int8": None,
+             "budget": {"passed": all(c["passed"] for c in checks), "checks": checks},
+             "notes": [x["warning"]] if x.get("warning") else []}
+        results.append(r)
+        failures += [f"{prof.name} budget {c['name']}: {c['value']:.4g} > {c['limit']:g}" for c in checks
+                     if not c["passed"]]
+    # The caller shows the table, then fails (exit 1) on these.
+    return {"model": str(model), "results": results, "rows": side_by_side(results),
+            "failures": [f"bench {model}: {f}" for f in failures]}
+
+
+def bench_any(*, model: str | Path | None = None, targets: list[str | Path] | None = None,
+              run: str | Path | None = None, runner: str = "local", compare: bool = True,
+              min_seconds: float = defaults.BENCH_MIN_SECONDS, shapes: list[str] | None = None,
+              inputs: str | Path | None = None, profile: bool = False) -> dict[str, Any]:
+    """`edgekd bench`: any ONNX `model`, or the run's export for one target, or several targets
+    side by side. The result's `mode` says which; `failures` (checks that failed after every
+    measurement was made) are for the caller to raise once the table is shown."""
+    targets = list(targets or [])
+    if model is not None:
+        if run is not None:
+            raise BadInput("bench MODEL.onnx times that file; --run is for a run's own export (give one, not both)")
+        out = bench_model(model=model, targets=targets, shapes=parse_shapes(shapes), inputs=inputs,
+                          runner=runner, min_seconds=min_seconds, profile=profile)
+        return {"mode": "model", **out, "notes": [n for r in out["results"] for n in r["notes"]]}
+    if shapes or inputs is not None:
+        raise BadInput("--shape and --inputs go with bench MODEL.onnx; a run's export is fed its golden inputs")
+    if len(targets) > 1:
+        out = bench_targets(targets=targets, run=run, runner=runner, compare=compare, min_seconds=min_seconds,
+                            profile=profile)
+        return {"mode": "targets", **out, "notes": [n for r in out["results"] for n in r.get("notes", [])]}
+    result = bench_run(target=targets[0] if targets else None, run=run, runner=runner, compare=compare,
+                       min_seconds=min_seconds, profile=profile)
+    return {"mode": "run", **result}

@@ -15,37 +15,36 @@ import json
 import os
 import re
 import shlex
-import shutil
-import signal
 import subprocess
 import sys
 import tempfile
-import time
-import zipfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from edgekd import defaults
+from edgekd.bench.proc import (  # noqa: F401  (AgentFailed, JsonReply: part of this module's API)
+    AgentFailed,
+    JsonReply,
+    describe_exit as _describe_exit,
+    existing_file as _existing_file,
+    last_json as _last_json,
+    last_line as _last_line,
+    run_cmd as _run,
+    run_json,
+)
+from edgekd.bench.qemu import (  # noqa: F401  (re-exported: the runner's setup lives in qemu.py)
+    QEMU_ROOT_ENV,
+    _qemu_env,
+    _write_cpuinfo,
+    qemu_root,
+    qemu_setup_info,
+    setup_qemu,
+)
 from edgekd.errors import BadInput
 
 AGENT_PATH = Path(__file__).resolve().with_name("agent.py")
 RUNNER_FORMS = "local, qemu, ssh://USER@HOST[:PORT]"
 
-# qemu: an aarch64 Debian Python with PyPI's aarch64 numpy and onnxruntime wheels.
-QEMU_ROOT_ENV = "EDGEKD_QEMU_ROOT"
-QEMU_DEFAULT_ROOT = Path("~/.cache/edgekd/qemu-aarch64")
-QEMU_BINARIES = ("qemu-aarch64-static", "qemu-aarch64")
-QEMU_MARKER = "setup.json"            # written last: its presence means the root is complete
-DEBIAN_MIRROR_ENV = "EDGEKD_DEBIAN_MIRROR"
-DEBIAN_MIRROR = "http://deb.debian.org/debian"
-DEBIAN_SECURITY_MIRROR = "http://deb.debian.org/debian-security"
-DEBIAN_SUITE = "bookworm"             # its python3.11 matches QEMU_PYTHON_VERSION
-DEBIAN_KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
-QEMU_DEBIAN_PACKAGES = ("python3.11-minimal", "libpython3.11-stdlib", "libstdc++6")
-QEMU_PYTHON_VERSION = "3.11"
-QEMU_WHEELS = ("numpy", "onnxruntime")
-QEMU_WHEEL_PLATFORMS = ("manylinux2014_aarch64", "manylinux_2_17_aarch64", "manylinux_2_27_aarch64",
-                        "manylinux_2_28_aarch64")
 QEMU_NOTE = ("timings are under qemu-user emulation of aarch64 on this host and are not target "
              "figures; peak_rss_mb includes the emulator. Parity (golden) is the ARM build's real result.")
 
@@ -56,7 +55,6 @@ SSH_PYTHON_ENV = "EDGEKD_SSH_PYTHON"
 SSH_PYTHON = "python3"
 SSH_CONNECT_TIMEOUT_S = 15
 SSH_STEP_TIMEOUT_S = 120              # mktemp, copy, cleanup; the agent run has its own timeout
-SETUP_STEP_TIMEOUT_S = 900
 
 
 # ================================================================ common
@@ -66,21 +64,22 @@ class Runner:
     spec: str = ""
     where: str = ""       # for messages: "local", "qemu", "USER@HOST"
 
-    def run(self, *, model: Path, config: dict, golden: Path | None = None,
+    def run(self, *, model: Path, config: dict, golden: Path | None = None, inputs: Path | None = None,
             timeout: float = 600) -> dict:
         model = _existing_file(model, "model")
         golden = _existing_file(golden, "golden") if golden is not None else None
+        inputs = _existing_file(inputs, "inputs") if inputs is not None else None
         with tempfile.TemporaryDirectory(prefix="edgekd-bench-") as tmp:
             config_path = Path(tmp) / "config.json"
             config_path.write_text(json.dumps(self._config(config)), encoding="utf-8")
-            rc, out, err = self._execute(model=model, config=config_path, golden=golden, timeout=timeout)
-        result = self._parse(rc, out, err)
+            reply = self._execute(model=model, config=config_path, golden=golden, inputs=inputs, timeout=timeout)
+        result = self._parse(reply)
         result["runner"] = self.spec
         return result
 
-    # Subclasses: run the agent, return (exit code, stdout, stderr).
-    def _execute(self, *, model: Path, config: Path, golden: Path | None,
-                 timeout: float) -> tuple[int, str, str]:
+    # Subclasses: run the agent through run_json and return its JsonReply.
+    def _execute(self, *, model: Path, config: Path, golden: Path | None, inputs: Path | None,
+                 timeout: float) -> "JsonReply":
         raise NotImplementedError
 
     def _config(self, config: dict) -> dict:
@@ -89,65 +88,28 @@ class Runner:
     def _missing_runtime(self) -> str:
         return f"onnxruntime is not installed for the bench agent on {self.where} (pip install onnxruntime numpy)"
 
-    def _parse(self, rc: int, out: str, err: str) -> dict:
-        result = _last_json(out)
+    def _parse(self, reply: "JsonReply") -> dict:
+        """The agent's result, or BadInput. The agent names its error's kind as data."""
+        result = reply.obj
         if result is not None and "error" in result:
-            if "ModuleNotFoundError" in str(result["error"]):
+            error = result["error"]
+            kind, message = (error.get("kind"), error.get("message")) if isinstance(error, dict) else (None, error)
+            if kind == "missing_runtime":
                 raise BadInput(self._missing_runtime())
-            raise BadInput(f"bench agent on {self.where}: {result['error']}")
-        if result is not None and rc == 0:
+            raise AgentFailed(f"bench agent on {self.where}: {message}", kind=kind or "internal")
+        if result is not None and reply.rc == 0:
             return result
-        if "ModuleNotFoundError" in err or "No module named" in err:
+        if "ModuleNotFoundError" in reply.stderr or "No module named" in reply.stderr:
+            # Python died before the agent could answer (no JSON at all): the interpreter's own words.
             raise BadInput(self._missing_runtime())
-        raise BadInput(f"bench agent on {self.where} {_describe_exit(rc)} without a result: {_last_line(err)}")
+        raise BadInput(f"bench agent on {self.where} {_describe_exit(reply.rc)} without a result: "
+                       f"{_last_line(reply.stderr)}")
 
 
-def _existing_file(path: Path | str, what: str) -> Path:
-    p = Path(path).expanduser()
-    if not p.is_file():
-        raise BadInput(f"{p}: {what} file not found")
-    return p.resolve()
-
-
-def _last_json(text: str) -> dict | None:
-    for line in reversed(text.strip().splitlines()):
-        try:
-            obj = json.loads(line)
-        except ValueError:
-            return None
-        return obj if isinstance(obj, dict) else None
-    return None
-
-
-def _last_line(text: str) -> str:
-    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
-    return lines[-1] if lines else "(no output)"
-
-
-def _describe_exit(rc: int) -> str:
-    if rc < 0:
-        try:
-            return f"was killed by {signal.Signals(-rc).name}"
-        except ValueError:
-            return f"was killed by signal {-rc}"
-    return f"exited with code {rc}"
-
-
-def _run(cmd: list[str], *, timeout: float, what: str, env: dict | None = None,
-         input: str | None = None) -> subprocess.CompletedProcess:
-    """subprocess.run with our errors: a missing program or a timeout is BadInput."""
-    try:
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env,
-                              input=input, stdin=None if input is not None else subprocess.DEVNULL)
-    except FileNotFoundError:
-        raise BadInput(f"{what}: program '{cmd[0]}' not found") from None
-    except subprocess.TimeoutExpired:
-        raise BadInput(f"{what} timed out after {timeout:g} s") from None
-
-
-def _agent_args(model: str, config: str, golden: str | None) -> list[str]:
+def _agent_args(model: str, config: str, golden: str | None, inputs: str | None = None) -> list[str]:
     args = ["--model", model, "--config", config]
-    return args + ["--golden", golden] if golden else args
+    args += ["--golden", golden] if golden else []
+    return args + ["--inputs", inputs] if inputs else args
 
 
 def agent_config(profile: Any, *, min_runs: int = defaults.BENCH_MIN_RUNS,
@@ -158,12 +120,14 @@ def agent_config(profile: Any, *, min_runs: int = defaults.BENCH_MIN_RUNS,
     min_top1 = parity.int8_min_top1_agreement if int8 and parity.int8_min_top1_agreement is not None \
         else parity.min_top1_agreement
     return {
-        "providers": [{"name": p.name, "options": dict(p.options)} for p in profile.providers],
+        "providers": [p.to_dict() for p in profile.providers],
         "intra_op_threads": profile.intra_op_threads,
         "inter_op_threads": profile.inter_op_threads,
         "graph_optimization": profile.graph_optimization,
         "min_runs": min_runs, "min_seconds": min_seconds, "warmup": warmup, "batches": list(batches),
         "atol": parity.atol, "rtol": parity.rtol, "min_top1_agreement": min_top1,
+        # int8 variants are held to top-1 only, whatever the provider computes in
+        "tolerances": {} if int8 else {p: vars(t) for p, t in parity.reduced.items()},
     }
 
 
@@ -175,30 +139,13 @@ class LocalRunner(Runner):
         self.spec = self.where = "local"
         self.python = python
 
-    def _execute(self, *, model, config, golden, timeout):
-        cmd = [self.python, str(AGENT_PATH), *_agent_args(str(model), str(config), golden and str(golden))]
-        proc = _run(cmd, timeout=timeout, what="bench agent on local")
-        return proc.returncode, proc.stdout, proc.stderr
+    def _execute(self, *, model, config, golden, inputs, timeout):
+        cmd = [self.python, str(AGENT_PATH),
+               *_agent_args(str(model), str(config), golden and str(golden), inputs and str(inputs))]
+        return run_json(cmd, timeout=timeout, what="bench agent on local")
 
 
 # ================================================================ qemu
-def qemu_root(cache_dir: Path | None = None) -> Path:
-    """The aarch64 root: cache_dir, else $EDGEKD_QEMU_ROOT, else ~/.cache/edgekd/qemu-aarch64."""
-    if cache_dir is not None:
-        return Path(cache_dir).expanduser().resolve()
-    return Path(os.environ.get(QEMU_ROOT_ENV) or QEMU_DEFAULT_ROOT).expanduser().resolve()
-
-
-def qemu_setup_info(cache_dir: Path | None = None) -> dict | None:
-    """The root's setup record, or None when it is not (completely) set up."""
-    marker = qemu_root(cache_dir) / QEMU_MARKER
-    try:
-        info = json.loads(marker.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return info if isinstance(info, dict) else None
-
-
 class QemuRunner(Runner):
     """agent.py under qemu-user with Debian's aarch64 Python and PyPI's aarch64 onnxruntime.
 
@@ -217,224 +164,22 @@ class QemuRunner(Runner):
     def _missing_runtime(self) -> str:
         return f"the qemu root {self.root} lacks onnxruntime; run `edgekd runner setup qemu` again"
 
-    def _execute(self, *, model, config, golden, timeout):
+    def _execute(self, *, model, config, golden, inputs, timeout):
         info = qemu_setup_info(self.root)
         if info is None:
             raise BadInput("qemu runner not set up; run `edgekd runner setup qemu`")
         sysroot = self.root / "sysroot"
         _write_cpuinfo(sysroot)  # the host's core count may differ from setup time
         cmd = [info["qemu"], "-L", str(sysroot), str(sysroot / info["python"]), "-s", str(AGENT_PATH),
-               *_agent_args(str(model), str(config), golden and str(golden))]
-        proc = _run(cmd, timeout=timeout, what="bench agent under qemu", env=_qemu_env(self.root))
-        return proc.returncode, proc.stdout, proc.stderr
+               *_agent_args(str(model), str(config), golden and str(golden), inputs and str(inputs))]
+        return run_json(cmd, timeout=timeout, what="bench agent under qemu", env=_qemu_env(self.root))
 
-    def run(self, *, model: Path, config: dict, golden: Path | None = None, timeout: float = 600) -> dict:
-        result = super().run(model=model, config=config, golden=golden, timeout=timeout)
+    def run(self, *, model: Path, config: dict, golden: Path | None = None, inputs: Path | None = None,
+            timeout: float = 600) -> dict:
+        result = super().run(model=model, config=config, golden=golden, inputs=inputs, timeout=timeout)
         result["emulated"] = True
         result["note"] = QEMU_NOTE
         return result
-
-
-def _qemu_env(root: Path) -> dict:
-    # A clean environment: the host's venv, PYTHONHOME or PYTHONPATH must not leak into the ARM Python.
-    return {"PATH": "/usr/bin:/bin", "HOME": os.environ.get("HOME", "/"), "LANG": "C.UTF-8",
-            "PYTHONPATH": str(root / "site-packages"), "PYTHONNOUSERSITE": "1"}
-
-
-def _cpuinfo_text(cpus: int) -> str:
-    """An ARM-format /proc/cpuinfo (Cortex-A72, as a Raspberry Pi 4)."""
-    entry = ("processor\t: {i}\nBogoMIPS\t: 108.00\nFeatures\t: fp asimd evtstrm crc32 cpuid\n"
-             "CPU implementer\t: 0x41\nCPU architecture: 8\nCPU variant\t: 0x0\nCPU part\t: 0xd08\n"
-             "CPU revision\t: 3\n")
-    return "\n".join(entry.format(i=i) for i in range(cpus)) + "\n"
-
-
-def _write_cpuinfo(sysroot: Path) -> None:
-    # onnxruntime's cpuinfo parses /proc/cpuinfo at import and segfaults on the host's x86 one.
-    # qemu-user's -L prefix remaps every absolute path that exists under the prefix, so
-    # SYSROOT/proc/cpuinfo is what the ARM process reads as /proc/cpuinfo.
-    path = sysroot / "proc" / "cpuinfo"
-    text = _cpuinfo_text(os.cpu_count() or 1)
-    try:
-        if path.read_text() == text:
-            return
-    except OSError:
-        pass
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".cpuinfo.{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def setup_qemu(*, cache_dir: Path | None = None, progress: Callable[[str], Any] = print,
-               force: bool = False) -> Path:
-    """Build the aarch64 root for the qemu runner and return its path.
-
-    Steps: find (or apt-get install) qemu-user-static; download Debian's arm64
-    python3.11 packages with a private apt state (the host's dpkg is untouched)
-    and unpack them with dpkg-deb; download PyPI's aarch64 numpy and
-    onnxruntime wheels (the host's versions) and unzip them; add an ARM
-    /proc/cpuinfo; check `import onnxruntime` under qemu. The root is built
-    beside its final place and renamed into it, so an interrupted setup
-    leaves nothing half-made.
-    """
-    root = qemu_root(cache_dir)
-    if not force and qemu_setup_info(root) is not None:
-        progress(f"qemu runner already set up in {root}")
-        return root
-    started = time.monotonic()
-    qemu = _find_or_install_qemu(progress)
-    root.parent.mkdir(parents=True, exist_ok=True)
-    work = root.parent / f".{root.name}.partial-{os.getpid()}"
-    shutil.rmtree(work, ignore_errors=True)
-    try:
-        sysroot = work / "sysroot"
-        _install_debian_python(work, sysroot, progress)
-        versions = _install_wheels(work, work / "site-packages", progress)
-        _write_cpuinfo(sysroot)
-        python = f"usr/bin/python{QEMU_PYTHON_VERSION}"
-        progress("checking onnxruntime under qemu")
-        probe = _probe_qemu_python(qemu, work, python)
-        shutil.rmtree(work / "downloads", ignore_errors=True)
-        info = {"qemu": qemu, "python": python, "debian_suite": DEBIAN_SUITE, "wheels": versions,
-                **probe, "setup_seconds": round(time.monotonic() - started, 1)}
-        (work / QEMU_MARKER).write_text(json.dumps(info, indent=2), encoding="utf-8")
-        _replace_dir(work, root)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    progress(f"qemu runner ready in {root} ({info['setup_seconds']} s)")
-    return root
-
-
-def _replace_dir(new: Path, dest: Path) -> None:
-    old = dest.parent / f".{dest.name}.old-{os.getpid()}"
-    if dest.exists():
-        os.replace(dest, old)
-    os.replace(new, dest)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def _find_or_install_qemu(progress: Callable[[str], Any]) -> str:
-    for name in QEMU_BINARIES:
-        found = shutil.which(name)
-        if found:
-            return found
-    if os.geteuid() != 0 or not shutil.which("apt-get"):
-        raise BadInput("qemu-user-static is not installed; install it (sudo apt-get install qemu-user-static) "
-                       "and run `edgekd runner setup qemu` again")
-    progress("installing qemu-user-static with apt-get")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    cmd = ["apt-get", "install", "-y", "--no-install-recommends", "qemu-user-static"]
-    if _run(cmd, timeout=SETUP_STEP_TIMEOUT_S, what="apt-get install", env=env).returncode != 0:
-        _run(["apt-get", "update"], timeout=SETUP_STEP_TIMEOUT_S, what="apt-get update", env=env)
-        proc = _run(cmd, timeout=SETUP_STEP_TIMEOUT_S, what="apt-get install", env=env)
-        if proc.returncode != 0:
-            raise BadInput(f"apt-get install qemu-user-static failed: {_last_line(proc.stderr)}")
-    for name in QEMU_BINARIES:
-        if shutil.which(name):
-            return shutil.which(name)
-    raise BadInput("qemu-user-static installed but no qemu-aarch64 binary found on PATH")
-
-
-def _apt_config(apt: Path) -> Path:
-    """A private apt configuration: arm64 only, its own lists, cache and (empty) dpkg status."""
-    if not DEBIAN_KEYRING.is_file():
-        raise BadInput(f"{DEBIAN_KEYRING} not found; qemu setup needs Debian's archive keyring "
-                       "(apt-get install debian-archive-keyring)")
-    for sub in ("lists/partial", "cache/archives/partial", "etc/apt.conf.d", "etc/preferences.d",
-                "etc/sources.list.d"):
-        (apt / sub).mkdir(parents=True, exist_ok=True)
-    (apt / "status").touch()
-    mirror = os.environ.get(DEBIAN_MIRROR_ENV, DEBIAN_MIRROR)
-    signed = f"[arch=arm64 signed-by={DEBIAN_KEYRING}]"
-    (apt / "sources.list").write_text(
-        f"deb {signed} {mirror} {DEBIAN_SUITE} main\n"
-        f"deb {signed} {mirror} {DEBIAN_SUITE}-updates main\n"
-        f"deb {signed} {DEBIAN_SECURITY_MIRROR} {DEBIAN_SUITE}-security main\n")
-    conf = apt / "apt.conf"
-    conf.write_text("\n".join([
-        f'Dir::State "{apt}";', f'Dir::State::Lists "{apt}/lists";', f'Dir::State::status "{apt}/status";',
-        f'Dir::Cache "{apt}/cache";', f'Dir::Etc::SourceList "{apt}/sources.list";',
-        f'Dir::Etc::SourceParts "{apt}/etc/sources.list.d";', f'Dir::Etc::Parts "{apt}/etc/apt.conf.d";',
-        f'Dir::Etc::PreferencesParts "{apt}/etc/preferences.d";',
-        'APT::Architecture "arm64";', 'APT::Architectures { "arm64"; };',
-        'APT::Install-Recommends "false";', 'APT::Sandbox::User "root";', 'Debug::NoLocking "true";',
-    ]) + "\n")
-    return conf
-
-
-def _install_debian_python(work: Path, sysroot: Path, progress: Callable[[str], Any]) -> None:
-    for tool in ("apt-get", "dpkg-deb"):
-        if not shutil.which(tool):
-            raise BadInput(f"qemu setup needs '{tool}' (a Debian or Ubuntu host); it is not on PATH")
-    apt = work / "downloads" / "apt"
-    env = {**os.environ, "APT_CONFIG": str(_apt_config(apt)), "DEBIAN_FRONTEND": "noninteractive"}
-    progress(f"downloading Debian {DEBIAN_SUITE} arm64 package lists")
-    proc = _run(["apt-get", "update"], timeout=SETUP_STEP_TIMEOUT_S, what="apt-get update (arm64)", env=env)
-    if proc.returncode != 0:
-        raise BadInput(f"apt-get update for arm64 failed: {_last_line(proc.stderr)}")
-    progress(f"downloading arm64 {', '.join(QEMU_DEBIAN_PACKAGES)} and their dependencies")
-    proc = _run(["apt-get", "install", "-y", "--download-only", *QEMU_DEBIAN_PACKAGES],
-                timeout=SETUP_STEP_TIMEOUT_S, what="apt-get download (arm64)", env=env)
-    if proc.returncode != 0:
-        raise BadInput(f"downloading arm64 packages failed: {_last_line(proc.stderr)}")
-    debs = sorted((apt / "cache" / "archives").glob("*.deb"))
-    progress(f"unpacking {len(debs)} arm64 packages")
-    sysroot.mkdir(parents=True, exist_ok=True)
-    for deb in debs:
-        proc = _run(["dpkg-deb", "-x", str(deb), str(sysroot)], timeout=SETUP_STEP_TIMEOUT_S,
-                    what=f"dpkg-deb -x {deb.name}")
-        if proc.returncode != 0:
-            raise BadInput(f"dpkg-deb -x {deb.name} failed: {_last_line(proc.stderr)}")
-
-
-def _host_version(package: str) -> str | None:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(package)
-    except PackageNotFoundError:
-        return None
-
-
-def _install_wheels(work: Path, site: Path, progress: Callable[[str], Any]) -> dict:
-    """PyPI's aarch64 wheels, pinned to this host's versions so both sides run the same onnxruntime."""
-    dest = work / "downloads" / "wheels"
-    base = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
-            "--python-version", QEMU_PYTHON_VERSION, "--implementation", "cp",
-            "--dest", str(dest)]
-    for plat in QEMU_WHEEL_PLATFORMS:
-        base += ["--platform", plat]
-    for package in QEMU_WHEELS:
-        pinned = _host_version(package)
-        progress(f"downloading aarch64 wheel {package}{'==' + pinned if pinned else ''}")
-        proc = _run(base + [f"{package}=={pinned}" if pinned else package],
-                    timeout=SETUP_STEP_TIMEOUT_S, what=f"pip download {package}")
-        if proc.returncode != 0 and pinned:
-            progress(f"no aarch64 wheel of {package}=={pinned}; taking the newest")
-            proc = _run(base + [package], timeout=SETUP_STEP_TIMEOUT_S, what=f"pip download {package}")
-        if proc.returncode != 0:
-            raise BadInput(f"pip download of the aarch64 {package} wheel failed: {_last_line(proc.stderr)}")
-    site.mkdir(parents=True, exist_ok=True)
-    versions = {}
-    for wheel in sorted(dest.glob("*.whl")):
-        with zipfile.ZipFile(wheel) as z:
-            z.extractall(site)
-        versions[wheel.name.split("-")[0]] = wheel.name.split("-")[1]
-    return versions
-
-
-def _probe_qemu_python(qemu: str, root: Path, python: str) -> dict:
-    code = ("import json, platform, numpy, onnxruntime; print(json.dumps({'machine': platform.machine(), "
-            "'python_version': platform.python_version(), 'onnxruntime_version': onnxruntime.__version__, "
-            "'numpy_version': numpy.__version__}))")
-    sysroot = root / "sysroot"
-    proc = _run([qemu, "-L", str(sysroot), str(sysroot / python), "-c", code],
-                timeout=SETUP_STEP_TIMEOUT_S, what="importing onnxruntime under qemu", env=_qemu_env(root))
-    found = _last_json(proc.stdout)
-    if proc.returncode != 0 or found is None:
-        raise BadInput(f"importing onnxruntime under qemu {_describe_exit(proc.returncode)}: {_last_line(proc.stderr)}")
-    return found
 
 
 # ================================================================ ssh
@@ -521,6 +266,10 @@ class SshRunner(Runner):
             raise BadInput(self._ssh_failure(proc.stderr))
         return proc
 
+    def _ssh_json(self, remote_command: str, *, timeout: float, what: str) -> JsonReply:
+        proc = self._ssh(remote_command, timeout=timeout, what=what)
+        return JsonReply(proc.returncode, _last_json(proc.stdout), proc.stdout, proc.stderr)
+
     def _scp(self, files: list[Path], remote_dir: str) -> None:
         cmd = ["scp", "-q", *self._options()]
         if self.port:
@@ -567,33 +316,37 @@ class SshRunner(Runner):
             return str(e)
         return None if proc.returncode == 0 else _last_line(proc.stderr)
 
-    def _execute(self, *, model, config, golden, timeout):
+    def _execute(self, *, model, config, golden, inputs, timeout):
         remote = self._mktemp()
         self.last_device_dir = remote
         failed = True
         try:
-            self._copy_inputs(model, config, golden, remote)
+            self._copy_inputs(model, config, golden, inputs, remote)
             python = " ".join(shlex.quote(word) for word in shlex.split(self.python))
-            args = _agent_args("model.onnx", "config.json", "golden.npz" if golden else None)
+            args = _agent_args("model.onnx", "config.json", "golden.npz" if golden else None,
+                               "inputs.npz" if inputs else None)
             command = f"cd {shlex.quote(remote)} && {python} agent.py {' '.join(map(shlex.quote, args))}"
-            proc = self._ssh(command, timeout=timeout, what="bench agent")
-            if proc.returncode == 127 and _last_json(proc.stdout) is None:
-                raise BadInput(f"'{self.python}' not found on {self.where} ({_last_line(proc.stderr)}); "
+            reply = self._ssh_json(command, timeout=timeout, what="bench agent")
+            if reply.rc == 127 and reply.obj is None:
+                raise BadInput(f"'{self.python}' not found on {self.where} ({_last_line(reply.stderr)}); "
                                f"set {SSH_PYTHON_ENV} to the device's Python 3")
             failed = False
-            return proc.returncode, proc.stdout, proc.stderr
+            return reply
         finally:
             problem = self._cleanup(remote)
             if problem and not failed:
                 raise BadInput(f"could not remove {remote} on {self.where}: {problem}")
 
-    def _copy_inputs(self, model: Path, config: Path, golden: Path | None, remote: str) -> None:
+    def _copy_inputs(self, model: Path, config: Path, golden: Path | None, inputs: Path | None,
+                     remote: str) -> None:
         # Fixed names on the device: no local file name ever reaches the remote shell.
         with tempfile.TemporaryDirectory(prefix="edgekd-ssh-") as tmp:
             stage = Path(tmp)
             pairs = [(AGENT_PATH, "agent.py"), (model, "model.onnx"), (config, "config.json")]
             if golden is not None:
                 pairs.append((golden, "golden.npz"))
+            if inputs is not None:
+                pairs.append((inputs, "inputs.npz"))
             for src, name in pairs:
                 os.symlink(src, stage / name)  # scp reads through the link
             self._scp([stage / name for _, name in pairs], remote)

@@ -63,6 +63,7 @@ class AuditReport:
     n_supported_nodes: int
     graph: str = "optimized"          # 'optimized' (ORT basic) or 'as exported'
     notes: list[str] = field(default_factory=list)
+    partition: dict[str, Any] | None = None   # ONNX Runtime's own assignment (see real_partition)
 
     @property
     def coverage(self) -> float:
@@ -71,7 +72,10 @@ class AuditReport:
 
     @property
     def passed(self) -> bool:
-        return not self.unsupported
+        """No unsupported op in the static audit, and, where the target's provider ran here,
+        a session that built with no node left to the fallback provider."""
+        real = self.partition or {}
+        return not self.unsupported and not (real.get("ran") and not real.get("passed"))
 
     @property
     def unsupported_ops(self) -> list[str]:
@@ -84,15 +88,19 @@ class AuditReport:
             "unsupported": [u.to_dict() for u in self.unsupported],
             "n_nodes": self.n_nodes, "n_supported_nodes": self.n_supported_nodes,
             "coverage": round(self.coverage, 6), "passed": self.passed,
-            "notes": list(self.notes),
+            "notes": list(self.notes), "partition": self.partition,
         }
 
     def format_lines(self) -> list[str]:
         """One line per unsupported op and reason, with its node names, for error messages."""
-        return [
+        lines = [
             f"{u.op} ({len(u.nodes)} node{'s' if len(u.nodes) != 1 else ''}): {u.reason}: {', '.join(u.nodes)}"
             for u in self.unsupported
         ]
+        real = self.partition or {}
+        if real.get("ran") and not real.get("passed"):
+            lines.append(f"ONNX Runtime's partition: {real['summary']}")
+        return lines
 
 
 # ---------------------------------------------------------------- graph facts
@@ -601,5 +609,50 @@ def audit_model(model: str | Path | Any, target: TargetProfile | str | Path, *, 
 
 
 def audit_file(path: str | Path, target_name_or_path: str | Path | TargetProfile) -> AuditReport:
-    """`edgekd audit MODEL.onnx --target T`: the CLI exits 1 when ``not report.passed``."""
-    return audit_model(path, load_target(target_name_or_path))
+    """`edgekd audit MODEL.onnx --target T`: the static audit plus, where the target's provider
+    can run here, ONNX Runtime's real partition. The CLI exits 1 when ``not report.passed``."""
+    target = load_target(target_name_or_path)
+    report = audit_model(path, target)
+    report.partition = real_partition(path, target)
+    return report
+
+
+def real_partition(model: str | Path, target: TargetProfile) -> dict[str, Any]:
+    """Build a session through the target's providers (as bench does) and read ONNX Runtime's
+    node -> provider assignment (session.record_ep_graph_assignment_info).
+
+    `ran` is False (with `reason`) when the target's first provider is not available here:
+    then only the static audit speaks. A session that fails to build is a failed partition
+    with ONNX Runtime's reason; so are nodes the target's provider left to another one."""
+    import onnxruntime as ort
+
+    from edgekd.bench import agent
+
+    cfg = {**agent.DEFAULTS, "providers": [p.to_dict() for p in target.providers], "intra_op_threads": 1,
+           "graph_optimization": target.graph_optimization}
+    wanted = target.providers[0].name
+    try:
+        session, info = agent.open_session(ort, str(model), cfg, assignment=True)
+    except agent.AgentError as e:
+        if e.kind == "missing_plugin":
+            return {"ran": False, "provider": wanted, "reason": str(e)}
+        return {"ran": True, "provider": wanted, "built": False, "passed": False, "error": str(e),
+                "summary": f"the session did not build: {e}"}
+    if info["provider"] != wanted:
+        return {"ran": False, "provider": wanted, "reason": info.get("warning", f"{wanted} did not run")}
+    return _partition_summary(wanted, agent.assignment_of(session), info)
+
+
+def _partition_summary(wanted: str, assigned: dict[str, Any], info: dict[str, Any]) -> dict[str, Any]:
+    total = sum(v["nodes"] for v in assigned.values()) or 1
+    fell_back = {p: v["ops"] for p, v in assigned.items() if p != wanted}
+    out = {"ran": True, "built": True, "provider": wanted, "device": info.get("device"),
+           "ep_version": info.get("ep_version"), "precision": info.get("precision"),
+           "nodes": {p: v["nodes"] for p, v in assigned.items()},
+           "share": {p: v["nodes"] / total for p, v in assigned.items()},
+           "ops": {p: v["ops"] for p, v in assigned.items()},
+           "fell_back_ops": sorted({op for ops in fell_back.values() for op in ops}),
+           "passed": not fell_back}
+    out["summary"] = ", ".join(f"{p} {n} node{'s' if n != 1 else ''}" for p, n in out["nodes"].items()) + (
+        f"; fell back: {', '.join(out['fell_back_ops'])}" if fell_back else "")
+    return out

@@ -19,7 +19,8 @@ MOBILE_PROVIDERS = {"NnapiExecutionProvider", "CoreMLExecutionProvider", "QNNExe
                     "XnnpackExecutionProvider"}
 
 
-def export_onnx(model, path: Path, *, input_shape: tuple[int, ...], opset: int, batch: int | None = None) -> Path:
+def export_onnx(model, path: Path, *, input_shape: tuple[int, ...], opset: int, batch: int | None = None,
+                exporter: str = defaults.EXPORTER) -> Path:
     """Write `model` to `path` (atomically), then run onnx's full check. The batch axis is
     dynamic unless `batch` fixes it (NNAPI takes only nodes with fixed shapes)."""
     import onnx
@@ -27,7 +28,7 @@ def export_onnx(model, path: Path, *, input_shape: tuple[int, ...], opset: int, 
     from edgekd.models import write_onnx
 
     with artifacts.atomic_path(path) as tmp:
-        write_onnx(model, str(tmp), input_shape=input_shape, opset=opset, batch=batch)
+        write_onnx(model, str(tmp), input_shape=input_shape, opset=opset, batch=batch, exporter=exporter)
         onnx.checker.check_model(str(tmp), full_check=True)
     return path
 
@@ -74,6 +75,37 @@ def _parity(model_path: Path, ref: np.ndarray, x: np.ndarray, y: np.ndarray, *, 
     return report, float((out.argmax(1) == y).mean())
 
 
+def provider_parity(model_path: Path, ref: np.ndarray, x: np.ndarray, target: TargetProfile, *,
+                    int8: bool = False) -> dict[str, Any]:
+    """Parity through the provider the target runs the model on, when it can run here.
+
+    The session is built as bench builds it (plugin EPs, device, options, precision). The
+    tolerances are those of the precision the provider computes in ([parity] for fp32,
+    [parity.bf16] ...); int8 variants keep the top-1-only rule. A provider that is not here
+    gives {"ran": false, "reason": ...}: the CPU parity then stands alone."""
+    from edgekd.deploy.parity import compare, ort_run, ort_session, session_report
+
+    first = target.providers[0]
+    if first.name == "CPUExecutionProvider":
+        return {"ran": False, "provider": first.name, "reason": "the target's provider is the CPU provider"}
+    try:
+        session = ort_session(model_path, providers=[p.to_dict() for p in target.providers],
+                              graph_optimization=target.graph_optimization)
+    except BadInput as e:
+        return {"ran": False, "provider": first.name, "reason": str(e)}
+    info = session_report(session)
+    if info.get("provider") != first.name:
+        return {"ran": False, "provider": first.name, "reason": info.get("warning", f"{first.name} did not run")}
+    tol = target.parity.for_precision(info.get("precision", "fp32"))
+    atol, rtol = (float("inf"), 0.0) if int8 else (tol.atol, tol.rtol)
+    min_top1 = (target.parity.int8_min_top1_agreement or 0.99) if int8 else tol.min_top1_agreement
+    report = compare(ref, ort_run(session, x), atol=atol, rtol=rtol, min_top1_agreement=min_top1,
+                     name=f"{first.name} {'int8 ' if int8 else ''}logits")
+    return {"ran": True, **{k: info.get(k) for k in ("provider", "device", "vendor", "ep_version", "precision",
+                                                     "plugin", "plugin_version")},
+            "options": dict(first.options), **report.to_dict()}
+
+
 def _int8_variant(out_dir: Path, model_path: Path, bundle, ref, x, y, target: TargetProfile) -> tuple[dict, list[str]]:
     from edgekd.data import to_arrays
     from edgekd.deploy.audit import audit_model
@@ -86,11 +118,14 @@ def _int8_variant(out_dir: Path, model_path: Path, bundle, ref, x, y, target: Ta
     report, acc = _parity(q_path, ref, x, y, atol=float("inf"), rtol=0.0,
                           min_top1=p.int8_min_top1_agreement or 0.99, name="int8 logits")
     audit = audit_model(q_path, target)
+    through = provider_parity(q_path, ref, x, target, int8=True)
     entry = {**artifacts.file_entry(q_path, out_dir), "parity": report.to_dict(), "accuracy": acc,
+             "parity_provider": through,
              "quantization": read_quant_info(q_path),
              "ops": {"used": audit.used, "unsupported": [u.to_dict() for u in audit.unsupported],
                      "coverage": audit.coverage}}
-    return entry, report.failures + [f"audit: {line}" for line in audit.format_lines()]
+    return entry, report.failures + [f"audit: {line}" for line in audit.format_lines()] + [
+        f"through {through['provider']}: {f}" for f in through.get("failures", [])]
 
 
 def _mobile_files(out_dir: Path, model_path: Path, target: TargetProfile) -> dict[str, Any]:
@@ -114,19 +149,16 @@ def default_batch(target: TargetProfile) -> int | None:
 
 
 def export_run(*, target: str | Path | TargetProfile = defaults.TARGET, run: str | Path | None = None,
-               quantize: str | None = None, batch: int | None = None) -> dict[str, Any]:
+               quantize: str | None = None, batch: int | None = None,
+               exporter: str = defaults.EXPORTER) -> dict[str, Any]:
     """Export the run's student for `target`; raise CheckFailed (after writing the manifest) on any failed check.
-    `batch` fixes the batch axis (0 = dynamic; None = the target's default, see `default_batch`)."""
+    `batch` fixes the batch axis (0 = dynamic; None = the target's default, see `default_batch`).
+    `exporter`: "torchscript" (default) or "dynamo" (torch.export)."""
     from edgekd.checkpoints import load_student
-    from edgekd.deploy.audit import audit_model
+    from edgekd.deploy.audit import audit_model, real_partition
     from edgekd.models import count_params
 
-    if quantize not in (None, "int8"):
-        raise BadInput(f"--quantize '{quantize}': valid: int8")
-    target = load_target(target)
-    if quantize == "int8" and "int8" not in target.precisions:
-        raise BadInput(f"--quantize int8: target {target.name} allows only {', '.join(target.precisions)} "
-                       f"(precision.allowed in {target.path})")
+    target = _check_options(load_target(target), quantize=quantize, exporter=exporter)
     run_dir = artifacts.resolve_run(run)
     distilled = _distilled(run_dir)  # read before anything is written, so a bad run writes nothing
     student, state = load_student(run_dir)
@@ -139,13 +171,16 @@ def export_run(*, target: str | Path | TargetProfile = defaults.TARGET, run: str
     batch = default_batch(target) if batch is None else (batch or None)
     out_dir = run_dir / target.name
     model_path = export_onnx(student, out_dir / "model.onnx", input_shape=bundle.input_shape, opset=target.opset,
-                             batch=batch)
+                             batch=batch, exporter=exporter)
     audit = audit_model(model_path, target)
     ref = torch_outputs(student, x)
     p = target.parity
     parity, onnx_acc = _parity(model_path, ref, x, y, atol=p.atol, rtol=p.rtol,
                                min_top1=p.min_top1_agreement, name="logits")
+    through = provider_parity(model_path, ref, x, target)
+    audit.partition = real_partition(model_path, target)
     failures = [f"audit: {line}" for line in audit.format_lines()] + [f"parity: {f}" for f in parity.failures]
+    failures += [f"parity through {through['provider']}: {f}" for f in through.get("failures", [])]
     int8_failures: list[str] = []
     n_golden = min(defaults.GOLDEN_SAMPLES, len(x))
     if batch:
@@ -154,6 +189,8 @@ def export_run(*, target: str | Path | TargetProfile = defaults.TARGET, run: str
                                 outputs=ref[:n_golden].astype(np.float32), labels=y[:n_golden])
     manifest = _manifest(run_dir, out_dir, target, model_path, golden, student, bundle, audit, parity,
                          onnx_acc, count_params(student), y, ref, distilled)
+    manifest["parity_provider"] = through
+    manifest["model"]["exporter"] = exporter
     if quantize == "int8":
         manifest["variants"] = {}
         manifest["variants"]["int8"], q_fail = _int8_variant(out_dir, model_path, bundle, ref, x, y, target)
@@ -168,6 +205,17 @@ def export_run(*, target: str | Path | TargetProfile = defaults.TARGET, run: str
     if failures or int8_failures:
         raise CheckFailed(f"export {target.name}: " + "; ".join(failures + int8_failures))
     return manifest
+
+
+def _check_options(target: TargetProfile, *, quantize: str | None, exporter: str) -> TargetProfile:
+    if quantize not in (None, "int8"):
+        raise BadInput(f"--quantize '{quantize}': valid: int8")
+    if exporter not in defaults.EXPORTERS:
+        raise BadInput(f"--exporter '{exporter}': valid: {', '.join(defaults.EXPORTERS)}")
+    if quantize == "int8" and "int8" not in target.precisions:
+        raise BadInput(f"--quantize int8: target {target.name} allows only {', '.join(target.precisions)} "
+                       f"(precision.allowed in {target.path})")
+    return target
 
 
 def _distilled(run_dir: Path) -> dict[str, Any]:
@@ -197,7 +245,8 @@ def _manifest(run_dir, out_dir, target, model_path, golden, student, bundle, aud
                   "labels": bundle.labels},
         "golden": {**artifacts.file_entry(golden, out_dir), "n": int(np.load(golden)["inputs"].shape[0])},
         "ops": {"used": audit.used, "unsupported": [u.to_dict() for u in audit.unsupported],
-                "coverage": audit.coverage, "graph": audit.graph, "notes": audit.notes},
+                "coverage": audit.coverage, "graph": audit.graph, "notes": audit.notes,
+                "partition": audit.partition},
         "parity": parity.to_dict(),
         # What the student sees (the model's input) and what its teacher saw: resolution distillation.
         "views": {"student": distilled.get("student", {}).get("view"), "teacher": distilled.get("teacher", {}).get("view")},

@@ -41,39 +41,58 @@ class ParityReport:
 
 def compare(reference: np.ndarray, actual: np.ndarray, *, atol: float, rtol: float,
             min_top1_agreement: float, name: str = "logits") -> ParityReport:
-    """Element-wise |a − r| ≤ atol + rtol·|r| (numpy.allclose) and top-1 agreement."""
+    """Element-wise |a − r| ≤ atol + rtol·|r| (numpy.allclose) and top-1 agreement.
+
+    The numbers come from the bench agent's `compare_outputs`, so that export's parity and a
+    device's golden check follow one convention (relative-difference floor, atol=inf meaning
+    "top-1 only")."""
+    from edgekd.bench.agent import compare_outputs
+
     reference = np.asarray(reference, dtype=np.float64)
     actual = np.asarray(actual, dtype=np.float64)
     if reference.shape != actual.shape:
         raise BadInput(f"output '{name}': shape {actual.shape} does not match the reference {reference.shape}")
-    n = reference.shape[0]
-    diff = np.abs(actual - reference)
-    rel = diff / np.maximum(np.abs(reference), 1e-12)
-    agree = float((actual.argmax(-1) == reference.argmax(-1)).mean()) if n else 1.0
-    report = ParityReport(n=n, max_abs_diff=float(diff.max(initial=0.0)), max_rel_diff=float(rel.max(initial=0.0)),
-                          top1_agreement=agree, atol=atol, rtol=rtol, min_top1_agreement=min_top1_agreement)
-    # atol=inf means "top-1 only" (int8: elementwise closeness is not expected)
-    bad = diff > atol + rtol * np.abs(reference) if np.isfinite(atol) else ~np.isfinite(actual)
-    if bad.any() or not np.isfinite(actual).all():
+    r = compare_outputs(np, actual, reference, atol=atol, rtol=rtol, min_top1_agreement=min_top1_agreement)
+    report = ParityReport(n=r["n"], max_abs_diff=r["max_abs_diff"], max_rel_diff=r["max_rel_diff"],
+                          top1_agreement=r["top1_agreement"], atol=atol, rtol=rtol,
+                          min_top1_agreement=min_top1_agreement)
+    if not r["allclose"]:
         report.failures.append(
-            f"{name}: {int(bad.sum())} of {bad.size} values outside atol={atol:g} + rtol={rtol:g}·|ref| "
+            f"{name}: {r['outside']} of {r['size']} values outside atol={atol:g} + rtol={rtol:g}·|ref| "
             f"(max abs diff {report.max_abs_diff:.3g}, max rel diff {report.max_rel_diff:.3g})")
-    if agree < min_top1_agreement:
-        report.failures.append(f"{name}: top-1 agreement {agree:.4f} < {min_top1_agreement:g} over {n} samples")
+    if r["top1_agreement"] < min_top1_agreement:
+        report.failures.append(f"{name}: top-1 agreement {r['top1_agreement']:.4f} < {min_top1_agreement:g} "
+                               f"over {r['n']} samples")
     return report
 
 
-def ort_session(model: str | Path, *, threads: int = 1):
-    """A plain CPU session for checking answers (not for timing)."""
+def ort_session(model: str | Path, *, threads: int = 1, providers: list[dict] | None = None,
+                graph_optimization: str = "all"):
+    """A session for checking answers (not for timing): the CPU provider, or the first of
+    `providers` (a profile's entries, plugin EPs included) that can run here, built exactly as
+    the bench agent builds it. Returns the session; `session_report(session)` says what ran."""
     import onnxruntime as ort
 
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.log_severity_level = 3
+    from edgekd.bench import agent
+
+    cfg = {**agent.DEFAULTS, "intra_op_threads": threads, "graph_optimization": graph_optimization,
+           "providers": providers or [{"name": "CPUExecutionProvider", "options": {}}]}
     try:
-        return ort.InferenceSession(str(model), so, providers=["CPUExecutionProvider"])
-    except Exception as e:
-        raise BadInput(f"{model}: ONNX Runtime cannot load it ({str(e).splitlines()[0][:160]})") from None
+        session, report = agent.open_session(ort, str(model), cfg)
+    except agent.AgentError as e:
+        if e.kind in ("model", "session"):
+            raise BadInput(f"{model}: ONNX Runtime cannot load it ({str(e).split(': ', 1)[-1][:200]})") from None
+        raise BadInput(str(e)) from None
+    _REPORTS[id(session)] = report
+    return session
+
+
+_REPORTS: dict[int, dict] = {}
+
+
+def session_report(session) -> dict:
+    """What a session from `ort_session` runs on: provider, device, vendor, EP version, precision, fallback."""
+    return _REPORTS.get(id(session), {})
 
 
 def ort_run(session, inputs: np.ndarray, *, batch_size: int = 256) -> np.ndarray:

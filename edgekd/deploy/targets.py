@@ -23,14 +23,35 @@ from edgekd.errors import BadInput
 # The opset range both torch's exporter and onnxruntime handle.
 OPSET_RANGE = (11, 21)
 PRECISIONS = ("fp32", "fp16", "int8")
+# The arithmetic a provider computes an fp32 model in. Some do not stay in fp32 unless told
+# (OpenVINO's CPU plugin picks bf16 on CPUs with AVX512-BF16/AMX); a profile states it, sets the
+# provider's option that enforces it, and gives reduced precisions their own [parity.<p>] tolerances.
+COMPUTE_PRECISIONS = ("fp32", "bf16", "fp16")
+DEVICE_TYPES = ("CPU", "GPU", "NPU")
+PLUGIN_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")       # a pip package name
+EP_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9]*ExecutionProvider$")
 GRAPH_OPT_LEVELS = ("disable", "basic", "extended", "all")
 ARCHES = ("aarch64", "x86_64", "armv7", "riscv64")
 
 
 @dataclass(frozen=True)
 class Provider:
+    """One execution provider entry: built into onnxruntime, or a plugin EP shipped by the pip
+    package `plugin` and run on its `device` type. `precision` is what it computes in."""
+
     name: str
     options: dict[str, str] = field(default_factory=dict)
+    plugin: str | None = None
+    device: str | None = None
+    precision: str = "fp32"
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "options": dict(self.options), "precision": self.precision}
+        if self.plugin:
+            out["plugin"] = self.plugin
+        if self.device:
+            out["device"] = self.device
+        return out
 
 
 @dataclass(frozen=True)
@@ -41,11 +62,35 @@ class Budget:
 
 
 @dataclass(frozen=True)
+class Tolerance:
+    """Tolerances for one compute precision."""
+
+    atol: float
+    rtol: float
+    min_top1_agreement: float
+
+
+@dataclass(frozen=True)
 class Parity:
+    """fp32 tolerances, the int8 top-1 floor, and tolerances per reduced compute precision."""
+
     atol: float
     rtol: float
     min_top1_agreement: float
     int8_min_top1_agreement: float | None = None
+    reduced: dict[str, Tolerance] = field(default_factory=dict)
+
+    def for_precision(self, precision: str) -> Tolerance:
+        """The tolerances a provider computing in `precision` is held to."""
+        if precision == "fp32":
+            return Tolerance(self.atol, self.rtol, self.min_top1_agreement)
+        return self.reduced[precision]
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"atol": self.atol, "rtol": self.rtol, "min_top1_agreement": self.min_top1_agreement,
+                               "int8_min_top1_agreement": self.int8_min_top1_agreement}
+        out.update({p: vars(t) for p, t in self.reduced.items()})
+        return out
 
 
 @dataclass(frozen=True)
@@ -73,7 +118,7 @@ class TargetProfile:
             "name": self.name, "description": self.description, "arch": self.arch,
             "opset": self.opset, "path": str(self.path) if self.path else None,
             "runtime": {
-                "providers": [{"name": p.name, "options": dict(p.options)} for p in self.providers],
+                "providers": [p.to_dict() for p in self.providers],
                 "intra_op_threads": self.intra_op_threads,
                 "inter_op_threads": self.inter_op_threads,
                 "graph_optimization": self.graph_optimization,
@@ -81,7 +126,7 @@ class TargetProfile:
             "ops": {"allow": sorted(self.ops_allow), "caveats": dict(self.ops_caveats)},
             "precision": {"allowed": list(self.precisions)},
             "budget": None if self.budget is None else vars(self.budget),
-            "parity": vars(self.parity),
+            "parity": self.parity.to_dict(),
         }
 
 
@@ -115,9 +160,11 @@ SCHEMA: dict[str, Any] = {
         "rtol": (_NUM, True),
         "min_top1_agreement": (_NUM, True),
         "int8_min_top1_agreement": (_NUM, False),
+        **{p: ({"atol": (_NUM, True), "rtol": (_NUM, True), "min_top1_agreement": (_NUM, True)}, False)
+           for p in COMPUTE_PRECISIONS if p != "fp32"},
     }, True),
 }
-PROVIDER_KEYS = {"name": str, "options": dict}
+PROVIDER_KEYS = {"name": str, "options": dict, "plugin": str, "device": str, "precision": str}
 
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # becomes a folder name under the run
@@ -169,29 +216,38 @@ def _check_providers(path: Path, raw: list) -> tuple[Provider, ...]:
     if not raw:
         raise _fail(path, "runtime.providers", "must name at least one execution provider")
     known = _available_provider_names()
-    out = []
-    for i, item in enumerate(raw):
-        key = f"runtime.providers[{i}]"
-        if not isinstance(item, dict):
-            raise _fail(path, key, "must be a table like { name = \"CPUExecutionProvider\" }")
-        for k in item:
-            if k not in PROVIDER_KEYS:
-                raise _fail(path, f"{key}.{k}", "unknown key; valid keys: name, options")
-        name = item.get("name")
-        if not isinstance(name, str):
-            raise _fail(path, f"{key}.name", "missing or not a string")
-        if name not in known:
-            near = difflib.get_close_matches(name, known, n=1)
-            hint = f" (did you mean '{near[0]}'?)" if near else ""
-            raise _fail(path, f"{key}.name", f"unknown execution provider '{name}'{hint}")
-        options = item.get("options", {})
-        if not isinstance(options, dict):
-            raise _fail(path, f"{key}.options", "must be a table of strings")
-        for ok, ov in options.items():
-            if isinstance(ov, bool) or not isinstance(ov, (str, int, float)):
-                raise _fail(path, f"{key}.options.{ok}", f"must be a string or number, got {ov!r}")
-        out.append(Provider(name=name, options={k: str(v) for k, v in options.items()}))
-    return tuple(out)
+    return tuple(_check_provider(path, f"runtime.providers[{i}]", item, known) for i, item in enumerate(raw))
+
+
+def _check_provider(path: Path, key: str, item: Any, known: list[str]) -> Provider:
+    if not isinstance(item, dict):
+        raise _fail(path, key, "must be a table like { name = \"CPUExecutionProvider\" }")
+    for k, v in item.items():
+        if k not in PROVIDER_KEYS:
+            raise _fail(path, f"{key}.{k}", f"unknown key; valid keys: {', '.join(PROVIDER_KEYS)}")
+        if not isinstance(v, PROVIDER_KEYS[k]):
+            raise _fail(path, f"{key}.{k}", f"must be {_article(_type_name(PROVIDER_KEYS[k]))}, got {v!r}")
+    name = item.get("name")
+    if not isinstance(name, str):
+        raise _fail(path, f"{key}.name", "missing or not a string")
+    plugin = item.get("plugin")
+    if plugin is not None and not PLUGIN_RE.match(plugin):
+        raise _fail(path, f"{key}.plugin", f"{plugin!r} is not a pip package name")
+    # A plugin EP may carry a name this onnxruntime build has never heard of.
+    if name not in known and not (plugin and EP_NAME_RE.match(name)):
+        near = difflib.get_close_matches(name, known, n=1)
+        hint = f" (did you mean '{near[0]}'?)" if near else ""
+        raise _fail(path, f"{key}.name", f"unknown execution provider '{name}'{hint}")
+    if "device" in item:
+        _check_choice(path, f"{key}.device", item["device"], DEVICE_TYPES)
+    precision = item.get("precision", "fp32")
+    _check_choice(path, f"{key}.precision", precision, COMPUTE_PRECISIONS)
+    options = item.get("options", {})
+    for ok, ov in options.items():
+        if isinstance(ov, bool) or not isinstance(ov, (str, int, float)):
+            raise _fail(path, f"{key}.options.{ok}", f"must be a string or number, got {ov!r}")
+    return Provider(name=name, options={k: str(v) for k, v in options.items()}, plugin=plugin,
+                    device=item.get("device"), precision=precision)
 
 
 def _check_range(path: Path, key: str, value: float, lo: float, hi: float | None) -> None:
@@ -240,14 +296,7 @@ def _build(path: Path, data: dict) -> TargetProfile:
         raise _fail(path, "precision.allowed", f"must list at least one of {', '.join(PRECISIONS)}")
     for i, p in enumerate(precisions):
         _check_choice(path, f"precision.allowed[{i}]", p, PRECISIONS)
-    par = data["parity"]
-    _check_range(path, "parity.atol", par["atol"], 0, None)
-    _check_range(path, "parity.rtol", par["rtol"], 0, None)
-    for key in ("min_top1_agreement", "int8_min_top1_agreement"):
-        if key in par:
-            _check_range(path, f"parity.{key}", par[key], 0, 1)
-    if "int8" in precisions and "int8_min_top1_agreement" not in par:
-        raise _fail(path, "parity.int8_min_top1_agreement", "missing (required when precision.allowed has int8)")
+    parity = _check_parity(path, data["parity"], precisions, providers)
     budget = None
     if "budget" in data:
         for key, value in data["budget"].items():
@@ -261,8 +310,32 @@ def _build(path: Path, data: dict) -> TargetProfile:
         intra_op_threads=rt["intra_op_threads"], inter_op_threads=rt["inter_op_threads"],
         graph_optimization=rt["graph_optimization"], ops_allow=frozenset(allow),
         ops_caveats=dict(caveats), precisions=tuple(precisions),
-        parity=Parity(**{k: float(v) for k, v in par.items()}), budget=budget, path=path,
+        parity=parity, budget=budget, path=path,
     )
+
+
+def _check_parity(path: Path, par: dict, precisions: list[str], providers: tuple[Provider, ...]) -> Parity:
+    _check_range(path, "parity.atol", par["atol"], 0, None)
+    _check_range(path, "parity.rtol", par["rtol"], 0, None)
+    for key in ("min_top1_agreement", "int8_min_top1_agreement"):
+        if key in par:
+            _check_range(path, f"parity.{key}", par[key], 0, 1)
+    if "int8" in precisions and "int8_min_top1_agreement" not in par:
+        raise _fail(path, "parity.int8_min_top1_agreement", "missing (required when precision.allowed has int8)")
+    reduced = {}
+    for p in COMPUTE_PRECISIONS[1:]:
+        if p in par:
+            t = par[p]
+            _check_range(path, f"parity.{p}.atol", t["atol"], 0, None)
+            _check_range(path, f"parity.{p}.rtol", t["rtol"], 0, None)
+            _check_range(path, f"parity.{p}.min_top1_agreement", t["min_top1_agreement"], 0, 1)
+            reduced[p] = Tolerance(float(t["atol"]), float(t["rtol"]), float(t["min_top1_agreement"]))
+    for i, prov in enumerate(providers):
+        if prov.precision != "fp32" and prov.precision not in reduced:
+            raise _fail(path, f"parity.{prov.precision}", f"missing (required: runtime.providers[{i}] computes "
+                                                          f"in {prov.precision}; give its atol, rtol, min_top1_agreement)")
+    flat = {k: float(v) for k, v in par.items() if k not in COMPUTE_PRECISIONS}
+    return Parity(**flat, reduced=reduced)
 
 
 # ---------------------------------------------------------------- public API

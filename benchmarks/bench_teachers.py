@@ -119,7 +119,7 @@ def throughput(data: Path, files: Path, *, epochs: int, repeats: int) -> dict:
             "per_repeat": [{k: list(v) for k, v in r.items()} for r in rows]}
 
 
-def accuracy(data: Path, files: Path, *, epochs: int, seeds: int, run: Path) -> dict:
+def accuracy(data: Path, files: Path, *, epochs: int, seeds: int, run: Path, temperature: float) -> dict:
     """Student at 32 px alone vs distilled from resnet18 seeing the same images at 64 px."""
     from edgekd.train.config import DistillConfig
     from edgekd.train.distill import distill
@@ -127,8 +127,9 @@ def accuracy(data: Path, files: Path, *, epochs: int, seeds: int, run: Path) -> 
     s = distill(DistillConfig(data=f"imagefolder:{data}", input_size=32, student="small-cnn-s", epochs=epochs,
                               seeds=seeds, teacher="torchvision:resnet18",
                               teacher_weight_files=(str(files / "resnet18.pt"),), teacher_input_size=64,
-                              teacher_mean="imagenet", teacher_std="imagenet", run=run, progress=False))
-    return {"teacher": s["accuracy"]["teacher"], "student_alone": s["accuracy"]["student_alone"],
+                              teacher_mean="imagenet", teacher_std="imagenet", run=run, progress=False,
+                              temperature=temperature))
+    return {"temperature": temperature, "teacher": s["accuracy"]["teacher"], "student_alone": s["accuracy"]["student_alone"],
             "student_distilled": s["accuracy"]["student"], "gap_closed": s["gap_closed"],
             "per_seed": [{k: r[k] for k in ("seed", "student_alone", "student")} for r in s["per_seed"]],
             "test_images": s["data"]["split"]["sizes"]["test"], "objective": s["objective"]}
@@ -141,6 +142,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=15)
     ap.add_argument("--per-class", type=int, default=80)
     ap.add_argument("--teacher-steps", type=int, default=150)
+    ap.add_argument("--temperatures", default="4,1", help="KD temperatures to compare (4 is edgekd's default)")
     args = ap.parse_args()
     import torch
 
@@ -153,7 +155,8 @@ def main() -> None:
         finetune(data, tmp, size=64, steps=args.teacher_steps)
         t_teacher = time.perf_counter() - t0
         thr = throughput(data, tmp, epochs=3, repeats=args.repeats)
-        acc = accuracy(data, tmp, epochs=args.epochs, seeds=args.seeds, run=tmp / "run")
+        acc = [accuracy(data, tmp, epochs=args.epochs, seeds=args.seeds, run=tmp / f"run{t}", temperature=float(t))
+               for t in args.temperatures.split(",")]
     result = {"scale": "small: generated 6-class ImageFolder, 64 px on disk, one torch thread, shared 2-core machine",
               "teacher": "torchvision resnet18, standard stem, random init, fine-tuned here",
               "teacher_finetune_seconds": t_teacher, "args": vars(args), "throughput": thr, "accuracy": acc}
@@ -165,10 +168,11 @@ def main() -> None:
           f"{thr['repeats']}): student alone {ips['alone']:.0f}, teacher live PyTorch {ips['torch_live']:.0f}, "
           f"live ONNX {ips['onnx_live']:.0f}, cache {ips['cache']:.0f} "
           f"({thr['images_per_s_cache_with_build']:.0f} counting the one-time cache build)")
-    a = acc
-    print(f"student small-cnn-s at 32 px, teacher resnet18 at 64 px ({a['test_images']} test images, {args.seeds} "
-          f"seeds): teacher {a['teacher']:.3f}; alone {a['student_alone']['mean']:.3f} ± {a['student_alone']['std']:.3f}; "
-          f"distilled {a['student_distilled']['mean']:.3f} ± {a['student_distilled']['std']:.3f}")
+    for a in acc:
+        print(f"student small-cnn-s at 32 px, teacher resnet18 at 64 px, T={a['temperature']:g} ({a['test_images']} test "
+              f"images, {args.seeds} seeds): teacher {a['teacher']:.3f}; alone {a['student_alone']['mean']:.3f} ± "
+              f"{a['student_alone']['std']:.3f}; distilled {a['student_distilled']['mean']:.3f} ± "
+              f"{a['student_distilled']['std']:.3f}")
 
 
 if __name__ == "__main__":

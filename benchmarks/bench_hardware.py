@@ -13,10 +13,9 @@ writes benchmarks/results/hardware.json.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -28,23 +27,22 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--run", type=Path)
     args = ap.parse_args()
+    import edgekd
     from edgekd.bench.runners import (
         LocalRunner,
         QemuRunner,
         agent_config,
         qemu_setup_info,
     )
-    from edgekd.deploy.export import export_run
-    from edgekd.deploy.targets import load_target
 
     with tempfile.TemporaryDirectory() as tmp:
         run = args.run
         if run is None:
             run = Path(tmp) / "run"
-            subprocess.run([sys.executable, "-m", "edgekd.cli", "distill", "--run", str(run), "--no-progress"],
-                           check=True, stdout=subprocess.DEVNULL, cwd=tmp)
-        target = load_target("cpu-arm")
-        manifest = export_run(target=target, run=run, quantize="int8")
+            with contextlib.chdir(tmp):  # artifacts/latest goes to the temporary folder, not the checkout
+                edgekd.distill(run=run, progress=False)
+        target = edgekd.load_target(name="cpu-arm")
+        manifest = edgekd.export(target=target, run=run, quantize="int8").to_json()
         out = run / "cpu-arm"
         cfg = {**agent_config(target, min_seconds=1.0), "batches": [1]}
         local = LocalRunner()

@@ -47,7 +47,7 @@ RESULTS = ROOT / "benchmarks" / "results" / "select_student.json"
 def time_models(paths: dict[str, Path], profile, *, rounds: int, min_seconds: float) -> dict[str, dict]:
     """p50/p90 of each model, interleaved round by round; the median over rounds."""
     from edgekd.bench.runners import agent_config
-    from edgekd.search.student import run_isolated
+    from edgekd.search.timing import run_isolated
 
     got: dict[str, list[dict]] = {k: [] for k in paths}
     for _ in range(rounds):
@@ -84,24 +84,23 @@ def main() -> None:
     import onnxruntime
     import torch
 
+    import edgekd
     from edgekd.checkpoints import load_student
     from edgekd.data import load_data
-    from edgekd.deploy.targets import load_target
-    from edgekd.search.student import Trainer, seed_like_distill
+    from edgekd.search.halving import Trainer
     from edgekd.train.config import DistillConfig
-    from edgekd.train.distill import distill, labeled_subset
+    from edgekd.train.distill import labeled_subset
     from edgekd.train.losses import build_objective
     from edgekd.train.teacher import obtain_teachers, teacher_source
 
     torch.set_num_threads(1)
     work = Path(tempfile.mkdtemp(prefix="bench-select-"))
     os.chdir(work)  # `artifacts/latest` of the runs below lands in the scratch folder
-    profile, bundle = load_target("cpu-arm"), load_data("digits")
+    profile, bundle = edgekd.load_target(name="cpu-arm"), load_data("digits")
     t_all = time.perf_counter()
 
-    # the shared teacher, with the weights `edgekd distill` would give it
+    # the shared teacher, with the weights `edgekd distill` gives it (its seed is explicit)
     t0 = time.perf_counter()
-    seed_like_distill(bundle, profile)
     teacher = obtain_teachers(DistillConfig(teacher="cnn", teacher_epochs=args.teacher_epochs, progress=False),
                               bundle, work / "teacher")[0][0]
     teacher_pt = str(work / "teacher" / "teacher.pt")
@@ -109,8 +108,8 @@ def main() -> None:
     print(f"teacher trained in {t_teacher:.0f} s", flush=True)
 
     # the default student, exactly as `edgekd distill` trains it
-    default = distill(DistillConfig(teacher=teacher_pt, student="small-cnn", epochs=args.epochs, seeds=args.seeds,
-                                    run=work / "default", progress=False))
+    default = edgekd.distill(teacher=teacher_pt, student="small-cnn", epochs=args.epochs, seeds=args.seeds,
+                             run=work / "default", progress=False).to_json()
     default_onnx = export(load_student(work / "default")[0], work / "default.onnx", bundle, profile)
     base = time_models({"default": default_onnx}, profile, rounds=3, min_seconds=1.0)["default"]
     print(f"default small-cnn: test {default['accuracy']['student']['mean']:.4f}, p90 {base['p90']:.4f} ms", flush=True)
@@ -147,13 +146,16 @@ def main() -> None:
 def scenario(*, name: str, budget_ms: float | None, args, work: Path, bundle, profile, teacher_pt: str, trainer,
              default: dict, default_onnx: Path, full_cache: dict) -> dict:
     """One search, the pick against the default (a), its cost against full training (b), ρ (c)."""
+    import edgekd
     from edgekd.checkpoints import load_student
-    from edgekd.search.student import Candidate, select_student, select_table
+    from edgekd.search.pareto import select_table
+    from edgekd.search.space import Candidate
     from edgekd.tables import console
 
     t0 = time.perf_counter()
-    res = select_student(target="cpu-arm", teacher=teacher_pt, budget_ms=budget_ms, trials=args.trials,
-                         seed=args.seed, epochs=args.epochs, seeds=1, run=work / f"search-{name}", progress=False)
+    res = edgekd.select_student(target="cpu-arm", teacher=teacher_pt, budget_ms=budget_ms, trials=args.trials,
+                                seed=args.seed, epochs=args.epochs, seeds=1, run=work / f"search-{name}",
+                                progress=False).to_json()
     t_search = time.perf_counter() - t0
     console.print(select_table(res))
     cands = {c["id"]: Candidate(id=c["id"], name=c["name"], net_kwargs=c["net_kwargs"]) for c in res["candidates"]}

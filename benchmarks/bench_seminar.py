@@ -27,9 +27,8 @@ def main() -> None:
     args = ap.parse_args()
     import torch
 
+    import edgekd
     from edgekd.tables import compare_table, console
-    from edgekd.train.compare import compare
-    from edgekd.train.config import DistillConfig
 
     torch.set_num_threads(1)
     out = ROOT / "benchmarks" / "results"
@@ -37,9 +36,8 @@ def main() -> None:
     for lf in args.fractions:
         tag = "full" if lf >= 1 else f"lf{lf:g}"
         with tempfile.TemporaryDirectory() as tmp:
-            cfg = DistillConfig(seeds=args.seeds, epochs=args.epochs, labeled_fraction=lf, run=Path(tmp) / "run",
-                                progress=False)
-            result = compare(cfg)
+            result = edgekd.compare(seeds=args.seeds, epochs=args.epochs, labeled_fraction=lf,
+                                    run=Path(tmp) / "run", progress=False).to_json()
             shutil.copy(Path(tmp) / "run" / "compare.png", out / f"seminar_{tag}.png")
         result["run"] = f"(temporary) benchmarks/results/seminar_{tag}"
         (out / f"seminar_{tag}.json").write_text(json.dumps(result, indent=2) + "\n")

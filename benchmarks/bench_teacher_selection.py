@@ -154,9 +154,10 @@ def main() -> None:
 
     import torch
 
+    import edgekd
     from edgekd.data import load_data
     from edgekd.deploy.targets import load_target
-    from edgekd.search.teacher import HIGHER_IS_BETTER, WARMUP_STEPS, select_teachers
+    from edgekd.search.teacher import HIGHER_IS_BETTER, WARMUP_STEPS
     from edgekd.train.config import DistillConfig
 
     torch.set_num_threads(args.threads)
@@ -184,9 +185,9 @@ def main() -> None:
             per_warmup = {}
             for warmup in args.warmups:
                 t1 = time.perf_counter()
-                sel = select_teachers(student=cfg.student, teachers=list(by_path), temperature=cfg.temperature,
-                                      n=args.n, warmup_steps=warmup, teacher_epochs=1, labeled_fraction=fraction,
-                                      progress=False)
+                sel = edgekd.select_teacher(student=cfg.student, teachers=list(by_path), temperature=cfg.temperature,
+                                            n=args.n, warmup_steps=warmup, teacher_epochs=1,
+                                            labeled_fraction=fraction, progress=False).to_json()
                 rows = sel["teachers"]
                 per_warmup[str(warmup)] = {
                     "seconds": time.perf_counter() - t1,

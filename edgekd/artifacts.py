@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from edgekd import __version__, defaults
-from edgekd.errors import BadInput, CheckFailed
+from edgekd.checks import Failure
+from edgekd.errors import BadInput, VerifyFailed
 
 MANIFEST = "manifest.json"
 
@@ -237,7 +238,7 @@ def _named_files(manifest: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
 
 
 def verify_run(run: str | Path | None = None) -> dict[str, Any]:
-    """Hash every file each manifest of the run names; CheckFailed lists every mismatch."""
+    """Hash every file each manifest of the run names; VerifyFailed lists every mismatch."""
     run_dir = resolve_run(run)
     manifests = sorted(run_dir.glob(f"*/{MANIFEST}"))
     if not manifests:
@@ -250,15 +251,17 @@ def verify_run(run: str | Path | None = None) -> dict[str, Any]:
         for where, entry in _named_files(manifest):
             f = (m.parent / str(entry["path"])).resolve()
             if not f.is_relative_to(run_dir.resolve()):
-                failures.append(f"{entry['path']} ({where}): outside the run folder")
+                failures.append(Failure("verify", str(entry["path"]), "outside", "run folder",
+                                        detail=f"{entry['path']} ({where}): outside the run folder"))
                 continue
             rel = str(f.relative_to(run_dir.resolve()))
             if not f.is_file():
-                failures.append(f"{rel} ({where}): missing")
+                failures.append(Failure("verify", rel, None, entry["sha256"], detail=f"{rel} ({where}): missing"))
             elif sha256(f) != entry["sha256"]:
-                failures.append(f"{rel} ({where}): sha256 differs from the manifest")
+                failures.append(Failure("verify", rel, sha256(f), entry["sha256"],
+                                        detail=f"{rel} ({where}): sha256 differs from the manifest"))
             else:
                 checked.append(rel)
     if failures:
-        raise CheckFailed(f"verify {run_dir}: " + "; ".join(failures))
+        raise VerifyFailed(f"verify {run_dir}: " + "; ".join(map(str, failures)), failures=failures)
     return {"run": str(run_dir), "checked": checked, "passed": True}

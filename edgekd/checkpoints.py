@@ -15,7 +15,7 @@ from torch import nn
 
 from edgekd import artifacts
 from edgekd.deploy.targets import load_target
-from edgekd.errors import BadInput
+from edgekd.errors import BadInput, first_line
 from edgekd.models import create_student, create_teacher
 
 
@@ -23,9 +23,9 @@ def _load_reason(e: Exception) -> str:
     """The informative line of torch.load's error (its weights_only notice is boilerplate)."""
     text = str(e)
     if "WeightsUnpickler error:" in text:
-        detail = text.split("WeightsUnpickler error:", 1)[1].strip().splitlines()[0]
+        detail = first_line(text.split("WeightsUnpickler error:", 1)[1])
         return f"refused by the safe loader: {detail}"
-    first = text.strip().splitlines()[0] if text.strip() else ""
+    first = first_line(text)
     return f"{type(e).__name__}: {first[:100]}" if first else type(e).__name__
 
 
@@ -63,7 +63,8 @@ def save_student(path: Path, cfg: Any, bundle: Any, model: nn.Module, *,
     keyword arguments of `student_net`; plain ints, strings and lists so weights_only loads them."""
     state = {"kind": "student", "arch": cfg.student, "in_channels": bundle.input_shape[0],
              "num_classes": bundle.num_classes, "target": cfg.target, "seed": seed, "ops": ops,
-             "target_ops": sorted(load_target(cfg.target).ops_allow), "model": model.state_dict()}
+             "target_ops": sorted(load_target(cfg.target).ops_allow),
+             "model": {k: v.detach().cpu() for k, v in model.state_dict().items()}}  # export runs on CPU
     if net_kwargs is not None:
         state["net_kwargs"] = {k: list(v) if isinstance(v, tuple) else v for k, v in net_kwargs.items()}
     artifacts.save_torch(path, state)
@@ -85,7 +86,7 @@ def load_student(run_dir: Path, name: str = "student.pt") -> tuple[nn.Module, di
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as e:
-        raise BadInput(f"{run_dir / name}: weights do not fit student '{state['arch']}' ({str(e).splitlines()[0]})") from None
+        raise BadInput(f"{run_dir / name}: weights do not fit student '{state['arch']}' ({first_line(e)})") from None
     return model.eval(), state
 
 

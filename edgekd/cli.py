@@ -1,13 +1,16 @@
-"""The `edgekd` command: each command parses its options, calls one library function, prints.
+"""The `edgekd` command: each command parses its options, calls one `edgekd.api` function by
+keyword, and prints its result (a table, or `--json`).
 
 torch is imported only inside commands, so `edgekd --help` answers at once.
-Errors: BadInput → one line, exit 2; CheckFailed → the failing numbers, exit 1.
+Errors: BadInput → one line, exit 2; CheckFailed → the failing numbers, exit 1. The library
+names parameters (`epochs`); `flag_text` shows them as this command's flags (`--epochs`).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -15,7 +18,7 @@ from typing import List, Optional
 import typer
 
 from edgekd import defaults
-from edgekd.errors import EdgekdError
+from edgekd.errors import BadInput, CheckFailed, EdgekdError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Distil a large classifier into a small student that provably runs on one edge target.")
@@ -35,25 +38,11 @@ def _print(table, obj, as_json: bool) -> None:
 JSON_OPT = typer.Option(False, "--json", help="Print the result as JSON instead of a table.")
 
 
-def _distill_config(*, teacher, teacher_weight, method, resume: bool, run, teacher_weight_files=None, **kw):
-    """CLI options → DistillConfig (repeatable options become tuples)."""
-    from edgekd.errors import BadInput
-    from edgekd.train.config import DistillConfig
-
-    if resume and run is None:
-        raise BadInput("--resume needs --run DIR (the run folder to continue)")
-    teachers = teacher or [defaults.TEACHER]
-    return DistillConfig(teacher=teachers[0] if len(teachers) == 1 else tuple(teachers),
-                         teacher_weights=list(teacher_weight) if teacher_weight else None,
-                         methods=tuple(method or defaults.METHODS), resume=resume, run=run,
-                         teacher_weight_files=tuple(teacher_weight_files or ()), **kw)
-
-
 # Options shared by `distill` and `compare` (typer reads them off the signature).
 DATA_OPT = typer.Option(defaults.DATA, help="digits | mnist | fashion-mnist | cifar10 | imagefolder:DIR")
-DATA_DIR_OPT = typer.Option(defaults.DATA_DIR, help="Folder holding torchvision datasets.")
+DATA_DIR_OPT = typer.Option(None, help="Folder with the dataset files (IDX files, directly or under torchvision's MNIST/raw, FashionMNIST/raw; cifar-10-batches-py). Default: ./data, and for fashion-mnist also /usr/share/datasets/fashion-mnist.")
 DOWNLOAD_OPT = typer.Option(False, help="Let torchvision download the dataset into --data-dir.")
-TEACHER_OPT = typer.Option(None, help="Registry name, teacher file (edgekd .pt, TorchScript, .onnx), or torchvision:ARCH / timm:NAME with --teacher-weights; repeat for several teachers (default: cnn).")
+TEACHER_OPT = typer.Option(None, help="Registry name, teacher file (edgekd .pt, TorchScript, .onnx), or torchvision:ARCH / timm:NAME with --teacher-weights; repeat for several teachers (default: cnn; for distill and compare resnet-s on inputs of 28x28 and more).")
 STUDENT_OPT = typer.Option(defaults.STUDENT, help="Student name from the registry.")
 TARGET_OPT = typer.Option(defaults.TARGET, help="Target profile name or .toml path; the student uses only its ops.")
 EPOCHS_OPT = typer.Option(defaults.EPOCHS, help="Student epochs (the control gets the same epochs and steps).")
@@ -62,13 +51,21 @@ SEEDS_OPT = typer.Option(defaults.SEEDS, help="Seeds for mean ± std.")
 LF_OPT = typer.Option(defaults.LABELED_FRACTION, help="Keep labels for this share of the train set; the rest only the teacher labels.")
 RUN_OPT = typer.Option(None, help="Run folder (default: a new artifacts/<run-id>).")
 TEMP_OPT = typer.Option(defaults.TEMPERATURE, help="Softmax temperature T for soft labels.")
+DEVICE_OPT = typer.Option(defaults.DEVICE, help="auto | cpu | cuda | cuda:N (auto: CUDA when available).")
+QUIET_OPT = typer.Option(False, "--quiet", "-q", help="No progress bars or per-epoch lines.")
+# distill and compare: unset options follow the data (defaults.recipe: teacher, student, epochs, T, losses)
+_RULE = "default: from the data, see `defaults.recipe`"
+AUTO_STUDENT_OPT = typer.Option(None, "--student", help=f"Student name from the registry ({_RULE}: small-cnn; wide-cnn for 10k+ train images).")
+AUTO_EPOCHS_OPT = typer.Option(None, "--epochs", help=f"Student epochs; the control gets the same epochs and steps ({_RULE}: 30 for digits, 6 for Fashion-MNIST).")
+AUTO_T_EPOCHS_OPT = typer.Option(None, "--teacher-epochs", help=f"Epochs when training a teacher ({_RULE}: 15 for digits, 5 for Fashion-MNIST).")
+AUTO_TEMP_OPT = typer.Option(None, "--temperature", help=f"Softmax temperature T for soft labels ({_RULE}: {defaults.TEMPERATURE:g}).")
 
 
 @app.command()
 def distill(
-    data: str = DATA_OPT, data_dir: Path = DATA_DIR_OPT, download: bool = DOWNLOAD_OPT,
+    data: str = DATA_OPT, data_dir: Optional[Path] = DATA_DIR_OPT, download: bool = DOWNLOAD_OPT,
     teacher: Optional[List[str]] = TEACHER_OPT,
-    teacher_mode: str = typer.Option("mean", help="Several teachers: mean | weighted | confidence."),
+    teacher_mode: str = typer.Option(defaults.TEACHER_MODE, help="Several teachers: mean | weighted | confidence."),
     teacher_weight: Optional[List[float]] = typer.Option(None, help="Per-teacher weight for --teacher-mode weighted."),
     teacher_weight_files: Optional[List[str]] = typer.Option(None, "--teacher-weights", help="FILE of weights (state_dict or checkpoint) for each torchvision:ARCH / timm:NAME --teacher, in order."),
     teacher_input_size: Optional[int] = typer.Option(None, help="The teacher sees each image at this H = W (default: the data's)."),
@@ -76,16 +73,24 @@ def distill(
     teacher_std: Optional[str] = typer.Option(None, help="The teacher's per-channel std, comma-separated, or 'imagenet' (default: the data's)."),
     input_size: Optional[int] = typer.Option(None, help="imagefolder: the student's input H = W in pixels (default: 32)."),
     augment: bool = typer.Option(False, help="Random-resized crop + flip on the train set (imagefolder, cifar10); the teacher runs live."),
-    student: str = STUDENT_OPT, target: str = TARGET_OPT,
+    student: Optional[str] = AUTO_STUDENT_OPT, target: str = TARGET_OPT,
     method: Optional[List[str]] = typer.Option(None, help="Loss NAME[:WEIGHT], repeatable: ce hard soft cosine fitnet at rkd rkd-d rkd-a. Default: soft:0.7 ce:0.3."),
-    temperature: float = TEMP_OPT, epochs: int = EPOCHS_OPT, teacher_epochs: int = T_EPOCHS_OPT, seeds: int = SEEDS_OPT,
-    lr: float = typer.Option(defaults.LR, help="Learning rate (AdamW, cosine schedule)."),
-    batch_size: int = typer.Option(defaults.BATCH_SIZE, help="Batch size."),
+    lr_schedule: str = typer.Option(defaults.LR_SCHEDULE, help="auto | cosine | warmup-cosine | constant (auto: cosine; warm-up above batch 64)."),
+    warmup_epochs: float = typer.Option(defaults.WARMUP_EPOCHS, help="Linear warm-up of warmup-cosine, in epochs."),
+    device: str = DEVICE_OPT,
+    precision: str = typer.Option(defaults.PRECISION, help="auto | fp32 | bf16 | fp16 autocast (auto: bf16 on CUDA, fp32 on CPU)."),
+    channels_last: Optional[bool] = typer.Option(None, "--channels-last/--no-channels-last", help="NHWC memory format (default: on; it won on CPU and GPU)."),
+    compile: bool = typer.Option(False, "--compile", help="torch.compile the models (refused: it did not win; see benchmarks/README.md)."),
+    tensorboard: Optional[Path] = typer.Option(None, help="Also write per-epoch scalars to this TensorBoard log folder."),
+    temperature: Optional[float] = AUTO_TEMP_OPT, epochs: Optional[int] = AUTO_EPOCHS_OPT,
+    teacher_epochs: Optional[int] = AUTO_T_EPOCHS_OPT, seeds: int = SEEDS_OPT,
+    lr: float = typer.Option(defaults.LR, help=f"Learning rate (AdamW) at batch {defaults.BASE_BATCH}; scaled linearly with --batch-size."),
+    batch_size: int = typer.Option(defaults.BATCH_SIZE, help="Batch size (global, over all processes)."),
     labeled_fraction: float = LF_OPT,
     hint_epochs: int = typer.Option(0, help="FitNets stage 1: epochs training the student up to its tap on the hint loss."),
     generations: int = typer.Option(0, help="Born-again self-distillation: K generations of the student teaching the next."),
     online: bool = typer.Option(False, help="Online distillation: deep mutual learning of --peers students, no teacher."),
-    peers: int = typer.Option(2, help="Students trained together with --online."),
+    peers: int = typer.Option(defaults.PEERS, help="Students trained together with --online."),
     cache_teacher: bool = typer.Option(True, help="Cache the teacher's outputs when inputs are deterministic."),
     student_tap: Optional[List[str]] = typer.Option(None, help="ROLE=MODULE: tap this student module for a feature loss (roles: hidden, feature_map)."),
     teacher_tap: Optional[List[str]] = typer.Option(None, help="ROLE=MODULE: tap this teacher module (e.g. feature_map=layer3)."),
@@ -93,6 +98,7 @@ def distill(
     run: Optional[Path] = RUN_OPT,
     resume: bool = typer.Option(False, help="Continue from the run's last epoch checkpoints (needs --run)."),
     progress: bool = typer.Option(True, help="Show progress bars."),
+    quiet: bool = QUIET_OPT,
     nproc: int = typer.Option(1, help="Processes per node: launches through torchrun (gloo on CPU, NCCL on GPU)."),
     nnodes: str = typer.Option("1", help="torchrun --nnodes (e.g. 2 or 1:4), for several machines."),
     rdzv_endpoint: Optional[str] = typer.Option(None, help="torchrun --rdzv-endpoint HOST:PORT, for several machines."),
@@ -100,30 +106,30 @@ def distill(
     as_json: bool = JSON_OPT,
 ) -> None:
     """Train or load the teacher, then the student alone and distilled, over --seeds seeds."""
-    from edgekd.train import distributed as dist
     if (nproc > 1 or nnodes != "1") and "WORLD_SIZE" not in os.environ:
+        from edgekd.train import distributed as dist
+
         if nproc < 1:
-            raise EdgekdError(f"--nproc {nproc}: must be >= 1")
+            raise BadInput(f"--nproc {nproc}: must be >= 1")
         raise typer.Exit(dist.launch(_without_launch_options(sys.argv[1:]), nproc=nproc, nnodes=nnodes,
                                      rdzv_endpoint=rdzv_endpoint, node_rank=node_rank))
+    from edgekd import api
     from edgekd.tables import distill_table
-    from edgekd.train.distill import distill as run_distill
 
-    kw = {k: v for k, v in locals().items() if k not in (
-        "as_json", "run_distill", "distill_table", "dist", "nproc", "nnodes", "rdzv_endpoint", "node_rank",
-        "student_tap", "teacher_tap", "loss_option")}
-    kw["progress"] = progress and not as_json
-    kw["student_taps"] = _pairs("--student-tap", student_tap)
-    kw["teacher_taps"] = _pairs("--teacher-tap", teacher_tap)
-    kw["loss_options"] = _loss_options(loss_option)
-    dist.init_from_env()
-    try:
-        summary = run_distill(_distill_config(**kw))
-        main_rank = dist.is_main()
-    finally:
-        dist.shutdown()
-    if main_rank:
-        _print(distill_table(summary), summary, as_json)
+    result = api.distill(
+        data=data, data_dir=data_dir, download=download, teacher=teacher or None,  # None: from the data
+        teacher_mode=teacher_mode, teacher_weights=teacher_weight or None, student=student, target=target,
+        methods=method or None, temperature=temperature, epochs=epochs, teacher_epochs=teacher_epochs,
+        seeds=seeds, lr=lr, batch_size=batch_size, labeled_fraction=labeled_fraction, hint_epochs=hint_epochs,
+        generations=generations, online=online, peers=peers, cache_teacher=cache_teacher,
+        student_taps=_pairs("--student-tap", student_tap), teacher_taps=_pairs("--teacher-tap", teacher_tap),
+        loss_options=_loss_options(loss_option), run=run, resume=resume, progress=progress and not as_json and not quiet,
+        device=device, precision=precision, channels_last=channels_last, lr_schedule=lr_schedule,
+        warmup_epochs=warmup_epochs, compile=compile, tensorboard=tensorboard,
+        teacher_weight_files=teacher_weight_files or (), teacher_input_size=teacher_input_size,
+        teacher_mean=teacher_mean, teacher_std=teacher_std, input_size=input_size, augment=augment)
+    if result.is_main:
+        _print(distill_table(result.to_json()), result.to_json(), as_json)
 
 
 def _pairs(option: str, items: Optional[List[str]]) -> dict[str, str]:
@@ -131,7 +137,7 @@ def _pairs(option: str, items: Optional[List[str]]) -> dict[str, str]:
     for item in items or []:
         key, sep, value = item.partition("=")
         if not sep or not key or not value:
-            raise EdgekdError(f"{option} '{item}': expected ROLE=MODULE, e.g. feature_map=layer3")
+            raise BadInput(f"{option} '{item}': expected ROLE=MODULE, e.g. feature_map=layer3")
         out[key] = value
     return out
 
@@ -143,7 +149,7 @@ def _loss_options(items: Optional[List[str]]) -> dict[str, dict]:
         target, sep, raw = item.partition("=")
         loss, dot, key = target.partition(".")
         if not (sep and dot and loss and key):
-            raise EdgekdError(f"--loss-option '{item}': expected LOSS.KEY=VALUE, e.g. fitnet.kernel=3")
+            raise BadInput(f"--loss-option '{item}': expected LOSS.KEY=VALUE, e.g. fitnet.kernel=3")
         try:
             value = json.loads(raw)
         except ValueError:
@@ -170,35 +176,36 @@ def _without_launch_options(argv: list[str]) -> list[str]:
 
 @app.command()
 def compare(
-    data: str = DATA_OPT, data_dir: Path = DATA_DIR_OPT, download: bool = DOWNLOAD_OPT,
-    teacher: Optional[List[str]] = TEACHER_OPT, student: str = STUDENT_OPT, target: str = TARGET_OPT,
+    data: str = DATA_OPT, data_dir: Optional[Path] = DATA_DIR_OPT, download: bool = DOWNLOAD_OPT,
+    teacher: Optional[List[str]] = TEACHER_OPT, student: Optional[str] = AUTO_STUDENT_OPT, target: str = TARGET_OPT,
     only: Optional[List[str]] = typer.Option(None, "--method", help="Methods for the table (repeatable); default: all of soft hard cosine fitnet fitnet+hint at rkd born-again dml."),
-    temperature: float = TEMP_OPT, epochs: int = EPOCHS_OPT, teacher_epochs: int = T_EPOCHS_OPT, seeds: int = SEEDS_OPT,
+    temperature: Optional[float] = AUTO_TEMP_OPT, epochs: Optional[int] = AUTO_EPOCHS_OPT,
+    teacher_epochs: Optional[int] = AUTO_T_EPOCHS_OPT, seeds: int = SEEDS_OPT,
     labeled_fraction: float = LF_OPT, run: Optional[Path] = RUN_OPT,
+    device: str = DEVICE_OPT,
     progress: bool = typer.Option(True, help="Show progress bars."),
+    quiet: bool = QUIET_OPT,
     as_json: bool = JSON_OPT,
 ) -> None:
     """The seminar table: teacher once, student alone, then the student with each method (same seeds and budget)."""
+    from edgekd import api
     from edgekd.tables import compare_table
-    from edgekd.train.compare import DEFAULT
-    from edgekd.train.compare import compare as run_compare
 
-    cfg = _distill_config(data=data, data_dir=data_dir, download=download, teacher=teacher, teacher_weight=None,
-                          student=student, target=target, method=None, temperature=temperature, epochs=epochs,
-                          teacher_epochs=teacher_epochs, seeds=seeds, labeled_fraction=labeled_fraction, run=run,
-                          resume=False, progress=progress and not as_json)
-    result = run_compare(cfg, methods=tuple(only or DEFAULT))
-    _print(compare_table(result), result, as_json)
+    result = api.compare(data=data, data_dir=data_dir, download=download, teacher=teacher or None,
+                         student=student, target=target, methods=only or None, temperature=temperature,
+                         epochs=epochs, teacher_epochs=teacher_epochs, seeds=seeds, labeled_fraction=labeled_fraction,
+                         run=run, progress=progress and not as_json and not quiet, device=device)
+    _print(compare_table(result.to_json()), result.to_json(), as_json)
 
 
 @app.command("select-teacher")
 def select_teacher(
     student: str = STUDENT_OPT,
     teacher: List[str] = typer.Option(..., help="Candidate teacher (name or .pt path); repeat for each."),
-    data: str = DATA_OPT, data_dir: Path = DATA_DIR_OPT, download: bool = DOWNLOAD_OPT, target: str = TARGET_OPT,
+    data: str = DATA_OPT, data_dir: Optional[Path] = DATA_DIR_OPT, download: bool = DOWNLOAD_OPT, target: str = TARGET_OPT,
     temperature: float = TEMP_OPT,
-    n: int = typer.Option(256, help="Examples whose per-example gradients are scored."),
-    warmup_steps: int = typer.Option(0, help="CE steps on the student before scoring (0 = at initialisation)."),
+    n: int = typer.Option(defaults.SELECT_TEACHER_N, help="Examples whose per-example gradients are scored."),
+    warmup_steps: int = typer.Option(defaults.SELECT_TEACHER_WARMUP_STEPS, help="CE steps on the student before scoring (0 = at initialisation)."),
     teacher_epochs: int = T_EPOCHS_OPT, labeled_fraction: float = LF_OPT,
     higher_is_better: bool = typer.Option(False, help="Rank a higher GRACE score first (default: lower first, as measured)."),
     seed: int = typer.Option(0, help="Seed for the projection and the splits."),
@@ -207,15 +214,15 @@ def select_teacher(
     as_json: bool = JSON_OPT,
 ) -> None:
     """Rank candidate teachers for a student before paying for distillation (GRACE-style score + baselines)."""
-    from edgekd.search.teacher import select_teachers
+    from edgekd import api
     from edgekd.tables import teacher_selection_table
 
-    result = select_teachers(student=student, teachers=list(teacher), data=data, data_dir=data_dir, download=download,
-                             target=target, run=run, temperature=temperature, n=n, warmup_steps=warmup_steps,
-                             teacher_epochs=teacher_epochs, seed=seed, progress=progress and not as_json,
-                             higher_is_better=higher_is_better, labeled_fraction=labeled_fraction)
-    result.setdefault("student", student)
-    _print(teacher_selection_table(result), result, as_json)
+    result = api.select_teacher(student=student, teachers=list(teacher), data=data, data_dir=data_dir,
+                                download=download, target=target, run=run, temperature=temperature, n=n,
+                                warmup_steps=warmup_steps, teacher_epochs=teacher_epochs, seed=seed,
+                                progress=progress and not as_json, higher_is_better=higher_is_better,
+                                labeled_fraction=labeled_fraction)
+    _print(teacher_selection_table(result.to_json()), result.to_json(), as_json)
 
 
 @app.command("select-student")
@@ -223,28 +230,28 @@ def select_student_cmd(
     target: str = typer.Option(..., help="Target profile name or .toml path; every candidate uses only its ops."),
     teacher: Optional[List[str]] = TEACHER_OPT,
     budget_ms: Optional[float] = typer.Option(None, help="Latency budget (p90, ms); default: the profile's."),
-    trials: int = typer.Option(12, help="Candidates to time (the predictor skips hopeless draws without timing)."),
+    trials: int = typer.Option(defaults.SEARCH_TRIALS, help="Candidates to time (the predictor skips hopeless draws without timing)."),
     seed: int = typer.Option(0, help="Seed for sampling the search space (same seed, same result)."),
-    runner: str = typer.Option("local", help="local | qemu | ssh://USER@HOST[:PORT]"),
-    data: str = DATA_OPT, data_dir: Path = DATA_DIR_OPT, download: bool = DOWNLOAD_OPT,
+    runner: str = typer.Option(defaults.RUNNER, help="local | qemu | ssh://USER@HOST[:PORT]"),
+    data: str = DATA_OPT, data_dir: Optional[Path] = DATA_DIR_OPT, download: bool = DOWNLOAD_OPT,
     epochs: int = EPOCHS_OPT,
     short_epochs: Optional[int] = typer.Option(None, help="Epochs of the first successive-halving round."),
-    seeds: int = typer.Option(1, help="Seeds per finalist."),
+    seeds: int = typer.Option(defaults.SEARCH_SEEDS, help="Seeds per finalist."),
     method: Optional[List[str]] = typer.Option(None, help="Loss NAME[:WEIGHT], repeatable (default: soft:0.7 ce:0.3)."),
     teacher_epochs: int = T_EPOCHS_OPT, run: Optional[Path] = RUN_OPT,
     progress: bool = typer.Option(True, help="Show progress bars."),
     as_json: bool = JSON_OPT,
 ) -> None:
     """Search students built from the target's ops: predict, time, drop what misses the budget, distil the rest with successive halving."""
-    from edgekd.search.student import select_student, select_table
+    from edgekd import api
+    from edgekd.search.pareto import select_table
 
-    teachers = teacher or [defaults.TEACHER]
-    result = select_student(target=target, teacher=teachers[0] if len(teachers) == 1 else list(teachers),
-                            data=data, data_dir=data_dir, download=download, budget_ms=budget_ms, trials=trials,
-                            seed=seed, runner=runner, epochs=epochs, short_epochs=short_epochs, seeds=seeds,
-                            methods=tuple(method or defaults.METHODS), teacher_epochs=teacher_epochs, run=run,
-                            progress=progress and not as_json)
-    _print(select_table(result), {k: v for k, v in result.items() if k != "summary"}, as_json)
+    result = api.select_student(target=target, teacher=teacher or [defaults.TEACHER], data=data, data_dir=data_dir,
+                                download=download, budget_ms=budget_ms, trials=trials, seed=seed, runner=runner,
+                                epochs=epochs, short_epochs=short_epochs, seeds=seeds,
+                                methods=method or defaults.METHODS, teacher_epochs=teacher_epochs, run=run,
+                                progress=progress and not as_json)
+    _print(select_table(result.to_json()), result.to_json(), as_json)
 
 
 @app.command()
@@ -257,11 +264,11 @@ def export(
     as_json: bool = JSON_OPT,
 ) -> None:
     """Export the student to ONNX, audit its ops, check parity, write golden vectors and the manifest."""
-    from edgekd.deploy.export import export_run
+    from edgekd import api
     from edgekd.tables import export_table
 
-    manifest = export_run(target=target, run=run, quantize=quantize, batch=batch, exporter=exporter)
-    _print(export_table(manifest), manifest, as_json)
+    result = api.export(target=target, run=run, quantize=quantize, batch=batch, exporter=exporter)
+    _print(export_table(result.to_json()), result.to_json(), as_json)
 
 
 @app.command()
@@ -270,7 +277,7 @@ def bench(
     target: Optional[List[str]] = typer.Option(None, help="Target profile; repeat for a side-by-side table "
                                                           "(default: the run's only exported target)."),
     run: Optional[Path] = typer.Option(None, help="Run folder (default: artifacts/latest)."),
-    runner: str = typer.Option("local", help="local | qemu | ssh://USER@HOST[:PORT]"),
+    runner: str = typer.Option(defaults.RUNNER, help="local | qemu | ssh://USER@HOST[:PORT]"),
     min_seconds: float = typer.Option(defaults.BENCH_MIN_SECONDS, help="Time each model for at least this long."),
     compare: bool = typer.Option(True, help="Also time the teacher (ONNX) and the eager student."),
     shape: Optional[List[str]] = typer.Option(None, help="MODEL only: NAME=1x3x48x192 for symbolic dimensions."),
@@ -279,17 +286,19 @@ def bench(
     as_json: bool = JSON_OPT,
 ) -> None:
     """Time the exported model (or any ONNX MODEL) through the profile's execution providers; check the budgets."""
-    from edgekd.bench.run import bench_any
-    from edgekd.errors import CheckFailed
+    from edgekd import api
     from edgekd.tables import bench_output, err_console
 
-    result = bench_any(model=model, targets=list(target or []), run=run, runner=runner, compare=compare,
-                       min_seconds=min_seconds, shapes=list(shape or []), inputs=inputs, profile=profile)
-    for note in result.get("notes", []):
+    try:
+        result = api.bench(model=model, target=list(target or []), run=run, runner=runner, compare=compare,
+                           min_seconds=min_seconds, shapes=list(shape or []), inputs=inputs, profile=profile)
+    except CheckFailed as e:  # several targets or a model: the table of every row, then exit 1
+        if e.result is not None and e.result.mode != "run":
+            _print(bench_output(e.result.to_json()), e.result.to_json(), as_json)
+        raise
+    for note in result.notes:
         err_console.print(f"[yellow]note:[/yellow] {note}")
-    _print(bench_output(result), result, as_json)
-    if result.get("failures"):
-        raise CheckFailed("; ".join(result["failures"]))
+    _print(bench_output(result.to_json()), result.to_json(), as_json)
 
 
 @app.command()
@@ -299,14 +308,16 @@ def audit(
     as_json: bool = JSON_OPT,
 ) -> None:
     """List every operator of MODEL the target does not support, with node names (exit 1 if any)."""
-    from edgekd.deploy.audit import audit_file
-    from edgekd.errors import CheckFailed
+    from edgekd import api
     from edgekd.tables import audit_table
 
-    report = audit_file(model, target)
-    _print(audit_table(report), report.to_dict(), as_json)
-    if not report.passed:
-        raise CheckFailed(f"audit {model} against {report.target}: " + "; ".join(report.format_lines()))
+    try:
+        result = api.audit(model=model, target=target)
+    except CheckFailed as e:  # the table still shows what the audit found, then exit 1
+        if e.result is not None:
+            _print(audit_table(e.result.to_json()), e.result.to_json(), as_json)
+        raise
+    _print(audit_table(result.to_json()), result.to_json(), as_json)
 
 
 @app.command()
@@ -315,32 +326,42 @@ def targets(
     as_json: bool = JSON_OPT,
 ) -> None:
     """List the target profiles, or show one."""
-    from edgekd.deploy.targets import list_targets, load_target
+    from edgekd import api
     from edgekd.tables import console, targets_table
 
     if name is None:
-        profiles = [load_target(n) for n in list_targets()]
-        _print(targets_table(profiles), [p.to_dict() for p in profiles], as_json)
+        profiles = api.list_targets()
+        _print(targets_table(profiles), [p.to_json() for p in profiles], as_json)
         return
-    prof = load_target(name)
+    prof = api.load_target(name=name)
     if as_json:
-        _print(None, prof.to_dict(), True)
+        _print(None, prof.to_json(), True)
     else:
-        console.print_json(json.dumps(prof.to_dict(), default=str))
+        console.print_json(json.dumps(prof.to_json(), default=str))
+
+
+@app.command()
+def teachers(data: str = DATA_OPT, data_dir: Optional[Path] = DATA_DIR_OPT, as_json: bool = JSON_OPT) -> None:
+    """List the registry teachers with their cost (params, MFLOPs) at the data's input size."""
+    from edgekd import api
+    from edgekd.tables import teachers_table
+
+    result = api.teachers(data=data, data_dir=data_dir)
+    _print(teachers_table(result.to_json()), result.to_json(), as_json)
 
 
 @app.command()
 def verify(run: Optional[Path] = typer.Argument(None, help="Run folder (default: artifacts/latest)."),
            as_json: bool = JSON_OPT) -> None:
     """Hash every file the run's manifests name; exit 1 if any is missing or differs."""
-    from edgekd.artifacts import verify_run
+    from edgekd import api
     from edgekd.tables import console
 
-    result = verify_run(run)
+    result = api.verify(run=run)
     if as_json:
-        _print(None, result, True)
+        _print(None, result.to_json(), True)
     else:
-        console.print(f"verified {len(result['checked'])} files in {result['run']}: all match their manifests")
+        console.print(f"verified {len(result.checked)} files in {result.run}: all match their manifests")
 
 
 @app.command()
@@ -348,21 +369,26 @@ def report(runs: Optional[List[Path]] = typer.Argument(None, metavar="RUN", help
            out: Optional[Path] = typer.Option(None, help="Output file (default: RUN/report.html; several runs: artifacts/report-compare.html)."),
            ) -> None:
     """Write one self-contained HTML page for a run, or several runs side by side (opens offline)."""
-    from edgekd.report import make_report
+    from edgekd import api
 
-    typer.echo(f"report: {make_report(list(runs or []), out=out)}")
+    typer.echo(f"report: {api.report(runs=list(runs or []), out=out).path}")
 
 
 @runner_app.command("setup")
 def runner_setup(kind: str = typer.Argument(..., help="qemu")) -> None:
     """Prepare a runner: `qemu` builds an aarch64 ONNX Runtime root under qemu-user in a user cache."""
     from edgekd.bench.qemu import setup_qemu
-    from edgekd.errors import BadInput
 
     if kind != "qemu":
         raise BadInput(f"unknown runner to set up '{kind}'; valid: qemu")
     path = setup_qemu(progress=lambda m: typer.echo(m, err=True))
     typer.echo(f"qemu runner ready: {path}")
+
+
+# Parameters whose flag is not `--` + the name with dashes (repeatable options are singular).
+FLAGS = {"methods": "--method", "teacher_weights": "--teacher-weight", "loss_options": "--loss-option",
+         "student_taps": "--student-tap", "teacher_taps": "--teacher-tap", "teachers": "--teacher",
+         "name": "NAME", "model": "MODEL"}
 
 
 def one_line(e: Exception) -> str:
@@ -375,13 +401,23 @@ def one_line(e: Exception) -> str:
     return text.replace("\n", "\\n") or type(e).__name__
 
 
+def flag_text(e: Exception) -> str:
+    """`one_line(e)` with the parameters it names (BadInput.params) shown as flags: the one place
+    where library names (`teacher_epochs`) become the command's (`--teacher-epochs`)."""
+    text = one_line(e)
+    for param in getattr(e, "params", ()):
+        flag = FLAGS.get(param, "--" + param.replace("_", "-"))
+        text = re.sub(rf"(?<![\w-]){re.escape(param)}(?![\w-])", lambda _: flag, text, count=1)
+    return text
+
+
 def main() -> None:
     """Entry point: one line and the right exit code for edgekd's own errors, never a traceback."""
     try:
         app(standalone_mode=False)
     except EdgekdError as e:
         head = "error" if e.exit_code == 2 else "check failed"
-        typer.echo(f"edgekd: {head}: {one_line(e)}", err=True)
+        typer.echo(f"edgekd: {head}: {flag_text(e)}", err=True)
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
         typer.echo("edgekd: interrupted; the last epoch checkpoint is kept (continue with --resume)", err=True)

@@ -5,15 +5,20 @@ Every loader returns a `DataBundle`: three torch Datasets yielding
 the manifest records (shape, labels, mean/std, how the split was made).
 
 Datasets:
-- `digits`: scikit-learn's bundled 8×8 digits, held in memory (it is tiny).
-- `mnist`, `fashion-mnist`, `cifar10`: torchvision's classes reading `--data-dir`
-  (downloading only with `--download`). The official test split is the test
-  set; a stratified `VAL_FRACTION` of the official train split is the val set.
+- `digits`: scikit-learn's bundled 8×8 digits (pixel values 0..16).
+- `mnist`, `fashion-mnist`: the original IDX files, gzipped or not, parsed here with
+  numpy, from --data-dir, from torchvision's MNIST/raw (FashionMNIST/raw) layout under it,
+  or, with no --data-dir, ./data and then Debian's /usr/share/datasets/fashion-mnist.
+  The official test split is the test set; a stratified, seeded VAL_FRACTION of the
+  official train split is the val set.
+- `cifar10`: torchvision's class reading --data-dir (downloading only with --download).
 - `imagefolder:DIR`: one subfolder per class, or `train/`, `test/` (and
   optionally `val/`) each holding one subfolder per class.
 
-Everything but digits streams: the datasets keep raw uint8 pixels (or file
-paths) and run the transform per item, so DataLoader workers can be used.
+Digits, MNIST and Fashion-MNIST are held in memory as one uint8 tensor (`InMemory`) and
+normalised per batch: `split.batch(indices)` is the training loop's fast path, and
+`split[i]` yields the same sample. cifar10 and imagefolder stream: they keep raw
+pixels (or file paths) and run the transform per item, so DataLoader workers can be used.
 
 Preprocessing is always `(pixels * scale - mean) / std` per channel, with
 `scale = 1/255` for images (1/16 for digits) and mean/std computed on the
@@ -26,6 +31,7 @@ import contextlib
 import hashlib
 import math
 import os
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -33,11 +39,14 @@ from typing import Any, Callable
 import numpy as np
 
 from edgekd import defaults
-from edgekd.errors import BadInput
+from edgekd.errors import BadInput, first_line
 
 
 @dataclass
 class DataBundle:
+    """One dataset ready for training: train/val/test splits (normalised tensors), class names,
+    input shape and the preprocessing that export records in the manifest. From `load_data`."""
+
     name: str
     train: Any   # torch.utils.data.Dataset
     val: Any
@@ -54,6 +63,7 @@ class DataBundle:
     augmented: bool = False
 
     def describe(self) -> dict[str, Any]:
+        """What config.json and the manifest record: shape, labels, preprocessing, the split."""
         return {
             "name": self.name, "num_classes": self.num_classes,
             "input_shape": list(self.input_shape), "labels": self.labels,
@@ -83,29 +93,21 @@ def split_record(train, val, test, *, seed: int, fractions=defaults.SPLIT_FRACTI
             "test_indices_sha256": digest}
 
 
-def _tensor_dataset(x: np.ndarray, y: np.ndarray):
-    import torch
-
-    return torch.utils.data.TensorDataset(torch.from_numpy(x), torch.from_numpy(y.astype(np.int64)))
-
-
 def load_digits_bundle(*, seed: int = defaults.SPLIT_SEED, **_: Any) -> DataBundle:
-    """scikit-learn's bundled 8×8 digits (1,797 real samples, pixel values 0..16)."""
+    """scikit-learn's bundled 8×8 digits (1,797 real samples, pixel values 0..16), in memory."""
     from sklearn.datasets import load_digits
 
     d = load_digits()
-    x = (d.images.astype(np.float32) / 16.0)[:, None, :, :]
+    x = d.images.astype(np.uint8)[:, None, :, :]   # integers 0..16: exact as uint8
     y = d.target.astype(np.int64)
     train, val, test = stratified_split(y, seed=seed)
     # Normalise with statistics of the training split only, so test data stays unseen.
-    mean, std = float(x[train].mean()), float(x[train].std())
-    x = (x - mean) / std
-    return DataBundle(
-        name="digits", train=_tensor_dataset(x[train], y[train]),
-        val=_tensor_dataset(x[val], y[val]), test=_tensor_dataset(x[test], y[test]),
-        num_classes=10, input_shape=(1, 8, 8), labels=[str(i) for i in range(10)],
-        mean=[mean], std=[std], scale=1.0 / 16.0, split=split_record(train, val, test, seed=seed),
-    )
+    scaled = x[train].astype(np.float64) / 16.0
+    mean, std = float(scaled.mean()), float(scaled.std())
+    return _in_memory_bundle(
+        "digits", {"train": (x, y, train), "val": (x, y, val), "test": (x, y, test)},
+        scale=1.0 / 16.0, mean=[mean], std=[std], num_classes=10, labels=[str(i) for i in range(10)],
+        split=split_record(train, val, test, seed=seed))
 
 
 # ---------------------------------------------------------------------------
@@ -187,16 +189,13 @@ def _pixel_stats(images: np.ndarray, indices: np.ndarray) -> tuple[list[float], 
     return _finish_stats(total, squares, count)
 
 
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
 
 
 def _too_few(labels: np.ndarray, what: str, e: ValueError) -> BadInput:
     """sklearn's 'too few samples to stratify' ValueError, as one line of BadInput."""
     counts = np.bincount(labels)
     return BadInput(f"{what}: too few samples for a stratified split ({len(labels)} in all, "
-                    f"smallest class has {counts[counts > 0].min()}): {_first_line(e)}")
+                    f"smallest class has {counts[counts > 0].min()}): {first_line(e)}")
 
 
 def _split_or_bad_input(labels: np.ndarray, *, what: str, seed: int):
@@ -228,10 +227,214 @@ def _official_split_record(train, val, n_test: int, *, seed: int) -> dict[str, A
 
 
 # ---------------------------------------------------------------------------
-# mnist, fashion-mnist, cifar10 through torchvision
+# In memory: uint8 pixels, normalised per batch
+
+class InMemory:
+    """Items `indices` of raw pixels held as one uint8 N×C×H×W tensor, normalised when read.
+
+    Small datasets (IDX files, digits) live here: 60,000 Fashion-MNIST images are 47 MB as
+    uint8 and four times that as float32, and decoding sample by sample through PIL costs more
+    than a small student's step. `batch(indices)` is the training loop's fast path: one gather
+    and one fused multiply-add for the whole batch. `__getitem__` yields the same single
+    sample, float32 C×H×W, for everything else (DataLoader, parity, golden files).
+    """
+
+    def __init__(self, pixels: Any, labels: np.ndarray, indices: np.ndarray, *,
+                 scale: float, mean: list[float], std: list[float]):
+        import torch
+
+        self.pixels = torch.as_tensor(pixels)            # shared by the views of one split
+        self.all_labels = torch.as_tensor(np.asarray(labels, dtype=np.int64))
+        self.indices = np.asarray(indices, dtype=np.int64)
+        self._index = torch.from_numpy(self.indices)
+        self.targets = np.asarray(labels, dtype=np.int64)[self.indices]
+        c = self.pixels.shape[1]
+        # (p·scale − mean) / std  ==  p·a + b: one multiply-add per pixel
+        self._a = torch.tensor([scale / s for s in std], dtype=torch.float32).view(1, c, 1, 1)
+        self._b = torch.tensor([-m / s for m, s in zip(mean, std)], dtype=torch.float32).view(1, c, 1, 1)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int):
+        x, y = self.batch([i])
+        return x[0], int(y[0])
+
+    def batch(self, indices: Any):
+        """(normalised float32 B×C×H×W, int64 labels) of the view's items `indices`."""
+        import torch
+
+        rows = self._index[torch.as_tensor(indices, dtype=torch.int64)]
+        x = self.pixels.index_select(0, rows).to(torch.float32)
+        return x.mul_(self._a).add_(self._b), self.all_labels.index_select(0, rows)
+
+
+def _in_memory_bundle(name: str, parts: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]], *, scale: float, mean: list[float], std: list[float], **info: Any) -> DataBundle:
+    """A DataBundle of InMemory views; `parts[split] = (pixels N×C×H×W, labels, indices)`."""
+    views = {s: InMemory(p, y, i, scale=scale, mean=mean, std=std) for s, (p, y, i) in parts.items()}
+    return DataBundle(name=name, train=views["train"], val=views["val"], test=views["test"],
+                      input_shape=tuple(parts["train"][0].shape[1:]), mean=mean, std=std, scale=scale, **info)
+
+
+# ---------------------------------------------------------------------------
+# mnist, fashion-mnist: the original IDX files, read with numpy
+
+IDX_DTYPES = {0x08: "u1", 0x09: "i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+def _idx_bytes(path: Path) -> bytes:
+    """The file's bytes, gunzipped when it starts with gzip's magic (whatever its name)."""
+    import gzip
+    import zlib
+
+    raw = path.read_bytes()
+    if raw[:2] != b"\x1f\x8b":
+        return raw
+    try:
+        return gzip.decompress(raw)
+    except (OSError, EOFError, zlib.error) as e:
+        raise BadInput(f"{path}: corrupt or truncated gzip data ({first_line(e)}); "
+                       f"replace it with the original file") from None
+
+
+def read_idx(path: str | Path) -> np.ndarray:
+    """An IDX file (the MNIST format), gzipped or not: magic 00 00 TYPE NDIM, NDIM big-endian
+    uint32 dims, then the data. Anything else (bad magic, truncated, extra bytes) is BadInput
+    naming the file."""
+    path = Path(path)
+    raw = _idx_bytes(path)
+    if len(raw) < 4 or raw[:2] != b"\0\0" or raw[2] not in IDX_DTYPES or raw[3] == 0:
+        raise BadInput(f"{path}: not an IDX file (starts {raw[:4].hex() or 'empty'}; expected 0000 08 then "
+                       f"the number of dimensions, e.g. 00000803 for images, 00000801 for labels)")
+    ndim, header = raw[3], 4 + 4 * raw[3]
+    if len(raw) < header:
+        raise BadInput(f"{path}: truncated IDX header ({len(raw)} bytes; {ndim} dimensions need {header})")
+    dims = struct.unpack(f">{ndim}I", raw[4:header])
+    dtype = np.dtype(IDX_DTYPES[raw[2]])
+    need = math.prod(dims) * dtype.itemsize
+    if len(raw) - header != need:
+        what = "truncated" if len(raw) - header < need else "longer than its header says"
+        raise BadInput(f"{path}: {what}: dims {'x'.join(map(str, dims))} need {need} bytes of data, "
+                       f"found {len(raw) - header}")
+    return np.frombuffer(raw, dtype, offset=header).reshape(dims).copy()  # writable, owns its memory
+
+
+@dataclass(frozen=True)
+class IdxDataset:
+    """An IDX dataset: where its files may be and what they hold."""
+
+    name: str
+    folder: str                          # torchvision's layout under --data-dir
+    torchvision_class: str               # only for --download
+    labels: tuple[str, ...]
+    system_dir: Path | None = None       # a distribution's package, read when no --data-dir is given
+    package: str | None = None
+
+
+IDX_FILES = {"train_images": "train-images-idx3-ubyte", "train_labels": "train-labels-idx1-ubyte",
+             "test_images": "t10k-images-idx3-ubyte", "test_labels": "t10k-labels-idx1-ubyte"}
+FASHION_LABELS = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                  "Ankle boot")
+IDX_DATASETS = {
+    "mnist": IdxDataset("mnist", "MNIST/raw", "MNIST", tuple(str(i) for i in range(10))),
+    "fashion-mnist": IdxDataset("fashion-mnist", "FashionMNIST/raw", "FashionMNIST", FASHION_LABELS,
+                                system_dir=defaults.FASHION_MNIST_SYSTEM_DIR, package="dataset-fashion-mnist"),
+}
+
+
+def _idx_file(folder: Path, stem: str) -> Path | None:
+    """`stem`, `stem.gz`, or the common 'train-images.idx3-ubyte' spelling, in `folder`."""
+    dotted = stem.replace("-idx", ".idx")
+    for name in (stem, f"{stem}.gz", dotted, f"{dotted}.gz"):
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
+def idx_places(spec: IdxDataset, data_dir: str | Path | None) -> list[Path]:
+    """Where the files are looked for, in order: the folder, torchvision's layout under it, and
+    (only when no --data-dir is given) the distribution's system folder."""
+    base = Path(data_dir) if data_dir is not None else defaults.DATA_DIR
+    places = [base, base / spec.folder]
+    if data_dir is None and spec.system_dir is not None:
+        places.append(spec.system_dir)
+    return places
+
+
+def find_idx_files(spec: IdxDataset, data_dir: str | Path | None) -> dict[str, Path]:
+    """The four files from the first place holding all of them, or BadInput naming every place."""
+    partial = []
+    for folder in idx_places(spec, data_dir):
+        found = {k: _idx_file(folder, stem) for k, stem in IDX_FILES.items()}
+        if all(found.values()):
+            return found  # type: ignore[return-value]
+        if any(found.values()):
+            partial.append(f"{folder} lacks {', '.join(IDX_FILES[k] for k, f in found.items() if f is None)}")
+    base = Path(data_dir) if data_dir is not None else defaults.DATA_DIR
+    where = f"{base}, {base / spec.folder} (torchvision's layout)"
+    if spec.system_dir is not None:
+        used = "" if data_dir is None else " (read when no --data-dir is given)"
+        where += f" or {spec.system_dir}{used}; `apt-get install {spec.package}` puts them there"
+    seen = f" ({'; '.join(partial)})" if partial else ""
+    raise BadInput(f"{spec.name}: no IDX files {IDX_FILES['train_images']}[.gz] etc. in {where}{seen}; "
+                   f"put them in one of these, or pass --download")
+
+
+def _download_idx(spec: IdxDataset, data_dir: str | Path | None) -> None:
+    """torchvision's downloader, which writes the IDX files under DIR/<Class>/raw."""
+    from torchvision import datasets
+
+    base = Path(data_dir) if data_dir is not None else defaults.DATA_DIR
+    try:
+        getattr(datasets, spec.torchvision_class)(str(base), train=True, download=True)
+    except Exception as e:  # URLError, RuntimeError, ...
+        raise BadInput(f"{spec.name}: download into {base} failed: {first_line(e)}") from None
+
+
+def _idx_pair(spec: IdxDataset, images: Path, labels: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(uint8 N×1×H×W, int64 labels) from one images/labels pair, checked against each other."""
+    x, y = read_idx(images), read_idx(labels)
+    if x.dtype != np.uint8 or x.ndim != 3 or len(x) == 0:
+        raise BadInput(f"{images}: expected uint8 images N×H×W, found {x.dtype} of shape {x.shape}")
+    if y.ndim != 1 or len(y) != len(x):
+        raise BadInput(f"{labels}: holds {y.shape} labels for the {len(x)} images in {images.name}")
+    y = y.astype(np.int64)
+    if y.min() < 0 or y.max() >= len(spec.labels):
+        raise BadInput(f"{labels}: labels must be 0..{len(spec.labels) - 1}, found {y.min()}..{y.max()}")
+    return x[:, None], y
+
+
+def load_idx_bundle(spec: IdxDataset, *, data_dir: str | Path | None = None, download: bool = False,
+                    seed: int = defaults.SPLIT_SEED) -> DataBundle:
+    """mnist / fashion-mnist from the IDX files: the official 60k/10k split, with a stratified
+    VAL_FRACTION of the official train split held out (seeded) as validation."""
+    try:
+        files = find_idx_files(spec, data_dir)
+    except BadInput:
+        if not download:
+            raise
+        _download_idx(spec, data_dir)
+        files = find_idx_files(spec, data_dir)
+    x, y = _idx_pair(spec, files["train_images"], files["train_labels"])
+    x_test, y_test = _idx_pair(spec, files["test_images"], files["test_labels"])
+    if x_test.shape[1:] != x.shape[1:]:
+        raise BadInput(f"{files['test_images']}: images are {x_test.shape[2:]}, the train images {x.shape[2:]}")
+    train, val = _val_split(y, seed=seed, what=f"{spec.name} ({files['train_labels']})")
+    mean, std = _pixel_stats(x[:, 0, :, :, None], train)
+    split = _official_split_record(train, val, len(y_test), seed=seed)
+    split["files"] = {k: str(p) for k, p in files.items()}
+    return _in_memory_bundle(
+        spec.name, {"train": (x, y, train), "val": (x, y, val), "test": (x_test, y_test, np.arange(len(y_test)))},
+        scale=PIXEL_SCALE, mean=mean, std=std, num_classes=len(spec.labels), labels=list(spec.labels), split=split)
+
+
+# ---------------------------------------------------------------------------
+# cifar10 through torchvision
 
 @dataclass(frozen=True)
 class OfficialDataset:
+    """A torchvision dataset `--data` can name: its class, the files it needs under `data_dir`."""
+
     name: str
     torchvision_class: str
     folder: str                   # where torchvision reads the files, under --data-dir
@@ -241,12 +444,7 @@ class OfficialDataset:
     can_augment: bool = False
 
 
-_MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
-                "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 OFFICIAL = {
-    "mnist": OfficialDataset("mnist", "MNIST", "MNIST/raw", _MNIST_FILES, (1, 28, 28),
-                             labels=tuple(str(i) for i in range(10))),
-    "fashion-mnist": OfficialDataset("fashion-mnist", "FashionMNIST", "FashionMNIST/raw", _MNIST_FILES, (1, 28, 28)),
     "cifar10": OfficialDataset("cifar10", "CIFAR10", "cifar-10-batches-py",
                                tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch", "batches.meta"),
                                (3, 32, 32), can_augment=True),
@@ -278,11 +476,11 @@ def _open_official(spec: OfficialDataset, *, data_dir: Path, train: bool, downlo
         return cls(str(data_dir), train=train, download=download)
     except Exception as e:  # torchvision raises RuntimeError, URLError, AssertionError, pickle errors...
         if download and any(not (folder / f).is_file() for f in spec.files):
-            raise BadInput(f"{spec.name}: download into {data_dir} failed: {_first_line(e)}") from None
+            raise BadInput(f"{spec.name}: download into {data_dir} failed: {first_line(e)}") from None
         if spec.torchvision_class == "CIFAR10" and (bad := _corrupt_cifar_file(cls, folder)):
             raise BadInput(f"{spec.name}: {folder / bad} does not match the official md5; "
                            f"delete it and pass --download") from None
-        raise BadInput(f"{spec.name}: cannot read {folder}: {_first_line(e)}") from None
+        raise BadInput(f"{spec.name}: cannot read {folder}: {first_line(e)}") from None
 
 
 def _raw_arrays(spec: OfficialDataset, base: Any, folder: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -365,7 +563,7 @@ def load_image_file(path: str):
     except Image.UnidentifiedImageError:
         raise BadInput(f"imagefolder: cannot read image {str(path)!r}: not an image format PIL knows") from None
     except Exception as e:  # Pillow's decoders raise many types on corrupt files
-        raise BadInput(f"imagefolder: cannot read image {str(path)!r}: {_first_line(e)}") from None
+        raise BadInput(f"imagefolder: cannot read image {str(path)!r}: {first_line(e)}") from None
 
 
 def _open_image_folder(folder: Path) -> Any:
@@ -381,7 +579,7 @@ def _open_image_folder(folder: Path) -> Any:
     try:
         return datasets.ImageFolder(str(folder), loader=load_image_file)
     except (FileNotFoundError, ValueError) as e:  # "Found no valid file for the classes ..."
-        raise BadInput(f"imagefolder: {str(folder)!r}: {_first_line(e)}") from None
+        raise BadInput(f"imagefolder: {str(folder)!r}: {first_line(e)}") from None
 
 
 def _image_stats(base: Any, indices: np.ndarray, size: int) -> tuple[list[float], list[float], str]:
@@ -460,16 +658,26 @@ def load_imagefolder_bundle(*, root: str | Path, seed: int = defaults.SPLIT_SEED
 # Registry
 
 def _official_loader(spec: OfficialDataset) -> Callable[..., DataBundle]:
-    def load(*, data_dir: str | Path = defaults.DATA_DIR, download: bool = False,
+    def load(*, data_dir: str | Path | None = None, download: bool = False,
              seed: int = defaults.SPLIT_SEED, augment: bool = False, **_: Any) -> DataBundle:
-        return load_official_bundle(spec, data_dir=data_dir, download=download, seed=seed, augment=augment)
+        return load_official_bundle(spec, data_dir=defaults.DATA_DIR if data_dir is None else data_dir,
+                                    download=download, seed=seed, augment=augment)
     load.__doc__ = f"{spec.name} through torchvision.datasets.{spec.torchvision_class}."
+    return load
+
+
+def _idx_loader(spec: IdxDataset) -> Callable[..., DataBundle]:
+    def load(*, data_dir: str | Path | None = None, download: bool = False,
+             seed: int = defaults.SPLIT_SEED, **_: Any) -> DataBundle:
+        return load_idx_bundle(spec, data_dir=data_dir, download=download, seed=seed)
+    load.__doc__ = f"{spec.name} from its IDX files (gzipped or not), held in memory."
     return load
 
 
 # name -> loader(data_dir=..., download=..., seed=..., augment=...); "imagefolder" takes root=...
 DATASETS: dict[str, Callable[..., DataBundle]] = {
     "digits": load_digits_bundle,
+    **{name: _idx_loader(spec) for name, spec in IDX_DATASETS.items()},
     **{name: _official_loader(spec) for name, spec in OFFICIAL.items()},
     "imagefolder": load_imagefolder_bundle,
 }
@@ -480,13 +688,14 @@ def data_names() -> list[str]:
     return [*(n for n in DATASETS if n != "imagefolder"), "imagefolder:DIR"]
 
 
-def load_data(name: str = defaults.DATA, *, data_dir: str | Path = defaults.DATA_DIR,
+def load_data(name: str = defaults.DATA, *, data_dir: str | Path | None = None,
               download: bool = False, seed: int = defaults.SPLIT_SEED,
               augment: bool = False, image_size: int | None = None) -> DataBundle:
     """Load a dataset by name: one of `data_names()`.
 
-    `augment` (random train transform) is for AUGMENTABLE datasets and imagefolder:DIR;
-    `image_size` (None = IMAGE_SIZE) applies to imagefolder:DIR only.
+    `data_dir` None means the default: `defaults.DATA_DIR`, and for fashion-mnist also
+    Debian's system folder. `augment` (random train transform) is for AUGMENTABLE datasets
+    and imagefolder:DIR; `image_size` (None = IMAGE_SIZE) applies to imagefolder:DIR only.
     """
     if augment and name not in AUGMENTABLE and not name.startswith("imagefolder:"):
         raise BadInput(f"augmentation is not available for --data '{name}'; available for: {', '.join(AUGMENTABLE)}, imagefolder:DIR")
@@ -500,12 +709,16 @@ def load_data(name: str = defaults.DATA, *, data_dir: str | Path = defaults.DATA
         raise BadInput(f"an image size applies to --data imagefolder:DIR only, not '{name}'")
     if name not in DATASETS or name == "imagefolder":
         raise BadInput(f"unknown --data '{name}'; valid: {', '.join(data_names())}")
-    return DATASETS[name](data_dir=Path(data_dir), download=download, seed=seed, augment=augment)
+    return DATASETS[name](data_dir=None if data_dir is None else Path(data_dir), download=download, seed=seed,
+                          augment=augment)
 
 
 def to_arrays(dataset, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The first `limit` samples of a dataset as (float32 inputs, int64 labels)."""
     n = len(dataset) if limit is None else min(limit, len(dataset))
+    if hasattr(dataset, "batch") and n:  # in memory: one gather instead of n items
+        x, y = dataset.batch(np.arange(n))
+        return x.numpy(), y.numpy().astype(np.int64)
     xs, ys = [], []
     for i in range(n):
         x, y = dataset[i]

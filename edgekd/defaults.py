@@ -6,13 +6,15 @@ from pathlib import Path
 
 # data
 DATA = "digits"
-DATA_DIR = Path("data")
+DATA_DIR = Path("data")        # read when no --data-dir is given (then also the system folder below)
+FASHION_MNIST_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")   # Debian's dataset-fashion-mnist
 SPLIT_SEED = 0                 # the train/val/test split never changes with --seeds
 SPLIT_FRACTIONS = (0.6, 0.2, 0.2)   # train, val, test (stratified)
 BATCH_SIZE = 64
-NUM_WORKERS = 0                # DataLoader workers for streamed datasets
+NUM_WORKERS = -1               # DataLoader workers for streamed datasets; -1: cores - 2 (0 on 2 cores), at most 4
+# In-memory datasets skip the DataLoader: batches are cut from tensors (edgekd.train.datasets.take).
 
-# models
+# models (for small data and inputs; `recipe` below scales them with the data)
 TEACHER = "cnn"
 STUDENT = "small-cnn"
 
@@ -21,10 +23,73 @@ METHODS = ("soft:0.7", "ce:0.3")  # Hinton KD: w_soft * KL * T^2 + w_ce * CE
 TEMPERATURE = 4.0
 EPOCHS = 30
 TEACHER_EPOCHS = 15
+TEACHER_MODE = "mean"          # several teachers: mean | weighted | confidence
+PEERS = 2                      # online distillation (deep mutual learning)
+TEACHER_SEED = 0               # a registry teacher's initial weights and data order, whatever ran before
 SEEDS = 3
-LR = 3e-3
+LR = 3e-3                      # at BASE_BATCH; the loop uses LR × batch / BASE_BATCH (linear scaling rule)
+BASE_BATCH = 64
+LR_SCHEDULE = "auto"           # auto: cosine per epoch at ≤ BASE_BATCH; warmup-cosine above it
+LR_SCHEDULES = ("auto", "cosine", "warmup-cosine", "constant")
+WARMUP_EPOCHS = 1.0            # linear warm-up of warmup-cosine (Goyal et al. 2017 pair it with the linear rule)
 WEIGHT_DECAY = 1e-4
+DEVICE = "auto"                # auto: CUDA when available, else CPU
+PRECISION = "auto"             # auto: bf16 autocast on CUDA (fp16 where bf16 is missing), fp32 on CPU
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+def channels_last_for(device: str) -> bool:
+    """NHWC memory format: it won on CPU in benchmarks/bench_throughput.py (edgekd's loop ×1.29 teacher,
+    ×1.34 student at batch 64) and is what CUDA tensor cores read; on for every device."""
+    return True
 LABELED_FRACTION = 1.0
+
+# ---------------------------------------------------------------- the data-dependent rule
+# distill reads these through `recipe` for every option left unset (None in DistillConfig).
+LARGE_INPUT = 28              # inputs at least this big (min of H, W) get the early-downsampling teacher
+TEACHER_LARGE = "resnet-s"    # strided ResNet-style: ~130 MFLOPs at 28x28 where `cnn` needs ~700
+LARGE_DATA = 10_000           # train sets at least this big get the wider student
+STUDENT_LARGE = "wide-cnn"    # ~100k params, as Zalando's 2-conv baselines; small-cnn has 7.5k
+EPOCH_IMAGES = 300_000        # student: about this many images seen, within EPOCH_RANGE
+EPOCH_RANGE = (3, EPOCHS)
+TEACHER_EPOCH_IMAGES = 270_000   # Fashion-MNIST: 5 epochs (~590 images/s extrapolated: ~7.6 min)
+TEACHER_EPOCH_RANGE = (3, TEACHER_EPOCHS)
+
+
+def recipe(*, n_train: int, input_shape: tuple[int, ...], num_classes: int) -> dict:
+    """The defaults for one dataset: teacher, student, epochs, teacher_epochs, temperature, methods.
+
+    One rule, from the size of the train set and of the input:
+    - epochs are a budget of images seen (EPOCH_IMAGES), clipped to EPOCH_RANGE: the small
+      sets (digits: 1,078 images) keep the 30 epochs they were tuned with, Fashion-MNIST
+      (54,000) gets 6 — as many steps as 300 epochs of digits — and its teacher 5;
+    - inputs of LARGE_INPUT² and more get a teacher that downsamples early (TEACHER_LARGE):
+      the VGG-style `cnn` keeps full resolution and trains at ~130 images/s on 2 cores;
+    - train sets of LARGE_DATA and more get a wider student (STUDENT_LARGE): there, small-cnn's
+      gap to the teacher is capacity, which no distillation loss closes (the capacity gap);
+    - temperature and loss weights stay Hinton's (T = 4, 0.7 soft + 0.3 CE).
+    `num_classes` is accepted so that the rule can grow without changing its callers.
+    """
+    def clip(x: float, lo_hi: tuple[int, int]) -> int:
+        return int(min(max(round(x), lo_hi[0]), lo_hi[1]))
+
+    n = max(int(n_train), 1)
+    large_input = min(input_shape[-2:]) >= LARGE_INPUT
+    return {
+        "teacher": TEACHER_LARGE if large_input else TEACHER,
+        "student": STUDENT_LARGE if n >= LARGE_DATA else STUDENT,
+        "epochs": clip(EPOCH_IMAGES / n, EPOCH_RANGE),
+        "teacher_epochs": clip(TEACHER_EPOCH_IMAGES / n, TEACHER_EPOCH_RANGE),
+        "temperature": TEMPERATURE,
+        "methods": METHODS,
+    }
+
+
+# select-teacher / select-student
+SELECT_TEACHER_N = 256         # examples whose per-example gradients are scored
+SELECT_TEACHER_WARMUP_STEPS = 0
+SEARCH_TRIALS = 12             # candidates timed (draws the predictor skips come on top)
+SEARCH_SEEDS = 1               # seeds per finalist
 
 # export / parity
 TARGET = "cpu-arm"
@@ -43,6 +108,7 @@ INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
 
 # bench
+RUNNER = "local"               # local | qemu | ssh://USER@HOST[:PORT]
 BENCH_MIN_RUNS = 200
 BENCH_MIN_SECONDS = 1.0
 BENCH_WARMUP = 20
@@ -50,6 +116,7 @@ THROUGHPUT_BATCHES = (1, 8, 32)
 
 # artifacts
 ARTIFACTS = Path("artifacts")
+# The repository's profiles (a source checkout); a wheel carries them as edgekd._profiles.
 TARGETS_DIR = Path(__file__).resolve().parent.parent / "targets"
 
 # report

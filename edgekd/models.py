@@ -182,6 +182,40 @@ def conv_teacher(*, in_channels: int, num_classes: int, width: int = 128) -> Cla
     return Classifier(features, 4 * w, num_classes, dropout=0.2)
 
 
+class BasicBlock(nn.Module):
+    """ResNet's basic block: two 3×3 convs with BN and a shortcut (1×1 conv where the shape changes)."""
+
+    def __init__(self, cin: int, cout: int, *, stride: int = 1):
+        super().__init__()
+        relu = Ops(act="relu")
+        self.body = nn.Sequential(ConvBlock(cin, cout, relu, stride=stride),
+                                  nn.Conv2d(cout, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout))
+        self.shortcut = nn.Identity() if stride == 1 and cin == cout else nn.Sequential(
+            nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+        self.act = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.body(x) + self.shortcut(x))
+
+
+def strided_resnet(*, in_channels: int, num_classes: int, width: int = 32,
+                   blocks: tuple[int, ...] = (2, 2, 1)) -> Classifier:
+    """A ResNet-style teacher that downsamples early, for inputs of 28×28 and more.
+
+    A cheap full-resolution stem (width channels), then stages of BasicBlocks at 2·width,
+    4·width, 8·width channels, each starting with a stride-2 block: 28×28 is 14×14 after the
+    stem's first block, where most of the work happens. At width 32 on 1×28×28: 1.2M params,
+    ~95 MFLOPs per image (the VGG-style `cnn`: 2.2M params, ~700 MFLOPs)."""
+    layers: list[nn.Module] = [ConvBlock(in_channels, width, Ops(act="relu"))]
+    cin = width
+    for stage, n in enumerate(blocks):
+        cout = width * 2 ** (stage + 1)
+        for i in range(n):
+            layers.append(BasicBlock(cin, cout, stride=2 if i == 0 else 1))
+            cin = cout
+    return Classifier(nn.Sequential(*layers), cin, num_classes, dropout=0.1)
+
+
 def _resnet18(*, in_channels: int, num_classes: int) -> nn.Module:
     from torchvision.models import resnet18
 
@@ -235,6 +269,7 @@ def student_net(*, in_channels: int, num_classes: int, target_ops: frozenset[str
 
 # ---------------------------------------------------------------- registries
 TEACHERS: dict[str, Callable[..., nn.Module]] = {
+    "resnet-s": strided_resnet,
     "cnn": conv_teacher,
     "cnn-small": lambda **kw: conv_teacher(width=16, **kw),
     "resnet18": _resnet18,
@@ -247,6 +282,8 @@ STUDENTS: dict[str, dict[str, Any]] = {
     "small-cnn": dict(widths=(16, 32), block="conv"),
     "dsconv": dict(widths=(16, 32), block="dw"),
     "mbv2-tiny": dict(widths=(8, 16), block="ir", act="hardswish"),
+    # three stages to 7×7 at 28×28 (~100k params, ~30 MFLOPs): for train sets of 10k+ images
+    "wide-cnn": dict(widths=(32, 64, 128), block="conv"),
     # Strided stems for large inputs (32..224 px): the stem halves the input until it is at most
     # STEM_TARGET pixels, so the stages cost the same at any input size (`stem_stride_for`).
     "small-cnn-s": dict(widths=(16, 32), block="conv", stem_stride="auto"),
@@ -299,6 +336,58 @@ def create_student(name: str = defaults.STUDENT, *, in_channels: int, num_classe
 
 def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def model_mflops(model: nn.Module, input_shape: tuple[int, ...]) -> float:
+    """Forward MFLOPs for one input of `input_shape` (C, H, W): 2 × the multiply-adds of every
+    Conv2d and Linear, counted on a real forward pass (BN, activations and pools are left out:
+    they are < 5% of a CNN's work). Training costs about 3× this per image."""
+    macs = 0
+
+    def count(mod: nn.Module, _inp: Any, out: torch.Tensor) -> None:
+        nonlocal macs
+        if isinstance(mod, nn.Conv2d):
+            k = mod.kernel_size[0] * mod.kernel_size[1] * mod.in_channels // mod.groups
+            macs += out[0].numel() * k
+        elif isinstance(mod, nn.Linear):
+            macs += mod.in_features * mod.out_features
+
+    hooks = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    was_training = model.training
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, *input_shape))
+    finally:
+        model.train(was_training)
+        for h in hooks:
+            h.remove()
+    return 2 * macs / 1e6
+
+
+def model_cost(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, float]:
+    """{"params", "mflops"} of a model at one input size: what the teacher listing shows."""
+    return {"params": count_params(model), "mflops": round(model_mflops(model, input_shape), 2)}
+
+
+def teacher_costs(input_shape: tuple[int, ...], num_classes: int = 10) -> list[dict[str, Any]]:
+    """Every registry teacher's cost at `input_shape`: name, params, forward MFLOPs."""
+    out = []
+    for name in TEACHERS:
+        torch.manual_seed(0)
+        model = create_teacher(name, in_channels=input_shape[0], num_classes=num_classes)
+        out.append({"teacher": name, **model_cost(model, input_shape)})
+    return out
+
+
+def teachers_for_data(data: str = defaults.DATA, *, data_dir: Any = None) -> dict[str, Any]:
+    """`edgekd teachers`: every registry teacher's cost at the data's input size, and which
+    one distill picks by default for it (`defaults.recipe`)."""
+    from edgekd.data import load_data
+
+    bundle = load_data(data, data_dir=data_dir)
+    rule = defaults.recipe(n_train=len(bundle.train), input_shape=bundle.input_shape, num_classes=bundle.num_classes)
+    return {"data": bundle.name, "input_shape": list(bundle.input_shape), "default": rule["teacher"],
+            "teachers": teacher_costs(bundle.input_shape, bundle.num_classes)}
 
 
 # ---------------------------------------------------------------- op check before training

@@ -36,7 +36,9 @@ def distill_table(s: dict[str, Any]) -> Table:
     t.add_column("params", justify="right")
     t.add_column("test accuracy (mean ± std)", justify="right")
     acc = s["accuracy"]
-    t.add_row(f"teacher ({s['teacher']['arch']})", f"{s['teacher']['params']:,}", pct(acc["teacher"]))
+    mflops = s["teacher"].get("mflops")
+    cost = f", {mflops:,.0f} MFLOPs" if mflops is not None else ""
+    t.add_row(f"teacher ({s['teacher']['arch']}{cost})", f"{s['teacher']['params']:,}", pct(acc["teacher"]))
     t.add_row(f"student alone ({s['student']['arch']})", f"{s['student']['params']:,}", mean_std(acc["student_alone"]))
     t.add_row(f"student distilled ({s['student']['arch']})", f"{s['student']['params']:,}", mean_std(acc["student"]))
     t.caption = f"gap closed by distillation: {pct(s['gap_closed'])}   run: {s.get('run', '')}"
@@ -47,6 +49,24 @@ def distill_table(s: dict[str, Any]) -> Table:
     views = (s["teacher"].get("view"), s["student"].get("view"))
     if all(views) and views[0] != views[1]:
         t.caption += f"\nteacher sees {views[0]['input_size'][0]} px, the student {views[1]['input_size'][0]} px"
+    v = s.get("verdict")
+    if v and v["distillation"] == "lost":
+        t.caption += (f"\ndistillation LOST to the student alone: {100 * v['delta']:+.2f} points (spread "
+                      f"{100 * v['spread']:.2f}); recommended: {v['recommended_student']} (by {v['recommended_by']})")
+    elif v:
+        t.caption += f"\ndistillation {v['distillation']} ({100 * v['delta']:+.2f} points); recommended: {v['recommended_student']}"
+    return t
+
+
+def teachers_table(r: dict[str, Any]) -> Table:
+    """The teacher registry with each teacher's cost at the data's input size; ★ = distill's default."""
+    t = Table(title=f"teachers for {r['data']} (input {'x'.join(map(str, r['input_shape']))})")
+    for col, j in (("teacher", "left"), ("params", "right"), ("MFLOPs / image (forward)", "right")):
+        t.add_column(col, justify=j)
+    for row in r["teachers"]:
+        star = " ★" if row["teacher"] == r["default"] else ""
+        t.add_row(row["teacher"] + star, f"{row['params']:,}", f"{row['mflops']:,.1f}")
+    t.caption = "★ = distill's default for this data; training costs about 3x the forward MFLOPs per image"
     return t
 
 
@@ -208,16 +228,17 @@ def targets_table(profiles: list[Any]) -> Table:
     return t
 
 
-def audit_table(report: Any) -> Table:
-    t = Table(title=f"audit against {report.target}: {report.n_supported_nodes}/{report.n_nodes} nodes supported "
-                    f"({pct(report.coverage)}) — {'passed' if report.passed else 'FAILED'}")
+def audit_table(r: dict[str, Any]) -> Table:
+    """`edgekd audit`: from the audit's JSON (`AuditReport.to_dict()`)."""
+    t = Table(title=f"audit against {r['target']}: {r['n_supported_nodes']}/{r['n_nodes']} nodes supported "
+                    f"({pct(r['coverage'])}) — {'passed' if r['passed'] else 'FAILED'}")
     t.add_column("unsupported op")
     t.add_column("reason")
     t.add_column("nodes")
-    for u in report.unsupported:
-        t.add_row(u.op, u.reason, ", ".join(u.nodes))
-    t.caption = "ops used: " + ", ".join(report.used)
-    real = getattr(report, "partition", None)
+    for u in r["unsupported"]:
+        t.add_row(u["op"], u["reason"], ", ".join(u["nodes"]))
+    t.caption = "ops used: " + ", ".join(r["used"])
+    real = r.get("partition")
     if real:
         t.caption += ("\nONNX Runtime's partition: " + real["summary"] if real.get("ran")
                       else f"\nONNX Runtime's partition: not run here ({real['reason']})")

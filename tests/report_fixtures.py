@@ -87,6 +87,9 @@ def distill(run: Path, *, epochs: int = 6, seeds: int = 2, provenance: bool = Tr
          "gap_closed": (np.mean(kd) - np.mean(alone)) / (TEACHER_ACC - np.mean(alone)),
          "per_seed": [{"seed": s, "student_alone": a, "student": k} for s, (a, k) in enumerate(zip(alone, kd))],
          "wall_seconds": 42.0}
+    d["training"] = {"device": "cpu", "precision": "fp32", "channels_last": False, "batch_size": 64, "lr_base": 0.003,
+                     "lr": 0.003, "base_batch": 64, "lr_schedule": "cosine", "warmup_epochs": 0, "world_size": 1,
+                     "backend": None}
     if provenance:
         d["provenance"] = {"edgekd": "0.1.0", "torch": "2.14.1", "torchvision": "0.29.1", "onnxruntime": "1.32.0",
                            "python": "3.11.7", "platform": "Linux-x86_64", "device": "cpu", "world_size": 1,
@@ -149,6 +152,9 @@ def bench(run: Path, target: str = "cpu-arm", *, raw: bool = True, int8: bool = 
               {"name": "model_size_mb", "value": 31942 / 2**20, "limit": 2.0, "passed": True}]
     b = {"runner": "local", "target": target, "fp32": fp32, "int8": q, "recommended": "fp32", "notes": [],
          "budget": {"passed": True, "checks": checks},
+         "host": {"model": "Example CPU @ 2.0GHz", "machine": "x86_64", "logical_cpus": 2, "python_bits": 64,
+                  "flags": {"avx2": True, "avx512f": True, "avx512_vnni": False, "avx512_bf16": False, "amx": False,
+                            "neon": False}},
          "comparison": {"threads": 2, "teacher_onnx_ms": teacher, "student_onnx_ms": fp32["latency_ms"],
                         "student_eager_ms": {"p50": 0.41, "p90": 0.55, "p99": 1.6, "mean": 0.7, "n": 1415},
                         "teacher_onnx_raw": teacher_entry.get("latency_raw"),

@@ -1,11 +1,14 @@
 """edgekd.data: the splits, the normalisation, and every loader on tiny real-format files.
 
-No test touches the network: MNIST, Fashion-MNIST and CIFAR-10 are written here
-in the exact on-disk formats torchvision reads, a few dozen images each.
+No test touches the network: MNIST and Fashion-MNIST (IDX, gzipped or not) and CIFAR-10 are
+written here in their exact on-disk formats, a few dozen images each. The real Fashion-MNIST
+files are read in tests/test_fashion_integration.py.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import gzip
 import hashlib
 import pickle
 import struct
@@ -36,14 +39,20 @@ def mnist_images(n: int, offset: int) -> np.ndarray:
     return np.broadcast_to(values[:, None, None], (n, 28, 28)).astype(np.uint8)
 
 
-def write_mnist(root: Path, folder: str = "MNIST", n_train: int = 100, n_test: int = 20) -> np.ndarray:
-    raw = root / folder / "raw"
-    raw.mkdir(parents=True)
+def write_mnist(root: Path, folder: str = "MNIST", n_train: int = 100, n_test: int = 20, *,
+                flat: bool = False, gz: bool = False) -> np.ndarray:
+    """The four IDX files in torchvision's ROOT/FOLDER/raw/ layout, or directly in ROOT (flat),
+    gzipped (as Debian and Zalando ship them) or not."""
+    raw = root if flat else root / folder / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
     train = mnist_images(n_train, 0)
-    write_idx(raw / "train-images-idx3-ubyte", train)
-    write_idx(raw / "train-labels-idx1-ubyte", np.arange(n_train) % 10)
-    write_idx(raw / "t10k-images-idx3-ubyte", mnist_images(n_test, 7))
-    write_idx(raw / "t10k-labels-idx1-ubyte", np.arange(n_test) % 10)
+    for name, array in (("train-images-idx3-ubyte", train), ("train-labels-idx1-ubyte", np.arange(n_train) % 10),
+                        ("t10k-images-idx3-ubyte", mnist_images(n_test, 7)),
+                        ("t10k-labels-idx1-ubyte", np.arange(n_test) % 10)):
+        write_idx(raw / name, array)
+        if gz:
+            (raw / f"{name}.gz").write_bytes(gzip.compress((raw / name).read_bytes()))
+            (raw / name).unlink()
     return train
 
 
@@ -161,14 +170,18 @@ def test_registry_lists_every_dataset_and_rejects_unknown_names(tmp_path):
         data.load_data("digits", augment=True)
 
 
-# --------------------------------------------------------------------------- mnist / fashion-mnist
+# --------------------------------------------------------------------------- mnist / fashion-mnist (IDX)
 
+@pytest.mark.parametrize("gz", [False, True], ids=["raw", "gz"])
+@pytest.mark.parametrize("layout", ["flat", "torchvision"])
 @pytest.mark.parametrize("name,folder", [("mnist", "MNIST"), ("fashion-mnist", "FashionMNIST")])
-def test_mnist_family_from_idx_files(tmp_path, name, folder):
-    pixels = write_mnist(tmp_path, folder)
+def test_mnist_family_from_idx_files(tmp_path, name, folder, layout, gz):
+    pixels = write_mnist(tmp_path, folder, flat=layout == "flat", gz=gz)
     b = data.load_data(name, data_dir=tmp_path)
     assert (b.num_classes, b.input_shape, b.scale) == (10, (1, 28, 28), 1 / 255)
     assert b.split["sizes"] == {"train": 90, "val": 10, "test": 20}
+    where = tmp_path if layout == "flat" else tmp_path / folder / "raw"
+    assert b.split["files"]["train_images"] == str(where / ("train-images-idx3-ubyte" + (".gz" if gz else "")))
     train, val = b.train.indices, b.val.indices
     assert set(train).isdisjoint(val) and len(set(train) | set(val)) == 100
     assert np.array_equal(np.bincount(b.val.targets), np.ones(10))   # stratified: one of each
@@ -180,8 +193,11 @@ def test_mnist_family_from_idx_files(tmp_path, name, folder):
     x, y = b.test[3]
     assert torch.allclose(x, torch.full((1, 28, 28), ((7 + 6) / 255 - b.mean[0]) / b.std[0]), atol=1e-5)
     assert y == 3
-    # streamed: torchvision keeps the raw uint8 tensor; nothing was converted up front
-    assert b.train.base.data.dtype == torch.uint8 and b.train.base.transform is None
+    # held in memory as uint8; batch() is the same as item by item
+    assert b.train.pixels.dtype == torch.uint8
+    xb, yb = b.train.batch([4, 0, 17])
+    assert torch.allclose(xb, torch.stack([b.train[i][0] for i in (4, 0, 17)]), atol=1e-6)
+    assert yb.tolist() == [b.train[i][1] for i in (4, 0, 17)] and yb.dtype == torch.int64
     assert_tensors(b)
     if name == "mnist":
         assert b.labels == [str(i) for i in range(10)]
@@ -193,24 +209,74 @@ def test_mnist_split_is_deterministic_and_picklable_for_workers(tmp_path):
     write_mnist(tmp_path)
     a, b = data.load_data("mnist", data_dir=tmp_path), data.load_data("mnist", data_dir=tmp_path)
     assert np.array_equal(a.val.indices, b.val.indices) and a.split == b.split
+    assert a.describe()["split"]["val_indices_sha256"] == b.describe()["split"]["val_indices_sha256"]
     c = data.load_data("mnist", data_dir=tmp_path, seed=1)
     assert not np.array_equal(a.val.indices, c.val.indices)
     clone = pickle.loads(pickle.dumps(a.train))   # spawn-started DataLoader workers pickle the dataset
     assert torch.equal(clone[5][0], a.train[5][0])
 
 
-@pytest.mark.parametrize("name", ["mnist", "fashion-mnist", "cifar10"])
-def test_missing_files_without_download_is_bad_input(tmp_path, name):
-    with pytest.raises(BadInput, match="--download") as e:
-        data.load_data(name, data_dir=tmp_path / "nothing", download=False)
-    assert str(tmp_path / "nothing") in str(e.value) and "\n" not in str(e.value)
+def test_read_idx_parses_header_dims_and_dtype(tmp_path):
+    arr = np.arange(2 * 3 * 5, dtype=np.uint8).reshape(2, 3, 5)
+    write_idx(tmp_path / "a", arr)
+    out = data.read_idx(tmp_path / "a")
+    assert out.shape == (2, 3, 5) and out.dtype == np.uint8 and np.array_equal(out, arr)
+    # big-endian int32 (type 0x0C) as the format allows
+    (tmp_path / "b").write_bytes(struct.pack(">BBBBI", 0, 0, 0x0C, 1, 3) + np.array([1, -2, 70000], ">i4").tobytes())
+    assert data.read_idx(tmp_path / "b").tolist() == [1, -2, 70000]
+    # gzip is recognised by its magic bytes, whatever the file is called
+    (tmp_path / "c").write_bytes(gzip.compress((tmp_path / "a").read_bytes()))
+    assert np.array_equal(data.read_idx(tmp_path / "c"), arr)
 
 
-def test_gzipped_mnist_files_get_a_hint(tmp_path):
-    write_mnist(tmp_path)
-    f = tmp_path / "MNIST" / "raw" / "train-images-idx3-ubyte"
-    f.rename(f.with_suffix(".gz"))
-    with pytest.raises(BadInput, match="gunzip"):
+@pytest.mark.parametrize("content,message", [
+    (b"", "not an IDX file"),
+    (b"\x89PNG\r\n\x1a\n", "not an IDX file"),
+    (struct.pack(">I", 0x0803) + struct.pack(">I", 2), "truncated IDX header"),
+    (struct.pack(">IIII", 0x0803, 2, 28, 28) + bytes(1000), "truncated: dims 2x28x28 need 1568 bytes"),
+    (struct.pack(">II", 0x0801, 2) + bytes(3), "longer than its header says"),
+    (gzip.compress(struct.pack(">II", 0x0801, 2) + bytes(2))[:-12], "corrupt or truncated gzip"),
+])
+def test_corrupt_idx_is_one_line_bad_input_naming_the_file(tmp_path, content, message):
+    f = tmp_path / "train-labels-idx1-ubyte"
+    f.write_bytes(content)
+    with pytest.raises(BadInput, match=message) as e:
+        data.read_idx(f)
+    assert str(e.value).startswith(str(f)) and "\n" not in str(e.value)
+
+
+def test_missing_files_name_every_place_and_the_package(tmp_path):
+    with pytest.raises(BadInput) as e:
+        data.load_data("fashion-mnist", data_dir=tmp_path / "nothing")
+    msg = str(e.value)
+    for place in (tmp_path / "nothing", tmp_path / "nothing" / "FashionMNIST" / "raw",
+                  "/usr/share/datasets/fashion-mnist", "apt-get install dataset-fashion-mnist", "--download"):
+        assert str(place) in msg
+    assert "\n" not in msg
+
+
+def test_without_data_dir_the_system_folder_is_read(tmp_path, monkeypatch):
+    """No --data-dir: ./data first, then Debian's folder (here a stand-in with gzipped files)."""
+    system = tmp_path / "usr-share"
+    write_mnist(system, flat=True, gz=True)
+    spec = dataclasses.replace(data.IDX_DATASETS["fashion-mnist"], system_dir=system)
+    monkeypatch.setitem(data.IDX_DATASETS, "fashion-mnist", spec)
+    monkeypatch.setitem(data.DATASETS, "fashion-mnist", data._idx_loader(spec))
+    monkeypatch.chdir(tmp_path)            # ./data does not exist here
+    b = data.load_data("fashion-mnist")
+    assert b.split["files"]["test_labels"] == str(system / "t10k-labels-idx1-ubyte.gz")
+    # with an explicit --data-dir the system folder is not a fallback
+    with pytest.raises(BadInput, match="read when no --data-dir is given"):
+        data.load_data("fashion-mnist", data_dir=tmp_path / "elsewhere")
+    # ./data wins over the system folder
+    write_mnist(tmp_path / "data", flat=True, n_train=200)
+    assert data.load_data("fashion-mnist").split["sizes"]["train"] == 180
+
+
+def test_a_folder_with_some_files_says_which_are_missing(tmp_path):
+    write_mnist(tmp_path, flat=True)
+    (tmp_path / "t10k-labels-idx1-ubyte").unlink()
+    with pytest.raises(BadInput, match=f"{tmp_path} lacks t10k-labels-idx1-ubyte"):
         data.load_data("mnist", data_dir=tmp_path)
 
 
@@ -236,18 +302,29 @@ def test_download_true_with_files_present_reads_them(tmp_path, monkeypatch):
     assert len(data.load_data("mnist", data_dir=tmp_path, download=True).test) == 20
 
 
-def test_truncated_mnist_file_is_bad_input(tmp_path):
+def test_truncated_mnist_file_is_bad_input_naming_it(tmp_path):
     write_mnist(tmp_path)
     f = tmp_path / "MNIST" / "raw" / "t10k-images-idx3-ubyte"
     f.write_bytes(f.read_bytes()[:1000])
-    with pytest.raises(BadInput, match="mnist: cannot read"):
+    with pytest.raises(BadInput, match=f"{f}: truncated"):
         data.load_data("mnist", data_dir=tmp_path)
+
+
+def test_mismatched_images_and_labels_are_bad_input(tmp_path):
+    write_mnist(tmp_path, flat=True)
+    write_idx(tmp_path / "train-labels-idx1-ubyte", np.arange(99) % 10)
+    with pytest.raises(BadInput, match="holds .99,. labels for the 100 images"):
+        data.load_data("mnist", data_dir=tmp_path)
+    write_mnist(tmp_path / "b", flat=True)
+    write_idx(tmp_path / "b" / "train-images-idx3-ubyte", np.zeros((100, 28), np.uint8))
+    with pytest.raises(BadInput, match="expected uint8 images N×H×W"):
+        data.load_data("mnist", data_dir=tmp_path / "b")
 
 
 def test_mnist_with_labels_out_of_range_is_bad_input(tmp_path):
     write_mnist(tmp_path)
     write_idx(tmp_path / "MNIST" / "raw" / "train-labels-idx1-ubyte", np.full(100, 12))
-    with pytest.raises(BadInput, match="labels .* must be 0..9"):
+    with pytest.raises(BadInput, match="labels must be 0..9"):
         data.load_data("mnist", data_dir=tmp_path)
 
 

@@ -20,8 +20,10 @@ from edgekd.models import (
     count_params,
     create_student,
     create_teacher,
+    model_mflops,
     node_module,
     student_net,
+    teacher_costs,
 )
 
 torch.set_num_threads(1)
@@ -176,7 +178,7 @@ def test_unknown_names_are_bad_input_listing_the_valid_ones() -> None:
 
 
 # ---------------------------------------------------------------- teachers
-@pytest.mark.parametrize("shape", [(1, 8, 8), (3, 32, 32)], ids=["1x8x8", "3x32x32"])
+@pytest.mark.parametrize("shape", [(1, 8, 8), (1, 28, 28), (3, 32, 32)], ids=["1x8x8", "1x28x28", "3x32x32"])
 @pytest.mark.parametrize("name", list(TEACHERS))
 def test_every_teacher_gives_logits(name: str, shape: tuple[int, ...]) -> None:
     torch.manual_seed(0)
@@ -185,6 +187,48 @@ def test_every_teacher_gives_logits(name: str, shape: tuple[int, ...]) -> None:
         out = model(torch.randn(2, *shape))
     assert out.shape == (2, 7)
     assert torch.isfinite(out).all()
+
+
+def test_model_mflops_counts_conv_and_linear_by_hand() -> None:
+    # conv 1→4, 3×3, pad 1 on 6×6: 36 outputs × 4 channels × 9 MACs; stride 2 → 3×3 outputs; linear 4→5
+    m = nn.Sequential(nn.Conv2d(1, 4, 3, 1, 1), nn.ReLU(), nn.Conv2d(4, 4, 3, 2, 1, groups=4),
+                      nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 5)).train()
+    macs = 36 * 4 * 9 + 9 * 4 * 9 + 4 * 5
+    assert model_mflops(m, (1, 6, 6)) == pytest.approx(2 * macs / 1e6)
+    assert m.training  # the count runs in eval mode and restores the mode
+
+
+def test_teacher_costs_list_every_teacher_and_resnet_s_downsamples_early() -> None:
+    costs = {r["teacher"]: r for r in teacher_costs((1, 28, 28))}
+    assert set(costs) == set(TEACHERS)
+    assert all(r["params"] > 0 and r["mflops"] > 0 for r in costs.values())
+    # the point of resnet-s: at 28×28 it costs under a fifth of the full-resolution VGG-style cnn
+    assert costs["resnet-s"]["mflops"] < costs["cnn"]["mflops"] / 5
+    # cost scales with the input: 4× the pixels, about 4× the work
+    big = {r["teacher"]: r for r in teacher_costs((1, 56, 56))}
+    assert big["resnet-s"]["mflops"] == pytest.approx(4 * costs["resnet-s"]["mflops"], rel=0.15)
+    # after the stem, resnet-s works at 14×14 and below
+    model = create_teacher("resnet-s", in_channels=1, num_classes=10)
+    sizes = []
+    hooks = [b.register_forward_hook(lambda m, i, o: sizes.append(o.shape[-1])) for b in model.features]
+    model.eval()(torch.zeros(1, 1, 28, 28))
+    for h in hooks:
+        h.remove()
+    assert sizes[0] == 28 and max(sizes[1:]) == 14 and sizes[-1] == 4
+
+
+def test_teachers_command_lists_costs_and_the_default(tmp_path) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from edgekd.cli import app
+
+    r = CliRunner().invoke(app, ["teachers", "--json"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.output)
+    assert out["input_shape"] == [1, 8, 8] and out["default"] == "cnn"
+    assert [t["teacher"] for t in out["teachers"]] == list(TEACHERS)
 
 
 # ---------------------------------------------------------------- params

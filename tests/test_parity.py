@@ -48,7 +48,8 @@ def test_outside_tolerance_fails_with_the_numbers() -> None:
     actual[3, 1] += 0.25
     r = compare(ref, actual, atol=1e-4, rtol=1e-3, min_top1_agreement=0.0, name="logits")
     assert not r.passed and len(r.failures) == 1
-    msg = r.failures[0]
+    msg = str(r.failures[0])  # a Failure whose text is the line the CLI shows
+    assert (r.failures[0].kind, r.failures[0].value) == ("parity", 1)
     assert msg.startswith("logits:")
     assert "1 of 100 values" in msg
     assert "atol=0.0001" in msg and "rtol=0.001" in msg
@@ -62,7 +63,8 @@ def test_top1_threshold() -> None:
     actual[0] = [0, 2, 0, 0]                    # one of four disagrees: agreement 0.75
     r = compare(ref, actual, atol=np.inf, rtol=0.0, min_top1_agreement=0.8)
     assert r.top1_agreement == 0.75
-    assert [f for f in r.failures if "top-1" in f] == ["logits: top-1 agreement 0.7500 < 0.8 over 4 samples"]
+    assert [str(f) for f in r.failures if "top-1" in str(f)] == ["logits: top-1 agreement 0.7500 < 0.8 over 4 samples"]
+    assert (r.failures[0].name, r.failures[0].value, r.failures[0].limit) == ("logits top1_agreement", 0.75, 0.8)
     # the threshold is inclusive: exactly 0.75 passes
     assert compare(ref, actual, atol=np.inf, rtol=0.0, min_top1_agreement=0.75).passed
 
@@ -72,7 +74,7 @@ def test_every_failure_is_collected() -> None:
     actual = ref[::-1].copy()
     r = compare(ref, actual, atol=1e-4, rtol=1e-3, min_top1_agreement=1.0)
     assert len(r.failures) == 2
-    assert "values outside" in r.failures[0] and "top-1 agreement 0.0000 < 1" in r.failures[1]
+    assert "values outside" in str(r.failures[0]) and "top-1 agreement 0.0000 < 1" in str(r.failures[1])
 
 
 def test_infinite_atol_checks_only_top1_and_finiteness() -> None:

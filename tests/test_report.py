@@ -84,6 +84,8 @@ def test_full_run_shows_every_part(tmp_path):
             "seminar", "pareto-run"} <= set(page.charts)
     assert "Nothing: every stage of the run is here" in text
     assert "CPUExecutionProvider: 5 nodes (100%)" in text  # the real partition
+    assert "Example CPU @ 2.0GHz (x86_64, 2 CPUs); avx2, avx512f" in text  # bench.json's host
+    assert "0.003 (base 0.003 at batch 64, cosine), batch 64" in text and "cpu, fp32" in text
     assert "CPUExecutionProvider Conv 12.5 61.0% 200 62.5" in text  # the operator profile
     b = json.loads((run / "cpu-arm" / "bench.json").read_text())
     assert f"cpu-arm: deployable ✓ pass, fp32 p90 {b['fp32']['latency_ms']['p90']:.3g} ms" in text  # the summary
@@ -367,3 +369,11 @@ def test_run_in_progress_without_metrics_names_its_checkpoints(tmp_path):
         (run / "checkpoints" / f"{name}.pt").write_bytes(b"")
     _, page = report_of(run)
     assert "epoch checkpoints so far: alone-seed0, teacher" in page.plain
+
+
+def test_bar_chart_axis_holds_the_error_bars():
+    from edgekd.report import svg
+
+    out = svg.bar_chart(["teacher", "alone"], [("run", [99.7, 98.4], [0.0, 0.9])], title="t", y_label="%")
+    ticks = [float(t) for t in re.findall(r'class="tick">([\d.]+)</text>', out)]
+    assert min(ticks) <= 98.4 - 0.9 and max(ticks) >= 99.7

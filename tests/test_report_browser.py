@@ -10,7 +10,7 @@ import pytest
 import report_fixtures as fx
 
 from edgekd.report import make_report
-from edgekd.report.browser import find_chromium, inspect
+from edgekd.report.browser import Chromium, find_chromium, inspect
 
 CHROMIUM = find_chromium()
 needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (apt-get install chromium; "
@@ -22,6 +22,15 @@ FULL_SECTIONS = ["summary", "recipe", "accuracy", "curves", "targets", "teacher-
 # url(), and the elements that load resources.
 EXTERNAL = re.compile(r"(?i)(https?:|ftp:|wss?:)//|(?:src|href|action|poster)\s*=\s*[\"']?\s*//|url\(|@import|"
                       r"<\s*(script|link|iframe|img|object|embed|video|audio|source|base)\b")
+
+
+@pytest.fixture(scope="module")
+def chrome():
+    """One browser for the module's pages (each gets its own tab): starting Chromium is the slow part."""
+    if CHROMIUM is None:
+        pytest.skip("chromium not installed")
+    with Chromium() as browser:
+        yield browser
 
 
 def external_refs(html: str) -> list[str]:
@@ -42,23 +51,23 @@ def _check(found: dict, sections: list[str]) -> None:
 
 
 @needs_chromium
-def test_full_report_in_chromium(tmp_path):
+def test_full_report_in_chromium(tmp_path, chrome):
     run = fx.full_run(tmp_path / "run")
     png = tmp_path / "report.png"
-    found = inspect(make_report([run]), png=png)
+    found = inspect(make_report([run]), png=png, browser=chrome)
     _check(found, FULL_SECTIONS)
     assert len(found["charts"]) >= 10
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
 
 
 @needs_chromium
-def test_comparison_and_partial_pages_in_chromium(tmp_path):
+def test_comparison_and_partial_pages_in_chromium(tmp_path, chrome):
     a, b = fx.full_run(tmp_path / "a"), fx.full_run(tmp_path / "b", seed=1)
-    _check(inspect(make_report([a, b], out=tmp_path / "cmp.html")), FULL_SECTIONS)
+    _check(inspect(make_report([a, b], out=tmp_path / "cmp.html"), browser=chrome), FULL_SECTIONS)
     partial = tmp_path / "partial"
     fx.config(partial)
     fx.write_metrics(partial, fx.metrics_lines()[:9], torn_tail=True)
-    _check(inspect(make_report([partial])),
+    _check(inspect(make_report([partial]), browser=chrome),
            ["summary", "recipe", "accuracy", "curves", "targets", "teacher-vs-student", "missing"])
 
 

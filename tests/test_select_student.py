@@ -1,4 +1,4 @@
-"""edgekd.search.student: search space from the target's ops, MACs by hand, the latency predictor,
+"""edgekd.search (student, space, predictor, halving, pareto): search space from the target's ops, MACs by hand, the latency predictor,
 successive halving, the budget failure, reproducibility and the run that export continues from.
 
 Timing goes through a fake runner (latency from the exported graph) except in one test,
@@ -22,6 +22,8 @@ from edgekd.deploy.audit import audit_model
 from edgekd.deploy.targets import load_target
 from edgekd.errors import BadInput, CheckFailed
 from edgekd.models import onnx_proto, student_net
+from edgekd.search import halving, pareto, predictor, timing
+from edgekd.search import space as sspace
 from edgekd.search import student as ss
 
 torch.set_num_threads(1)
@@ -48,7 +50,7 @@ def fake_runner(monkeypatch):
         return {"latency_ms": {"p50": lat, "p90": lat}, "peak_rss_mb": 50.0,
                 "model_bytes": model.stat().st_size, "provider": "CPUExecutionProvider", "threads": 1}
 
-    monkeypatch.setattr(ss, "run_isolated", run)
+    monkeypatch.setattr(timing, "run_isolated", run)
     return calls
 
 
@@ -62,13 +64,13 @@ def digits():
 # ---------------------------------------------------------------- search space
 @pytest.mark.parametrize("target", ["cpu-arm", "android-nnapi"])
 def test_every_candidate_of_a_small_space_passes_the_audit(target, monkeypatch):
-    monkeypatch.setattr(ss, "STAGE_WIDTHS", ((4, 8),))
-    monkeypatch.setattr(ss, "WIDTH_MULTS", (1.0,))
-    monkeypatch.setattr(ss, "DEPTHS", (2,))  # depth 2: the inverted residual's Add is exercised
+    monkeypatch.setattr(sspace, "STAGE_WIDTHS", ((4, 8),))
+    monkeypatch.setattr(sspace, "WIDTH_MULTS", (1.0,))
+    monkeypatch.setattr(sspace, "DEPTHS", (2,))  # depth 2: the inverted residual's Add is exercised
     profile = load_target(target)
-    drawn, notes = ss.sample_candidates(profile.ops_allow, trials=100, seed=0, include=())
-    space = ss.search_space(profile.ops_allow)
-    assert len(drawn) == len(space["block"]) * len(space["act"]) * len(ss.KERNELS) >= 12
+    drawn, notes = sspace.sample_candidates(profile.ops_allow, trials=100, seed=0, include=())
+    space = sspace.search_space(profile.ops_allow)
+    assert len(drawn) == len(space["block"]) * len(space["act"]) * len(sspace.KERNELS) >= 12
     assert notes and "only" in notes[0]
     assert set(space["block"]) == {"conv", "dw", "ir"}
     for name, kw in drawn:
@@ -80,23 +82,23 @@ def test_every_candidate_of_a_small_space_passes_the_audit(target, monkeypatch):
 def test_the_space_keeps_only_blocks_and_activations_the_target_runs():
     profile = load_target("cpu-arm")
     no_add = frozenset(profile.ops_allow - {"Add"})
-    space = ss.search_space(no_add)
+    space = sspace.search_space(no_add)
     assert "ir" not in space["block"] and {"conv", "dw"} <= set(space["block"])
     assert "hardswish" not in space["act"]  # cpu-arm has no HardSigmoid
-    drawn, _ = ss.sample_candidates(no_add, trials=30, seed=1)
+    drawn, _ = sspace.sample_candidates(no_add, trials=30, seed=1)
     assert drawn and all(kw["block"] != "ir" and kw["act"] != "hardswish" for _, kw in drawn)
     with pytest.raises(BadInput, match="no student block or activation"):
-        ss.sample_candidates(frozenset({"Gemm"}), trials=3, seed=0)
+        sspace.sample_candidates(frozenset({"Gemm"}), trials=3, seed=0)
 
 
 def test_sampling_is_reproducible_distinct_and_starts_with_the_default():
     ops = load_target("cpu-arm").ops_allow
-    a, _ = ss.sample_candidates(ops, trials=10, seed=7)
-    b, _ = ss.sample_candidates(ops, trials=10, seed=7)
-    c, _ = ss.sample_candidates(ops, trials=10, seed=8)
+    a, _ = sspace.sample_candidates(ops, trials=10, seed=7)
+    b, _ = sspace.sample_candidates(ops, trials=10, seed=7)
+    c, _ = sspace.sample_candidates(ops, trials=10, seed=8)
     assert a == b and [n for n, _ in a] != [n for n, _ in c]
-    assert a[0][0] == "small-cnn" and ss.channels(a[0][1]) == [16, 32]
-    assert len({ss.candidate_name(kw) for _, kw in a}) == 10
+    assert a[0][0] == "small-cnn" and sspace.channels(a[0][1]) == [16, 32]
+    assert len({sspace.candidate_name(kw) for _, kw in a}) == 10
 
 
 # ---------------------------------------------------------------- cost counts
@@ -110,8 +112,8 @@ def test_macs_of_a_hand_computed_model():
         nn.AdaptiveAvgPool2d(1), nn.Flatten(),
         nn.Linear(2, 10),                          # 10 × 2                       = 20
     )
-    cost = ss.complexity(model, (1, 8, 8))
-    assert cost["macs"] == 2304 + 2304 + 2048 + 2304 + 20 == ss.count_macs(model, (1, 8, 8))
+    cost = predictor.complexity(model, (1, 8, 8))
+    assert cost["macs"] == 2304 + 2304 + 2048 + 2304 + 20 == predictor.count_macs(model, (1, 8, 8))
     assert cost["layers"] == 5
     assert cost["nodes"] == 8
     assert cost["params"] == sum(p.numel() for p in model.parameters())
@@ -123,7 +125,7 @@ def test_macs_of_a_hand_computed_model():
 def test_node_estimate_is_the_graph_the_runtime_sees(kw):
     model = student_net(in_channels=1, num_classes=10, **kw)
     report = audit_model(onnx_proto(model, (1, 8, 8)), load_target("cpu-arm"))
-    assert ss.complexity(model, (1, 8, 8))["nodes"] == report.n_nodes
+    assert predictor.complexity(model, (1, 8, 8))["nodes"] == report.n_nodes
 
 
 # ---------------------------------------------------------------- predictor
@@ -132,46 +134,46 @@ def test_predictor_recovers_a_non_negative_cost_model_and_ranks_out_of_sample():
     costs = [{"macs": int(m), "params": int(p), "nodes": int(n)}
              for m, p, n in zip(rng.integers(1e4, 1e6, 12), rng.integers(500, 5e4, 12), rng.integers(8, 50, 12))]
     lat = [0.01 + 2e-8 * c["macs"] + 0.001 * c["nodes"] for c in costs]
-    fit = ss.LatencyPredictor().fit(costs[:8], lat[:8])
+    fit = predictor.LatencyPredictor().fit(costs[:8], lat[:8])
     np.testing.assert_allclose(fit.predict(costs[8:]), lat[8:], rtol=1e-6)
     coef = fit.coefficients()
     assert all(v >= 0 for v in coef.values()) and coef["nodes"] == pytest.approx(0.001, rel=1e-6)
-    assert ss.spearman(ss.loo_predictions(costs, lat), lat) == pytest.approx(1.0)
+    assert predictor.spearman(predictor.loo_predictions(costs, lat), lat) == pytest.approx(1.0)
 
 
 def test_spearman_by_hand():
-    assert ss.spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
-    assert ss.spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    assert predictor.spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert predictor.spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
     # ties share their mean rank: ranks (1.5, 1.5, 3) vs (1, 2, 3) → ρ = 0.866
-    assert ss.spearman([1, 1, 2], [1, 2, 3]) == pytest.approx(np.sqrt(3) / 2)
-    assert ss.spearman([1, 2], [1, 2]) is None and ss.spearman([1, 1, 1], [1, 2, 3]) is None
+    assert predictor.spearman([1, 1, 2], [1, 2, 3]) == pytest.approx(np.sqrt(3) / 2)
+    assert predictor.spearman([1, 2], [1, 2]) is None and predictor.spearman([1, 1, 1], [1, 2, 3]) is None
 
 
 def fake_latency_of(c, bundle, profile, folder: Path) -> float:
-    model = ss.build(c, bundle, profile.ops_allow)
+    model = sspace.build(c, bundle, profile.ops_allow)
     return fake_latency(artifacts.write_bytes(folder / f"{c.name}.onnx", onnx_proto(model, (1, 8, 8)).SerializeToString()))
 
 
 def test_safety_factor_follows_the_predictors_over_prediction():
     costs = [{"macs": 1000 * i, "params": 10 * i, "nodes": 10 + i} for i in range(1, 9)]
-    exact = [ss.Candidate(id=i, name=str(i), net_kwargs={}, cost=c,
+    exact = [sspace.Candidate(id=i, name=str(i), net_kwargs={}, cost=c,
                           measured={"latency_p90_ms": 0.01 + 0.001 * c["nodes"]}) for i, c in enumerate(costs)]
-    assert ss.safety_factor(exact) == pytest.approx(ss.MIN_SAFETY)  # a perfect predictor: the floor
+    assert predictor.safety_factor(exact) == pytest.approx(predictor.MIN_SAFETY)  # a perfect predictor: the floor
     noisy = [dataclasses.replace(c, measured={"latency_p90_ms": c.p90 * (3.0 if i % 2 else 0.3)})
              for i, c in enumerate(exact)]
-    assert ss.safety_factor(noisy) == pytest.approx(ss.SAFETY)  # a poor one: the ceiling
+    assert predictor.safety_factor(noisy) == pytest.approx(predictor.SAFETY)  # a poor one: the ceiling
 
 
 def test_hopeless_draws_are_skipped_untimed_and_replaced(fake_runner, digits, tmp_path):
     profile = load_target("cpu-arm")
     # What each of the first draws would measure, to set a budget that about a third of them meet.
-    first, _ = ss.sample_candidates(profile.ops_allow, trials=12, seed=3)
+    first, _ = sspace.sample_candidates(profile.ops_allow, trials=12, seed=3)
     true = []
     for i, (_, kw) in enumerate(first):
         model = student_net(in_channels=1, num_classes=10, target_ops=profile.ops_allow, **kw)
         true.append(fake_latency(artifacts.write_bytes(tmp_path / f"{i}.onnx", onnx_proto(model, (1, 8, 8)).SerializeToString())))
     budget = float(np.quantile(true, 0.3))
-    stream = ss.candidate_stream(profile.ops_allow, seed=3)
+    stream = sspace.candidate_stream(profile.ops_allow, seed=3)
     cands, _, report = ss.search(stream, digits, profile, trials=8, runner="local", budget_ms=budget,
                                  min_seconds=0, progress=False)
     timed = [c for c in cands if c.measured]
@@ -179,10 +181,10 @@ def test_hopeless_draws_are_skipped_untimed_and_replaced(fake_runner, digits, tm
     near = sum(budget < c.p90 <= ss.RETIME_BAND * budget for c in timed)
     assert len(timed) == report["measured"] == 8 and len(fake_runner) == 8 + near  # near misses timed twice
     assert report["timings_saved"] == len(skipped) > 0 and len(cands) == 8 + len(skipped)
-    assert all(c.measured is None and c.predicted_ms > ss.MIN_SAFETY * budget for c in skipped)
+    assert all(c.measured is None and c.predicted_ms > predictor.MIN_SAFETY * budget for c in skipped)
     assert all(fake_latency_of(c, digits, profile, tmp_path) > budget for c in skipped)  # truly hopeless
     assert all(c.status == ("over budget" if c.p90 > budget else "timed") for c in timed)
-    assert [c.name for c in cands] == [n for n, _ in ss.sample_candidates(profile.ops_allow, trials=len(cands), seed=3)[0]]
+    assert [c.name for c in cands] == [n for n, _ in sspace.sample_candidates(profile.ops_allow, trials=len(cands), seed=3)[0]]
     assert report["spearman_rho"] is not None and report["spearman_rho"] > 0.5
 
 
@@ -198,8 +200,8 @@ def test_a_near_miss_is_timed_again_and_a_far_miss_is_not(monkeypatch, digits):
         return {"latency_ms": {"p50": lat, "p90": lat}, "peak_rss_mb": 50.0, "model_bytes": 1000,
                 "provider": "CPUExecutionProvider", "threads": 1}
 
-    monkeypatch.setattr(ss, "run_isolated", run)
-    stream = ss.candidate_stream(load_target("cpu-arm").ops_allow, seed=0)
+    monkeypatch.setattr(timing, "run_isolated", run)
+    stream = sspace.candidate_stream(load_target("cpu-arm").ops_allow, seed=0)
     cands, _, _ = ss.search(stream, digits, load_target("cpu-arm"), trials=2, runner="local", budget_ms=budget,
                             min_seconds=0, progress=False)
     assert calls == {"candidate0.onnx": 2, "candidate1.onnx": 1}
@@ -219,7 +221,7 @@ def test_a_candidate_the_audit_refuses_is_never_timed(monkeypatch, digits, fake_
 
     monkeypatch.setattr(models, "check_student_ops", audit)
     profile = load_target("cpu-arm")
-    cands, _, _ = ss.search(ss.candidate_stream(profile.ops_allow, seed=0), digits, profile, trials=3,
+    cands, _, _ = ss.search(sspace.candidate_stream(profile.ops_allow, seed=0), digits, profile, trials=3,
                             runner="local", budget_ms=None, min_seconds=0, progress=False)
     refused = [c for c in cands if c.status == "refused"]
     assert refused and all("needs Foo" in c.reason and c.measured is None for c in refused)
@@ -229,17 +231,17 @@ def test_a_candidate_the_audit_refuses_is_never_timed(monkeypatch, digits, fake_
 
 # ---------------------------------------------------------------- halving and the front
 def test_rung_epochs():
-    assert ss.rung_epochs(30, 5) == [5, 15, 30]
-    assert ss.rung_epochs(2, 1) == [1, 2]
-    assert ss.rung_epochs(6, 6) == [6]
+    assert halving.rung_epochs(30, 5) == [5, 15, 30]
+    assert halving.rung_epochs(2, 1) == [1, 2]
+    assert halving.rung_epochs(6, 6) == [6]
 
 
 def test_pareto_front_by_hand():
     pts = [{"acc": 0.9, "lat": 1.0, "size": 5}, {"acc": 0.95, "lat": 2.0, "size": 1},
            {"acc": 0.85, "lat": 1.5, "size": 9}, {"acc": 0.95, "lat": 3.0, "size": 1}]
-    assert ss.pareto(pts, maximize="acc", minimize=("lat",)) == [0, 1]
-    assert ss.pareto(pts, maximize="acc", minimize=("lat", "size")) == [0, 1]
-    assert ss.pareto(pts, maximize="acc", minimize=("size",)) == [1, 3]  # equals do not dominate
+    assert pareto.pareto(pts, maximize="acc", minimize=("lat",)) == [0, 1]
+    assert pareto.pareto(pts, maximize="acc", minimize=("lat", "size")) == [0, 1]
+    assert pareto.pareto(pts, maximize="acc", minimize=("size",)) == [1, 3]  # equals do not dominate
 
 
 def test_a_candidate_distils_exactly_as_distill_trains_the_registry_student(tmp_path, digits):
@@ -255,8 +257,8 @@ def test_a_candidate_distils_exactly_as_distill_trains_the_registry_student(tmp_
     source = teacher_source(cfg, digits, [teacher], objective)
     row = train_students(cfg, digits, profile, teacher, tmp_path, objective, source=source)[0]
     mask, labeled_only = labeled_subset(cfg, digits)
-    trainer = ss.Trainer(cfg, digits, profile, source, mask, labeled_only)
-    cand = ss.Candidate(id=0, name="small-cnn", net_kwargs=ss.registry_kwargs("small-cnn"))
+    trainer = halving.Trainer(cfg, digits, profile, source, mask, labeled_only)
+    cand = sspace.Candidate(id=0, name="small-cnn", net_kwargs=sspace.registry_kwargs("small-cnn"))
     _, kd = trainer.distil(cand, epochs=1, seed=0)
     _, alone = trainer.alone(cand, epochs=1, seed=0)
     assert kd["val"] == row["student_val"] and kd["test"] == row["student"]
@@ -270,7 +272,7 @@ def test_no_candidate_within_budget_is_check_failed_naming_the_smallest_latency(
         ss.select_student(target="cpu-arm", budget_ms=1e-4, trials=4, seed=0, run=tmp_path / "run",
                           **{k: v for k, v in TINY.items() if k != "trials"})
     msg = str(e.value)
-    assert "no candidate meets the budget" in msg and "latency budget 0.0001 ms (--budget-ms)" in msg
+    assert "no candidate meets the budget" in msg and "latency budget 0.0001 ms (budget_ms)" in msg
     assert e.value.exit_code == 1
     assert not (tmp_path / "run").exists() and not (tmp_path / "artifacts").exists()  # nothing trained
 
@@ -292,11 +294,11 @@ def test_check_failed_names_the_fastest_candidate_and_its_latency(tmp_path, monk
     assert f"smallest latency found p90 {seen[fastest]:.4g} ms ({fastest})" in str(e.value)
 
 
-@pytest.mark.parametrize("bad, match", [(dict(trials=0), "--trials"), (dict(budget_ms=-1.0), "--budget-ms"),
-                                        (dict(short_epochs=5), "--short-epochs"), (dict(runner="nope"), "runner")])
-def test_bad_arguments_are_bad_input(bad, match, tmp_path, monkeypatch):
+@pytest.mark.parametrize("bad, match", [(dict(trials=0), "^trials 0"), (dict(budget_ms=-1.0), "^budget_ms -1"),
+                                        (dict(short_epochs=5), "^short_epochs 5"), (dict(runner="nope"), "runner")])
+def test_bad_arguments_are_bad_input_naming_the_parameter(bad, match, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(BadInput, match=match):
+    with pytest.raises(BadInput, match=match):  # the library names parameters; the CLI shows flags
         ss.select_student(target="cpu-arm", **{**TINY, **bad})
 
 
@@ -308,7 +310,7 @@ def searched(tmp_path_factory):
         root = tmp_path_factory.mktemp(f"search{i}")
         with pytest.MonkeyPatch.context() as mp:
             mp.chdir(root)
-            mp.setattr(ss, "run_isolated", lambda runner, model, config: {
+            mp.setattr(timing, "run_isolated", lambda runner, model, config: {
                 "latency_ms": {"p50": fake_latency(model), "p90": fake_latency(model)}, "peak_rss_mb": 50.0,
                 "model_bytes": model.stat().st_size, "provider": "CPUExecutionProvider", "threads": 1})
             torch.set_num_threads(1)
@@ -346,9 +348,9 @@ def test_the_run_has_what_export_and_bench_read(searched):
     root, r = searched[0]
     run = Path(r["run"])
     assert (root / "artifacts" / "latest").resolve() == run.resolve()
-    saved = json.loads((run / ss.RESULT_FILE).read_text())
+    saved = json.loads((run / pareto.RESULT_FILE).read_text())
     assert saved["recommended"] == r["recommended"]
-    assert (run / ss.PLOT_FILE).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (run / pareto.PLOT_FILE).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     cfg = json.loads((run / "config.json").read_text())
     assert cfg["data"] == "digits" and "data_dir" in cfg and cfg["student"] == r["recommended"]["name"]
     d = json.loads((run / "distill.json").read_text())
@@ -388,7 +390,7 @@ def test_the_saved_run_exports(searched):
 
 def test_the_local_runner_times_a_candidate_outside_this_process(tmp_path, digits):
     profile = load_target("cpu-arm")
-    c = ss.Candidate(id=0, name="small-cnn", net_kwargs=ss.registry_kwargs("small-cnn"))
+    c = sspace.Candidate(id=0, name="small-cnn", net_kwargs=sspace.registry_kwargs("small-cnn"))
     m = ss.time_candidate(c, digits, profile, "local", tmp_path, min_seconds=0.01)
     assert 0 < m["latency_p50_ms"] <= m["latency_p90_ms"]
     assert m["model_bytes"] > 4 * 7514  # fp32 weights at least

@@ -1,6 +1,6 @@
 """Latency and memory through the target profile's execution providers, against its budgets.
 
-The timing itself happens in the bench agent (edgekd/agent.py), a separate
+The timing itself happens in the bench agent (edgekd/bench/agent.py), a separate
 process that imports only onnxruntime and numpy, so peak RSS is the runtime's
 own. A runner puts it on this host, under qemu, or on a device over ssh.
 The stage adds what only the host can measure: the teacher through ONNX
@@ -16,8 +16,10 @@ from typing import Any
 import numpy as np
 
 from edgekd import artifacts, defaults
+from edgekd.checks import Failure, budget_failures, budget_limits, check_budget
 from edgekd.deploy.targets import TargetProfile, load_target
-from edgekd.errors import BadInput, CheckFailed
+from edgekd.errors import BadInput, BudgetFailed, CheckFailed, GoldenFailed
+from edgekd.provenance import host_cpu
 
 
 def pick_target(run_dir: Path, target: str | Path | None) -> TargetProfile:
@@ -84,20 +86,6 @@ def _teacher_onnx(run_dir: Path, out_dir: Path, input_shape, opset: int) -> Path
                         opset=opset)
 
 
-def budget_checks(target: TargetProfile, *, p90_ms: float, peak_rss_mb: float, size_mb: float,
-                  emulated: bool = False) -> list[dict]:
-    """One row per budget. Under emulation, time and memory are not the target's, so those
-    rows are recorded as skipped (they neither pass nor fail the run)."""
-    if target.budget is None:
-        return []
-    b = target.budget
-    rows = [("latency_p90_ms", p90_ms, b.latency_p90_ms, emulated), ("peak_memory_mb", peak_rss_mb, b.peak_memory_mb, emulated),
-            ("model_size_mb", size_mb, b.model_size_mb, False)]
-    return [{"name": n, "value": v, "limit": lim, "passed": True, "skipped": "emulated"} if skip else
-            {"name": n, "value": v, "limit": lim, "passed": bool(v <= lim)}
-            for n, v, lim, skip in rows if lim is not None]
-
-
 def _recommend(manifest: dict, fp32: dict, int8: dict | None) -> tuple[str, list[str]]:
     """int8 only when it is within its tolerances and smaller or faster here."""
     if int8 is None:
@@ -137,21 +125,31 @@ def bench_run(*, target: str | Path | None = None, run: str | Path | None = None
         notes.append(fp32["note"])
     chosen = int8 if recommended == "int8" else fp32
     size_mb = (manifest["variants"]["int8"] if recommended == "int8" else manifest["model"])["bytes"] / 2**20
-    checks = budget_checks(prof, p90_ms=chosen["latency_ms"]["p90"], peak_rss_mb=chosen["peak_rss_mb"],
-                           size_mb=size_mb, emulated=bool(chosen.get("emulated")))
+    limits = budget_limits(prof.budget, emulated=bool(chosen.get("emulated")))
+    checks = check_budget(limits, latency_p90_ms=chosen["latency_ms"]["p90"], peak_memory_mb=chosen["peak_rss_mb"],
+                          model_size_mb=size_mb)
     result = {"runner": runner, "target": prof.name, "fp32": fp32, "int8": int8, "recommended": recommended,
               "notes": notes + ([fp32["warning"]] if fp32.get("warning") else []),
-              "budget": {"passed": all(c["passed"] for c in checks), "checks": checks}}
+              "budget": {"passed": all(c["passed"] for c in checks), "checks": checks}, "host": host_cpu()}
     if compare:
         result["comparison"] = _compare(run_dir, out_dir, prof, manifest, fp32, cfg)
     artifacts.write_json(out_dir / "bench.json", result)
     _merge(run_dir, prof, manifest, result)
-    failures = [f"budget {c['name']}: {c['value']:.4g} > {c['limit']:g}" for c in checks if not c["passed"]]
-    failures += [f"golden ({k}): {r['golden']}" for k, r in (("fp32", fp32), ("int8", int8))
-                 if r and not r.get("golden", {}).get("passed", True)]
-    if failures:
-        raise CheckFailed(f"bench {prof.name} on {runner}: " + "; ".join(failures))
+    _raise_failures(prof, runner, checks, fp32, int8)
     return result
+
+
+def _raise_failures(prof: TargetProfile, runner: str, checks: list[dict], fp32: dict, int8: dict | None) -> None:
+    """GoldenFailed when a model disagrees with its golden outputs, else BudgetFailed on a budget miss."""
+    budget = budget_failures(checks)
+    golden = [Failure("golden", f"{k} top1_agreement", r["golden"].get("top1_agreement"),
+                      r["golden"].get("min_top1_agreement"), detail=f"({k}): {r['golden']}")
+              for k, r in (("fp32", fp32), ("int8", int8)) if r and not r.get("golden", {}).get("passed", True)]
+    if not budget and not golden:
+        return
+    lines = [f"budget {f.name}: {f.value:.4g} > {f.limit:g}" for f in budget] + [f"golden {f.detail}" for f in golden]
+    error = GoldenFailed if golden else BudgetFailed
+    raise error(f"bench {prof.name} on {runner}: " + "; ".join(lines), failures=budget + golden)
 
 
 def _compare(run_dir: Path, out_dir: Path, prof: TargetProfile, manifest: dict, fp32: dict, cfg: dict) -> dict:
@@ -236,13 +234,14 @@ def bench_targets(*, targets: list[str | Path], run: str | Path | None = None, r
     """bench_run for each target (each writes its own bench.json and manifest), then one table
     across them; every manifest records the rows and the fastest passing target and variant."""
     run_dir = artifacts.resolve_run(run)
-    results, failures = [], []
+    results, failures, records = [], [], []
     for t in targets:
         try:
             results.append(bench_run(target=t, run=run_dir, runner=runner, compare=compare,
                                      min_seconds=min_seconds, profile=profile))
         except CheckFailed as e:  # keep going: the table shows every target, then we fail
             failures.append(str(e))
+            records += [f.to_dict() for f in e.failures]
             results.append(artifacts.read_json(run_dir / load_target(t).name / "bench.json"))
     rows = side_by_side(results)
     best = best_row(rows)
@@ -253,7 +252,7 @@ def bench_targets(*, targets: list[str | Path], run: str | Path | None = None, r
         manifest["across_targets"] = across
         artifacts.write_json(artifacts.manifest_path(run_dir, r["target"]), manifest)
     # A failed target does not stop the others; the caller shows the table, then fails on these.
-    return {"results": results, **across, "failures": failures}
+    return {"results": results, **across, "failures": failures, "failure_records": records}
 
 
 # ---------------------------------------------------------------- any ONNX model
@@ -290,17 +289,18 @@ def bench_model(*, model: str | Path, targets: list[str | Path] | None = None, s
             x = runner_obj.run(model=model, config=cfg, inputs=Path(inputs) if inputs else None)
         except AgentFailed as e:
             raise BadInput(f"{model} on {prof.name}: {str(e).split(': ', 1)[-1]}") from None
-        checks = budget_checks(prof, p90_ms=x["latency_ms"]["p90"], peak_rss_mb=x["peak_rss_mb"],
-                               size_mb=model.stat().st_size / 2**20, emulated=bool(x.get("emulated")))
+        checks = check_budget(budget_limits(prof.budget, emulated=bool(x.get("emulated"))),
+                              latency_p90_ms=x["latency_ms"]["p90"], peak_memory_mb=x["peak_rss_mb"],
+                              model_size_mb=model.stat().st_size / 2**20)
         r = {"runner": runner, "target": prof.name, "fp32": x, "int8": None,
              "budget": {"passed": all(c["passed"] for c in checks), "checks": checks},
              "notes": [x["warning"]] if x.get("warning") else []}
         results.append(r)
-        failures += [f"{prof.name} budget {c['name']}: {c['value']:.4g} > {c['limit']:g}" for c in checks
-                     if not c["passed"]]
+        failures += [(prof.name, f) for f in budget_failures(checks)]
     # The caller shows the table, then fails (exit 1) on these.
     return {"model": str(model), "results": results, "rows": side_by_side(results),
-            "failures": [f"bench {model}: {f}" for f in failures]}
+            "failures": [f"bench {model}: {t} budget {f.name}: {f.value:.4g} > {f.limit:g}" for t, f in failures],
+            "failure_records": [f.to_dict() for _, f in failures]}
 
 
 def bench_any(*, model: str | Path | None = None, targets: list[str | Path] | None = None,

@@ -31,11 +31,14 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgekd.deploy.ep_support import op_id
 from edgekd.deploy.targets import TargetProfile, load_target
-from edgekd.errors import BadInput
+from edgekd.errors import BadInput, first_line
+
+if TYPE_CHECKING:
+    from edgekd.checks import Failure
 
 NOT_ALLOWED = "not in ops.allow"
 # Providers that take only nodes whose inputs have fixed shapes (the upstream
@@ -46,6 +49,8 @@ FIXED_SHAPE_PROVIDERS = ("NnapiExecutionProvider",)
 # ---------------------------------------------------------------- report
 @dataclass
 class UnsupportedOp:
+    """One op type the target does not run, the nodes that use it, and why (not allowed, or a caveat)."""
+
     op: str
     nodes: list[str]
     reason: str
@@ -56,6 +61,8 @@ class UnsupportedOp:
 
 @dataclass
 class AuditReport:
+    """What the target's runtime would see: ops used, unsupported ops, and provider coverage."""
+
     target: str
     used: list[str]
     unsupported: list[UnsupportedOp]
@@ -101,6 +108,18 @@ class AuditReport:
         if real.get("ran") and not real.get("passed"):
             lines.append(f"ONNX Runtime's partition: {real['summary']}")
         return lines
+
+    def failures(self) -> list["Failure"]:
+        """One `Failure` per unsupported op: value = its node count, limit 0."""
+        from edgekd.checks import Failure
+
+        lines = self.format_lines()
+        out = [Failure("audit", u.op, len(u.nodes), 0, detail=line) for u, line in zip(self.unsupported, lines)]
+        real = self.partition or {}
+        if real.get("ran") and not real.get("passed"):  # ONNX Runtime left nodes to another provider
+            out.append(Failure("audit", "partition", len(real.get("fallback_nodes") or []) if real.get("built", True)
+                               else None, 0, detail=lines[-1]))
+        return out
 
 
 # ---------------------------------------------------------------- graph facts
@@ -373,6 +392,8 @@ def _resize_scales_sizes(node: Any, g: _Graph) -> bool:
 
 @dataclass(frozen=True)
 class Rule:
+    """A caveat rule: a caveat text matching `pattern` is broken when `broken(node, graph)` holds."""
+
     pattern: re.Pattern[str]
     broken: Callable[[Any, _Graph], bool]
 
@@ -504,15 +525,10 @@ def _load(model: str | Path | Any) -> tuple[Any, str]:
     try:
         proto = onnx.load(str(path), load_external_data=False)
     except Exception as e:  # DecodeError and friends: one line, no traceback
-        raise BadInput(f"{path}: not a readable ONNX model ({type(e).__name__}: {_first_line(e)})") from None
+        raise BadInput(f"{path}: not a readable ONNX model ({type(e).__name__}: {first_line(e)})") from None
     if not proto.HasField("graph") or not (proto.graph.node or proto.graph.output):
         raise BadInput(f"{path}: not an ONNX model (no graph found)")
     return proto, str(path)
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
 
 
 def _optimize(model: Any, path: str | None, tmp: Path) -> tuple[Any | None, str]:
@@ -530,7 +546,7 @@ def _optimize(model: Any, path: str | None, tmp: Path) -> tuple[Any | None, str]
     try:
         ort.InferenceSession(source, so, providers=["CPUExecutionProvider"])
     except Exception as e:  # no kernel for an op, custom domain, invalid graph
-        return None, _first_line(e)
+        return None, first_line(e)
     return onnx.load(so.optimized_model_filepath, load_external_data=False), ""
 
 

@@ -12,8 +12,9 @@ from typing import Any
 import numpy as np
 
 from edgekd import __version__, artifacts, defaults
+from edgekd.checks import Failure
 from edgekd.deploy.targets import TargetProfile, load_target
-from edgekd.errors import BadInput, CheckFailed
+from edgekd.errors import AuditFailed, BadInput, ParityFailed
 
 MOBILE_PROVIDERS = {"NnapiExecutionProvider", "CoreMLExecutionProvider", "QNNExecutionProvider",
                     "XnnpackExecutionProvider"}
@@ -54,7 +55,7 @@ def _test_arrays(run_dir: Path) -> tuple[Any, np.ndarray, np.ndarray]:
     cfg = artifacts.read_json(run_dir / "config.json")
     if not isinstance(cfg.get("data"), str):
         raise BadInput(f"{run_dir / 'config.json'}: no 'data' entry naming the run's dataset")
-    bundle = load_data(cfg["data"], data_dir=cfg.get("data_dir", defaults.DATA_DIR), image_size=cfg.get("input_size"))
+    bundle = load_data(cfg["data"], data_dir=cfg.get("data_dir"), image_size=cfg.get("input_size"))
     x, y = to_arrays(bundle.test)
     return bundle, x, y
 
@@ -98,7 +99,8 @@ def provider_parity(model_path: Path, ref: np.ndarray, x: np.ndarray, target: Ta
         return {"ran": False, "provider": first.name, "reason": info.get("warning", f"{first.name} did not run")}
     tol = target.parity.for_precision(info.get("precision", "fp32"))
     atol, rtol = (float("inf"), 0.0) if int8 else (tol.atol, tol.rtol)
-    min_top1 = (target.parity.int8_min_top1_agreement or 0.99) if int8 else tol.min_top1_agreement
+    int8_min = target.parity.int8_min_top1_agreement
+    min_top1 = (0.99 if int8_min is None else int8_min) if int8 else tol.min_top1_agreement
     report = compare(ref, ort_run(session, x), atol=atol, rtol=rtol, min_top1_agreement=min_top1,
                      name=f"{first.name} {'int8 ' if int8 else ''}logits")
     return {"ran": True, **{k: info.get(k) for k in ("provider", "device", "vendor", "ep_version", "precision",
@@ -106,7 +108,13 @@ def provider_parity(model_path: Path, ref: np.ndarray, x: np.ndarray, target: Ta
             "options": dict(first.options), **report.to_dict()}
 
 
-def _int8_variant(out_dir: Path, model_path: Path, bundle, ref, x, y, target: TargetProfile) -> tuple[dict, list[str]]:
+def _through_failures(through: dict[str, Any]) -> list[Failure]:
+    """`provider_parity`'s failures as records, saying which provider they ran through."""
+    return [Failure(**{**d, "detail": f"through {through['provider']}: {d['detail']}"})
+            for d in through.get("failure_records", [])]
+
+
+def _int8_variant(out_dir: Path, model_path: Path, bundle, ref, x, y, target: TargetProfile) -> tuple[dict, list[Failure]]:
     from edgekd.data import to_arrays
     from edgekd.deploy.audit import audit_model
     from edgekd.deploy.quantize import quantize_int8, read_quant_info
@@ -116,7 +124,7 @@ def _int8_variant(out_dir: Path, model_path: Path, bundle, ref, x, y, target: Ta
                            per_channel=True, input_name=defaults.INPUT_NAME)
     p = target.parity
     report, acc = _parity(q_path, ref, x, y, atol=float("inf"), rtol=0.0,
-                          min_top1=p.int8_min_top1_agreement or 0.99, name="int8 logits")
+                          min_top1=0.99 if p.int8_min_top1_agreement is None else p.int8_min_top1_agreement, name="int8 logits")
     audit = audit_model(q_path, target)
     through = provider_parity(q_path, ref, x, target, int8=True)
     entry = {**artifacts.file_entry(q_path, out_dir), "parity": report.to_dict(), "accuracy": acc,
@@ -124,8 +132,7 @@ def _int8_variant(out_dir: Path, model_path: Path, bundle, ref, x, y, target: Ta
              "quantization": read_quant_info(q_path),
              "ops": {"used": audit.used, "unsupported": [u.to_dict() for u in audit.unsupported],
                      "coverage": audit.coverage}}
-    return entry, report.failures + [f"audit: {line}" for line in audit.format_lines()] + [
-        f"through {through['provider']}: {f}" for f in through.get("failures", [])]
+    return entry, report.failures + audit.failures() + _through_failures(through)
 
 
 def _mobile_files(out_dir: Path, model_path: Path, target: TargetProfile) -> dict[str, Any]:
@@ -179,9 +186,8 @@ def export_run(*, target: str | Path | TargetProfile = defaults.TARGET, run: str
                                min_top1=p.min_top1_agreement, name="logits")
     through = provider_parity(model_path, ref, x, target)
     audit.partition = real_partition(model_path, target)
-    failures = [f"audit: {line}" for line in audit.format_lines()] + [f"parity: {f}" for f in parity.failures]
-    failures += [f"parity through {through['provider']}: {f}" for f in through.get("failures", [])]
-    int8_failures: list[str] = []
+    failures = audit.failures() + parity.failures + _through_failures(through)
+    int8_failures: list[Failure] = []
     n_golden = min(defaults.GOLDEN_SAMPLES, len(x))
     if batch:
         n_golden -= n_golden % batch  # a fixed-batch model reads whole batches
@@ -194,16 +200,18 @@ def export_run(*, target: str | Path | TargetProfile = defaults.TARGET, run: str
     if quantize == "int8":
         manifest["variants"] = {}
         manifest["variants"]["int8"], q_fail = _int8_variant(out_dir, model_path, bundle, ref, x, y, target)
-        int8_failures = [f"int8 parity: {f}" for f in q_fail]
+        int8_failures = q_fail
     if is_mobile(target):
         manifest["mobile"] = _mobile_files(out_dir, model_path, target)
     # An int8 variant that misses its tolerances is a failed check (exit 1), but the fp32
     # model is still deployable and stays the recommendation.
-    manifest["checks"] = {"passed": not failures, "failures": failures + int8_failures}
+    lines = [f"{f.kind}: {f}" for f in failures] + [f"int8 {f.kind}: {f}" for f in int8_failures]
+    manifest["checks"] = {"passed": not failures, "failures": lines}
     manifest["deployable"] = not failures
     artifacts.write_json(artifacts.manifest_path(run_dir, target.name), manifest)
-    if failures or int8_failures:
-        raise CheckFailed(f"export {target.name}: " + "; ".join(failures + int8_failures))
+    if lines:
+        error = AuditFailed if any(f.kind == "audit" for f in failures + int8_failures) else ParityFailed
+        raise error(f"export {target.name}: " + "; ".join(lines), failures=failures + int8_failures)
     return manifest
 
 
@@ -255,4 +263,17 @@ def _manifest(run_dir, out_dir, target, model_path, golden, student, bundle, aud
                      "student_torch_recomputed": float((ref.argmax(1) == y).mean()),
                      "student_onnx": onnx_acc, "n_test": int(len(y))},
         "recommended": "fp32",
+        "student_choice": _student_choice(distilled),
     }
+
+
+def _student_choice(distilled: dict[str, Any]) -> dict[str, Any]:
+    """Which of the run's two students to deploy: distill's verdict (mean validation accuracy,
+    distilled vs alone). The exported model is student.pt; where the control did better, the
+    manifest says so and names student_alone.pt."""
+    v = distilled.get("verdict") or {}
+    rec = v.get("recommended_student", "student.pt")
+    return {"exported": "student.pt", "recommended": rec, "distillation": v.get("distillation"),
+            "by": v.get("recommended_by"), "val": v.get("val"),
+            "note": "" if rec == "student.pt" else
+            "distillation did worse than training alone on validation: deploy student_alone.pt instead"}

@@ -13,11 +13,15 @@ from typing import Any
 
 import numpy as np
 
+from edgekd.checks import Failure
 from edgekd.errors import BadInput
 
 
 @dataclass
 class ParityReport:
+    """ONNX Runtime against PyTorch on n samples: the largest differences, top-1 agreement, the
+    tolerances used, and one `Failure` per check that failed."""
+
     n: int
     max_abs_diff: float
     max_rel_diff: float
@@ -25,7 +29,7 @@ class ParityReport:
     atol: float
     rtol: float
     min_top1_agreement: float
-    failures: list[str] = field(default_factory=list)
+    failures: list[Failure] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
@@ -36,7 +40,8 @@ class ParityReport:
                 "top1_agreement": self.top1_agreement,
                 "atol": self.atol if np.isfinite(self.atol) else None, "rtol": self.rtol,
                 "min_top1_agreement": self.min_top1_agreement, "passed": self.passed,
-                "failures": list(self.failures)}
+                "failures": [str(f) for f in self.failures],
+                "failure_records": [f.to_dict() for f in self.failures]}
 
 
 def compare(reference: np.ndarray, actual: np.ndarray, *, atol: float, rtol: float,
@@ -57,12 +62,14 @@ def compare(reference: np.ndarray, actual: np.ndarray, *, atol: float, rtol: flo
                           top1_agreement=r["top1_agreement"], atol=atol, rtol=rtol,
                           min_top1_agreement=min_top1_agreement)
     if not r["allclose"]:
-        report.failures.append(
-            f"{name}: {r['outside']} of {r['size']} values outside atol={atol:g} + rtol={rtol:g}·|ref| "
-            f"(max abs diff {report.max_abs_diff:.3g}, max rel diff {report.max_rel_diff:.3g})")
+        report.failures.append(Failure(
+            "parity", f"{name} values outside tolerance", int(r["outside"]), 0,
+            detail=f"{name}: {r['outside']} of {r['size']} values outside atol={atol:g} + rtol={rtol:g}·|ref| "
+                   f"(max abs diff {report.max_abs_diff:.3g}, max rel diff {report.max_rel_diff:.3g})"))
     if r["top1_agreement"] < min_top1_agreement:
-        report.failures.append(f"{name}: top-1 agreement {r['top1_agreement']:.4f} < {min_top1_agreement:g} "
-                               f"over {r['n']} samples")
+        report.failures.append(Failure(
+            "parity", f"{name} top1_agreement", r["top1_agreement"], min_top1_agreement,
+            detail=f"{name}: top-1 agreement {r['top1_agreement']:.4f} < {min_top1_agreement:g} over {r['n']} samples"))
     return report
 
 

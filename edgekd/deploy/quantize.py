@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekd.errors import BadInput
+from edgekd.errors import BadInput, first_line
 
 log = logging.getLogger(__name__)
 
@@ -175,8 +175,8 @@ def _shape_text(dims: list[int | str]) -> str:
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+    line = first_line(exc)
+    return f"{type(exc).__name__}: {line}" if str(exc).strip() else line
 
 
 # --- steps ------------------------------------------------------------------

@@ -56,6 +56,8 @@ class Provider:
 
 @dataclass(frozen=True)
 class Budget:
+    """`[budget]`: limits a deployable model must meet (None = no limit); see `edgekd.checks`."""
+
     latency_p90_ms: float | None = None
     peak_memory_mb: float | None = None
     model_size_mb: float | None = None
@@ -95,6 +97,9 @@ class Parity:
 
 @dataclass(frozen=True)
 class TargetProfile:
+    """One validated `targets/NAME.toml`: the target's runtime, the ops it runs, precisions,
+    budget and parity tolerances. Made only by `load_target`; `to_json()` is `edgekd targets T --json`."""
+
     name: str
     arch: str
     opset: int
@@ -112,6 +117,9 @@ class TargetProfile:
 
     def allows(self, op: str) -> bool:
         return op in self.ops_allow
+
+    def to_json(self) -> dict[str, Any]:
+        return self.to_dict()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -338,29 +346,70 @@ def _check_parity(path: Path, par: dict, precisions: list[str], providers: tuple
     return Parity(**flat, reduced=reduced)
 
 
-# ---------------------------------------------------------------- public API
+
+# ---------------------------------------------------------------- discovery
+TARGETS_ENV = "EDGEKD_TARGETS"
+
+
+def packaged_dir() -> Path:
+    """The profiles edgekd ships. In a source checkout that is the repository's top-level
+    `targets/` (the project's contract); an installed wheel carries the same files as the
+    package `edgekd._profiles` (pyproject maps it onto `targets/`)."""
+    checkout = defaults.TARGETS_DIR
+    if checkout.is_dir() and (checkout.parent / "pyproject.toml").is_file():
+        return checkout
+    from importlib.util import find_spec
+
+    # A data-only (namespace) package: its folder is the one search location it has.
+    spec = find_spec("edgekd._profiles")
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    return Path(locations[0]) if locations else checkout
+
+
+def target_dirs() -> list[Path]:
+    """Where a profile name is looked up, first match wins: each folder of `EDGEKD_TARGETS`
+    (one folder, or several separated by os.pathsep) and then the packaged profiles."""
+    user = [Path(p) for p in os.environ.get(TARGETS_ENV, "").split(os.pathsep) if p.strip()]
+    for folder in user:
+        if not folder.is_dir():
+            raise BadInput(f"{TARGETS_ENV}: folder {folder} not found; set it to folders of NAME.toml "
+                           f"profiles, separated by '{os.pathsep}'")
+    return [*user, packaged_dir()]
+
+
 def targets_dir() -> Path:
-    return Path(os.environ.get("EDGEKD_TARGETS", defaults.TARGETS_DIR))
+    """The folder that wins for names found in several: the first of `target_dirs()`."""
+    return target_dirs()[0]
+
+
+def _profile_files() -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for folder in target_dirs():
+        for path in sorted(folder.glob("*.toml")):
+            found.setdefault(path.stem, path)  # an earlier folder overrides a later one
+    return found
 
 
 def list_targets() -> list[str]:
-    return sorted(p.stem for p in targets_dir().glob("*.toml"))
+    """Every profile name that `load_target` accepts, user folders and packaged ones together."""
+    return sorted(_profile_files())
 
 
 def resolve_target_path(name_or_path: str | Path) -> Path:
+    """A `.toml` path as given, or the file a profile name stands for."""
     s = str(name_or_path)
     if s.endswith(".toml") or os.sep in s:
         path = Path(s)
         if not path.is_file():
             raise BadInput(f"{path}: target profile not found")
         return path
-    path = targets_dir() / f"{s}.toml"
-    if not path.is_file():
-        names = list_targets()
+    files = _profile_files()
+    if s not in files:
+        names = sorted(files)
         near = difflib.get_close_matches(s, names, n=1)
         hint = f" (did you mean '{near[0]}'?)" if near else ""
         raise BadInput(f"unknown target '{s}'{hint}; valid: {', '.join(names)} or a path to a .toml file")
-    return path
+    return files[s]
 
 
 def load_target(name_or_path: str | Path | TargetProfile) -> TargetProfile:

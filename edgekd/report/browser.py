@@ -158,22 +158,24 @@ def _console_errors(events: list[dict[str, Any]]) -> list[str]:
 
 
 def inspect(html: Path, *, png: Path | None = None, width: int = 1280, clip_height: int | None = None,
-            scale: float = 1.0) -> dict[str, Any]:
-    """Load `html` in headless Chromium; return what INSPECT_JS found plus `console_errors`.
-    With `png`, also write a screenshot of the page (its top `clip_height` pixels if given)."""
-    with Chromium() as chrome:
-        targets = chrome.send("Target.getTargets")["targetInfos"]
-        page = next(t for t in targets if t["type"] == "page")
-        session = chrome.send("Target.attachToTarget", {"targetId": page["targetId"], "flatten": True})["sessionId"]
+            scale: float = 1.0, browser: Chromium | None = None) -> dict[str, Any]:
+    """Load `html` in headless Chromium (a fresh one, or a tab of `browser`); return what INSPECT_JS
+    found plus `console_errors`. With `png`, also write a screenshot (the top `clip_height` pixels if given)."""
+    if browser is None:
+        with Chromium() as chrome:
+            return inspect(html, png=png, width=width, clip_height=clip_height, scale=scale, browser=chrome)
+    chrome = browser
+    target = chrome.send("Target.createTarget", {"url": "about:blank"})["targetId"]
+    session = chrome.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
+    try:
         for domain in ("Page", "Runtime", "Log"):
             chrome.send(f"{domain}.enable", session=session)
         chrome.send("Emulation.setDeviceMetricsOverride",
                     {"width": width, "height": 900, "deviceScaleFactor": 1, "mobile": False}, session=session)
         chrome.send("Page.navigate", {"url": Path(html).resolve().as_uri()}, session=session)
         chrome.wait_event("Page.loadEventFired", session)
-        value = chrome.send("Runtime.evaluate", {"expression": INSPECT_JS, "returnByValue": True},
-                            session=session)["result"]["value"]
-        found = json.loads(value)
+        found = json.loads(chrome.send("Runtime.evaluate", {"expression": INSPECT_JS, "returnByValue": True},
+                                       session=session)["result"]["value"])
         if png is not None:
             height = min(found["height"], clip_height or found["height"])
             shot = chrome.send("Page.captureScreenshot", {
@@ -182,5 +184,8 @@ def inspect(html: Path, *, png: Path | None = None, width: int = 1280, clip_heig
             Path(png).write_bytes(base64.b64decode(shot["data"]))
         time.sleep(0.2)  # let late console events arrive before we stop listening
         chrome.send("Runtime.evaluate", {"expression": "1"}, session=session)
-        found["console_errors"] = _console_errors(chrome.events)
+        found["console_errors"] = _console_errors([e for e in chrome.events if e.get("sessionId") == session])
+    finally:
+        chrome.events = [e for e in chrome.events if e.get("sessionId") != session]
+        chrome.send("Target.closeTarget", {"targetId": target})
     return found

@@ -24,7 +24,7 @@ section{background:#fff;border:1px solid #dde2e8;border-radius:6px;margin:16px 0
 h2{font-size:18px;margin:6px 0 10px;border-bottom:1px solid #e3e7ec;padding-bottom:4px}h3{font-size:15px;margin:14px 0 6px}
 table{border-collapse:collapse;margin:6px 0 10px;font-size:13px}th,td{border:1px solid #dde2e8;padding:3px 8px;text-align:left;vertical-align:top}
 th{background:#f0f3f6;font-weight:600}td.num{text-align:right;font-variant-numeric:tabular-nums}
-.charts{display:flex;flex-wrap:wrap;gap:12px}figure.chart{margin:4px 0;padding:4px;border:1px solid #edf0f3;border-radius:4px;background:#fff}
+.charts{display:flex;flex-wrap:wrap;gap:12px;align-items:flex-start}figure.chart{margin:4px 0;padding:4px;border:1px solid #edf0f3;border-radius:4px;background:#fff}
 svg text{font-family:inherit}svg .tick{font-size:11px;fill:#333}svg .axis{font-size:12px;fill:#222}svg .ctitle{font-size:13px;font-weight:600;fill:#111}
 svg .legend{font-size:11.5px;fill:#222}svg .small{font-size:10px;fill:#444}svg .grid{stroke:#e6e9ee}svg .axisline{stroke:#888}
 svg .err{stroke:#222;stroke-width:1.3;fill:none}svg .ref{stroke:#444;stroke-width:1.2;stroke-dasharray:6,4}

@@ -59,8 +59,19 @@ def _provenance(run: RunData) -> dict[str, Any]:
     return _get(run.distill, "provenance") or {}
 
 
+def _lr(run: RunData, cfg: dict[str, Any]) -> str:
+    """The learning rate used (distill.json's `training`: scaled with the batch, its schedule), else the configured one."""
+    t = _get(run.distill, "training") or {}
+    if isinstance(t.get("lr"), (int, float)):
+        extra = f" (base {num(t.get('lr_base'))} at batch {t.get('base_batch', '?')}, {t.get('lr_schedule', '?')}" + \
+                (f", warm-up {t['warmup_epochs']} epochs" if t.get("warmup_epochs") else "") + ")"
+        return esc(f"{num(t['lr'])}{extra}, batch {t.get('batch_size', cfg.get('batch_size', '—'))}")
+    return esc(f"{cfg.get('lr', '—')}, batch {cfg.get('batch_size', '—')}")
+
+
 def _recipe_rows(run: RunData) -> dict[str, str]:
     s, cfg, prov = _src(run), run.config or run.extra.get("compare") or {}, _provenance(run)
+    train = _get(run.distill, "training") or {}
     data = s.get("data")
     data_name = data.get("name") if isinstance(data, dict) else data
     student = _get(run.distill, "student")
@@ -74,10 +85,11 @@ def _recipe_rows(run: RunData) -> dict[str, str]:
         "temperature": num(s.get("temperature")), "epochs": num(s.get("epochs")),
         "teacher epochs": num(cfg.get("teacher_epochs")), "seeds": num(s.get("seeds")),
         "labeled fraction": num(s.get("labeled_fraction")),
-        "lr, batch size": esc(f"{cfg.get('lr', '—')}, {cfg.get('batch_size', '—')}"),
-        "device": esc(prov.get("device") or cfg.get("device") or "— (not recorded)"),
-        "world size": esc(prov.get("world_size") or "— (not recorded)"),
-        "backend": esc(prov.get("backend") or "—"),
+        "learning rate, batch": _lr(run, cfg),
+        "device, precision": esc(f"{prov.get('device') or train.get('device') or cfg.get('device') or '— (not recorded)'}, "
+                                 f"{train.get('precision') or 'fp32'}"),
+        "world size": esc(prov.get("world_size") or train.get("world_size") or "— (not recorded)"),
+        "backend": esc(prov.get("backend") or train.get("backend") or "—"),
         "platform": esc(prov.get("platform") or "—"),
         "versions": esc(versions or "— (no provenance in distill.json)"),
         "wall time": f"{s['wall_seconds']:.1f} s" if isinstance(s.get("wall_seconds"), (int, float)) else "—",

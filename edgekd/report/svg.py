@@ -142,10 +142,10 @@ def bar_chart(groups: Sequence[str], series: Sequence[tuple[str, Sequence[float 
               title: str, y_label: str, hline: tuple[float, str] | None = None,
               y_min: float | None = None, width: int = W) -> str:
     """Grouped bars with ±error bars: one group per category, one bar per series (run)."""
-    vals = [v for _, vs, _ in series for v in vs if v is not None]
-    errs = [(v or 0) + (e or 0) for _, vs, es in series for v, e in zip(vs, es)]
-    hi = max(vals + errs + ([hline[0]] if hline else []) + [1e-9])
-    lo = min(vals + [hi]) if y_min is None else y_min
+    tops = [v + (e or 0) for _, vs, es in series for v, e in zip(vs, es) if v is not None]
+    bottoms = [v - (e or 0) for _, vs, es in series for v, e in zip(vs, es) if v is not None]
+    hi = max(tops + ([hline[0]] if hline else []) + [1e-9])
+    lo = min(bottoms + ([hline[0]] if hline else []) + [hi])  # error bars and the reference line stay inside
     lo = y_min if y_min is not None else max(0.0, lo - 0.15 * (hi - lo + 1e-9))
     ticks = nice_ticks(lo, hi)
     # Wide enough that no category name runs into the next one.

@@ -56,6 +56,17 @@ def _assignment(m: dict, b: dict) -> str:
     return mark(part.get("passed")) + "<br>" + "<br>".join(lines or [esc(part.get("summary", ""))])
 
 
+def _host(b: dict) -> str:
+    """bench.json's `host`: the CPU model and which ISA extensions it has (what ORT's kernels dispatch on)."""
+    h = b.get("host")
+    if not isinstance(h, dict):
+        return '<span class="muted">not recorded</span>' if b else "—"
+    flags = h.get("flags") or {}
+    have = ", ".join(k for k, v in flags.items() if v) if isinstance(flags, dict) else ""
+    return esc(f"{h.get('model') or '?'} ({h.get('machine', '?')}, {h.get('logical_cpus', '?')} CPUs)"
+               + (f"; {have}" if have else ""))
+
+
 def _short(v: Any, limit: int = 300) -> str:
     import json
 
@@ -78,6 +89,7 @@ def audit_table(runs: list[RunData], name: str) -> str:
             '<span class="muted">not benchmarked</span>'),
         row("runner", lambda m, b: esc(b.get("runner", "—")) + (" <b>(emulated: timings are not the target's)</b>"
                                                                  if _get(b, "fp32", "emulated") else "") if b else "—"),
+        row("host CPU", lambda m, b: _host(b)),
         row("provider assignment", _assignment),
         row("threads used (requested)", lambda m, b: esc(f"{_get(b, 'fp32', 'threads', default='—')} "
                                                          f"({_get(b, 'fp32', 'threads_requested', default='—')})")),
@@ -285,9 +297,9 @@ def _vs_cells(r: RunData, name: str) -> list[str]:
     sp = _get(m, "model", "params") or _get(r.distill, "student", "params")
     acc_t, acc_s = _get(m, "accuracy", "teacher"), _get(m, "accuracy", "student_onnx")
     diff = 100 * (acc_t - acc_s) if isinstance(acc_t, (int, float)) and isinstance(acc_s, (int, float)) else None
-    return [f"{num(ratio, 3)}× faster" if ratio else "— (bench without the teacher)",
-            f"{num(size_ratio, 3)}× smaller" if size_ratio else "—",
-            f"{num(tp / sp, 3)}× fewer" if tp and sp else "—",
+    return [f"student {num(ratio, 3)}× faster" if ratio else "— (bench without the teacher)",
+            f"student {num(size_ratio, 3)}× smaller" if size_ratio else "—",
+            f"student {num(tp / sp, 3)}× fewer" if tp and sp else "—",
             f"{diff:+.2f} points (teacher {pct(acc_t)}, student ONNX {pct(acc_s)})" if diff is not None else "—"]
 
 

@@ -272,31 +272,24 @@ def _sample(bundle, n: int, seed: int):
 
 
 def warm_up(model, bundle, *, steps: int, labeled_fraction: float, lr: float, batch_size: int, seed: int):
-    """`steps` CE-only AdamW steps on the labeled share of the train set (same mask as distill)."""
-    import torch
-    import torch.nn.functional as F
+    """`steps` CE-only AdamW steps at a constant LR on the labeled share of the train set (same mask
+    as distill), through the one training loop (`Phase.max_steps`); no validation, no checkpoint."""
+    import math
 
-    from edgekd.train.datasets import dataset_labels, labeled_mask, loader
+    import torch
+
+    from edgekd.train.datasets import Indexed, dataset_labels, labeled_mask
+    from edgekd.train.loop import Phase, TrainOptions, fit
+    from edgekd.train.losses import build_objective
 
     if steps <= 0:
         return model.eval()
     mask = labeled_mask(dataset_labels(bundle.train), labeled_fraction)
-    labeled = torch.utils.data.Subset(bundle.train, np.flatnonzero(mask).tolist())
-    torch.manual_seed(seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=defaults.WEIGHT_DECAY)
-    model.train()
-    step, epoch = 0, 0
-    while step < steps:
-        for x, y in loader(labeled, batch_size=batch_size, shuffle=True, seed=seed, epoch=epoch):
-            loss = F.cross_entropy(model(x), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            step += 1
-            if step >= steps:
-                break
-        epoch += 1
-    return model.eval()
+    labeled = Indexed(torch.utils.data.Subset(bundle.train, np.flatnonzero(mask).tolist()))
+    epochs = math.ceil(steps / math.ceil(len(labeled) / batch_size))
+    ph = Phase("warm-up", model, build_objective(["ce"]), labeled, None, epochs, seed, lr, batch_size,
+               max_steps=steps, options=TrainOptions(schedule="constant", base_batch=None))
+    return fit(ph, progress=False)
 
 
 def _slug(spec: str) -> str:
@@ -325,24 +318,44 @@ def rank_rows(rows: list[dict[str, Any]], *, higher_is_better: bool) -> list[dic
     return [row for _, row in ranked]
 
 
+def _score_teacher(spec: str, cfg, bundle, root: Path, *, x, y, init_pred, warm, proj_dim: int, n_splits: int,
+                   seed: int) -> dict[str, Any]:
+    """One candidate: obtain it (a registry teacher is built with its own explicit seed,
+    `defaults.TEACHER_SEED`, so it gets the weights `edgekd distill` gives it), then score it."""
+    import torch
+
+    from edgekd.train.datasets import accuracy
+    from edgekd.train.teacher import obtain_teacher
+
+    teacher, info = obtain_teacher(replace(cfg, teacher=spec), bundle, root / _slug(spec))
+    with torch.no_grad():
+        t_logits = teacher.eval()(x)
+    if t_logits.shape[1] != bundle.num_classes:
+        raise BadInput(f"teacher '{spec}' has {t_logits.shape[1]} classes, "
+                       f"data {bundle.name} has {bundle.num_classes}", params=["data"])
+    grace = grace_score(student=warm, teacher_logits=t_logits, inputs=x, labels=y, temperature=cfg.temperature,
+                        proj_dim=proj_dim, n_splits=n_splits, seed=seed)
+    return {"teacher": spec, **{k: v for k, v in info.items() if k != "source"}, "source": info.get("source"),
+            "params": sum(p.numel() for p in teacher.parameters()), "val_accuracy": accuracy(teacher, bundle.val),
+            "agreement_at_init": float((t_logits.argmax(1) == init_pred).float().mean()), "grace": grace}
+
+
 def select_teachers(*, student: str = defaults.STUDENT, teachers: list[str], data: str = defaults.DATA,
                     target: str = defaults.TARGET, run: Path | None = None,
                     temperature: float = defaults.TEMPERATURE, n: int = N_EXAMPLES,
                     warmup_steps: int = WARMUP_STEPS, teacher_epochs: int = defaults.TEACHER_EPOCHS,
                     seed: int = 0, progress: bool = True, higher_is_better: bool = HIGHER_IS_BETTER,
                     labeled_fraction: float = defaults.LABELED_FRACTION, proj_dim: int = PROJ_DIM,
-                    n_splits: int = N_SPLITS, data_dir: Path = defaults.DATA_DIR, download: bool = False,
+                    n_splits: int = N_SPLITS, data_dir: Path | None = None, download: bool = False,
                     lr: float = defaults.LR, batch_size: int = defaults.BATCH_SIZE) -> dict[str, Any]:
     """Rank candidate teachers for `student` by GRACE, with two plain baselines beside it.
 
-    Each teacher is a registry name (trained as `edgekd distill` trains its
-    teacher, for `teacher_epochs`) or a teacher .pt path (loaded). For each:
-    `grace` (the score and its spread), `val_accuracy` (the teacher's own) and
-    `agreement_at_init` (top-1 agreement of the untrained student with the
-    teacher on the same n examples). With `run`, trained teachers are kept
-    under run/teachers/<name>/teacher.pt and the result is written to
-    run/teacher_selection.json. `ranking` orders the teachers by GRACE, lowest
-    first unless `higher_is_better` (see the module docstring for why).
+    Each teacher is a registry name (trained as `edgekd distill` trains it) or a teacher .pt
+    path. For each: `grace` (score and spread), `val_accuracy` (the teacher's own) and
+    `agreement_at_init` (top-1 agreement of the untrained student with it on the same n
+    examples). With `run`, trained teachers are kept under run/teachers/<name>/ and the
+    result goes to run/teacher_selection.json. `ranking` orders by GRACE, lowest first
+    unless `higher_is_better` (see the module docstring for why).
     """
     import torch
     from tqdm.auto import tqdm
@@ -350,20 +363,16 @@ def select_teachers(*, student: str = defaults.STUDENT, teachers: list[str], dat
     from edgekd.data import load_data
     from edgekd.deploy.targets import load_target
     from edgekd.train.config import DistillConfig
-    from edgekd.train.datasets import accuracy
     from edgekd.train.distill import make_student
-    from edgekd.train.teacher import obtain_teacher
 
     t0 = time.perf_counter()
     _check_args(teachers, n, warmup_steps)
-    cfg = DistillConfig(data=data, data_dir=Path(data_dir), download=download, student=student, target=target,
+    cfg = DistillConfig(data=data, data_dir=None if data_dir is None else Path(data_dir), download=download, student=student, target=target,
                         temperature=temperature, teacher_epochs=teacher_epochs, lr=lr, batch_size=batch_size,
                         labeled_fraction=labeled_fraction, progress=progress)
     cfg.validate()
-    profile = load_target(target)
-    bundle = load_data(data, data_dir=data_dir, download=download)
+    profile, bundle = load_target(target), load_data(data, data_dir=data_dir, download=download)
     x, y, _ = _sample(bundle, n, seed)
-
     init = make_student(cfg, bundle, profile, seed).eval()
     with torch.no_grad():
         init_pred = init(x).argmax(1)
@@ -375,25 +384,8 @@ def select_teachers(*, student: str = defaults.STUDENT, teachers: list[str], dat
         root = Path(run) / "teachers" if run is not None else Path(scratch)
         for spec in tqdm(teachers, desc="teachers", unit="teacher", disable=None if progress else True,
                          leave=False):
-            # `edgekd distill` builds its teacher right after the seed-0 probe student; doing the
-            # same here gives a registry teacher the very weights distill would train.
-            make_student(cfg, bundle, profile, 0)
-            teacher, info = obtain_teacher(replace(cfg, teacher=spec), bundle, root / _slug(spec))
-            with torch.no_grad():
-                t_logits = teacher.eval()(x)
-            if t_logits.shape[1] != bundle.num_classes:
-                raise BadInput(f"teacher '{spec}' has {t_logits.shape[1]} classes, "
-                               f"--data {bundle.name} has {bundle.num_classes}")
-            grace = grace_score(student=warm, teacher_logits=t_logits, inputs=x, labels=y,
-                                temperature=temperature, proj_dim=proj_dim, n_splits=n_splits, seed=seed)
-            rows.append({
-                "teacher": spec, **{k: v for k, v in info.items() if k != "source"},
-                "source": info.get("source"),
-                "params": sum(p.numel() for p in teacher.parameters()),
-                "val_accuracy": accuracy(teacher, bundle.val),
-                "agreement_at_init": float((t_logits.argmax(1) == init_pred).float().mean()),
-                "grace": grace,
-            })
+            rows.append(_score_teacher(spec, cfg, bundle, root, x=x, y=y, init_pred=init_pred, warm=warm,
+                                       proj_dim=proj_dim, n_splits=n_splits, seed=seed))
     ranked = rank_rows(rows, higher_is_better=higher_is_better)
     result = {
         "student": student, "data": bundle.name, "target": profile.name, "temperature": temperature,

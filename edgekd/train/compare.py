@@ -64,6 +64,7 @@ def compare(cfg, *, methods: tuple[str, ...] = DEFAULT) -> dict[str, Any]:
     cfg.validate()
     target = load_target(cfg.target)
     bundle = load_bundle(cfg)
+    cfg = cfg.for_data(bundle)  # options left unset follow the data (defaults.recipe)
     probe = make_student(cfg, bundle, target, 0)
     check_student_ops(probe, input_shape=bundle.input_shape, target=target)
     loaded = check_teacher_paths(cfg, bundle)

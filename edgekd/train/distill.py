@@ -20,11 +20,13 @@ from edgekd.checkpoints import save_student
 from edgekd.data import DataBundle
 from edgekd.deploy.targets import TargetProfile, load_target
 from edgekd.errors import BadInput
+from edgekd.provenance import provenance
 from edgekd.models import (
     check_student_ops,
     count_params,
     create_student,
     create_teacher,
+    model_cost,
 )
 from edgekd.train.config import DistillConfig, check_resume, load_bundle
 from edgekd.train.datasets import (
@@ -91,7 +93,8 @@ def _dry_prepare(cfg: DistillConfig, bundle: DataBundle, student: nn.Module, tea
 
 def make_student(cfg: DistillConfig, bundle: DataBundle, target: TargetProfile, seed: int) -> nn.Module:
     torch.manual_seed(seed)
-    return create_student(cfg.student, in_channels=bundle.input_shape[0], num_classes=bundle.num_classes,
+    name = cfg.student if cfg.student is not None else cfg.for_data(bundle).student
+    return create_student(name, in_channels=bundle.input_shape[0], num_classes=bundle.num_classes,
                           target_ops=target.ops_allow, input_size=bundle.input_shape[1])
 
 
@@ -113,7 +116,8 @@ def train_control(cfg: DistillConfig, bundle: DataBundle, target: TargetProfile,
     """The student alone on the labeled data, same epochs and steps: the control."""
     row: dict[str, Any] = {"seed": seed}
     alone = Phase(f"alone/seed{seed}", make_student(cfg, bundle, target, seed), build_objective(["ce"]),
-                  Indexed(labeled_only), bundle.val, cfg.epochs, seed, cfg.lr, cfg.batch_size)
+                  Indexed(labeled_only), bundle.val, cfg.epochs, seed, cfg.lr, cfg.batch_size,
+                  options=cfg.train_options(run_dir))
     _fit_into(row, "student_alone", alone, cfg, bundle, run_dir)
     return row
 
@@ -149,7 +153,8 @@ def train_students(cfg: DistillConfig, bundle: DataBundle, target: TargetProfile
             model = make_student(cfg, bundle, target, seed + 1000 * (gen or 0))
             name = f"kd/seed{seed}" if gen is None else f"kd/seed{seed}/gen{gen}"
             kd = Phase(name, model, obj, Indexed(bundle.train, mask), bundle.val, cfg.epochs, seed, cfg.lr,
-                       cfg.batch_size, source=src, student_taps=_student_taps(model, obj, cfg), hint_epochs=cfg.hint_epochs)
+                       cfg.batch_size, source=src, student_taps=_student_taps(model, obj, cfg), hint_epochs=cfg.hint_epochs,
+                       options=cfg.train_options(run_dir))
             _fit_into(row, "student", kd, cfg, bundle, run_dir)
             if gen is not None:
                 row.setdefault("generations", []).append({"generation": gen, "accuracy": row["student"]})
@@ -171,11 +176,22 @@ def gap_closed(teacher: float, alone: float, student: float) -> float | None:
 
 def distill(cfg: DistillConfig) -> dict[str, Any]:
     """Run the whole distill stage; returns the summary written to distill.json."""
+    from edgekd.progress import quieted
+
+    with quieted(not cfg.progress):
+        return _distill(cfg)
+
+
+def _distill(cfg: DistillConfig) -> dict[str, Any]:
     cfg.validate()
     t_start = time.perf_counter()
     target = load_target(cfg.target)
-    objective = build_objective(list(cfg.methods), temperature=cfg.temperature, **cfg.loss_options)
+    if cfg.methods is not None:  # a bad --method is refused before the data is read
+        build_objective(list(cfg.methods), temperature=cfg.temperature or 1.0, **cfg.loss_options)
     bundle = load_bundle(cfg)
+    cfg = cfg.for_data(bundle)  # options left unset follow the data (defaults.recipe)
+    cfg.validate()
+    objective = build_objective(list(cfg.methods), temperature=cfg.temperature, **cfg.loss_options)
     probe = make_student(cfg, bundle, target, 0)
     ops = check_student_ops(probe, input_shape=bundle.input_shape, target=target)
     loaded = check_teacher_paths(cfg, bundle)  # before any folder is made
@@ -199,6 +215,7 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
     save_student(run_dir / "student_alone.pt", cfg, bundle, best["_student_alone_model"], seed=best["seed"], ops=ops,
                  net_kwargs=kw)
     summary = summarise(cfg, bundle, target, teachers, teacher_acc, rows, best, probe, ops)
+    summary["training"] = cfg.training_record()
     summary["wall_seconds"] = time.perf_counter() - t_start
     artifacts.write_json(run_dir / "distill.json", summary)
     artifacts.set_latest(run_dir)
@@ -217,12 +234,29 @@ def method_label(cfg: DistillConfig) -> str:
     return label
 
 
+def verdict(rows: list[dict[str, Any]], alone: dict[str, float], kd: dict[str, float]) -> dict[str, Any]:
+    """Did distillation beat the student trained alone, and which of the two students to deploy.
+
+    The outcome compares test means against their spread, √(sd² + sd_alone²), as `compare`
+    does. The recommendation reads the mean *validation* accuracy, so the test set chooses
+    nothing: student.pt unless the control did better on validation."""
+    spread = float(np.hypot(alone["std"], kd["std"]))
+    delta = kd["mean"] - alone["mean"]
+    outcome = "helped" if delta > spread else "lost" if delta < -spread else "within spread"
+    val_kd = float(np.mean([r["student_val"] for r in rows]))
+    val_alone = float(np.mean([r["student_alone_val"] for r in rows]))
+    return {"distillation": outcome, "delta": delta, "spread": spread,
+            "val": {"student": val_kd, "student_alone": val_alone},
+            "recommended_student": "student.pt" if val_kd >= val_alone else "student_alone.pt",
+            "recommended_by": "mean validation accuracy over seeds"}
+
+
 def summarise(cfg, bundle, target, teachers, teacher_acc, rows, best, probe, ops) -> dict[str, Any]:
     alone = mean_std([r["student_alone"] for r in rows])
     kd = mean_std([r["student"] for r in rows])
     clean_rows = [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows]
-    infos = [{**info, "params": count_params(m)} for m, info in teachers]
     sview, tview = views(cfg, bundle)
+    infos = [{**info, **_teacher_cost(m, (bundle.input_shape[0], *tview.size))} for m, info in teachers]
     return {
         "data": bundle.describe(), "target": target.name, "methods": list(cfg.methods),
         "objective": method_label(cfg), "temperature": cfg.temperature, "epochs": cfg.epochs, "seeds": cfg.seeds,
@@ -232,11 +266,21 @@ def summarise(cfg, bundle, target, teachers, teacher_acc, rows, best, probe, ops
                     "ops_notes": getattr(probe, "ops_notes", []), "chosen_seed": best["seed"]},
         "accuracy": {"teacher": teacher_acc, "student_alone": alone, "student": kd},
         "gap_closed": gap_closed(teacher_acc, alone["mean"], kd["mean"]),
+        "verdict": verdict(rows, alone, kd),
         "per_seed": clean_rows,
         "seconds": {"student_alone": sum(r["student_alone_seconds"] for r in rows),
                     "student": sum(r["student_seconds"] for r in rows)},
         "images_per_s": images_per_s(cfg, bundle, rows),
+        "provenance": provenance(device=getattr(cfg, "device", "cpu")),
     }
+
+
+def _teacher_cost(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, Any]:
+    """Params and MFLOPs at the teacher's own input size; params only for a TorchScript or ONNX
+    teacher (no forward hooks to count with)."""
+    if isinstance(model, torch.jit.ScriptModule) or hasattr(model, "session"):
+        return {"params": count_params(model)}
+    return model_cost(model, input_shape)
 
 
 def images_per_s(cfg: DistillConfig, bundle: DataBundle, rows: list[dict[str, Any]]) -> dict[str, Any]:

@@ -11,10 +11,11 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from edgekd import artifacts
+from edgekd import artifacts, defaults
 from edgekd.data import DataBundle
 from edgekd.errors import BadInput
 from edgekd.models import create_teacher
+from edgekd.progress import stage
 from edgekd.teachers import LoadedTeacher, View, convert, load_teacher_spec, parse_specs, teacher_view
 from edgekd.train.config import DistillConfig
 from edgekd.train.datasets import Indexed, accuracy, dataset_labels
@@ -79,13 +80,17 @@ def _train_teacher(name: str, cfg: DistillConfig, bundle: DataBundle, run_dir: P
         train, val = ViewedData(hi.train, data_view(hi), tview), ViewedData(hi.val, data_view(hi), tview)
     elif tview != sview:
         train, val = ViewedData(train, sview, tview), ViewedData(val, sview, tview)
+    # Seeded here, explicitly: the teacher's weights never depend on what the caller drew before.
+    torch.manual_seed(defaults.TEACHER_SEED)
     model = create_teacher(name, in_channels=C, num_classes=bundle.num_classes)
     ph = Phase(slot, model, build_objective(["ce"]), Indexed(train), val,
-               cfg.teacher_epochs, seed=0, lr=cfg.lr, batch_size=cfg.batch_size)
+               cfg.teacher_epochs, seed=defaults.TEACHER_SEED, lr=cfg.lr, batch_size=cfg.batch_size,
+               options=cfg.train_options(run_dir))
+    stage(f"{slot}: training {name} for {cfg.teacher_epochs} epochs on {ph.options.device}")
     fit(ph, ckpt=run_dir / "checkpoints" / f"{slot}.pt", resume=cfg.resume, progress=cfg.progress)
     artifacts.save_torch(run_dir / f"{slot}.pt", {
         "kind": "teacher", "arch": name, "in_channels": C,
-        "num_classes": bundle.num_classes, "model": model.state_dict()})
+        "num_classes": bundle.num_classes, "model": {k: v.cpu() for k, v in model.state_dict().items()}})
     return model.eval(), {"kind": "registry", "source": "trained", "arch": name, "epochs": cfg.teacher_epochs}
 
 

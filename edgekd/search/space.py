@@ -1,0 +1,151 @@
+"""The student search space: `edgekd.models.student_net` keyword sets drawn in a seeded order.
+
+Axes: stage widths × width multiplier, depth per stage, kernel size, block type (`conv`,
+depthwise-separable `dw`, inverted residual `ir`) and activation, keeping only the blocks
+and activations whose ONNX ops the target allows. The registry students named in
+`include` come first. `Candidate` is one draw and everything later stages learn about it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import numpy as np
+
+from edgekd import defaults
+from edgekd.errors import BadInput
+
+STAGE_WIDTHS: tuple[tuple[int, ...], ...] = ((8, 16), (16, 32), (8, 16, 32), (16, 32, 64))
+WIDTH_MULTS = (0.5, 0.75, 1.0, 1.5)
+DEPTHS = (1, 2)
+KERNELS = (3, 5)
+
+
+def search_space(target_ops: frozenset[str] | None) -> dict[str, tuple]:
+    """Every axis of the space, with only the blocks and activations the target's ops allow."""
+    from edgekd.models import ACTIVATIONS, BLOCKS
+
+    def allowed(ops: set[str]) -> bool:
+        return target_ops is None or ops <= target_ops
+
+    return {
+        "widths": STAGE_WIDTHS, "width_mult": WIDTH_MULTS, "depth": DEPTHS, "kernel": KERNELS,
+        "block": tuple(b for b, (ops, _) in BLOCKS.items() if allowed(ops)),
+        "act": tuple(a for a, (ops, _) in ACTIVATIONS.items() if allowed(ops)),
+    }
+
+
+def channels(net_kwargs: dict[str, Any]) -> list[int]:
+    """The channels per stage that `student_net` builds (same rounding)."""
+    return [max(4, int(round(w * net_kwargs.get("width_mult", 1.0)))) for w in net_kwargs["widths"]]
+
+
+def candidate_name(net_kwargs: dict[str, Any]) -> str:
+    """'conv-16x32-k3-d1-relu': two keyword sets that build the same network get the same name."""
+    chans = "x".join(map(str, channels(net_kwargs)))
+    return f"{net_kwargs['block']}-{chans}-k{net_kwargs['kernel']}-d{net_kwargs['depth']}-{net_kwargs['act']}"
+
+
+def registry_kwargs(name: str) -> dict[str, Any]:
+    """A registry student's full `student_net` keywords (its overrides on the builder's defaults)."""
+    from edgekd.models import STUDENTS
+
+    if name not in STUDENTS:
+        raise BadInput(f"unknown student '{name}' to include; valid: {', '.join(STUDENTS)}")
+    base = {"widths": (8, 16), "block": "conv", "kernel": 3, "depth": 1, "width_mult": 1.0, "act": "relu"}
+    kw = {**base, **STUDENTS[name]}
+    return {**kw, "widths": list(kw["widths"])}
+
+
+def candidate_stream(target_ops: frozenset[str] | None, *, seed: int,
+                     include: tuple[str, ...] = (defaults.STUDENT,)) -> Iterator[tuple[str, dict]]:
+    """Distinct (name, student_net keywords) in a reproducible order: the registry students
+    named in `include` first (when the target can build them), then the grid shuffled by `seed`."""
+    space = search_space(target_ops)
+    if not space["block"] or not space["act"]:
+        raise BadInput("the target allows no student block or activation; "
+                       "see edgekd.models.BLOCKS and ACTIVATIONS for the ops each needs")
+    seen: set[str] = set()
+    for name in include:
+        kw = registry_kwargs(name)
+        if kw["block"] in space["block"] and kw["act"] in space["act"] and candidate_name(kw) not in seen:
+            seen.add(candidate_name(kw))
+            yield name, kw
+    keys = ("widths", "width_mult", "depth", "kernel", "block", "act")
+    grid = list(itertools.product(*(space[k] for k in keys)))
+    for i in np.random.default_rng(seed).permutation(len(grid)):
+        kw = dict(zip(keys, grid[int(i)]))
+        kw["widths"] = list(kw["widths"])
+        if candidate_name(kw) not in seen:  # two multipliers can give the same channels
+            seen.add(candidate_name(kw))
+            yield candidate_name(kw), kw
+
+
+def sample_candidates(target_ops: frozenset[str] | None, *, trials: int, seed: int,
+                      include: tuple[str, ...] = (defaults.STUDENT,)) -> tuple[list[tuple[str, dict]], list[str]]:
+    """The first `trials` candidates of `candidate_stream`, and a note when the space has fewer."""
+    drawn = list(itertools.islice(candidate_stream(target_ops, seed=seed, include=include), trials))
+    notes = [] if len(drawn) == trials else [
+        f"the search space for this target has only {len(drawn)} distinct candidates (asked for {trials})"]
+    return drawn, notes
+
+
+@dataclass
+class Candidate:
+    """One draw of the search space and everything the later stages learn about it: costs, the
+    predictor's guess, the measurement, each halving rung and the control."""
+
+    id: int
+    name: str
+    net_kwargs: dict[str, Any]
+    cost: dict[str, int] = field(default_factory=dict)
+    ops: list[str] = field(default_factory=list)
+    status: str = "sampled"        # refused | skipped | over budget | trained | finalist
+    reason: str = ""
+    prior_ms: float | None = None
+    predicted_ms: float | None = None   # the fitted predictor's value before this candidate was timed
+    measured: dict[str, Any] | None = None
+    loo_ms: float | None = None         # leave-one-out prediction of the final fit (timed candidates)
+    rungs: list[dict[str, Any]] = field(default_factory=list)
+    control: dict[str, Any] | None = None
+
+    @property
+    def p90(self) -> float:
+        return self.measured["latency_p90_ms"] if self.measured else math.inf
+
+    @property
+    def val(self) -> float:
+        return self.rungs[-1]["val"] if self.rungs else -1.0
+
+    def rank_key(self) -> tuple:
+        """Best first: higher val accuracy, then faster (measured p90), then drawn earlier."""
+        return (-round(self.val, 9), self.p90, self.id)
+
+    def to_dict(self) -> dict[str, Any]:
+        def public(row: dict[str, Any]) -> dict[str, Any]:
+            return {k: v for k, v in row.items() if not k.startswith("_")}
+
+        d = {"id": self.id, "name": self.name, "net_kwargs": self.net_kwargs, "channels": channels(self.net_kwargs),
+             "cost": self.cost, "ops": self.ops, "status": self.status, "reason": self.reason,
+             "prior_ms": self.prior_ms, "predicted_ms": self.predicted_ms, "loo_predicted_ms": self.loo_ms,
+             "measured": self.measured, "rungs": [public(r) for r in self.rungs],
+             "control": public(self.control) if self.control else None}
+        if self.rungs:
+            last = self.rungs[-1]
+            d.update(epochs=last["epochs"], val_accuracy=last["val"], test_accuracy=last["test"])
+        if self.control:
+            d["kd_gain_test"] = self.rungs[-1]["test"] - self.control["test"]
+        return d
+
+
+def build(c: Candidate, bundle, target_ops, *, seed: int = 0):
+    import torch
+
+    from edgekd.models import student_net
+
+    torch.manual_seed(seed)
+    return student_net(in_channels=bundle.input_shape[0], num_classes=bundle.num_classes,
+                       target_ops=target_ops, **c.net_kwargs)

@@ -173,7 +173,10 @@ def distill(*, data: str = defaults.DATA, data_dir: PathLike | None = None, down
             run: PathLike | None = None, resume: bool = False, progress: bool = True,
             device: str = defaults.DEVICE, precision: str = defaults.PRECISION, channels_last: bool | None = None,
             lr_schedule: str = defaults.LR_SCHEDULE, warmup_epochs: float = defaults.WARMUP_EPOCHS,
-            compile: bool = False, tensorboard: PathLike | None = None) -> DistillResult:
+            compile: bool = False, tensorboard: PathLike | None = None,
+            teacher_weight_files: Sequence[PathLike] = (), teacher_input_size: int | None = None,
+            teacher_mean: str | None = None, teacher_std: str | None = None, input_size: int | None = None,
+            augment: bool = False) -> DistillResult:
     """Train (or load) the teacher, then per seed the student alone and distilled; writes the run.
 
     `device` auto|cpu|cuda|cuda:N; `lr` is the rate at batch defaults.BASE_BATCH, scaled linearly
@@ -183,7 +186,9 @@ def distill(*, data: str = defaults.DATA, data_dir: PathLike | None = None, down
     group; only rank 0 writes (`is_main`). `edgekd distill --nproc N` launches that for you.
     teacher, student, methods, temperature, epochs and teacher_epochs left None follow the
     data (`defaults.recipe`: on digits the `defaults` values; on Fashion-MNIST resnet-s,
-    wide-cnn, 6 epochs).
+    wide-cnn, 6 epochs). Foreign teachers (`edgekd.teachers`): `teacher_weight_files` pair in order
+    with `torchvision:ARCH` / `timm:NAME` teachers; `teacher_input_size`/`teacher_mean`/`teacher_std`
+    give the teacher's own view; `input_size` and `augment` are for ImageFolder data.
     """
     from edgekd.train import distributed as dist
     from edgekd.train.config import DistillConfig
@@ -198,7 +203,9 @@ def distill(*, data: str = defaults.DATA, data_dir: PathLike | None = None, down
         student_taps=dict(student_taps or {}), teacher_taps=dict(teacher_taps or {}),
         loss_options=dict(loss_options or {}), run=Path(run) if run is not None else None, resume=resume,
         progress=progress, device=device, precision=precision, channels_last=channels_last, lr_schedule=lr_schedule,
-        warmup_epochs=warmup_epochs, compile=compile, tensorboard=Path(tensorboard) if tensorboard else None)
+        warmup_epochs=warmup_epochs, compile=compile, tensorboard=Path(tensorboard) if tensorboard else None,
+        teacher_weight_files=tuple(str(f) for f in teacher_weight_files), teacher_input_size=teacher_input_size,
+        teacher_mean=teacher_mean, teacher_std=teacher_std, input_size=input_size, augment=augment)
     dist.init_from_env(device)
     try:
         summary = run_distill(cfg)

@@ -31,6 +31,14 @@ class DistillConfig:
     teacher: str | tuple[str, ...] | None = defaults.TEACHER  # several = multi-teacher distillation
     teacher_mode: str = "mean"                            # mean | weighted | confidence
     teacher_weights: list[float] | None = None
+    # Foreign teachers (edgekd.teachers): weights files paired in order with torchvision:/timm: teachers,
+    # and the teacher's own view of the input (None = the data's).
+    teacher_weight_files: tuple[str, ...] = ()
+    teacher_input_size: int | None = None
+    teacher_mean: str | None = None                       # comma-separated, or "imagenet"
+    teacher_std: str | None = None
+    input_size: int | None = None                         # imagefolder: the student's H = W (None = default)
+    augment: bool = False                                 # random train transform; the teacher then runs live
     hint_epochs: int = 0                                  # FitNets stage 1 (needs a fitnet term)
     generations: int = 0                                  # born-again self-distillation: K generations
     cache_teacher: bool = True                            # cache teacher outputs when inputs are deterministic
@@ -159,11 +167,20 @@ class DistillConfig:
                            params=["hint_epochs", "methods"])
 
 
+def load_bundle(cfg: DistillConfig):
+    """The run's data as its options ask: --data, --input-size, --augment."""
+    from edgekd.data import load_data
+
+    return load_data(cfg.data, data_dir=cfg.data_dir, download=cfg.download, augment=cfg.augment,
+                     image_size=cfg.input_size)
+
+
 # What --resume must agree on with the interrupted run.
 RESUME_KEYS = ("data", "teacher", "student", "target", "methods", "temperature", "epochs", "teacher_epochs", "seeds",
                "lr", "batch_size", "labeled_fraction", "hint_epochs", "generations", "online", "peers",
                "teacher_mode", "teacher_weights", "loss_options", "student_taps", "teacher_taps", "lr_schedule",
-               "warmup_epochs")
+               "warmup_epochs", "teacher_weight_files", "teacher_input_size", "teacher_mean", "teacher_std",
+               "input_size", "augment")
 
 
 def check_resume(cfg: DistillConfig) -> None:

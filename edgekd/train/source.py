@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -32,14 +32,18 @@ class TeacherSource:
     weights: list[float] | None = None
     temperature: float = defaults.TEMPERATURE
     cache: dict[str, Any] | None = None
+    # The teacher's own view of the student's batch (resize/renormalise; edgekd.teachers.convert); None = same.
+    view: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     def live(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         from edgekd.train.features import FeatureTap
         from edgekd.train.losses import combine_teachers
 
         # inference_mode: no autograd bookkeeping at all; clone so the student's graph may keep them.
-        x = x.to(next(self.teachers[0].parameters()).device, non_blocking=True)
+        p = next(self.teachers[0].parameters(), None)  # an ONNX teacher has none: it takes any device
+        x = x.to(p.device, non_blocking=True) if p is not None else x
         with torch.inference_mode(), FeatureTap(self.teachers[0], self.taps, detach=True) as tap:
+            x = self.view(x) if self.view is not None else x
             logits = [t.eval()(x) for t in self.teachers]
             feats = dict(tap.outputs)
         out = logits[0] if len(logits) == 1 else combine_teachers(

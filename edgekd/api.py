@@ -170,14 +170,25 @@ def distill(*, data: str = defaults.DATA, data_dir: PathLike | None = None, down
             hint_epochs: int = 0, generations: int = 0, online: bool = False, peers: int = defaults.PEERS,
             cache_teacher: bool = True, student_taps: dict[str, str] | None = None,
             teacher_taps: dict[str, str] | None = None, loss_options: dict[str, dict[str, Any]] | None = None,
-            run: PathLike | None = None, resume: bool = False, progress: bool = True) -> DistillResult:
+            run: PathLike | None = None, resume: bool = False, progress: bool = True,
+            device: str = defaults.DEVICE, precision: str = defaults.PRECISION, channels_last: bool | None = None,
+            lr_schedule: str = defaults.LR_SCHEDULE, warmup_epochs: float = defaults.WARMUP_EPOCHS,
+            compile: bool = False, tensorboard: PathLike | None = None,
+            teacher_weight_files: Sequence[PathLike] = (), teacher_input_size: int | None = None,
+            teacher_mean: str | None = None, teacher_std: str | None = None, input_size: int | None = None,
+            augment: bool = False) -> DistillResult:
     """Train (or load) the teacher, then per seed the student alone and distilled; writes the run.
+
+    `device` auto|cpu|cuda|cuda:N; `lr` is the rate at batch defaults.BASE_BATCH, scaled linearly
+    with `batch_size`; per-epoch metrics go to RUN/metrics.jsonl (and `tensorboard`, a folder).
 
     Under torchrun (WORLD_SIZE set) it joins the process group, trains its shard and leaves the
     group; only rank 0 writes (`is_main`). `edgekd distill --nproc N` launches that for you.
     teacher, student, methods, temperature, epochs and teacher_epochs left None follow the
     data (`defaults.recipe`: on digits the `defaults` values; on Fashion-MNIST resnet-s,
-    wide-cnn, 6 epochs).
+    wide-cnn, 6 epochs). Foreign teachers (`edgekd.teachers`): `teacher_weight_files` pair in order
+    with `torchvision:ARCH` / `timm:NAME` teachers; `teacher_input_size`/`teacher_mean`/`teacher_std`
+    give the teacher's own view; `input_size` and `augment` are for ImageFolder data.
     """
     from edgekd.train import distributed as dist
     from edgekd.train.config import DistillConfig
@@ -191,8 +202,11 @@ def distill(*, data: str = defaults.DATA, data_dir: PathLike | None = None, down
         hint_epochs=hint_epochs, generations=generations, online=online, peers=peers, cache_teacher=cache_teacher,
         student_taps=dict(student_taps or {}), teacher_taps=dict(teacher_taps or {}),
         loss_options=dict(loss_options or {}), run=Path(run) if run is not None else None, resume=resume,
-        progress=progress)
-    dist.init_from_env()
+        progress=progress, device=device, precision=precision, channels_last=channels_last, lr_schedule=lr_schedule,
+        warmup_epochs=warmup_epochs, compile=compile, tensorboard=Path(tensorboard) if tensorboard else None,
+        teacher_weight_files=tuple(str(f) for f in teacher_weight_files), teacher_input_size=teacher_input_size,
+        teacher_mean=teacher_mean, teacher_std=teacher_std, input_size=input_size, augment=augment)
+    dist.init_from_env(device)
     try:
         summary = run_distill(cfg)
         main = dist.is_main()
@@ -211,7 +225,7 @@ def compare(*, data: str = defaults.DATA, data_dir: PathLike | None = None, down
             temperature: float | None = None, epochs: int | None = None,
             teacher_epochs: int | None = None, seeds: int = defaults.SEEDS,
             labeled_fraction: float = defaults.LABELED_FRACTION, run: PathLike | None = None,
-            progress: bool = True) -> CompareResult:
+            progress: bool = True, device: str = defaults.DEVICE) -> CompareResult:
     """The seminar table: the teacher once, the student alone, then each method (default: all),
     same seeds and budget; writes compare.json and compare.png. Options left None follow the
     data, as in `distill`."""
@@ -223,8 +237,11 @@ def compare(*, data: str = defaults.DATA, data_dir: PathLike | None = None, down
                         student=student,
                         target=str(target), temperature=temperature, epochs=epochs, teacher_epochs=teacher_epochs,
                         seeds=seeds, labeled_fraction=labeled_fraction,
-                        run=Path(run) if run is not None else None, progress=progress)
-    result = run_compare(cfg, methods=tuple(methods or DEFAULT))
+                        run=Path(run) if run is not None else None, progress=progress, device=device)
+    from edgekd.progress import quieted
+
+    with quieted(not progress):
+        result = run_compare(cfg, methods=tuple(methods or DEFAULT))
     return CompareResult(data=result, run=Path(result["run"]),
                          accuracy={r["method"]: r["accuracy"]["mean"] for r in result["rows"]})
 

@@ -63,7 +63,8 @@ def save_student(path: Path, cfg: Any, bundle: Any, model: nn.Module, *,
     keyword arguments of `student_net`; plain ints, strings and lists so weights_only loads them."""
     state = {"kind": "student", "arch": cfg.student, "in_channels": bundle.input_shape[0],
              "num_classes": bundle.num_classes, "target": cfg.target, "seed": seed, "ops": ops,
-             "target_ops": sorted(load_target(cfg.target).ops_allow), "model": model.state_dict()}
+             "target_ops": sorted(load_target(cfg.target).ops_allow),
+             "model": {k: v.detach().cpu() for k, v in model.state_dict().items()}}  # export runs on CPU
     if net_kwargs is not None:
         state["net_kwargs"] = {k: list(v) if isinstance(v, tuple) else v for k, v in net_kwargs.items()}
     artifacts.save_torch(path, state)

@@ -42,7 +42,7 @@ JSON_OPT = typer.Option(False, "--json", help="Print the result as JSON instead 
 DATA_OPT = typer.Option(defaults.DATA, help="digits | mnist | fashion-mnist | cifar10 | imagefolder:DIR")
 DATA_DIR_OPT = typer.Option(None, help="Folder with the dataset files (IDX files, directly or under torchvision's MNIST/raw, FashionMNIST/raw; cifar-10-batches-py). Default: ./data, and for fashion-mnist also /usr/share/datasets/fashion-mnist.")
 DOWNLOAD_OPT = typer.Option(False, help="Let torchvision download the dataset into --data-dir.")
-TEACHER_OPT = typer.Option(None, help="Teacher name or .pt path; repeat for several teachers (default: cnn; for distill and compare resnet-s on inputs of 28x28 and more).")
+TEACHER_OPT = typer.Option(None, help="Registry name, teacher file (edgekd .pt, TorchScript, .onnx), or torchvision:ARCH / timm:NAME with --teacher-weights; repeat for several teachers (default: cnn; for distill and compare resnet-s on inputs of 28x28 and more).")
 STUDENT_OPT = typer.Option(defaults.STUDENT, help="Student name from the registry.")
 TARGET_OPT = typer.Option(defaults.TARGET, help="Target profile name or .toml path; the student uses only its ops.")
 EPOCHS_OPT = typer.Option(defaults.EPOCHS, help="Student epochs (the control gets the same epochs and steps).")
@@ -51,6 +51,8 @@ SEEDS_OPT = typer.Option(defaults.SEEDS, help="Seeds for mean ± std.")
 LF_OPT = typer.Option(defaults.LABELED_FRACTION, help="Keep labels for this share of the train set; the rest only the teacher labels.")
 RUN_OPT = typer.Option(None, help="Run folder (default: a new artifacts/<run-id>).")
 TEMP_OPT = typer.Option(defaults.TEMPERATURE, help="Softmax temperature T for soft labels.")
+DEVICE_OPT = typer.Option(defaults.DEVICE, help="auto | cpu | cuda | cuda:N (auto: CUDA when available).")
+QUIET_OPT = typer.Option(False, "--quiet", "-q", help="No progress bars or per-epoch lines.")
 # distill and compare: unset options follow the data (defaults.recipe: teacher, student, epochs, T, losses)
 _RULE = "default: from the data, see `defaults.recipe`"
 AUTO_STUDENT_OPT = typer.Option(None, "--student", help=f"Student name from the registry ({_RULE}: small-cnn; wide-cnn for 10k+ train images).")
@@ -59,18 +61,46 @@ AUTO_T_EPOCHS_OPT = typer.Option(None, "--teacher-epochs", help=f"Epochs when tr
 AUTO_TEMP_OPT = typer.Option(None, "--temperature", help=f"Softmax temperature T for soft labels ({_RULE}: {defaults.TEMPERATURE:g}).")
 
 
+# Foreign teachers and their view, ImageFolder size and augmentation (edgekd.teachers).
+T_FILES_OPT = typer.Option(None, "--teacher-weights", help="FILE of weights (state_dict or checkpoint) for each torchvision:ARCH / timm:NAME --teacher, in order.")
+T_SIZE_OPT = typer.Option(None, help="The teacher sees each image at this H = W (default: the data's).")
+T_MEAN_OPT = typer.Option(None, help="The teacher's per-channel mean, comma-separated, or 'imagenet' (default: the data's).")
+T_STD_OPT = typer.Option(None, help="The teacher's per-channel std, comma-separated, or 'imagenet' (default: the data's).")
+INPUT_SIZE_OPT = typer.Option(None, help="imagefolder: the student's input H = W in pixels (default: 32).")
+AUGMENT_OPT = typer.Option(False, help="Random-resized crop + flip on the train set (imagefolder, cifar10); the teacher runs live.")
+NPROC_OPT = typer.Option(1, help="Processes per node: launches through torchrun (gloo on CPU, NCCL on GPU).")
+NNODES_OPT = typer.Option("1", help="torchrun --nnodes (e.g. 2 or 1:4), for several machines.")
+RDZV_OPT = typer.Option(None, help="torchrun --rdzv-endpoint HOST:PORT, for several machines.")
+NODE_RANK_OPT = typer.Option(None, help="torchrun --node-rank, with --rdzv-endpoint.")
+
+
+def _byot(files, size, mean, std, input_size, augment) -> dict:
+    return dict(teacher_weight_files=tuple(files or ()), teacher_input_size=size, teacher_mean=mean,
+                teacher_std=std, input_size=input_size, augment=augment)
+
+
 @app.command()
 def distill(
     data: str = DATA_OPT, data_dir: Optional[Path] = DATA_DIR_OPT, download: bool = DOWNLOAD_OPT,
     teacher: Optional[List[str]] = TEACHER_OPT,
     teacher_mode: str = typer.Option(defaults.TEACHER_MODE, help="Several teachers: mean | weighted | confidence."),
     teacher_weight: Optional[List[float]] = typer.Option(None, help="Per-teacher weight for --teacher-mode weighted."),
+    teacher_weight_files: Optional[List[str]] = T_FILES_OPT, teacher_input_size: Optional[int] = T_SIZE_OPT,
+    teacher_mean: Optional[str] = T_MEAN_OPT, teacher_std: Optional[str] = T_STD_OPT,
+    input_size: Optional[int] = INPUT_SIZE_OPT, augment: bool = AUGMENT_OPT,
     student: Optional[str] = AUTO_STUDENT_OPT, target: str = TARGET_OPT,
     method: Optional[List[str]] = typer.Option(None, help="Loss NAME[:WEIGHT], repeatable: ce hard soft cosine fitnet at rkd rkd-d rkd-a. Default: soft:0.7 ce:0.3."),
+    lr_schedule: str = typer.Option(defaults.LR_SCHEDULE, help="auto | cosine | warmup-cosine | constant (auto: cosine; warm-up above batch 64)."),
+    warmup_epochs: float = typer.Option(defaults.WARMUP_EPOCHS, help="Linear warm-up of warmup-cosine, in epochs."),
+    device: str = DEVICE_OPT,
+    precision: str = typer.Option(defaults.PRECISION, help="auto | fp32 | bf16 | fp16 autocast (auto: bf16 on CUDA, fp32 on CPU)."),
+    channels_last: Optional[bool] = typer.Option(None, "--channels-last/--no-channels-last", help="NHWC memory format (default: on; it won on CPU and GPU)."),
+    compile: bool = typer.Option(False, "--compile", help="torch.compile the models (refused: it did not win; see benchmarks/README.md)."),
+    tensorboard: Optional[Path] = typer.Option(None, help="Also write per-epoch scalars to this TensorBoard log folder."),
     temperature: Optional[float] = AUTO_TEMP_OPT, epochs: Optional[int] = AUTO_EPOCHS_OPT,
     teacher_epochs: Optional[int] = AUTO_T_EPOCHS_OPT, seeds: int = SEEDS_OPT,
-    lr: float = typer.Option(defaults.LR, help="Learning rate (AdamW, cosine schedule)."),
-    batch_size: int = typer.Option(defaults.BATCH_SIZE, help="Batch size."),
+    lr: float = typer.Option(defaults.LR, help=f"Learning rate (AdamW) at batch {defaults.BASE_BATCH}; scaled linearly with --batch-size."),
+    batch_size: int = typer.Option(defaults.BATCH_SIZE, help="Batch size (global, over all processes)."),
     labeled_fraction: float = LF_OPT,
     hint_epochs: int = typer.Option(0, help="FitNets stage 1: epochs training the student up to its tap on the hint loss."),
     generations: int = typer.Option(0, help="Born-again self-distillation: K generations of the student teaching the next."),
@@ -80,14 +110,11 @@ def distill(
     student_tap: Optional[List[str]] = typer.Option(None, help="ROLE=MODULE: tap this student module for a feature loss (roles: hidden, feature_map)."),
     teacher_tap: Optional[List[str]] = typer.Option(None, help="ROLE=MODULE: tap this teacher module (e.g. feature_map=layer3)."),
     loss_option: Optional[List[str]] = typer.Option(None, help="LOSS.KEY=VALUE, e.g. fitnet.kernel=3 or cosine.project=false."),
-    run: Optional[Path] = RUN_OPT,
+    run: Optional[Path] = RUN_OPT, quiet: bool = QUIET_OPT,
     resume: bool = typer.Option(False, help="Continue from the run's last epoch checkpoints (needs --run)."),
     progress: bool = typer.Option(True, help="Show progress bars."),
-    nproc: int = typer.Option(1, help="Processes per node: launches through torchrun (gloo on CPU, NCCL on GPU)."),
-    nnodes: str = typer.Option("1", help="torchrun --nnodes (e.g. 2 or 1:4), for several machines."),
-    rdzv_endpoint: Optional[str] = typer.Option(None, help="torchrun --rdzv-endpoint HOST:PORT, for several machines."),
-    node_rank: Optional[int] = typer.Option(None, help="torchrun --node-rank, with --rdzv-endpoint."),
-    as_json: bool = JSON_OPT,
+    nproc: int = NPROC_OPT, nnodes: str = NNODES_OPT,
+    rdzv_endpoint: Optional[str] = RDZV_OPT, node_rank: Optional[int] = NODE_RANK_OPT, as_json: bool = JSON_OPT,
 ) -> None:
     """Train or load the teacher, then the student alone and distilled, over --seeds seeds."""
     if (nproc > 1 or nnodes != "1") and "WORLD_SIZE" not in os.environ:
@@ -107,7 +134,10 @@ def distill(
         seeds=seeds, lr=lr, batch_size=batch_size, labeled_fraction=labeled_fraction, hint_epochs=hint_epochs,
         generations=generations, online=online, peers=peers, cache_teacher=cache_teacher,
         student_taps=_pairs("--student-tap", student_tap), teacher_taps=_pairs("--teacher-tap", teacher_tap),
-        loss_options=_loss_options(loss_option), run=run, resume=resume, progress=progress and not as_json)
+        loss_options=_loss_options(loss_option), run=run, resume=resume, progress=progress and not as_json and not quiet,
+        device=device, precision=precision, channels_last=channels_last, lr_schedule=lr_schedule,
+        warmup_epochs=warmup_epochs, compile=compile, tensorboard=tensorboard,
+        **_byot(teacher_weight_files, teacher_input_size, teacher_mean, teacher_std, input_size, augment))
     if result.is_main:
         _print(distill_table(result.to_json()), result.to_json(), as_json)
 
@@ -162,7 +192,9 @@ def compare(
     temperature: Optional[float] = AUTO_TEMP_OPT, epochs: Optional[int] = AUTO_EPOCHS_OPT,
     teacher_epochs: Optional[int] = AUTO_T_EPOCHS_OPT, seeds: int = SEEDS_OPT,
     labeled_fraction: float = LF_OPT, run: Optional[Path] = RUN_OPT,
+    device: str = DEVICE_OPT,
     progress: bool = typer.Option(True, help="Show progress bars."),
+    quiet: bool = QUIET_OPT,
     as_json: bool = JSON_OPT,
 ) -> None:
     """The seminar table: teacher once, student alone, then the student with each method (same seeds and budget)."""
@@ -172,7 +204,7 @@ def compare(
     result = api.compare(data=data, data_dir=data_dir, download=download, teacher=teacher or None,
                          student=student, target=target, methods=only or None, temperature=temperature,
                          epochs=epochs, teacher_epochs=teacher_epochs, seeds=seeds, labeled_fraction=labeled_fraction,
-                         run=run, progress=progress and not as_json)
+                         run=run, progress=progress and not as_json and not quiet, device=device)
     _print(compare_table(result.to_json()), result.to_json(), as_json)
 
 

@@ -114,7 +114,8 @@ def load_digits_bundle(*, seed: int = defaults.SPLIT_SEED, **_: Any) -> DataBund
 # Streaming building blocks shared by the torchvision and image-folder loaders
 
 VAL_FRACTION = 0.1          # of an official train split, held out (stratified) for validation
-IMAGE_SIZE = 32             # imagefolder: every image is resized to IMAGE_SIZE × IMAGE_SIZE
+IMAGE_SIZE = 32             # imagefolder: every image is resized to IMAGE_SIZE × IMAGE_SIZE (--input-size)
+MAX_IMAGE_SIZE = 1024
 IMAGEFOLDER_STATS_SAMPLES = 512   # imagefolder: train images read to estimate mean/std
 PIXEL_SCALE = 1.0 / 255.0
 
@@ -140,15 +141,28 @@ class SplitView:
         return self.transform(image), int(label)
 
 
+class ToMode:
+    """PIL image -> the given mode ("L" grayscale or "RGB"), so every image has the data's channels."""
+
+    def __init__(self, mode: str):
+        self.mode = mode
+
+    def __call__(self, image: Any) -> Any:
+        return image if image.mode == self.mode else image.convert(self.mode)
+
+
 def _to_tensor_transform(mean: list[float], std: list[float], *, augment: bool = False,
-                         size: int | None = None) -> Callable:
-    """PIL image -> normalised float32 C×H×W tensor (ToTensor scales by 1/255)."""
+                         size: int | None = None, mode: str | None = None, crop: bool = False) -> Callable:
+    """PIL image -> normalised float32 C×H×W tensor (ToTensor scales by 1/255). `crop`: with
+    `augment`, a random-resized crop + flip (ImageFolder) instead of the 4-pixel shifts."""
     from torchvision import transforms as T
 
-    steps: list[Any] = []
-    if size is not None:
+    steps: list[Any] = [ToMode(mode)] if mode else []
+    if augment and crop:
+        steps += [T.RandomResizedCrop((size, size), scale=(0.35, 1.0), antialias=True), T.RandomHorizontalFlip()]
+    elif size is not None:
         steps.append(T.Resize((size, size)))
-    if augment:
+    if augment and not crop:
         # The usual light CIFAR augmentation: random 4-pixel shifts and mirror images.
         steps += [T.RandomCrop(size or 32, padding=4), T.RandomHorizontalFlip()]
     steps += [T.ToTensor(), T.Normalize(mean, std)]
@@ -543,7 +557,9 @@ def load_image_file(path: str):
     try:
         with open(path, "rb") as f, warnings.catch_warnings(), _quiet_stderr(str(path).lower().endswith((".tif", ".tiff"))):
             warnings.simplefilter("ignore")  # Pillow warns on some corrupt files before raising
-            return Image.open(f).convert("RGB")
+            image = Image.open(f)
+            # Single-band images stay grayscale (the bundle decides the channels); the rest become RGB.
+            return image.convert("L") if len(image.getbands()) == 1 else image.convert("RGB")
     except Image.UnidentifiedImageError:
         raise BadInput(f"imagefolder: cannot read image {str(path)!r}: not an image format PIL knows") from None
     except Exception as e:  # Pillow's decoders raise many types on corrupt files
@@ -566,32 +582,37 @@ def _open_image_folder(folder: Path) -> Any:
         raise BadInput(f"imagefolder: {str(folder)!r}: {first_line(e)}") from None
 
 
-def _image_stats(base: Any, indices: np.ndarray, size: int) -> tuple[list[float], list[float]]:
-    """Per-channel mean/std over up to IMAGEFOLDER_STATS_SAMPLES train images spread evenly."""
+def _image_stats(base: Any, indices: np.ndarray, size: int) -> tuple[list[float], list[float], str]:
+    """Per-channel mean/std over up to IMAGEFOLDER_STATS_SAMPLES train images spread evenly, and the
+    mode: "L" (1 channel) when every one of them is grayscale, else "RGB"."""
     from torchvision import transforms as T
 
-    to_tensor = T.Compose([T.Resize((size, size)), T.ToTensor()])
     picks = np.unique(indices[np.linspace(0, len(indices) - 1, min(IMAGEFOLDER_STATS_SAMPLES, len(indices))).astype(int)])
-    total, squares, count = np.zeros(3), np.zeros(3), 0
-    for i in picks:
-        x = to_tensor(base[int(i)][0]).numpy().reshape(3, -1).astype(np.float64)
+    images = [base[int(i)][0] for i in picks]
+    mode = "L" if all(im.mode == "L" for im in images) else "RGB"
+    c = 1 if mode == "L" else 3
+    to_tensor = T.Compose([ToMode(mode), T.Resize((size, size)), T.ToTensor()])
+    total, squares, count = np.zeros(c), np.zeros(c), 0
+    for image in images:
+        x = to_tensor(image).numpy().reshape(c, -1).astype(np.float64)
         total += x.sum(axis=1)
         squares += np.square(x).sum(axis=1)
         count += x.shape[1]
-    return _finish_stats(total, squares, count)
+    return (*_finish_stats(total, squares, count), mode)
 
 
 def load_imagefolder_bundle(*, root: str | Path, seed: int = defaults.SPLIT_SEED,
-                            image_size: int = IMAGE_SIZE, **_: Any) -> DataBundle:
-    """Images under `root`, one subfolder per class, resized to image_size² RGB.
+                            image_size: int = IMAGE_SIZE, augment: bool = False, **_: Any) -> DataBundle:
+    """Images under `root`, one subfolder per class, resized to image_size², grayscale when
+    every sampled train image is, else RGB. `augment`: random-resized crop + flip on train.
 
     With `root/train/` and `root/test/` (and optionally `root/val/`), those are the
     splits (val, if absent, is a stratified VAL_FRACTION of train); otherwise all
     files are split stratified by SPLIT_FRACTIONS.
     """
     root = Path(root)
-    if image_size < 4:
-        raise BadInput(f"imagefolder: image size must be at least 4 pixels, got {image_size}")
+    if not 4 <= image_size <= MAX_IMAGE_SIZE:
+        raise BadInput(f"imagefolder: image size must be 4..{MAX_IMAGE_SIZE} pixels, got {image_size}")
     if not root.is_dir():
         raise BadInput(f"imagefolder: {str(root)!r} is not a folder; expected one subfolder of images per class")
 
@@ -618,15 +639,17 @@ def load_imagefolder_bundle(*, root: str | Path, seed: int = defaults.SPLIT_SEED
         train, val, test = _split_or_bad_input(y["train"], what=f"imagefolder {str(root)!r}", seed=seed)
         split = split_record(train, val, test, seed=seed)
 
-    mean, std = _image_stats(bases["train"], train, image_size)
-    transform = _to_tensor_transform(mean, std, size=image_size)
+    mean, std, mode = _image_stats(bases["train"], train, image_size)
+    transform = _to_tensor_transform(mean, std, size=image_size, mode=mode)
+    train_tf = _to_tensor_transform(mean, std, size=image_size, mode=mode, augment=True, crop=True) \
+        if augment else transform
     split["root"] = str(root)
     return DataBundle(
-        name=f"imagefolder:{root}",
-        train=SplitView(bases["train"], train, transform, y["train"]),
+        name=f"imagefolder:{root}", augmented=augment,
+        train=SplitView(bases["train"], train, train_tf, y["train"]),
         val=SplitView(bases[val_base], val, transform, y[val_base]),
         test=SplitView(bases["test"], test, transform, y["test"]),
-        num_classes=len(bases["train"].classes), input_shape=(3, image_size, image_size),
+        num_classes=len(bases["train"].classes), input_shape=(len(mean), image_size, image_size),
         labels=list(bases["train"].classes), mean=mean, std=std, scale=PIXEL_SCALE, split=split,
     )
 
@@ -667,21 +690,22 @@ def data_names() -> list[str]:
 
 def load_data(name: str = defaults.DATA, *, data_dir: str | Path | None = None,
               download: bool = False, seed: int = defaults.SPLIT_SEED,
-              augment: bool = False, image_size: int = IMAGE_SIZE) -> DataBundle:
+              augment: bool = False, image_size: int | None = None) -> DataBundle:
     """Load a dataset by name: one of `data_names()`.
 
     `data_dir` None means the default: `defaults.DATA_DIR`, and for fashion-mnist also
     Debian's system folder. `augment` (random train transform) is for AUGMENTABLE datasets
-    only; `image_size` applies to imagefolder:DIR only.
+    and imagefolder:DIR; `image_size` (None = IMAGE_SIZE) applies to imagefolder:DIR only.
     """
-    if augment and name not in AUGMENTABLE:
-        raise BadInput(f"augmentation is not available for --data '{name}'; available for: {', '.join(AUGMENTABLE)}")
+    if augment and name not in AUGMENTABLE and not name.startswith("imagefolder:"):
+        raise BadInput(f"augmentation is not available for --data '{name}'; available for: {', '.join(AUGMENTABLE)}, imagefolder:DIR")
     if name.startswith("imagefolder:"):
         folder = name.split(":", 1)[1]
         if not folder:
             raise BadInput("--data imagefolder:DIR needs a folder, e.g. imagefolder:photos/")
-        return load_imagefolder_bundle(root=Path(folder), seed=seed, image_size=image_size)
-    if image_size != IMAGE_SIZE:
+        return load_imagefolder_bundle(root=Path(folder), seed=seed, image_size=image_size or IMAGE_SIZE,
+                                       augment=augment)
+    if image_size is not None:
         raise BadInput(f"an image size applies to --data imagefolder:DIR only, not '{name}'")
     if name not in DATASETS or name == "imagefolder":
         raise BadInput(f"unknown --data '{name}'; valid: {', '.join(data_names())}")

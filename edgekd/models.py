@@ -130,6 +130,22 @@ class InvertedResidual(nn.Module):
         return x + y if self.residual else y
 
 
+class StridedStem(nn.Sequential):
+    """Early downsampling by `stride` (a power of 2) for large inputs: a non-overlapping 4×4
+    stride-4 "patchify" conv (ConvNeXt's stem; a 3×3 stride-2 conv when stride is 2), then
+    depthwise-separable stride-2 convs for the rest. Only its first layer sees every pixel, with few channels, so
+    the network's MACs grow far slower than the square of the input (tests/test_resolution.py)."""
+
+    def __init__(self, cin: int, cout: int, ops: Ops, *, stride: int):
+        first = 4 if stride >= 4 else 2
+        layers: list[nn.Module] = [
+            nn.Sequential(nn.Conv2d(cin, cout, first, first, 0, bias=False), nn.BatchNorm2d(cout), ops.act_module())
+            if first == 4 else ConvBlock(cin, cout, ops, stride=2)]
+        for _ in range(stride.bit_length() - first.bit_length()):
+            layers.append(DepthwiseSeparable(cout, cout, ops, stride=2))
+        super().__init__(*layers)
+
+
 BLOCKS: dict[str, tuple[set[str], type[nn.Module]]] = {
     "conv": (CONV_OPS, ConvBlock),
     "dw": (CONV_OPS, DepthwiseSeparable),
@@ -221,9 +237,11 @@ def _mobilenet_v3_small(*, in_channels: int, num_classes: int) -> nn.Module:
 
 def student_net(*, in_channels: int, num_classes: int, target_ops: frozenset[str] | None = None,
                 widths: tuple[int, ...] = (8, 16), block: str = "conv", kernel: int = 3,
-                depth: int = 1, width_mult: float = 1.0, act: str = "relu") -> Classifier:
+                depth: int = 1, width_mult: float = 1.0, act: str = "relu", stem_stride: int = 1) -> Classifier:
     """A student from `block`s: stage i has `depth` blocks of widths[i]·width_mult channels,
-    with a 2×2 pool between stages. Every op comes from what `target_ops` allows."""
+    with a 2×2 pool between stages. Every op comes from what `target_ops` allows.
+    `stem_stride` (a power of 2): the stem is that many stride-2 convolutions, so a large input
+    is brought down to a small map before the stages (see `stem_stride_for`)."""
     if block not in BLOCKS:
         raise BadInput(f"unknown block '{block}'; valid: {', '.join(BLOCKS)}")
     need = BLOCKS[block][0]
@@ -232,7 +250,11 @@ def student_net(*, in_channels: int, num_classes: int, target_ops: frozenset[str
         raise BadInput(f"block '{block}' needs ops the target lacks: {missing}")
     ops = Ops.for_target(target_ops, act=act)
     chans = [max(4, int(round(w * width_mult))) for w in widths]
-    layers: list[nn.Module] = [ConvBlock(in_channels, chans[0], ops, kernel=kernel)]
+    if stem_stride < 1 or stem_stride & (stem_stride - 1):
+        raise BadInput(f"stem_stride {stem_stride}: must be a power of 2 (1, 2, 4, ...)")
+    stem = StridedStem(in_channels, chans[0], ops, stride=stem_stride) if stem_stride > 1 else \
+        ConvBlock(in_channels, chans[0], ops, kernel=kernel)
+    layers: list[nn.Module] = [stem]
     cin = chans[0]
     for i, c in enumerate(chans):
         if i > 0:
@@ -262,7 +284,31 @@ STUDENTS: dict[str, dict[str, Any]] = {
     "mbv2-tiny": dict(widths=(8, 16), block="ir", act="hardswish"),
     # three stages to 7×7 at 28×28 (~100k params, ~30 MFLOPs): for train sets of 10k+ images
     "wide-cnn": dict(widths=(32, 64, 128), block="conv"),
+    # Strided stems for large inputs (32..224 px): the stem halves the input until it is at most
+    # STEM_TARGET pixels, so the stages cost the same at any input size (`stem_stride_for`).
+    "small-cnn-s": dict(widths=(16, 32), block="conv", stem_stride="auto"),
+    "dsconv-s": dict(widths=(16, 32), block="dw", stem_stride="auto"),
+    "mbv2-tiny-s": dict(widths=(8, 16), block="ir", act="hardswish", stem_stride="auto"),
 }
+STEM_TARGET = 16  # pixels: a strided stem brings the input down to at most this
+
+
+def stem_stride_for(input_size: int | None) -> int:
+    """The power-of-2 stride that brings `input_size` down to at most STEM_TARGET (1 when unknown)."""
+    stride = 1
+    while input_size is not None and input_size / stride > STEM_TARGET:
+        stride *= 2
+    return stride
+
+
+def student_kwargs(name: str, *, input_size: int | None = None) -> dict[str, Any]:
+    """A registry student's `student_net` keywords, with stem_stride="auto" resolved for `input_size`."""
+    if name not in STUDENTS:
+        raise _unknown("student", name, list(STUDENTS))
+    kw = dict(STUDENTS[name])
+    if kw.get("stem_stride") == "auto":
+        kw["stem_stride"] = stem_stride_for(input_size)
+    return kw
 
 
 def _unknown(kind: str, name: str, valid: list[str]) -> BadInput:
@@ -278,11 +324,14 @@ def create_teacher(name: str = defaults.TEACHER, *, in_channels: int, num_classe
 
 
 def create_student(name: str = defaults.STUDENT, *, in_channels: int, num_classes: int,
-                   target_ops: frozenset[str] | None = None, **overrides: Any) -> Classifier:
-    if name not in STUDENTS:
-        raise _unknown("student", name, list(STUDENTS))
-    return student_net(in_channels=in_channels, num_classes=num_classes, target_ops=target_ops,
-                       **{**STUDENTS[name], **overrides})
+                   target_ops: frozenset[str] | None = None, input_size: int | None = None,
+                   **overrides: Any) -> Classifier:
+    """`input_size` (H = W) sizes a strided stem (students whose stem_stride is "auto")."""
+    kw = {**student_kwargs(name, input_size=input_size), **overrides}
+    model = student_net(in_channels=in_channels, num_classes=num_classes, target_ops=target_ops, **kw)
+    if "stem_stride" in STUDENTS[name]:
+        model.net_kwargs = kw  # type: ignore[attr-defined]  # saved with the student: the stride is not in the weights
+    return model
 
 
 def count_params(model: nn.Module) -> int:

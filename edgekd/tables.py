@@ -42,6 +42,13 @@ def distill_table(s: dict[str, Any]) -> Table:
     t.add_row(f"student alone ({s['student']['arch']})", f"{s['student']['params']:,}", mean_std(acc["student_alone"]))
     t.add_row(f"student distilled ({s['student']['arch']})", f"{s['student']['params']:,}", mean_std(acc["student"]))
     t.caption = f"gap closed by distillation: {pct(s['gap_closed'])}   run: {s.get('run', '')}"
+    ips = s.get("images_per_s", {})
+    if "student" in ips:
+        t.caption += (f"\ntraining images/s: alone {ips.get('student_alone', 0):.0f}, distilled {ips['student']:.0f} "
+                      f"(teacher {ips.get('teacher', '?')})")
+    views = (s["teacher"].get("view"), s["student"].get("view"))
+    if all(views) and views[0] != views[1]:
+        t.caption += f"\nteacher sees {views[0]['input_size'][0]} px, the student {views[1]['input_size'][0]} px"
     v = s.get("verdict")
     if v and v["distillation"] == "lost":
         t.caption += (f"\ndistillation LOST to the student alone: {100 * v['delta']:+.2f} points (spread "

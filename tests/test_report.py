@@ -377,3 +377,14 @@ def test_bar_chart_axis_holds_the_error_bars():
     out = svg.bar_chart(["teacher", "alone"], [("run", [99.7, 98.4], [0.0, 0.9])], title="t", y_label="%")
     ticks = [float(t) for t in re.findall(r'class="tick">([\d.]+)</text>', out)]
     assert min(ticks) <= 98.4 - 0.9 and max(ticks) >= 99.7
+
+
+def test_histogram_keeps_stalls_out_of_the_scale():
+    """On a busy host 1% of runs can be 100x the median: they go to the last bin, not onto the axis."""
+    from edgekd.report import svg
+
+    fast = list(np.random.default_rng(0).normal(0.03, 0.002, 980))
+    out = svg.histogram(fast + [3.0] * 20, title="t", x_label="ms")
+    assert "20 over" in out and "in the last bin" in out
+    x_ticks = [float(t) for t in re.findall(r'class="tick">(\d*\.\d+)</text>', out)]  # the counts are integers
+    assert x_ticks and max(x_ticks) < 1.0  # the x axis spans the fast runs, not the 3 ms stalls

@@ -66,13 +66,24 @@ def eager_latency_ms(model, input_shape: tuple[int, ...], *, threads: int,
 
 
 def _teacher_onnx(run_dir: Path, out_dir: Path, input_shape, opset: int) -> Path:
+    """The run's teacher as ONNX, at the teacher's own input size: exported from teacher.pt when
+    the run trained it, else read as distill.json records it (edgekd.teachers: file or architecture)."""
     from edgekd.checkpoints import load_teacher
     from edgekd.deploy.export import export_onnx
+    from edgekd.teachers import View, teacher_onnx
 
     path = out_dir / "teacher.onnx"
-    if not path.exists():
-        export_onnx(load_teacher(run_dir)[0], path, input_shape=input_shape, opset=opset)
-    return path
+    if path.exists():
+        return path
+    summary = artifacts.read_json(run_dir / "distill.json") if (run_dir / "distill.json").is_file() else {}
+    info, view = summary.get("teacher", {}), summary.get("teacher", {}).get("view")
+    if view:
+        input_shape = (input_shape[0], *view["input_size"])
+    if (run_dir / "teacher.pt").is_file() or "kind" not in info:
+        return export_onnx(load_teacher(run_dir)[0], path, input_shape=input_shape, opset=opset)
+    v = View(tuple(view["input_size"]), tuple(view["mean"]), tuple(view["std"]))
+    return teacher_onnx(info, path, channels=input_shape[0], num_classes=summary["data"]["num_classes"], view=v,
+                        opset=opset)
 
 
 def _recommend(manifest: dict, fp32: dict, int8: dict | None) -> tuple[str, list[str]]:

@@ -55,7 +55,7 @@ def _test_arrays(run_dir: Path) -> tuple[Any, np.ndarray, np.ndarray]:
     cfg = artifacts.read_json(run_dir / "config.json")
     if not isinstance(cfg.get("data"), str):
         raise BadInput(f"{run_dir / 'config.json'}: no 'data' entry naming the run's dataset")
-    bundle = load_data(cfg["data"], data_dir=cfg.get("data_dir"))
+    bundle = load_data(cfg["data"], data_dir=cfg.get("data_dir"), image_size=cfg.get("input_size"))
     x, y = to_arrays(bundle.test)
     return bundle, x, y
 
@@ -256,6 +256,8 @@ def _manifest(run_dir, out_dir, target, model_path, golden, student, bundle, aud
                 "coverage": audit.coverage, "graph": audit.graph, "notes": audit.notes,
                 "partition": audit.partition},
         "parity": parity.to_dict(),
+        # What the student sees (the model's input) and what its teacher saw: resolution distillation.
+        "views": {"student": distilled.get("student", {}).get("view"), "teacher": distilled.get("teacher", {}).get("view")},
         "accuracy": {"teacher": distilled["accuracy"]["teacher"],
                      "student_alone": chosen["student_alone"], "student": chosen["student"],
                      "student_torch_recomputed": float((ref.argmax(1) == y).mean()),

@@ -259,12 +259,15 @@ def box_plot(boxes: Sequence[dict], *, title: str, x_label: str, width: int = W,
 
 def histogram(samples: Sequence[float], *, title: str, x_label: str, bins: int = 40, width: int = W,
               clip_quantile: float = 0.99) -> str:
-    """Counts of `samples` in equal bins up to the `clip_quantile` (the tail is counted in the last bin
-    and said in the title, so one 10 ms stall does not squash the distribution into one bar)."""
+    """Counts of `samples` in equal bins up to the `clip_quantile` or the far-out fence, whichever is lower (the
+    tail is counted in the last bin and said in the title, so stalls do not squash the distribution into one bar)."""
     xs = sorted(float(s) for s in samples if math.isfinite(s))
     if len(xs) < 2:
         return ""
-    lo, hi = xs[0], xs[min(len(xs) - 1, int(clip_quantile * (len(xs) - 1)))]
+    q1, q3 = xs[len(xs) // 4], xs[(3 * len(xs)) // 4]
+    # Up to the quantile, but no further than 3 IQR above q3 (Tukey's far-out fence): on a busy host
+    # 1% of runs can be 100x the median, and one bin would then hold nearly everything.
+    lo, hi = xs[0], min(xs[min(len(xs) - 1, int(clip_quantile * (len(xs) - 1)))], q3 + 3 * (q3 - q1))
     if hi <= lo:
         hi = lo + 1e-9
     counts = [0] * bins

@@ -272,31 +272,24 @@ def _sample(bundle, n: int, seed: int):
 
 
 def warm_up(model, bundle, *, steps: int, labeled_fraction: float, lr: float, batch_size: int, seed: int):
-    """`steps` CE-only AdamW steps on the labeled share of the train set (same mask as distill)."""
-    import torch
-    import torch.nn.functional as F
+    """`steps` CE-only AdamW steps at a constant LR on the labeled share of the train set (same mask
+    as distill), through the one training loop (`Phase.max_steps`); no validation, no checkpoint."""
+    import math
 
-    from edgekd.train.datasets import dataset_labels, labeled_mask, loader
+    import torch
+
+    from edgekd.train.datasets import Indexed, dataset_labels, labeled_mask
+    from edgekd.train.loop import Phase, TrainOptions, fit
+    from edgekd.train.losses import build_objective
 
     if steps <= 0:
         return model.eval()
     mask = labeled_mask(dataset_labels(bundle.train), labeled_fraction)
-    labeled = torch.utils.data.Subset(bundle.train, np.flatnonzero(mask).tolist())
-    torch.manual_seed(seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=defaults.WEIGHT_DECAY)
-    model.train()
-    step, epoch = 0, 0
-    while step < steps:
-        for x, y in loader(labeled, batch_size=batch_size, shuffle=True, seed=seed, epoch=epoch):
-            loss = F.cross_entropy(model(x), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            step += 1
-            if step >= steps:
-                break
-        epoch += 1
-    return model.eval()
+    labeled = Indexed(torch.utils.data.Subset(bundle.train, np.flatnonzero(mask).tolist()))
+    epochs = math.ceil(steps / math.ceil(len(labeled) / batch_size))
+    ph = Phase("warm-up", model, build_objective(["ce"]), labeled, None, epochs, seed, lr, batch_size,
+               max_steps=steps, options=TrainOptions(schedule="constant", base_batch=None))
+    return fit(ph, progress=False)
 
 
 def _slug(spec: str) -> str:

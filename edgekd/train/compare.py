@@ -42,7 +42,6 @@ def compare(cfg, *, methods: tuple[str, ...] = DEFAULT) -> dict[str, Any]:
     """Train everything for the table; write compare.json and compare.png into the run folder."""
     import torch
 
-    from edgekd.data import load_data
     from edgekd.deploy.targets import load_target
     from edgekd.models import check_student_ops
     from edgekd.train.distill import (
@@ -56,21 +55,23 @@ def compare(cfg, *, methods: tuple[str, ...] = DEFAULT) -> dict[str, Any]:
     )
     from edgekd.train.losses import build_objective
     from edgekd.train.online import train_mutual
-    from edgekd.train.teacher import ensemble_accuracy, obtain_teachers
+    from edgekd.train.config import load_bundle
+    from edgekd.train.teacher import check_teacher_paths, ensemble_accuracy, obtain_teachers
 
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise BadInput(f"unknown compare method(s) {', '.join(unknown)}; valid: {', '.join(METHODS)}")
     cfg.validate()
     target = load_target(cfg.target)
-    bundle = load_data(cfg.data, data_dir=cfg.data_dir, download=cfg.download)
+    bundle = load_bundle(cfg)
     cfg = cfg.for_data(bundle)  # options left unset follow the data (defaults.recipe)
     probe = make_student(cfg, bundle, target, 0)
     check_student_ops(probe, input_shape=bundle.input_shape, target=target)
+    loaded = check_teacher_paths(cfg, bundle)
     run_dir = artifacts.create_run(cfg.run)
     t0 = time.perf_counter()
-    teachers = [m for m, _ in obtain_teachers(cfg, bundle, run_dir)]
-    teacher_acc = ensemble_accuracy(cfg, teachers, bundle.test)
+    teachers = [m for m, _ in obtain_teachers(cfg, bundle, run_dir, loaded)]
+    teacher_acc = ensemble_accuracy(cfg, teachers, bundle.test, bundle)
     teacher_s = time.perf_counter() - t0
     _, labeled_only = labeled_subset(cfg, bundle)
     controls = [train_control(cfg, bundle, target, run_dir, seed, labeled_only) for seed in range(cfg.seeds)]

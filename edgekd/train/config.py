@@ -31,6 +31,14 @@ class DistillConfig:
     teacher: str | tuple[str, ...] | None = defaults.TEACHER  # several = multi-teacher distillation
     teacher_mode: str = "mean"                            # mean | weighted | confidence
     teacher_weights: list[float] | None = None
+    # Foreign teachers (edgekd.teachers): weights files paired in order with torchvision:/timm: teachers,
+    # and the teacher's own view of the input (None = the data's).
+    teacher_weight_files: tuple[str, ...] = ()
+    teacher_input_size: int | None = None
+    teacher_mean: str | None = None                       # comma-separated, or "imagenet"
+    teacher_std: str | None = None
+    input_size: int | None = None                         # imagefolder: the student's H = W (None = default)
+    augment: bool = False                                 # random train transform; the teacher then runs live
     hint_epochs: int = 0                                  # FitNets stage 1 (needs a fitnet term)
     generations: int = 0                                  # born-again self-distillation: K generations
     cache_teacher: bool = True                            # cache teacher outputs when inputs are deterministic
@@ -53,11 +61,42 @@ class DistillConfig:
     resume: bool = False
     progress: bool = True
 
+    device: str = defaults.DEVICE                         # auto | cpu | cuda | cuda:N
+    precision: str = defaults.PRECISION                   # auto | fp32 | bf16 | fp16 (autocast)
+    channels_last: bool | None = None                     # None: defaults.channels_last_for(device)
+    compile: bool = False                                 # torch.compile (see benchmarks/README.md)
+    lr_schedule: str = defaults.LR_SCHEDULE               # auto | cosine | warmup-cosine | constant
+    warmup_epochs: float = defaults.WARMUP_EPOCHS
+    tensorboard: Path | None = None                       # also write per-epoch scalars here
+
+    def train_options(self, run_dir: Path | None = None):
+        """How every phase of this run trains (`edgekd.train.loop.TrainOptions`); metrics go to run_dir."""
+        from edgekd.train.distributed import resolve_device
+        from edgekd.train.loop import TrainOptions
+        from edgekd.train.metrics import FILE, MetricsLog
+
+        device = resolve_device(self.device)
+        metrics = None if run_dir is None else MetricsLog.shared(Path(run_dir) / FILE, tensorboard=self.tensorboard)
+        cl = defaults.channels_last_for(device) if self.channels_last is None else self.channels_last
+        return TrainOptions(device=device, precision=self.precision, channels_last=cl, compile=self.compile,
+                            schedule=self.lr_schedule, warmup_epochs=self.warmup_epochs, metrics=metrics)
+
     @property
     def teacher_list(self) -> list[str]:
         if self.teacher is None:
             return []
         return [self.teacher] if isinstance(self.teacher, str) else list(self.teacher)
+
+    def training_record(self) -> dict[str, Any]:
+        """How this run trained, as distill.json records it: the resolved device and the LR actually used."""
+        from edgekd.train import distributed as dist
+
+        opts = self.train_options()
+        return {"device": opts.device, "precision": str(opts.autocast_dtype() or "fp32").replace("torch.", ""),
+                "channels_last": opts.channels_last, "batch_size": self.batch_size, "lr_base": self.lr,
+                "lr": self.lr * self.batch_size / defaults.BASE_BATCH, "base_batch": defaults.BASE_BATCH,
+                "lr_schedule": self.lr_schedule, "warmup_epochs": self.warmup_epochs,
+                "world_size": dist.world_size(), "backend": dist.backend()}
 
     def for_data(self, bundle: Any) -> "DistillConfig":
         """A copy with every FROM_DATA option left None set by `defaults.recipe` for `bundle`."""
@@ -94,6 +133,28 @@ class DistillConfig:
                                        self.temperature is None or self.temperature > 0, "> 0")):
             if not ok:
                 raise BadInput(f"{key} {value}: must be {valid}", params=[key])
+        self._validate_training()
+
+    def _validate_training(self) -> None:
+        from edgekd.train.distributed import resolve_device
+
+        try:
+            resolve_device(self.device)  # names what the machine has
+        except BadInput as e:
+            raise BadInput(str(e), params=["device"]) from None
+        for key, value, valid in (("precision", self.precision, defaults.PRECISIONS),
+                                  ("lr_schedule", self.lr_schedule, defaults.LR_SCHEDULES)):
+            if value not in valid:
+                raise BadInput(f"{key} {value}: valid: {', '.join(valid)}", params=[key])
+        if not self.warmup_epochs >= 0:
+            raise BadInput(f"warmup_epochs {self.warmup_epochs}: must be >= 0", params=["warmup_epochs"])
+        if self.compile:
+            raise BadInput("compile: refused; torch.compile did not beat eager channels_last training in "
+                           "benchmarks/bench_throughput.py (see benchmarks/README.md)", params=["compile"])
+        if self.tensorboard is not None:
+            from edgekd.train.metrics import check_tensorboard
+
+            check_tensorboard()
 
     def _validate_methods(self) -> None:
         named = {m.partition(":")[0] for m in self.methods or defaults.METHODS}
@@ -106,10 +167,20 @@ class DistillConfig:
                            params=["hint_epochs", "methods"])
 
 
+def load_bundle(cfg: DistillConfig):
+    """The run's data as its options ask: --data, --input-size, --augment."""
+    from edgekd.data import load_data
+
+    return load_data(cfg.data, data_dir=cfg.data_dir, download=cfg.download, augment=cfg.augment,
+                     image_size=cfg.input_size)
+
+
 # What --resume must agree on with the interrupted run.
 RESUME_KEYS = ("data", "teacher", "student", "target", "methods", "temperature", "epochs", "teacher_epochs", "seeds",
                "lr", "batch_size", "labeled_fraction", "hint_epochs", "generations", "online", "peers",
-               "teacher_mode", "teacher_weights", "loss_options", "student_taps", "teacher_taps")
+               "teacher_mode", "teacher_weights", "loss_options", "student_taps", "teacher_taps", "lr_schedule",
+               "warmup_epochs", "teacher_weight_files", "teacher_input_size", "teacher_mean", "teacher_std",
+               "input_size", "augment")
 
 
 def check_resume(cfg: DistillConfig) -> None:

@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from edgekd import artifacts
 from edgekd.checkpoints import save_student
-from edgekd.data import DataBundle, load_data
+from edgekd.data import DataBundle
 from edgekd.deploy.targets import TargetProfile, load_target
 from edgekd.errors import BadInput
 from edgekd.provenance import provenance
@@ -28,7 +28,7 @@ from edgekd.models import (
     create_teacher,
     model_cost,
 )
-from edgekd.train.config import DistillConfig, check_resume
+from edgekd.train.config import DistillConfig, check_resume, load_bundle
 from edgekd.train.datasets import (
     Indexed,
     Repeated,
@@ -44,11 +44,14 @@ from edgekd.train.teacher import (
     obtain_teachers,
     resolve_taps,
     teacher_source,
+    views,
 )
 
 
-def check_taps(cfg: DistillConfig, bundle: DataBundle, student: nn.Module, objective: Objective) -> None:
-    """Tap names resolve on the student and on each registry teacher, before any folder is made."""
+def check_taps(cfg: DistillConfig, bundle: DataBundle, student: nn.Module, objective: Objective,
+               loaded: list | None = None) -> None:
+    """Tap names resolve on the student and on each PyTorch teacher, before any folder is made.
+    `loaded`: the teachers check_teacher_paths read from outside (None where the registry trains one)."""
     from edgekd.train.features import ROLES
 
     for side, taps in (("--student-tap", cfg.student_taps), ("--teacher-tap", cfg.teacher_taps)):
@@ -62,8 +65,11 @@ def check_taps(cfg: DistillConfig, bundle: DataBundle, student: nn.Module, objec
     resolve_taps(student, objective, cfg.student_taps)
     from edgekd.models import TEACHERS
 
-    for name in cfg.teacher_list:
-        if name in TEACHERS:
+    loaded = loaded or [None] * len(cfg.teacher_list)
+    for name, lt in zip(cfg.teacher_list, loaded):
+        if lt is not None and lt.spec.eager:
+            _dry_prepare(cfg, bundle, student, lt.model)
+        elif name in TEACHERS:
             teacher = create_teacher(name, in_channels=bundle.input_shape[0], num_classes=bundle.num_classes)
             _dry_prepare(cfg, bundle, student, teacher)
 
@@ -78,7 +84,9 @@ def _dry_prepare(cfg: DistillConfig, bundle: DataBundle, student: nn.Module, tea
     x, y, *_ = next(iter(DataLoader(bundle.train, batch_size=4)))
     with FeatureTap(student.eval(), s_taps) as tap, torch.no_grad():
         s_logits = student(x)
-    t_logits, t_feats = forward_with_taps(teacher.eval(), x, t_taps)
+    from edgekd.teachers import convert
+
+    t_logits, t_feats = forward_with_taps(teacher.eval(), convert(x, *views(cfg, bundle)), t_taps)
     obj.prepare(KDBatch(student_logits=s_logits, labels=y, teacher_logits=t_logits, student_feats=dict(tap.outputs),
                         teacher_feats=t_feats), student_taps=s_taps, teacher_taps=t_taps)
 
@@ -87,7 +95,7 @@ def make_student(cfg: DistillConfig, bundle: DataBundle, target: TargetProfile, 
     torch.manual_seed(seed)
     name = cfg.student if cfg.student is not None else cfg.for_data(bundle).student
     return create_student(name, in_channels=bundle.input_shape[0], num_classes=bundle.num_classes,
-                          target_ops=target.ops_allow)
+                          target_ops=target.ops_allow, input_size=bundle.input_shape[1])
 
 
 
@@ -108,7 +116,8 @@ def train_control(cfg: DistillConfig, bundle: DataBundle, target: TargetProfile,
     """The student alone on the labeled data, same epochs and steps: the control."""
     row: dict[str, Any] = {"seed": seed}
     alone = Phase(f"alone/seed{seed}", make_student(cfg, bundle, target, seed), build_objective(["ce"]),
-                  Indexed(labeled_only), bundle.val, cfg.epochs, seed, cfg.lr, cfg.batch_size)
+                  Indexed(labeled_only), bundle.val, cfg.epochs, seed, cfg.lr, cfg.batch_size,
+                  options=cfg.train_options(run_dir))
     _fit_into(row, "student_alone", alone, cfg, bundle, run_dir)
     return row
 
@@ -140,11 +149,12 @@ def train_students(cfg: DistillConfig, bundle: DataBundle, target: TargetProfile
             # starting from the student trained alone (generation 0).
             obj = build_objective(list(cfg.methods), temperature=cfg.temperature, **cfg.loss_options)
             if gen is not None:
-                src = teacher_source(cfg, bundle, [prev], obj)
+                src = teacher_source(cfg, bundle, [prev], obj, own_view=True)
             model = make_student(cfg, bundle, target, seed + 1000 * (gen or 0))
             name = f"kd/seed{seed}" if gen is None else f"kd/seed{seed}/gen{gen}"
             kd = Phase(name, model, obj, Indexed(bundle.train, mask), bundle.val, cfg.epochs, seed, cfg.lr,
-                       cfg.batch_size, source=src, student_taps=_student_taps(model, obj, cfg), hint_epochs=cfg.hint_epochs)
+                       cfg.batch_size, source=src, student_taps=_student_taps(model, obj, cfg), hint_epochs=cfg.hint_epochs,
+                       options=cfg.train_options(run_dir))
             _fit_into(row, "student", kd, cfg, bundle, run_dir)
             if gen is not None:
                 row.setdefault("generations", []).append({"generation": gen, "accuracy": row["student"]})
@@ -166,26 +176,33 @@ def gap_closed(teacher: float, alone: float, student: float) -> float | None:
 
 def distill(cfg: DistillConfig) -> dict[str, Any]:
     """Run the whole distill stage; returns the summary written to distill.json."""
+    from edgekd.progress import quieted
+
+    with quieted(not cfg.progress):
+        return _distill(cfg)
+
+
+def _distill(cfg: DistillConfig) -> dict[str, Any]:
     cfg.validate()
     t_start = time.perf_counter()
     target = load_target(cfg.target)
     if cfg.methods is not None:  # a bad --method is refused before the data is read
         build_objective(list(cfg.methods), temperature=cfg.temperature or 1.0, **cfg.loss_options)
-    bundle = load_data(cfg.data, data_dir=cfg.data_dir, download=cfg.download)
+    bundle = load_bundle(cfg)
     cfg = cfg.for_data(bundle)  # options left unset follow the data (defaults.recipe)
     cfg.validate()
     objective = build_objective(list(cfg.methods), temperature=cfg.temperature, **cfg.loss_options)
     probe = make_student(cfg, bundle, target, 0)
     ops = check_student_ops(probe, input_shape=bundle.input_shape, target=target)
-    check_teacher_paths(cfg, bundle)  # before any folder is made
-    check_taps(cfg, bundle, probe, objective)
+    loaded = check_teacher_paths(cfg, bundle)  # before any folder is made
+    check_taps(cfg, bundle, probe, objective, loaded)
     if cfg.resume:
         check_resume(cfg)
     run_dir = artifacts.create_run(cfg.run, resume=cfg.resume)
     artifacts.write_json(run_dir / "config.json", {**asdict(cfg), "data_info": bundle.describe()})
-    teachers = obtain_teachers(cfg, bundle, run_dir)
+    teachers = obtain_teachers(cfg, bundle, run_dir, loaded)
     models = [m for m, _ in teachers]
-    teacher_acc = ensemble_accuracy(cfg, models, bundle.test)
+    teacher_acc = ensemble_accuracy(cfg, models, bundle.test, bundle)
     if cfg.online:
         from edgekd.train.online import train_mutual
 
@@ -193,9 +210,12 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
     else:
         rows = train_students(cfg, bundle, target, models, run_dir, objective)
     best = max(rows, key=lambda r: (r["student_val"], -r["seed"]))
-    save_student(run_dir / "student.pt", cfg, bundle, best["_student_model"], seed=best["seed"], ops=ops)
-    save_student(run_dir / "student_alone.pt", cfg, bundle, best["_student_alone_model"], seed=best["seed"], ops=ops)
+    kw = getattr(probe, "net_kwargs", None)  # a strided stem's stride is not in the weights
+    save_student(run_dir / "student.pt", cfg, bundle, best["_student_model"], seed=best["seed"], ops=ops, net_kwargs=kw)
+    save_student(run_dir / "student_alone.pt", cfg, bundle, best["_student_alone_model"], seed=best["seed"], ops=ops,
+                 net_kwargs=kw)
     summary = summarise(cfg, bundle, target, teachers, teacher_acc, rows, best, probe, ops)
+    summary["training"] = cfg.training_record()
     summary["wall_seconds"] = time.perf_counter() - t_start
     artifacts.write_json(run_dir / "distill.json", summary)
     artifacts.set_latest(run_dir)
@@ -235,13 +255,14 @@ def summarise(cfg, bundle, target, teachers, teacher_acc, rows, best, probe, ops
     alone = mean_std([r["student_alone"] for r in rows])
     kd = mean_std([r["student"] for r in rows])
     clean_rows = [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows]
-    infos = [{**info, **model_cost(m, bundle.input_shape)} for m, info in teachers]
+    sview, tview = views(cfg, bundle)
+    infos = [{**info, **_teacher_cost(m, (bundle.input_shape[0], *tview.size))} for m, info in teachers]
     return {
         "data": bundle.describe(), "target": target.name, "methods": list(cfg.methods),
         "objective": method_label(cfg), "temperature": cfg.temperature, "epochs": cfg.epochs, "seeds": cfg.seeds,
         "labeled_fraction": cfg.labeled_fraction,
-        "teacher": {**infos[0], "accuracy": teacher_acc, "all": infos},
-        "student": {"arch": cfg.student, "params": count_params(probe), "ops": ops,
+        "teacher": {**infos[0], "accuracy": teacher_acc, "all": infos, "view": tview.to_dict()},
+        "student": {"arch": cfg.student, "params": count_params(probe), "ops": ops, "view": sview.to_dict(),
                     "ops_notes": getattr(probe, "ops_notes", []), "chosen_seed": best["seed"]},
         "accuracy": {"teacher": teacher_acc, "student_alone": alone, "student": kd},
         "gap_closed": gap_closed(teacher_acc, alone["mean"], kd["mean"]),
@@ -249,5 +270,25 @@ def summarise(cfg, bundle, target, teachers, teacher_acc, rows, best, probe, ops
         "per_seed": clean_rows,
         "seconds": {"student_alone": sum(r["student_alone_seconds"] for r in rows),
                     "student": sum(r["student_seconds"] for r in rows)},
+        "images_per_s": images_per_s(cfg, bundle, rows),
         "provenance": provenance(device=getattr(cfg, "device", "cpu")),
     }
+
+
+def _teacher_cost(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, Any]:
+    """Params and MFLOPs at the teacher's own input size; params only for a TorchScript or ONNX
+    teacher (no forward hooks to count with)."""
+    if isinstance(model, torch.jit.ScriptModule) or hasattr(model, "session"):
+        return {"params": count_params(model)}
+    return model_cost(model, input_shape)
+
+
+def images_per_s(cfg: DistillConfig, bundle: DataBundle, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Training images per second of each phase kind, over all seeds (per-epoch validation included)."""
+    n = (cfg.epochs + cfg.hint_epochs) * len(bundle.train)
+    out: dict[str, Any] = {"teacher": "cached" if cfg.cache_teacher and not bundle.augmented else "live"}
+    for key in ("student_alone", "student"):
+        secs = [r[f"{key}_seconds"] for r in rows if r.get(f"{key}_seconds")]
+        if secs:
+            out[key] = n * len(secs) / sum(secs)
+    return out

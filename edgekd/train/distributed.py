@@ -1,7 +1,8 @@
 """Multi-process distillation on PyTorch's own engine (torch.distributed + DDP).
 
 `edgekd distill --nproc N` re-launches itself through `torch.distributed.run`
-(torchrun); each rank then calls `init_from_env`. gloo on CPU, NCCL on GPU.
+(torchrun); each rank then calls `init_from_env`. gloo on CPU, NCCL on GPU
+(each rank on GPU LOCAL_RANK, SyncBatchNorm).
 Everything here is a no-op in a single process, so the training loop has one
 code path:
 - `shard`: the rank's share of an epoch's permutation. The permutation depends
@@ -21,17 +22,69 @@ from typing import Any
 from edgekd.ranks import _dist, broadcast, is_main, rank, world_size  # noqa: F401  (re-exported)
 
 
-def init_from_env() -> bool:
-    """Join the process group torchrun describes in the environment; False when not launched by it."""
+def init_from_env(device: str = "auto") -> bool:
+    """Join the process group torchrun describes in the environment; False when not launched by it.
+
+    NCCL when the ranks train on CUDA (each rank on GPU LOCAL_RANK), gloo otherwise."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or _dist() is not None:
         return False
     import torch
     import torch.distributed as dist
 
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
-    dist.init_process_group(backend=backend)
+    on_cuda = resolve_device(device).startswith("cuda")
+    if on_cuda:
+        torch.cuda.set_device(local_rank())
+    dist.init_process_group(backend="nccl" if on_cuda else "gloo")
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
     return True
+
+
+def local_rank() -> int:
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def resolve_device(spec: str = "auto") -> str:
+    """`auto` → CUDA when available, else CPU; `cuda` → this rank's GPU (LOCAL_RANK under torchrun);
+    `cuda:N` → GPU N. A device this machine lacks is BadInput naming what it has."""
+    from edgekd.errors import BadInput
+
+    spec = (spec or "auto").strip().lower()
+    if spec == "cpu":
+        return "cpu"
+    if spec != "auto" and not (spec == "cuda" or spec.startswith("cuda:")):
+        raise BadInput(f"device '{spec}': valid: auto, cpu, cuda, cuda:N")
+    import torch
+
+    n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if spec == "auto":
+        if n == 0:
+            return "cpu"
+        spec = "cuda"
+    if n == 0:
+        raise BadInput(f"device '{spec}': no CUDA device here (torch {torch.__version__}, "
+                       f"cuda {torch.version.cuda}); use auto or cpu")
+    if spec == "cuda":
+        index = local_rank() if int(os.environ.get("WORLD_SIZE", "1")) > 1 else torch.cuda.current_device()
+    else:
+        tail = spec.split(":", 1)[1]
+        if not tail.isdigit():
+            raise BadInput(f"device '{spec}': expected cuda:N with N in 0..{n - 1}")
+        index = int(tail)
+    if index >= n:
+        raise BadInput(f"device '{spec}': this machine has {n} CUDA device(s), 0..{n - 1}")
+    return f"cuda:{index}"
+
+
+def backend() -> str | None:
+    d = _dist()
+    return d.get_backend() if d is not None else None
+
+
+def _comm_device():
+    """Where collective tensors must live: the rank's GPU under NCCL, the CPU under gloo."""
+    import torch
+
+    return torch.device("cuda", torch.cuda.current_device()) if backend() == "nccl" else torch.device("cpu")
 
 
 def shutdown() -> None:
@@ -63,9 +116,9 @@ def sum_across(*values: float) -> list[float]:
         return list(values)
     import torch
 
-    t = torch.tensor(values, dtype=torch.float64)
+    t = torch.tensor(values, dtype=torch.float64, device=_comm_device())
     d.all_reduce(t, op=d.ReduceOp.SUM)
-    return t.tolist()
+    return t.cpu().tolist()
 
 
 def average_grads(params: list) -> None:
@@ -84,12 +137,13 @@ def fill_rows(local: Any, indices: list[int], n: int) -> Any:
     rank holds the full table (the shards are disjoint, so the sum assembles them)."""
     import torch
 
-    full = torch.zeros((n, *local.shape[1:]), dtype=local.dtype)
-    full[torch.as_tensor(indices, dtype=torch.long)] = local
     d = _dist()
+    device = _comm_device() if d is not None else local.device
+    full = torch.zeros((n, *local.shape[1:]), dtype=local.dtype, device=device)
+    full[torch.as_tensor(indices, dtype=torch.long, device=device)] = local.to(device)
     if d is not None:
         d.all_reduce(full, op=d.ReduceOp.SUM)
-    return full
+    return full.to(local.device)
 
 
 
@@ -138,30 +192,37 @@ def _global_batchnorm_class():
 
 def sync_batchnorm(model):
     """Every BatchNorm2d computes global-batch statistics: torch's SyncBatchNorm on GPU, ours on CPU."""
-    import torch
     from torch import nn
 
-    if torch.cuda.is_available():
+    if any(p.is_cuda for p in model.parameters()):
         return nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    cls = _global_batchnorm_class()
+    return _global_batchnorm(model, _global_batchnorm_class())
+
+
+def _global_batchnorm(model, cls):
+    from torch import nn
+
     for name, child in list(model.named_children()):
         if type(child) is nn.BatchNorm2d:
             new = cls(child.num_features, child.eps, child.momentum, child.affine, child.track_running_stats)
             new.load_state_dict(child.state_dict())
             setattr(model, name, new)
         else:
-            sync_batchnorm(child)
+            _global_batchnorm(child, cls)
     return model
 
 
 def wrap(model):
-    """DDP with global-batch BatchNorm, so N ranks compute what one process computes."""
+    """DDP with global-batch BatchNorm, so N ranks compute what one process computes (the model
+    must already be on its device: SyncBatchNorm on CUDA, GlobalBatchNorm2d on CPU)."""
     if _dist() is None:
         return model
     from torch.nn.parallel import DistributedDataParallel
 
     if getattr(model, "_edgekd_ddp", None) is None:  # one wrapper per model, even across stages
-        object.__setattr__(model, "_edgekd_ddp", DistributedDataParallel(sync_batchnorm(model)))
+        p = next(model.parameters())
+        ids = [p.device.index] if p.is_cuda else None  # NCCL: this rank's own GPU
+        object.__setattr__(model, "_edgekd_ddp", DistributedDataParallel(sync_batchnorm(model), device_ids=ids))
     return model._edgekd_ddp
 
 

@@ -1,14 +1,21 @@
-"""The one training loop: every phase (teacher, control, distilled student, hint stage) runs through `fit`.
+"""The one training loop. Every phase runs through `fit`: teacher training, the student alone,
+distillation, the FitNets hint stage, born-again generations, deep mutual learning (a phase
+with `peers`) and the teacher-selection warm-up (a phase with `max_steps`).
 
-Each epoch ends in a checkpoint, so Ctrl-C or SIGKILL loses at most one; a NaN or Inf loss stops
-training naming the epoch, step and term."""
+Per epoch: batches on the phase's device (cut from tensors when the data is in memory),
+autocast on CUDA, one AdamW step per batch with the LR schedule stepped per step, validation,
+one metrics line (`RUN/metrics.jsonl`, TensorBoard) and a checkpoint. Ctrl-C or SIGKILL loses
+at most one epoch and --resume continues bit for bit; a NaN or Inf loss stops training
+naming the epoch, step and term.
+"""
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -18,10 +25,34 @@ from torch.utils.data import DataLoader, Dataset
 from edgekd import artifacts, defaults
 from edgekd.checkpoints import load_checkpoint
 from edgekd.errors import BadInput, CheckFailed
+from edgekd.progress import Progress
 from edgekd.train import distributed as dist
-from edgekd.train.datasets import Indexed, accuracy, loader
+from edgekd.train.datasets import Indexed, accuracy, batches
 from edgekd.train.losses import KDBatch, Objective
+from edgekd.train.metrics import MetricsLog
 from edgekd.train.source import TeacherSource
+
+
+@dataclass
+class TrainOptions:
+    """How a phase trains, not what: device, precision, memory format, LR rule and schedule, metrics."""
+
+    device: str = "cpu"                       # a resolved device ("cpu", "cuda:0"); see distributed.resolve_device
+    precision: str = defaults.PRECISION       # auto | fp32 | bf16 | fp16 (autocast; auto = bf16/fp16 on CUDA only)
+    channels_last: bool = False               # NHWC activations and weights
+    compile: bool = False                     # torch.compile the model(s)
+    schedule: str = defaults.LR_SCHEDULE      # auto | cosine | warmup-cosine | constant
+    warmup_epochs: float = defaults.WARMUP_EPOCHS
+    base_batch: int | None = defaults.BASE_BATCH   # linear LR rule: lr × batch / base_batch; None: lr as given
+    metrics: MetricsLog | None = None
+
+    def autocast_dtype(self) -> torch.dtype | None:
+        on_cuda = self.device.startswith("cuda")
+        if self.precision == "auto":
+            if not on_cuda:
+                return None  # plain bf16 autocast was slower than fp32 on CPU (issue 10; bench_throughput)
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[self.precision]
 
 
 @dataclass
@@ -32,22 +63,33 @@ class Phase:
     model: nn.Module
     objective: Objective
     train: Indexed
-    val: Dataset
+    val: Dataset | None
     epochs: int
     seed: int
-    lr: float = defaults.LR
+    lr: float = defaults.LR                      # at options.base_batch (linear rule)
     batch_size: int = defaults.BATCH_SIZE
     teacher_logits: torch.Tensor | None = None  # shorthand for a cached single-teacher source
     teacher: nn.Module | None = None            # shorthand for a live single-teacher source
     source: TeacherSource | None = None
     student_taps: dict[str, str] = field(default_factory=dict)
     hint_epochs: int = 0                         # FitNets stage 1 before the phase
-    history: list[dict[str, float]] = field(default_factory=list)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    peers: list[nn.Module] = field(default_factory=list)   # deep mutual learning: trained beside `model`
+    max_steps: int | None = None                 # stop after this many optimizer steps (a warm-up)
+    options: TrainOptions = field(default_factory=TrainOptions)
 
     def __post_init__(self) -> None:
         if self.source is None and (self.teacher is not None or self.teacher_logits is not None):
             cache = None if self.teacher_logits is None else {"logits": self.teacher_logits, "feats": {}}
             self.source = TeacherSource([self.teacher] if self.teacher is not None else [], cache=cache)
+
+    @property
+    def members(self) -> list[nn.Module]:
+        return [self.model, *self.peers]
+
+    def scaled_lr(self) -> float:
+        base = self.options.base_batch
+        return self.lr if base is None else self.lr * self.batch_size / base
 
 
 def _seed_all(seed: int) -> None:
@@ -55,103 +97,270 @@ def _seed_all(seed: int) -> None:
     np.random.seed(seed % (2**32))
 
 
+def _cpu(obj: Any) -> Any:
+    """State with every tensor on the CPU: checkpoints load anywhere; export and parity run on CPU."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: _cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_cpu(v) for v in obj)
+    return obj
+
+
 def _checkpoint_state(ph: Phase, opt, sched, epoch: int, stage: str) -> dict[str, Any]:
-    return {"kind": "checkpoint", "phase": ph.name, "stage": stage, "epoch": epoch,
-            "model": ph.model.state_dict(), "objective": ph.objective.state_dict(),
-            "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-            "rng": torch.get_rng_state(), "history": ph.history}
+    state = {"kind": "checkpoint", "phase": ph.name, "stage": stage, "epoch": epoch,
+             "model": ph.model.state_dict(), "objective": ph.objective.state_dict(),
+             "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+             "rng": torch.get_rng_state(), "history": ph.history}
+    if ph.peers:
+        state["peers"] = [p.state_dict() for p in ph.peers]
+    if ph.options.device.startswith("cuda"):
+        state["cuda_rng"] = torch.cuda.get_rng_state(torch.device(ph.options.device))
+    return _cpu(state)
 
 
-def _batch(ph: Phase, objective: Objective, tap, x, y, idx, net: nn.Module | None = None) -> KDBatch:
-    t_logits, t_feats = None, {}
-    if objective.needs_teacher:
-        t_logits, t_feats = ph.source.outputs(x, idx)
-    return KDBatch(student_logits=(net or ph.model)(x), labels=y, teacher_logits=t_logits,
-                   student_feats=dict(tap.outputs), teacher_feats=t_feats)
+# ---------------------------------------------------------------- what one step computes
+def _kd_terms(ph: Phase, objective: Objective, tap) -> Callable:
+    def terms(x, y, idx, nets):
+        t_logits, t_feats = None, {}
+        if objective.needs_teacher:
+            t_logits, t_feats = ph.source.outputs(x, idx)
+        return objective.terms(KDBatch(student_logits=nets[0](x), labels=y, teacher_logits=t_logits,
+                                       student_feats=dict(tap.outputs), teacher_feats=t_feats))
+    return terms
 
 
-def _loss(ph: Phase, objective: Objective, tap, x, y, idx, epoch: int, step: int, net: nn.Module) -> torch.Tensor:
-    terms = objective.terms(_batch(ph, objective, tap, x, y, idx, net))
-    for name, value in terms.items():
-        if not torch.isfinite(value):
-            raise CheckFailed(f"{ph.name}: loss term '{name}' is {value.item()} at epoch {epoch + 1}, "
-                              f"step {step + 1}; the last good checkpoint is kept")
-    return sum(terms.values())
+def _dml_terms(x, y, idx, nets) -> dict[str, torch.Tensor]:
+    """Deep mutual learning: term `peerK` is peer K's own loss (CE + KL to the others, detached)."""
+    from edgekd.train.losses import dml_losses
+
+    return {f"peer{i + 1}": loss for i, loss in enumerate(dml_losses([net(x) for net in nets], y))}
 
 
 def _prepare(ph: Phase, tap) -> None:
     """One dry batch: checks teacher/student compatibility and builds projections/regressors."""
     if ph.objective.needs_teacher and ph.source is None:
         raise BadInput(f"{ph.name}: --method {ph.objective.describe()} needs a teacher")
+    if ph.peers:
+        return  # DML reads no teacher and no taps
     x, y, idx = next(iter(DataLoader(ph.train, batch_size=min(ph.batch_size, 8))))
+    x, y = x.to(ph.options.device), y.to(ph.options.device)
     ph.model.eval()
     with torch.no_grad():
-        b = _batch(ph, ph.objective, tap, x, y, idx)
+        b = KDBatch(student_logits=ph.model(_fmt(ph, x)), labels=y)
+        if ph.objective.needs_teacher:
+            b.teacher_logits, b.teacher_feats = ph.source.outputs(_fmt(ph, x), idx)
+        b.student_feats = dict(tap.outputs)
     ph.objective.prepare(b, student_taps=ph.student_taps, teacher_taps=ph.source.taps if ph.source else {})
+    ph.objective.to(ph.options.device)  # regressors built just now
 
 
-def _run_stage(ph: Phase, objective: Objective, params: list, epochs: int, tap, *, stage: str,
-               ckpt: Path | None, resume: bool, progress: bool) -> None:
-    from tqdm.auto import tqdm
+def _fmt(ph: Phase, x: torch.Tensor) -> torch.Tensor:
+    return x.contiguous(memory_format=torch.channels_last) if ph.options.channels_last and x.dim() == 4 else x
 
-    opt = torch.optim.AdamW(params, lr=ph.lr, weight_decay=defaults.WEIGHT_DECAY)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
-    start = 0
-    if resume and ckpt is not None and ckpt.exists():
-        state = load_checkpoint(ckpt)
-        if state.get("stage", "main") != stage:
-            return  # this stage finished before the interruption
-        ph.model.load_state_dict(state["model"])
-        ph.objective.load_state_dict(state["objective"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["rng"])
-        ph.history, start = list(state["history"]), int(state["epoch"])
+
+# ---------------------------------------------------------------- schedule
+def _lr_factor(kind: str, *, epochs: int, steps_per_epoch: int, warmup_epochs: float) -> Callable[[int], float]:
+    """LR multiplier per optimizer step. `cosine` is per epoch (as torch's CosineAnnealingLR stepped
+    per epoch: the first epoch at the full rate); `warmup-cosine` ramps linearly over the warm-up
+    steps, then follows a per-step cosine to 0; `constant` keeps the rate."""
+    total = max(1, epochs * steps_per_epoch)
+    if kind == "constant":
+        return lambda s: 1.0
+    if kind == "cosine":
+        return lambda s: 0.5 * (1 + math.cos(math.pi * min(s // steps_per_epoch, epochs) / epochs))
+    warm = min(total - 1, max(1, round(warmup_epochs * steps_per_epoch)))
+
+    def factor(s: int) -> float:
+        if s < warm:
+            return (s + 1) / warm
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (s - warm) / max(1, total - warm))))
+    return factor
+
+
+def _schedule(ph: Phase, opt, epochs: int, steps_per_epoch: int):
+    kind = ph.options.schedule
+    if kind not in defaults.LR_SCHEDULES:
+        raise BadInput(f"lr_schedule '{kind}': valid: {', '.join(defaults.LR_SCHEDULES)}")
+    if kind == "auto":
+        base = ph.options.base_batch
+        kind = "warmup-cosine" if base is not None and ph.batch_size > base else "cosine"
+    factor = _lr_factor(kind, epochs=epochs, steps_per_epoch=steps_per_epoch, warmup_epochs=ph.options.warmup_epochs)
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+def _steps_per_epoch(ph: Phase) -> int:
+    per_rank = ph.batch_size // dist.world_size()
+    return max(1, math.ceil(math.ceil(len(ph.train) / dist.world_size()) / max(1, per_rank)))
+
+
+# ---------------------------------------------------------------- one stage
+def _restore(ph: Phase, opt, sched, ckpt: Path | None, resume: bool, stage: str) -> int | None:
+    """The epoch to start from (0: from scratch); None when this stage finished before the interruption."""
+    if not (resume and ckpt is not None and ckpt.exists()):
+        return 0
+    state = load_checkpoint(ckpt)
+    saved = STAGES.index(state.get("stage", "main"))
+    if saved > STAGES.index(stage):
+        return None  # this stage finished before the interruption
+    if saved < STAGES.index(stage):
+        return 0  # an earlier stage (the hint stage) finished: this one starts from its weights
+    ph.model.load_state_dict(state["model"])
+    for peer, peer_state in zip(ph.peers, state.get("peers", [])):
+        peer.load_state_dict(peer_state)
+    ph.objective.load_state_dict(state["objective"])
+    opt.load_state_dict(state["optimizer"])
+    sched.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["rng"])
+    if "cuda_rng" in state and ph.options.device.startswith("cuda"):
+        torch.cuda.set_rng_state(state["cuda_rng"], torch.device(ph.options.device))
+    ph.history = list(state["history"])
+    return int(state["epoch"])
+
+
+STAGES = ("hint", "main")  # the order of a phase's stages
+
+
+class _Epoch:
+    """Sums of one epoch's loss terms (as tensors: no device sync per step) and its image count."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, torch.Tensor] = {}
+        self.n, self.t0 = 0, time.perf_counter()
+
+    def add(self, terms: dict[str, torch.Tensor], n: int) -> None:
+        for k, v in terms.items():
+            self.sums[k] = self.sums.get(k, 0) + v.detach().float() * n
+        self.n += n
+
+    def means(self) -> tuple[dict[str, float], int]:
+        keys = list(self.sums)
+        values = [float(self.sums[k]) for k in keys]
+        *totals, n = dist.sum_across(*values, self.n)
+        return {k: t / max(n, 1) for k, t in zip(keys, totals)}, int(n)
+
+
+def _step(ph: Phase, terms_fn, nets, x, y, idx, opt, sched, scaler, extra, epoch: int, step: int):
+    dtype = ph.options.autocast_dtype()
+    device_type = torch.device(ph.options.device).type
+    with torch.autocast(device_type=device_type, dtype=dtype or torch.float32, enabled=dtype is not None):
+        terms = terms_fn(_fmt(ph, x), y, idx, nets)
+    loss = sum(terms.values())
+    if not torch.isfinite(loss):  # one check (one device sync) per step; name the culprit only when needed
+        bad = next((k for k, v in terms.items() if not torch.isfinite(v)), next(iter(terms)))
+        raise CheckFailed(f"{ph.name}: loss term '{bad}' is {terms[bad].item()} at epoch {epoch + 1}, "
+                          f"step {step + 1}; the last good checkpoint is kept")
+    opt.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    dist.average_grads(extra)  # DDP syncs the student(s); the regressors are ours to sync
+    scaler.step(opt)
+    scaler.update()
+    sched.step()
+    return terms
+
+
+def _run_stage(ph: Phase, terms_fn, params: list, epochs: int, *, stage: str, ckpt: Path | None,
+               resume: bool, progress: bool) -> None:
+    opt = torch.optim.AdamW(params, lr=ph.scaled_lr(), weight_decay=defaults.WEIGHT_DECAY)
+    spe = _steps_per_epoch(ph)
+    sched = _schedule(ph, opt, epochs, spe)
+    start = _restore(ph, opt, sched, ckpt, resume, stage)
+    if start is None:
+        return
+    metrics = ph.options.metrics
+    if metrics is not None and resume:
+        metrics.forget(ph.name, stage, after_epoch=start)
     label = ph.name if stage == "main" else f"{ph.name} ({stage})"
-    show = progress and dist.is_main()
-    bar = tqdm(range(start, epochs), desc=label, unit="epoch", disable=None if show else True, leave=False,
-               initial=start, total=epochs)
-    net = dist.wrap(ph.model)  # DDP + SyncBatchNorm under torch.distributed; the model itself otherwise
+    bar = Progress(label, total=epochs, unit="epoch", initial=start, enabled=progress)
+    scaler = torch.amp.GradScaler("cuda", enabled=ph.options.autocast_dtype() == torch.float16)
+    nets = [dist.wrap(m) for m in ph.members]  # DDP + global-batch BatchNorm under torch.distributed
     extra = ph.objective.extra_parameters()
-    for epoch in bar:
-        ph.model.train()
-        objective.train()
-        total, n = 0.0, 0
-        for step, (x, y, idx) in enumerate(loader(ph.train, batch_size=ph.batch_size, shuffle=True,
-                                                  seed=ph.seed, epoch=epoch)):
-            loss = _loss(ph, objective, tap, x, y, idx, epoch, step, net)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            dist.average_grads(extra)  # DDP syncs the student; the regressors are ours to sync
-            opt.step()
-            total, n = total + float(loss.detach()) * len(x), n + len(x)
-        total, n = dist.sum_across(total, n)
-        sched.step()
-        val_acc = accuracy(ph.model, ph.val)
-        ph.history.append({"stage": stage, "epoch": epoch + 1, "loss": total / max(n, 1), "val_acc": val_acc})
-        bar.set_postfix(loss=f"{total / max(n, 1):.3f}", val=f"{val_acc:.3f}")
-        if ckpt is not None:
-            artifacts.save_torch(ckpt, _checkpoint_state(ph, opt, sched, epoch + 1, stage))
+    done = start * spe
+    try:
+        for epoch in range(start, epochs):
+            for m in ph.members:
+                m.train()
+            ph.objective.train()
+            ep = _Epoch()
+            for step, (x, y, idx) in enumerate(batches(ph.train, batch_size=ph.batch_size, shuffle=True,
+                                                       seed=ph.seed, epoch=epoch, device=ph.options.device)):
+                lr = opt.param_groups[0]["lr"]
+                ep.add(_step(ph, terms_fn, nets, x, y, idx, opt, sched, scaler, extra, epoch, step), len(x))
+                done += 1
+                if ph.max_steps is not None and done >= ph.max_steps:
+                    break
+            row = _end_epoch(ph, ep, stage=stage, epoch=epoch, epochs=epochs, lr=lr)
+            bar.update(1, line=True, loss=row["loss"], val=row["val_acc"], lr=row["lr"],
+                       img_s=round(row["images_per_s"]))
+            if ckpt is not None:  # after the metrics line: a kill in between redoes (and forgets) this epoch
+                artifacts.save_torch(ckpt, _checkpoint_state(ph, opt, sched, epoch + 1, stage))
+            if ph.max_steps is not None and done >= ph.max_steps:
+                break
+    finally:
+        bar.close()
+
+
+def _end_epoch(ph: Phase, ep: _Epoch, *, stage: str, epoch: int, epochs: int, lr: float) -> dict[str, Any]:
+    """Validate, then record the epoch in the history, metrics.jsonl and TensorBoard."""
+    train_s = time.perf_counter() - ep.t0
+    means, n = ep.means()
+    vals = [accuracy(m, ph.val) for m in ph.members] if ph.val is not None else [None] * len(ph.members)
+    seconds = time.perf_counter() - ep.t0
+    common = {"stage": stage, "epoch": epoch + 1, "epochs": epochs, "lr": lr, "seconds": seconds,
+              "images_per_s": n / train_s if train_s > 0 else 0.0, "time": time.time()}
+    if ph.peers:
+        rows = [{**common, "phase": f"{ph.name}/peer{i + 1}", "loss": means[f"peer{i + 1}"],
+                 "terms": {"dml": means[f"peer{i + 1}"]}, "val_acc": v} for i, v in enumerate(vals)]
+        summary = {**common, "phase": ph.name, "loss": sum(means.values()), "terms": means,
+                   "val_acc": max(v for v in vals if v is not None) if vals[0] is not None else None,
+                   "peers_val_acc": vals}
+    else:
+        summary = {**common, "phase": ph.name, "loss": sum(means.values()), "terms": means, "val_acc": vals[0]}
+        rows = [summary]
+    ph.history.append(summary)
+    if ph.options.metrics is not None:
+        for row in rows:
+            ph.options.metrics.record(row)
+    return summary
+
+
+# ---------------------------------------------------------------- the entry point
+def _place(ph: Phase) -> None:
+    """Models, objective and teacher source on the phase's device (channels_last when asked)."""
+    fmt = torch.channels_last if ph.options.channels_last else torch.preserve_format
+    for m in ph.members:
+        m.to(device=ph.options.device, memory_format=fmt)
+    ph.objective.to(ph.options.device)
+    if ph.source is not None:
+        ph.source.to(ph.options.device)
 
 
 def fit(ph: Phase, *, ckpt: Path | None = None, resume: bool = False, progress: bool = True) -> nn.Module:
-    """Train `ph.model`; checkpoint after every epoch so Ctrl-C (or SIGKILL) loses at most one."""
+    """Train `ph.model` (and `ph.peers`); checkpoint after every epoch so Ctrl-C (or SIGKILL) loses at most one."""
     from edgekd.train.features import FeatureTap
     from edgekd.train.losses import hint_objective, hint_stage_params
 
     _seed_all(ph.seed)
+    _place(ph)
+    for m in ph.members:
+        # Under torch.distributed this swaps BatchNorm2d for its global-batch version: before the
+        # optimizer and the taps see the modules, or they would hold parameters no step updates.
+        dist.wrap(m)
     with FeatureTap(ph.model, ph.student_taps) as tap:
         _prepare(ph, tap)
-        if ph.hint_epochs > 0:
+        if ph.hint_epochs > 0 and not ph.peers:
             # FitNets stage 1: the student up to its tap plus the regressor, on the hint loss alone.
-            example = next(iter(DataLoader(ph.train, batch_size=2)))[0]
+            example = next(iter(DataLoader(ph.train, batch_size=2)))[0].to(ph.options.device)
             params = hint_stage_params(ph.objective, ph.model, student_taps=ph.student_taps, example_input=example)
-            _run_stage(ph, hint_objective(ph.objective), params, ph.hint_epochs, tap, stage="hint",
-                       ckpt=ckpt, resume=resume, progress=progress)
-        params = list(ph.model.parameters()) + ph.objective.extra_parameters()
-        _run_stage(ph, ph.objective, params, ph.epochs, tap, stage="main", ckpt=ckpt, resume=resume,
-                   progress=progress)
-    ph.model.eval()
+            hint = hint_objective(ph.objective)
+            _run_stage(ph, _kd_terms(ph, hint, tap), params, ph.hint_epochs, stage="hint", ckpt=ckpt,
+                       resume=resume, progress=progress)
+        terms_fn = _dml_terms if ph.peers else _kd_terms(ph, ph.objective, tap)
+        params = [p for m in ph.members for p in m.parameters()] + ph.objective.extra_parameters()
+        _run_stage(ph, terms_fn, params, ph.epochs, stage="main", ckpt=ckpt, resume=resume, progress=progress)
+    for m in ph.members:
+        m.eval()
     return ph.model
 
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from edgekd import defaults
 from edgekd.train import distributed as dist
@@ -32,22 +32,37 @@ class TeacherSource:
     weights: list[float] | None = None
     temperature: float = defaults.TEMPERATURE
     cache: dict[str, Any] | None = None
+    # The teacher's own view of the student's batch (resize/renormalise; edgekd.teachers.convert); None = same.
+    view: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     def live(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         from edgekd.train.features import FeatureTap
         from edgekd.train.losses import combine_teachers
 
         # inference_mode: no autograd bookkeeping at all; clone so the student's graph may keep them.
+        p = next(self.teachers[0].parameters(), None)  # an ONNX teacher has none: it takes any device
+        x = x.to(p.device, non_blocking=True) if p is not None else x
         with torch.inference_mode(), FeatureTap(self.teachers[0], self.taps, detach=True) as tap:
+            x = self.view(x) if self.view is not None else x
             logits = [t.eval()(x) for t in self.teachers]
             feats = dict(tap.outputs)
         out = logits[0] if len(logits) == 1 else combine_teachers(
             logits, mode=self.mode, weights=self.weights, temperature=self.temperature)
         return out.clone(), {k: v.clone() for k, v in feats.items()}
 
+    def to(self, device: torch.device | str) -> "TeacherSource":
+        """Teachers and cached outputs on `device` (the student's), so a step moves nothing."""
+        for t in self.teachers:
+            t.to(device)
+        if self.cache is not None:
+            self.cache = {"logits": self.cache["logits"].to(device),
+                          "feats": {k: v.to(device) for k, v in self.cache["feats"].items()}}
+        return self
+
     def outputs(self, x: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         if self.cache is None:
             return self.live(x)
+        idx = idx.to(self.cache["logits"].device)
         return self.cache["logits"][idx], {k: v[idx] for k, v in self.cache["feats"].items()}
 
     def build_cache(self, ds: Dataset, *, batch_size: int = 256, cache_dir: Path | None = None) -> "TeacherSource":
@@ -59,8 +74,11 @@ class TeacherSource:
         if cache_dir is not None and dist.world_size() == 1:
             return self._build_mmap(ds, batch_size, cache_dir)
         idx = sorted(set(dist.shard(len(ds), seed=0, epoch=0, shuffle=False)))
+        from edgekd.progress import bar
+
         logits, feats = [], {}
-        for x, _ in _indexed_batches(ds, idx, batch_size):
+        for x, _ in bar(_indexed_batches(ds, idx, batch_size), desc="teacher cache", total=-(-len(idx) // batch_size),
+                        unit="batch"):
             lo, fe = self.live(x)
             logits.append(lo)
             for k, v in fe.items():
@@ -79,7 +97,11 @@ class TeacherSource:
         cache_dir.mkdir(parents=True, exist_ok=True)
         arrays: dict[str, np.memmap] = {}
         start = 0
-        for x, *_ in DataLoader(ds, batch_size=batch_size, num_workers=defaults.NUM_WORKERS):
+        from edgekd.progress import bar
+
+        n_batches = -(-len(ds) // batch_size)
+        for x, _ in bar(_indexed_batches(ds, list(range(len(ds))), batch_size), desc="teacher cache",
+                        total=n_batches, unit="batch"):
             lo, fe = self.live(x)
             for key, value in {"logits": lo, **{f"feat.{k}": v for k, v in fe.items()}}.items():
                 if key not in arrays:
@@ -87,7 +109,7 @@ class TeacherSource:
                         return self  # feature maps this big: keep the teacher live
                     arrays[key] = np.lib.format.open_memmap(cache_dir / f"teacher.{key}.npy", mode="w+",
                                                             dtype=np.float32, shape=(len(ds), *value.shape[1:]))
-                arrays[key][start:start + len(x)] = value.numpy()
+                arrays[key][start:start + len(x)] = value.float().cpu().numpy()
             start += len(x)
         for a in arrays.values():
             a.flush()

@@ -1,8 +1,9 @@
-"""Getting the teacher(s): load an edgekd checkpoint or train a registry teacher; then the source the student reads."""
+"""Getting the teacher(s): train a registry teacher, or load one from a file (edgekd .pt, torchvision/timm
+architecture + weights, TorchScript, ONNX: see `edgekd.teachers`); then the source the student reads."""
 
 from __future__ import annotations
 
-import os
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -11,84 +12,162 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from edgekd import artifacts, defaults
-from edgekd.checkpoints import load_checkpoint
 from edgekd.data import DataBundle
 from edgekd.errors import BadInput
-from edgekd.models import (
-    create_teacher,
-)
+from edgekd.models import create_teacher
+from edgekd.progress import stage
+from edgekd.teachers import LoadedTeacher, View, convert, load_teacher_spec, parse_specs, teacher_view
 from edgekd.train.config import DistillConfig
 from edgekd.train.datasets import Indexed, accuracy, dataset_labels
 from edgekd.train.loop import Phase, fit
-from edgekd.train.losses import Objective, build_objective
+from edgekd.train.losses import LOSSES, Objective, build_objective, parse_method
 from edgekd.train.source import TeacherSource
 
 
-def _named_teacher(name: str, cfg: DistillConfig, bundle: DataBundle, run_dir: Path, slot: str):
+def data_view(bundle: DataBundle) -> View:
+    """What the student sees: the data's size and normalisation."""
+    return View(size=tuple(bundle.input_shape[1:]), mean=tuple(bundle.mean), std=tuple(bundle.std))
+
+
+def views(cfg: DistillConfig, bundle: DataBundle) -> tuple[View, View]:
+    """(student view, teacher view): --teacher-input-size/-mean/-std replace the data's."""
+    s = data_view(bundle)
+    return s, teacher_view(s, input_size=cfg.teacher_input_size, mean=cfg.teacher_mean, std=cfg.teacher_std)
+
+
+def teacher_data(cfg: DistillConfig, bundle: DataBundle) -> DataBundle | None:
+    """The same images at the teacher's own size, when the data can be read at any size
+    (imagefolder) and the teacher's size differs from the student's: then the teacher sees each
+    image resized from its file, not the student's smaller tensor resized up (which blurs what a
+    teacher trained at its own size expects). Same split, same order. Read once per bundle."""
+    sview, tview = views(cfg, bundle)
+    if tview.size == sview.size or not cfg.data.startswith("imagefolder:") or tview.size[0] != tview.size[1]:
+        return None
+    memo = bundle.__dict__.setdefault("_teacher_data", {})
+    if tview.size[0] not in memo:
+        from edgekd.data import load_data
+
+        hi = load_data(cfg.data, data_dir=cfg.data_dir, image_size=tview.size[0])
+        if list(dataset_labels(hi.train)) != list(dataset_labels(bundle.train)):
+            raise BadInput(f"--data {cfg.data}: the train split differs at {tview.size[0]} px")  # never, by construction
+        memo[tview.size[0]] = hi
+    return memo[tview.size[0]]
+
+
+class ViewedData(Dataset):
+    """`base` with each input converted from the student's view to the teacher's (for training
+    a registry teacher at the teacher's own size and normalisation)."""
+
+    def __init__(self, base: Dataset, src: View, dst: View):
+        self.base, self.src, self.dst = base, src, dst
+        if hasattr(base, "targets"):
+            self.targets = base.targets
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i: int):
+        x, *rest = self.base[i]
+        return (convert(torch.as_tensor(x)[None], self.src, self.dst)[0], *rest)
+
+
+def _train_teacher(name: str, cfg: DistillConfig, bundle: DataBundle, run_dir: Path, slot: str):
     C = bundle.input_shape[0]
-    if name.endswith(".pt") or Path(name).is_file():
-        state = load_checkpoint(Path(name), kind="teacher")
-        if state["num_classes"] != bundle.num_classes:
-            raise BadInput(f"{name}: teacher has {state['num_classes']} classes, "
-                           f"--data {bundle.name} has {bundle.num_classes}")
-        model = create_teacher(state["arch"], in_channels=state["in_channels"], num_classes=state["num_classes"])
-        model.load_state_dict(state["model"])
-        return model.eval(), {"source": name, "arch": state["arch"]}
+    sview, tview = views(cfg, bundle)
+    train, val = bundle.train, bundle.val
+    hi = teacher_data(cfg, bundle)
+    if hi is not None:  # the images at the teacher's size, renormalised for it
+        train, val = ViewedData(hi.train, data_view(hi), tview), ViewedData(hi.val, data_view(hi), tview)
+    elif tview != sview:
+        train, val = ViewedData(train, sview, tview), ViewedData(val, sview, tview)
     # Seeded here, explicitly: the teacher's weights never depend on what the caller drew before.
     torch.manual_seed(defaults.TEACHER_SEED)
     model = create_teacher(name, in_channels=C, num_classes=bundle.num_classes)
-    ph = Phase(slot, model, build_objective(["ce"]), Indexed(bundle.train), bundle.val,
-               cfg.teacher_epochs, seed=defaults.TEACHER_SEED, lr=cfg.lr, batch_size=cfg.batch_size)
+    ph = Phase(slot, model, build_objective(["ce"]), Indexed(train), val,
+               cfg.teacher_epochs, seed=defaults.TEACHER_SEED, lr=cfg.lr, batch_size=cfg.batch_size,
+               options=cfg.train_options(run_dir))
+    stage(f"{slot}: training {name} for {cfg.teacher_epochs} epochs on {ph.options.device}")
     fit(ph, ckpt=run_dir / "checkpoints" / f"{slot}.pt", resume=cfg.resume, progress=cfg.progress)
     artifacts.save_torch(run_dir / f"{slot}.pt", {
         "kind": "teacher", "arch": name, "in_channels": C,
-        "num_classes": bundle.num_classes, "model": model.state_dict()})
-    return model.eval(), {"source": "trained", "arch": name, "epochs": cfg.teacher_epochs}
+        "num_classes": bundle.num_classes, "model": {k: v.cpu() for k, v in model.state_dict().items()}})
+    return model.eval(), {"kind": "registry", "source": "trained", "arch": name, "epochs": cfg.teacher_epochs}
 
 
-def check_teacher_paths(cfg: DistillConfig, bundle: DataBundle | None = None) -> None:
-    """Every --teacher is a registry name or an edgekd teacher checkpoint that fits the data."""
-    from edgekd.models import TEACHERS
+def check_teacher_paths(cfg: DistillConfig, bundle: DataBundle | None = None) -> list[LoadedTeacher | None]:
+    """Parse every --teacher; with the data, load each one from outside and check it fits
+    (classes, channels, weights, input size). Returns one entry per teacher: the loaded teacher,
+    or None for a registry name (trained later). All of this runs before a run folder exists."""
+    specs = parse_specs(cfg.teacher_list, list(cfg.teacher_weight_files))
+    if bundle is None:
+        return []
+    _, tview = views(cfg, bundle)
+    if not specs[0].eager and not cfg.online and cfg.generations == 0:
+        feats = [m for m in cfg.methods if getattr(LOSSES.get(parse_method(m)[0]), "taps", ())]
+        if feats:
+            raise BadInput(f"--method {feats[0]}: a feature loss taps the first teacher's modules, and "
+                           f"--teacher {specs[0].ref} is {specs[0].kind} (no modules to tap); use a PyTorch "
+                           f"teacher first, or logit losses (soft, hard, ce)")
+    return [load_teacher_spec(s, channels=bundle.input_shape[0], num_classes=bundle.num_classes, view=tview)
+            for s in specs]
 
-    for name in cfg.teacher_list:
-        if name in TEACHERS:
-            continue
-        if name.endswith(".pt") or os.sep in name:
-            state = load_checkpoint(Path(name), kind="teacher")
-            if state["arch"] not in TEACHERS:
-                raise BadInput(f"{name}: teacher arch '{state['arch']}' is unknown; valid: {', '.join(TEACHERS)}")
-            if bundle is not None and (state["num_classes"], state["in_channels"]) != (bundle.num_classes, bundle.input_shape[0]):
-                raise BadInput(f"{name}: teacher takes {state['in_channels']} channels and has {state['num_classes']} "
-                               f"classes; --data {bundle.name} has {bundle.input_shape[0]} and {bundle.num_classes}")
-            continue
-        create_teacher(name, in_channels=1, num_classes=2)  # raises BadInput listing the valid names
 
-
-def obtain_teachers(cfg: DistillConfig, bundle: DataBundle, run_dir: Path) -> list[tuple[nn.Module, dict[str, Any]]]:
-    """Load each teacher from a .pt path, or train the named one (seed `defaults.TEACHER_SEED`);
-    saved as teacher.pt, teacher1.pt, …"""
-    return [_named_teacher(name, cfg, bundle, run_dir, "teacher" if i == 0 else f"teacher{i}")
-            for i, name in enumerate(cfg.teacher_list)]
+def obtain_teachers(cfg: DistillConfig, bundle: DataBundle, run_dir: Path,
+                    loaded: list[LoadedTeacher | None] | None = None) -> list[tuple[nn.Module, dict[str, Any]]]:
+    """Each teacher loaded from outside (`loaded`, from check_teacher_paths) or the registry one trained
+    (seed 0) and saved as teacher.pt, teacher1.pt, …"""
+    if not loaded:
+        loaded = check_teacher_paths(cfg, bundle)
+    out = []
+    for i, (name, lt) in enumerate(zip(cfg.teacher_list, loaded)):
+        slot = "teacher" if i == 0 else f"teacher{i}"
+        out.append((lt.model, dict(lt.info)) if lt is not None else _train_teacher(name, cfg, bundle, run_dir, slot))
+    return out
 
 
 def obtain_teacher(cfg: DistillConfig, bundle: DataBundle, run_dir: Path) -> tuple[nn.Module, dict[str, Any]]:
     return obtain_teachers(cfg, bundle, run_dir)[0]
 
 
+def _view_fn(cfg: DistillConfig | None, bundle: DataBundle):
+    if cfg is None:
+        return None
+    sview, tview = views(cfg, bundle)
+    return None if sview == tview else partial(convert, src=sview, dst=tview)
+
+
 def teacher_source(cfg: DistillConfig, bundle: DataBundle, teachers: list[nn.Module], objective: Objective,
-                   cache_dir: Path | None = None, overrides: dict[str, str] | None = None) -> TeacherSource:
+                   cache_dir: Path | None = None, overrides: dict[str, str] | None = None,
+                   *, own_view: bool = False) -> TeacherSource:
+    """`own_view=True` for a teacher that sees the student's view (a born-again generation)."""
     taps = resolve_taps(teachers[0], objective, overrides)
     src = TeacherSource(teachers, taps=taps, mode=cfg.teacher_mode, weights=cfg.teacher_weights,
-                        temperature=cfg.temperature)
-    # Deterministic inputs: the teacher's outputs are computed once, not every epoch.
-    return src if bundle.augmented or not cfg.cache_teacher else src.build_cache(bundle.train, cache_dir=cache_dir)
+                        temperature=cfg.temperature, view=None if own_view else _view_fn(cfg, bundle))
+    if bundle.augmented or not cfg.cache_teacher:
+        # Random inputs: the teacher runs live on each (augmented) batch of the student, in its view.
+        return src
+    # Deterministic inputs: the teacher's outputs are computed once, not every epoch; from the
+    # images at the teacher's own size when the data can be read at it.
+    hi = None if own_view else teacher_data(cfg, bundle)
+    if hi is None:
+        return src.build_cache(bundle.train, cache_dir=cache_dir)
+    live_view, src.view = src.view, partial(convert, src=data_view(hi), dst=views(cfg, bundle)[1])
+    src.build_cache(hi.train, cache_dir=cache_dir)
+    src.view = live_view
+    return src
 
 
-def ensemble_accuracy(cfg: DistillConfig, teachers: list[nn.Module], ds: Dataset) -> float:
-    """Test accuracy of what the student learns from: the teacher, or the teachers' mixture."""
-    if len(teachers) == 1:
+def ensemble_accuracy(cfg: DistillConfig, teachers: list[nn.Module], ds: Dataset,
+                      bundle: DataBundle | None = None) -> float:
+    """Test accuracy of what the student learns from: the teacher, or the teachers' mixture, through their view."""
+    view = _view_fn(cfg, bundle) if bundle is not None else None
+    hi = teacher_data(cfg, bundle) if bundle is not None and ds is bundle.test else None
+    if hi is not None:
+        ds, view = hi.test, partial(convert, src=data_view(hi), dst=views(cfg, bundle)[1])
+    if len(teachers) == 1 and view is None:
         return accuracy(teachers[0], ds)
-    src = TeacherSource(teachers, mode=cfg.teacher_mode, weights=cfg.teacher_weights, temperature=cfg.temperature)
+    src = TeacherSource(teachers, mode=cfg.teacher_mode, weights=cfg.teacher_weights, temperature=cfg.temperature,
+                        view=view)
     logits = torch.cat([src.live(x)[0] for x, *_ in DataLoader(ds, batch_size=256)])
     return float((logits.argmax(1) == torch.as_tensor(dataset_labels(ds))).float().mean())
 

@@ -1,0 +1,491 @@
+"""Teachers from outside edgekd, and the teacher's own view of the input.
+
+`--teacher` takes, besides a registry name (which edgekd trains) and an edgekd teacher .pt:
+- `torchvision:ARCH` with `--teacher-weights FILE`: the standard architecture (standard stem),
+  its class count read from the classifier head in FILE;
+- `timm:NAME` with `--teacher-weights FILE`, when timm is installed;
+- a TorchScript file (`torch.jit.load`);
+- an ONNX file, run by onnxruntime on CPU (logits only: no feature taps).
+
+Weight files load with `torch.load(weights_only=True)`: a plain state_dict, or a checkpoint
+dict holding one under `state_dict`/`model`/`model_state_dict`; `module.` (DDP) and
+`_orig_mod.` (torch.compile) prefixes are removed. Everything is checked by `load_teacher_spec`
+before a run folder exists: each problem is one BadInput line.
+
+A `View` is the size and normalisation a model expects. `convert` turns a batch normalised for
+one view into the same images for another (undo mean/std, bilinear antialiased resize, new
+mean/std), so the teacher sees the very images of the student's batch (augmented or not).
+
+Nothing here imports edgekd.train: bench uses `teacher_onnx` to time a run's teacher.
+"""
+
+from __future__ import annotations
+
+import difflib
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+from edgekd.errors import BadInput
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+PREFIXES = ("module.", "_orig_mod.")            # DDP and torch.compile wrappers
+STATE_KEYS = ("state_dict", "model", "model_state_dict")
+ARCH_KINDS = ("torchvision", "timm")             # the kinds that need --teacher-weights
+KINDS = ("registry", "edgekd", "torchvision", "timm", "torchscript", "onnx")
+# Statistics of ImageNet, for teachers trained on it (`--teacher-mean imagenet`).
+PRESETS = {"imagenet": {"mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}}
+
+
+# ---------------------------------------------------------------- views
+@dataclass(frozen=True)
+class View:
+    """What a model sees: H×W and per-channel mean/std, in units of the data's scaled pixels
+    (pixel × scale, so 0..1 for 8-bit images)."""
+
+    size: tuple[int, int]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"input_size": list(self.size), "mean": list(self.mean), "std": list(self.std)}
+
+
+def convert(x: "torch.Tensor", src: View, dst: View) -> "torch.Tensor":
+    """A batch normalised for `src` → the same images as `dst` expects."""
+    import torch
+    import torch.nn.functional as F
+
+    if src == dst:
+        return x
+
+    def col(v: Sequence[float]) -> torch.Tensor:
+        return torch.tensor(v, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+
+    px = x * col(src.std) + col(src.mean)
+    if tuple(px.shape[-2:]) != tuple(dst.size):
+        # antialias: a downscale averages like PIL's resize instead of skipping pixels
+        px = F.interpolate(px, size=tuple(dst.size), mode="bilinear", antialias=True, align_corners=False)
+    return (px - col(dst.mean)) / col(dst.std)
+
+
+def _floats(option: str, text: str | Sequence[float], channels: int, preset_key: str) -> tuple[float, ...]:
+    if isinstance(text, str):
+        if text in PRESETS:
+            values = PRESETS[text][preset_key]
+        else:
+            try:
+                values = tuple(float(v) for v in text.split(",") if v.strip())
+            except ValueError:
+                raise BadInput(f"{option} '{text}': expected comma-separated numbers (e.g. 0.485,0.456,0.406) "
+                               f"or one of: {', '.join(PRESETS)}") from None
+    else:
+        values = tuple(float(v) for v in text)
+    if len(values) == 1:
+        values = values * channels
+    if len(values) != channels:
+        raise BadInput(f"{option} '{text}': {len(values)} values for {channels} channel(s) of the data; "
+                       f"give {channels} (or one for all)")
+    return values
+
+
+def teacher_view(data_view: View, *, input_size: int | None = None, mean: str | None = None,
+                 std: str | None = None) -> View:
+    """The teacher's view: the data's, with any of size/mean/std replaced (CLI text or numbers)."""
+    c = len(data_view.mean)
+    if input_size is not None and not 8 <= input_size <= 1024:
+        raise BadInput(f"--teacher-input-size {input_size}: must be in 8..1024 pixels")
+    out = View(size=(input_size, input_size) if input_size else data_view.size,
+               mean=_floats("--teacher-mean", mean, c, "mean") if mean is not None else data_view.mean,
+               std=_floats("--teacher-std", std, c, "std") if std is not None else data_view.std)
+    if any(s <= 0 for s in out.std):
+        raise BadInput(f"--teacher-std {std}: every value must be > 0")
+    return out
+
+
+# ---------------------------------------------------------------- specs
+@dataclass(frozen=True)
+class TeacherSpec:
+    """One --teacher: its kind, the text given, and the weights file paired with it."""
+
+    kind: str
+    ref: str
+    weights: str | None = None
+
+    @property
+    def arch(self) -> str:
+        return self.ref.split(":", 1)[1] if self.kind in ARCH_KINDS else self.ref
+
+    @property
+    def eager(self) -> bool:
+        """An nn.Module whose submodules can be hooked (feature losses need one)."""
+        return self.kind in ("registry", "edgekd", "torchvision", "timm")
+
+    def to_dict(self) -> dict[str, Any]:
+        """What distill.json records: the files as absolute paths, with their sha256."""
+        out: dict[str, Any] = {"kind": self.kind, "source": self.ref}
+        for key, f in (("file", None if self.kind in ARCH_KINDS + ("registry",) else self.ref),
+                       ("weights", self.weights)):
+            if f:
+                out[key], out[f"{key}_sha256"] = str(Path(f).resolve()), _sha256(Path(f))
+        return out
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def parse_specs(names: Sequence[str], weights: Sequence[str] = ()) -> list[TeacherSpec]:
+    """--teacher values (+ --teacher-weights, paired in order with torchvision:/timm: teachers)."""
+    from edgekd.models import TEACHERS
+
+    need = [n for n in names if n.split(":", 1)[0] in ARCH_KINDS]
+    if len(weights) != len(need):
+        raise BadInput(f"--teacher-weights: {len(weights)} file(s) for {len(need)} torchvision:/timm: teacher(s)"
+                       f"{' (' + ', '.join(need) + ')' if need else ''}; give one per such teacher, in order")
+    files = iter(weights)
+    specs = []
+    for name in names:
+        head, sep, rest = name.partition(":")
+        if sep and head in ARCH_KINDS:
+            if not rest:
+                raise BadInput(f"--teacher {name}: name the architecture, e.g. {head}:resnet18")
+            specs.append(TeacherSpec(head, name, next(files)))
+        elif name in TEACHERS:
+            specs.append(TeacherSpec("registry", name))
+        elif Path(name).exists() or name.endswith((".pt", ".pth", ".onnx", ".ts")) or "/" in name:
+            specs.append(TeacherSpec(sniff_file(Path(name)), name))
+        else:
+            near = difflib.get_close_matches(name, list(TEACHERS), n=1)
+            hint = f" (did you mean '{near[0]}'?)" if near else ""
+            raise BadInput(f"unknown teacher '{name}'{hint}; valid: {', '.join(TEACHERS)}, a teacher file "
+                           f"(edgekd .pt, TorchScript, .onnx), torchvision:ARCH or timm:NAME with --teacher-weights")
+    return specs
+
+
+NOT_A_TEACHER = "not an edgekd checkpoint, a TorchScript file or an ONNX model"
+
+
+def sniff_file(path: Path) -> str:
+    """'edgekd' | 'torchscript' | 'onnx' by content (not by suffix); anything else is BadInput."""
+    if not path.is_file():
+        raise BadInput(f"--teacher {path}: file not found")
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as z:
+            names = z.namelist()
+        if any(n.endswith("/constants.pkl") or "/code/" in n for n in names):
+            return "torchscript"
+        return _sniff_torch_save(path)
+    if _is_onnx(path):
+        return "onnx"
+    return _sniff_torch_save(path)
+
+
+def _is_onnx(path: Path) -> bool:
+    import onnx
+
+    try:
+        m = onnx.load(str(path), load_external_data=False)
+    except Exception:  # protobuf raises DecodeError and others on a non-ONNX file
+        return False
+    return m.ir_version > 0 and len(m.graph.node) > 0 and len(m.graph.output) > 0
+
+
+def _sniff_torch_save(path: Path) -> str:
+    import torch
+
+    from edgekd.checkpoints import load_checkpoint
+
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise BadInput(f"--teacher {path}: {NOT_A_TEACHER} ({_reason(e)})") from None
+    if isinstance(obj, dict) and "kind" in obj:
+        load_checkpoint(path, kind="teacher")  # names the kind it is instead, or the fields it lacks
+        return "edgekd"
+    if _state_dict_of(obj) is not None:
+        raise BadInput(f"--teacher {path}: not an edgekd checkpoint but a bare state_dict; name its architecture: "
+                       f"--teacher torchvision:ARCH --teacher-weights {path} (or timm:NAME)")
+    raise BadInput(f"--teacher {path}: {NOT_A_TEACHER}")
+
+
+def _reason(e: Exception) -> str:
+    from edgekd.checkpoints import _load_reason
+
+    return _load_reason(e)
+
+
+# ---------------------------------------------------------------- weights
+def _state_dict_of(obj: Any) -> dict[str, Any] | None:
+    import torch
+
+    def is_sd(d: Any) -> bool:
+        return isinstance(d, dict) and bool(d) and all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                                      for k, v in d.items())
+    if is_sd(obj):
+        return obj
+    if isinstance(obj, dict):
+        for key in STATE_KEYS:
+            if is_sd(obj.get(key)):
+                return obj[key]
+    return None
+
+
+def read_state_dict(path: str | Path) -> dict[str, "torch.Tensor"]:
+    """The weights in `path` (safe loader), wrapper prefixes removed; BadInput if none."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise BadInput(f"--teacher-weights {path}: file not found")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise BadInput(f"--teacher-weights {path}: not a PyTorch weights file ({_reason(e)})") from None
+    sd = _state_dict_of(obj)
+    if sd is None:
+        keys = ", ".join(map(str, list(obj)[:6])) if isinstance(obj, dict) else type(obj).__name__
+        raise BadInput(f"--teacher-weights {path}: no state_dict in it (looked at the top level and "
+                       f"{'/'.join(STATE_KEYS)}; found {keys})")
+    out = {}
+    for k, v in sd.items():
+        while k.startswith(PREFIXES):
+            k = k[len(next(p for p in PREFIXES if k.startswith(p))):]
+        out[k] = v
+    return out
+
+
+def check_fit(model: "nn.Module", sd: dict[str, "torch.Tensor"], *, what: str, path: str) -> None:
+    """BadInput naming the first key whose shape differs (both shapes), or that is missing/extra."""
+    want = model.state_dict()
+    for k, v in want.items():
+        if k not in sd:
+            if k.endswith("num_batches_tracked"):
+                continue  # older checkpoints lack it; the model's zero is right
+            raise BadInput(f"--teacher-weights {path}: weights do not fit {what}: no '{k}' {tuple(v.shape)} "
+                           f"in the file ({sum(1 for x in want if x not in sd)} missing keys)")
+        if tuple(sd[k].shape) != tuple(v.shape):
+            raise BadInput(f"--teacher-weights {path}: weights do not fit {what}: '{k}' is "
+                           f"{tuple(sd[k].shape)} in the file, {tuple(v.shape)} in the architecture")
+    extra = [k for k in sd if k not in want]
+    if extra:
+        raise BadInput(f"--teacher-weights {path}: weights do not fit {what}: unexpected key '{extra[0]}' "
+                       f"({len(extra)} in all)")
+
+
+def _stem_channels(sd: dict[str, "torch.Tensor"], order: Sequence[str]) -> int | None:
+    """Input channels: dim 1 of the first 4-D weight, in the architecture's order."""
+    for k in order:
+        if k in sd and sd[k].ndim == 4:
+            return int(sd[k].shape[1])
+    return None
+
+
+def _head_keys(build) -> list[str]:
+    """The classifier head's keys: those whose shape changes with num_classes (built on meta)."""
+    import torch
+
+    try:
+        with torch.device("meta"):
+            a, b = build(1000).state_dict(), build(1001).state_dict()
+    except Exception:  # an architecture whose constructor computes on its tensors
+        a, b = build(1000).state_dict(), build(1001).state_dict()
+    return [k for k in a if tuple(a[k].shape) != tuple(b[k].shape)]
+
+
+def _arch_builder(spec: TeacherSpec, in_channels: int):
+    if spec.kind == "torchvision":
+        import torchvision
+
+        valid = torchvision.models.list_models(module=torchvision.models)
+        if spec.arch not in valid:
+            near = difflib.get_close_matches(spec.arch, valid, n=5, cutoff=0.0)
+            raise BadInput(f"--teacher {spec.ref}: not a torchvision classification model; nearest: "
+                           f"{', '.join(near)} (all: torchvision.models.list_models())")
+        return lambda k: torchvision.models.get_model(spec.arch, weights=None, num_classes=k)
+    try:
+        import timm
+    except ImportError:
+        raise BadInput(f"--teacher {spec.ref}: timm is not installed; pip install timm "
+                       f"(or pip install 'edgekd[timm]')") from None
+    if not timm.is_model(spec.arch):
+        near = difflib.get_close_matches(spec.arch, timm.list_models(), n=5, cutoff=0.0)
+        raise BadInput(f"--teacher {spec.ref}: not a timm model; nearest: {', '.join(near)}")
+    return lambda k: timm.create_model(spec.arch, pretrained=False, num_classes=k, in_chans=in_channels)
+
+
+def _build_arch(spec: TeacherSpec, *, channels: int, num_classes: int) -> "nn.Module":
+    sd = read_state_dict(spec.weights)
+    heads = _head_keys(_arch_builder(spec, channels))
+    head = next((k for k in heads if k in sd), None)
+    if head is None:
+        raise BadInput(f"--teacher-weights {spec.weights}: weights do not fit {spec.ref}: no classifier head "
+                       f"'{heads[0] if heads else '?'}' in the file")
+    k = int(sd[head].shape[0])
+    model = _arch_builder(spec, channels)(k)
+    c = _stem_channels(sd, list(model.state_dict()))
+    _check_io(spec, classes=k, channels=c, data_classes=num_classes, data_channels=channels)
+    check_fit(model, sd, what=spec.ref, path=spec.weights)
+    model.load_state_dict(sd, strict=False)  # check_fit allowed only absent num_batches_tracked
+    return model.eval()
+
+
+def _check_io(spec: TeacherSpec, *, classes: int | None, channels: int | None, data_classes: int,
+              data_channels: int) -> None:
+    if classes is not None and classes != data_classes:
+        raise BadInput(f"--teacher {spec.ref}: the teacher has {classes} classes, the data has {data_classes}")
+    if channels is not None and channels != data_channels:
+        raise BadInput(f"--teacher {spec.ref}: the teacher takes {channels} input channels, the data has "
+                       f"{data_channels}")
+
+
+# ---------------------------------------------------------------- TorchScript and ONNX
+def _load_torchscript(spec: TeacherSpec, *, channels: int, num_classes: int, view: View) -> "nn.Module":
+    import torch
+
+    import warnings
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch 2.x marks TorchScript deprecated; it still loads
+            model = torch.jit.load(spec.ref, map_location="cpu").eval()
+    except Exception as e:
+        raise BadInput(f"--teacher {spec.ref}: not a readable TorchScript file ({_reason(e)})") from None
+    params = dict(model.named_parameters())
+    _check_io(spec, classes=None, channels=_stem_channels(params, list(params)), data_classes=num_classes,
+              data_channels=channels)
+    out = _probe(model, spec, channels, view)
+    _check_io(spec, classes=out, channels=None, data_classes=num_classes, data_channels=channels)
+    return model
+
+
+def _probe(model, spec: TeacherSpec, channels: int, view: View) -> int:
+    """Class count from one forward pass on a (2, C, H, W) batch of zeros."""
+    import torch
+
+    shape = (2, channels, *view.size)
+    try:
+        with torch.no_grad():
+            y = model(torch.zeros(shape))
+    except Exception as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[-1][:160]
+        raise BadInput(f"--teacher {spec.ref}: fails on a {shape} input: {first}") from None
+    if not hasattr(y, "ndim") or y.ndim != 2 or y.shape[0] != 2:
+        raise BadInput(f"--teacher {spec.ref}: returns {tuple(getattr(y, 'shape', ()))} for a {shape} input; "
+                       f"a classifier returns (batch, classes) logits")
+    return int(y.shape[1])
+
+
+def _onnx_module_base():
+    from torch import nn
+
+    class OnnxTeacher(nn.Module):
+        """An ONNX classifier run by onnxruntime (CPU) behind an nn.Module's call: logits only."""
+
+        def __init__(self, path: str, threads: int):
+            super().__init__()
+            import onnxruntime as ort
+
+            opts = ort.SessionOptions()
+            opts.intra_op_num_threads = threads
+            opts.log_severity_level = 3
+            self.path = path
+            self.session = ort.InferenceSession(path, sess_options=opts, providers=["CPUExecutionProvider"])
+            inp = self.session.get_inputs()[0]
+            self.input_name, self.input_shape = inp.name, list(inp.shape)
+            batch = self.input_shape[0] if self.input_shape else None
+            self.fixed_batch = batch if isinstance(batch, int) and batch > 0 else None
+
+        def forward(self, x):
+            import numpy as np
+            import torch
+
+            a = x.detach().to("cpu", torch.float32).numpy()
+            b = self.fixed_batch or len(a)
+            outs = [self.session.run(None, {self.input_name: a[i:i + b]})[0] for i in range(0, len(a), b)]
+            return torch.from_numpy(np.ascontiguousarray(np.concatenate(outs), dtype=np.float32)).to(x.device)
+
+    return OnnxTeacher
+
+
+def _load_onnx(spec: TeacherSpec, *, channels: int, num_classes: int, view: View) -> "nn.Module":
+    import torch
+
+    try:
+        model = _onnx_module_base()(spec.ref, threads=torch.get_num_threads())
+    except Exception as e:
+        raise BadInput(f"--teacher {spec.ref}: onnxruntime cannot load it ({_reason(e)})") from None
+    inputs = [i for i in model.session.get_inputs()]
+    if len(inputs) != 1 or len(model.input_shape) != 4:
+        raise BadInput(f"--teacher {spec.ref}: expected one (N, C, H, W) input, found "
+                       f"{[(i.name, i.shape) for i in inputs]}")
+    c, h, w = model.input_shape[1:]
+    _check_io(spec, classes=None, channels=c if isinstance(c, int) else None, data_classes=num_classes,
+              data_channels=channels)
+    if isinstance(h, int) and isinstance(w, int) and (h, w) != tuple(view.size):
+        raise BadInput(f"--teacher {spec.ref}: the model takes {h}×{w} inputs, the teacher's view is "
+                       f"{view.size[0]}×{view.size[1]}; pass --teacher-input-size {h}")
+    _check_io(spec, classes=_probe(model, spec, channels, view), channels=None, data_classes=num_classes,
+              data_channels=channels)
+    return model
+
+
+# ---------------------------------------------------------------- entry points
+@dataclass
+class LoadedTeacher:
+    """A teacher read from outside (not trained by this run), checked against the data."""
+
+    spec: TeacherSpec
+    model: "nn.Module"
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def load_teacher_spec(spec: TeacherSpec, *, channels: int, num_classes: int, view: View) -> LoadedTeacher | None:
+    """Load and check one teacher; None for a registry name (the run trains it)."""
+    from edgekd.checkpoints import load_checkpoint
+    from edgekd.models import TEACHERS, create_teacher
+
+    if spec.kind == "registry":
+        return None
+    if spec.kind in ARCH_KINDS:
+        model = _build_arch(spec, channels=channels, num_classes=num_classes)
+    elif spec.kind == "torchscript":
+        model = _load_torchscript(spec, channels=channels, num_classes=num_classes, view=view)
+    elif spec.kind == "onnx":
+        model = _load_onnx(spec, channels=channels, num_classes=num_classes, view=view)
+    else:
+        state = load_checkpoint(Path(spec.ref), kind="teacher")
+        if state["arch"] not in TEACHERS:
+            raise BadInput(f"{spec.ref}: teacher arch '{state['arch']}' is unknown; valid: {', '.join(TEACHERS)}")
+        _check_io(spec, classes=state["num_classes"], channels=state["in_channels"], data_classes=num_classes,
+                  data_channels=channels)
+        model = create_teacher(state["arch"], in_channels=state["in_channels"], num_classes=state["num_classes"])
+        model.load_state_dict(state["model"])
+        model.eval()
+    info = {**spec.to_dict(), "arch": spec.arch if spec.kind != "edgekd" else state["arch"]}
+    return LoadedTeacher(spec, model, info)
+
+
+def teacher_onnx(spec: dict[str, Any], out: Path, *, channels: int, num_classes: int, view: View,
+                 opset: int) -> Path:
+    """An ONNX file of a run's foreign teacher (as distill.json records it), for bench to time:
+    the file itself for an ONNX teacher, else the loaded model exported to `out`."""
+    from edgekd.deploy.export import export_onnx
+
+    s = TeacherSpec(spec["kind"], spec.get("file", spec["source"]), spec.get("weights"))
+    if s.kind == "onnx":
+        return Path(s.ref)
+    loaded = load_teacher_spec(s, channels=channels, num_classes=num_classes, view=view)
+    if loaded is None:
+        raise BadInput(f"teacher '{s.ref}' is trained by a run; its teacher.pt is missing")
+    return export_onnx(loaded.model, out, input_shape=(channels, *view.size), opset=opset)

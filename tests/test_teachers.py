@@ -1,0 +1,318 @@
+"""Bring your own teacher: torchvision/timm architecture + weights, TorchScript, ONNX, edgekd .pt.
+
+One torchvision resnet18 is fine-tuned (a few steps, standard stem) on a generated 3-class
+ImageFolder and saved in every form a user might bring; every kind distils end to end, the three
+forms of the same teacher give the same logits and the same student, and every malformed input
+is exit 2 with one line and no run folder.
+"""
+
+from __future__ import annotations
+
+import pickle
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from edgekd.errors import BadInput
+from edgekd.teachers import TeacherSpec, View, load_teacher_spec, parse_specs, read_state_dict
+from edgekd.train.config import DistillConfig, load_bundle
+from edgekd.train.distill import distill
+from imagegen import finetune_resnet18, make_imagefolder
+
+STUDENT_PX, TEACHER_PX = 16, 32   # resolution distillation: the teacher sees 2× the student's size
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """The data, and one fine-tuned resnet18 saved as every kind of teacher file."""
+    from edgekd.models import create_teacher, write_onnx
+
+    root = tmp_path_factory.mktemp("byot")
+    data = make_imagefolder(root / "images", n=12, size=TEACHER_PX)
+    torch.set_num_threads(1)
+    model = finetune_resnet18(data, size=TEACHER_PX, steps=4)
+    sd = model.state_dict()
+    files = {"state_dict": root / "r18.pt", "checkpoint": root / "r18_ckpt.pth", "compiled": root / "r18_compiled.pt",
+             "torchscript": root / "r18.ts", "onnx": root / "r18.onnx", "edgekd": root / "edgekd_teacher.pt"}
+    torch.save(sd, files["state_dict"])
+    torch.save({"epoch": 4, "model_state_dict": {f"module.{k}": v for k, v in sd.items()}}, files["checkpoint"])
+    torch.save({"state_dict": {f"_orig_mod.{k}": v for k, v in sd.items()}}, files["compiled"])
+    torch.jit.trace(model, torch.zeros(1, 3, TEACHER_PX, TEACHER_PX)).save(str(files["torchscript"]))
+    write_onnx(model, str(files["onnx"]), input_shape=(3, TEACHER_PX, TEACHER_PX), opset=17)
+    torch.manual_seed(0)
+    small = create_teacher("cnn-small", in_channels=3, num_classes=3)
+    torch.save({"kind": "teacher", "arch": "cnn-small", "in_channels": 3, "num_classes": 3,
+                "model": small.state_dict()}, files["edgekd"])
+    return {"data": data, "model": model, "root": root, **files}
+
+
+def cfg_for(world, tmp_path: Path, teacher, weights=(), **kw) -> DistillConfig:
+    base = dict(data=f"imagefolder:{world['data']}", input_size=STUDENT_PX, teacher_input_size=TEACHER_PX,
+                teacher_mean="imagenet", teacher_std="imagenet", student="tiny-cnn", epochs=1, seeds=1,
+                teacher_epochs=1, batch_size=12, run=tmp_path / "run", progress=False,
+                teacher=teacher if isinstance(teacher, str) else tuple(teacher),
+                teacher_weight_files=tuple(str(w) for w in weights))
+    return DistillConfig(**{**base, **kw})
+
+
+# ---------------------------------------------------------------- every kind, end to end
+KINDS = {
+    "torchvision": ("torchvision:resnet18", "state_dict"),
+    "torchvision-checkpoint-ddp": ("torchvision:resnet18", "checkpoint"),
+    "torchvision-compiled": ("torchvision:resnet18", "compiled"),
+    "torchscript": ("torchscript", None),
+    "onnx": ("onnx", None),
+    "edgekd": ("edgekd", None),
+}
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_every_teacher_kind_distils_end_to_end(world, tmp_path, kind):
+    teacher, weights = KINDS[kind]
+    if weights is None:
+        teacher, weights = str(world[teacher]), ()
+    else:
+        weights = (world[weights],)
+    extra = {"teacher_input_size": None, "teacher_mean": None, "teacher_std": None} if kind == "edgekd" else {}
+    s = distill(cfg_for(world, tmp_path, teacher, weights, **extra))
+    assert s["teacher"]["kind"] == kind.split("-")[0]
+    assert s["teacher"]["view"]["input_size"] == ([STUDENT_PX] * 2 if kind == "edgekd" else [TEACHER_PX] * 2)
+    assert s["student"]["view"]["input_size"] == [STUDENT_PX] * 2
+    assert (tmp_path / "run" / "student.pt").is_file() and (tmp_path / "run" / "distill.json").is_file()
+    assert not (tmp_path / "run" / "teacher.pt").exists()  # nothing trained: the user's teacher is used as given
+    if kind.startswith("torchvision"):
+        # the fine-tuned teacher is far above chance on its own classes, through its own view
+        assert s["accuracy"]["teacher"] > 0.5
+
+
+def test_timm_teacher_distils_when_timm_is_installed(world, tmp_path):
+    timm = pytest.importorskip("timm")  # an optional extra: tested where installed
+    torch.manual_seed(0)
+    m = timm.create_model("resnet10t", pretrained=False, num_classes=3)
+    torch.save({"model": m.state_dict()}, tmp_path / "timm.pt")
+    s = distill(cfg_for(world, tmp_path, "timm:resnet10t", [tmp_path / "timm.pt"]))
+    assert s["teacher"]["kind"] == "timm" and s["teacher"]["arch"] == "resnet10t"
+
+
+def test_all_kinds_together_as_a_multi_teacher(world, tmp_path):
+    teachers = ["torchvision:resnet18", str(world["onnx"]), str(world["torchscript"]), "torchvision:resnet18"]
+    s = distill(cfg_for(world, tmp_path, teachers, [world["state_dict"], world["checkpoint"]]))
+    assert [t["kind"] for t in s["teacher"]["all"]] == ["torchvision", "onnx", "torchscript", "torchvision"]
+    assert "4 teachers" in s["objective"]
+
+
+# ---------------------------------------------------------------- equivalence of the three forms
+def _train_logits(cfg: DistillConfig, bundle) -> torch.Tensor:
+    from edgekd.train.losses import build_objective
+    from edgekd.train.teacher import check_teacher_paths, teacher_source
+
+    models = [lt.model for lt in check_teacher_paths(cfg, bundle)]
+    return teacher_source(cfg, bundle, models, build_objective(["soft"])).cache["logits"]
+
+
+def test_same_teacher_as_torchvision_torchscript_and_onnx_gives_the_same_logits_and_student(world, tmp_path):
+    forms = {"torchvision": ("torchvision:resnet18", [world["state_dict"]]),
+             "torchscript": (str(world["torchscript"]), []), "onnx": (str(world["onnx"]), [])}
+    cfgs = {k: cfg_for(world, tmp_path / k, t, w, methods=("soft:1.0",), epochs=2) for k, (t, w) in forms.items()}
+    bundle = load_bundle(cfgs["torchvision"])
+    logits = {k: _train_logits(c, bundle) for k, c in cfgs.items()}
+    assert logits["torchvision"].shape == (len(bundle.train), 3)
+    for k in ("torchscript", "onnx"):
+        assert torch.allclose(logits[k], logits["torchvision"], atol=1e-4, rtol=0), \
+            (k, float((logits[k] - logits["torchvision"]).abs().max()))
+    # and the eager model itself, fed the train images at its own size and normalisation by hand, agrees
+    from edgekd.teachers import convert
+    from edgekd.train.teacher import data_view, teacher_data, views
+
+    hi = teacher_data(cfgs["torchvision"], bundle)
+    x = torch.stack([hi.train[i][0] for i in range(len(hi.train))])
+    assert x.shape[-1] == TEACHER_PX
+    with torch.no_grad():
+        direct = world["model"](convert(x, data_view(hi), views(cfgs["torchvision"], bundle)[1]))
+    assert torch.allclose(direct, logits["torchvision"], atol=1e-4)
+
+    summaries = {k: distill(c) for k, c in cfgs.items()}
+    states = {k: torch.load(tmp_path / k / "run" / "student.pt", weights_only=True)["model"] for k in forms}
+    for k in ("torchscript", "onnx"):
+        assert summaries[k]["accuracy"]["student"] == summaries["torchvision"]["accuracy"]["student"]
+        worst = max(float((states[k][n].float() - v.float()).abs().max()) for n, v in states["torchvision"].items())
+        assert worst < 1e-3, (k, worst)
+
+
+# ---------------------------------------------------------------- weights files
+def test_weights_prefixes_and_checkpoint_keys_are_unwrapped(world):
+    plain = read_state_dict(world["state_dict"])
+    for form in ("checkpoint", "compiled"):
+        got = read_state_dict(world[form])
+        assert list(got) == list(plain) and all(torch.equal(got[k], plain[k]) for k in plain)
+
+
+class Boom:
+    """Unpickling this would write a marker file: the safe loader must refuse it instead."""
+
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path(self.marker).write_text, ("pwned",))
+
+
+def test_loading_never_unpickles_code(tmp_path):
+    marker = tmp_path / "marker"
+    with open(tmp_path / "evil.pt", "wb") as f:
+        pickle.dump(Boom(str(marker)), f)
+    torch.save({"state_dict": Boom(str(marker))}, tmp_path / "evil2.pt")
+    for name in ("evil.pt", "evil2.pt"):
+        with pytest.raises(BadInput):
+            read_state_dict(tmp_path / name)
+        with pytest.raises(BadInput):
+            parse_specs([str(tmp_path / name)])
+    assert not marker.exists()
+
+
+def test_class_count_is_read_from_the_head(world, tmp_path):
+    import torchvision
+
+    for arch, k in (("mobilenet_v3_small", 3), ("resnet18", 7)):
+        torch.save(torchvision.models.get_model(arch, num_classes=k).state_dict(), tmp_path / f"{arch}.pt")
+        spec = TeacherSpec("torchvision", f"torchvision:{arch}", str(tmp_path / f"{arch}.pt"))
+        view = View((32, 32), (0.5,) * 3, (0.25,) * 3)
+        if k == 3:
+            lt = load_teacher_spec(spec, channels=3, num_classes=3, view=view)
+            assert lt.model(torch.zeros(1, 3, 32, 32)).shape == (1, 3)
+        else:
+            with pytest.raises(BadInput, match="7 classes, the data has 3"):
+                load_teacher_spec(spec, channels=3, num_classes=3, view=view)
+
+
+# ---------------------------------------------------------------- malformed input: exit 2, one line, no run
+def _bad_inputs(world, tmp: Path) -> dict[str, tuple[list[str], str]]:
+    """case -> (extra CLI args, text the one line must hold)."""
+    import torchvision
+
+    (tmp / "noise.bin").write_bytes(b"\x00\x13 this is no model at all" * 50)
+    sd = read_state_dict(world["state_dict"])
+    bad = dict(sd, **{"layer1.0.conv1.weight": torch.zeros(32, 64, 3, 3)})
+    torch.save(bad, tmp / "misfit.pt")
+    torch.save(torchvision.models.resnet18(num_classes=5).state_dict(), tmp / "five.pt")
+    torch.save({"optimizer": {"lr": 0.1}}, tmp / "nosd.pt")
+    gray = make_imagefolder(tmp / "gray", n=12, size=TEACHER_PX, gray=True)
+    tv = ["--teacher", "torchvision:resnet18"]
+    return {
+        "not-a-model": (["--teacher", str(tmp / "noise.bin")], "not an edgekd checkpoint, a TorchScript file or an ONNX model"),
+        "bare-state-dict": (["--teacher", str(world["state_dict"])], "bare state_dict"),
+        "weights-misfit": (tv + ["--teacher-weights", str(tmp / "misfit.pt")],
+                           "'layer1.0.conv1.weight' is (32, 64, 3, 3) in the file, (64, 64, 3, 3)"),
+        "class-count": (tv + ["--teacher-weights", str(tmp / "five.pt")], "5 classes, the data has 3"),
+        "channels": (tv + ["--teacher-weights", str(world["state_dict"]), "--data", f"imagefolder:{gray}"],
+                     "3 input channels, the data has 1"),
+        "onnx-channels": (["--teacher", str(world["onnx"]), "--data", f"imagefolder:{gray}"],
+                          "3 input channels, the data has 1"),
+        "no-state-dict": (tv + ["--teacher-weights", str(tmp / "nosd.pt")], "no state_dict in it"),
+        "weights-missing": (tv, "0 file(s) for 1 torchvision:/timm: teacher"),
+        "weights-extra": (["--teacher-weights", str(world["state_dict"])], "1 file(s) for 0"),
+        "weights-not-found": (tv + ["--teacher-weights", str(tmp / "nope.pt")], "nope.pt: file not found"),
+        "unknown-arch": (["--teacher", "torchvision:resnet81", "--teacher-weights", str(world["state_dict"])],
+                         "not a torchvision classification model"),
+        "onnx-features": (["--teacher", str(world["onnx"]), "--method", "at:1", "--method", "ce"],
+                          "--method at:1"),
+        "torchscript-features": (["--teacher", str(world["torchscript"]), "--method", "cosine:1", "--method", "ce"],
+                                 "--method cosine:1"),
+        "onnx-size": (["--teacher", str(world["onnx"]), "--teacher-input-size", "24"],
+                      "takes 32×32 inputs"),
+        "bad-mean": (tv + ["--teacher-weights", str(world["state_dict"]), "--teacher-mean", "0.1,x"],
+                     "--teacher-mean '0.1,x'"),
+        "mean-count": (tv + ["--teacher-weights", str(world["state_dict"]), "--teacher-mean", "0.1,0.2"],
+                       "2 values for 3 channel(s)"),
+        "bad-tap": (tv + ["--teacher-weights", str(world["state_dict"]), "--method", "at:1", "--method", "ce",
+                          "--teacher-tap", "feature_map=layer9"], "nearest module names: layer4, layer3"),
+        "missing-file": (["--teacher", str(tmp / "absent.onnx")], "file not found"),
+    }
+
+
+def test_every_malformed_input_is_exit_2_one_line_and_no_run_folder(world, tmp_path, edgekd_main, monkeypatch):
+    from conftest import snapshot
+
+    cases = _bad_inputs(world, tmp_path)
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    for case, (args, text) in cases.items():
+        before = snapshot(tmp_path)
+        base = ["distill", "--data", f"imagefolder:{world['data']}", "--input-size", str(STUDENT_PX),
+                "--teacher-input-size", str(TEACHER_PX), "--student", "tiny-cnn", "--epochs", "1", "--seeds", "1",
+                "--no-progress", "--run", str(tmp_path / "run")]
+        r = edgekd_main(*base, *args)
+        assert r.code == 2, (case, r.err)
+        assert len(r.err_lines) == 1 and "Traceback" not in r.err, (case, r.err)
+        assert text in r.err, (case, text, r.err)
+        assert not (tmp_path / "run").exists() and not (work / "artifacts").exists(), case
+        assert snapshot(tmp_path) == before, case
+
+
+def test_without_timm_one_line_says_how(world, tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "timm", None)  # import timm now raises ImportError
+    with pytest.raises(BadInput, match=r"pip install timm"):
+        load_teacher_spec(TeacherSpec("timm", "timm:resnet18", str(world["state_dict"])), channels=3,
+                          num_classes=3, view=View((32, 32), (0.5,) * 3, (0.2,) * 3))
+
+
+# ---------------------------------------------------------------- taps on foreign teachers
+@pytest.mark.parametrize("tap", [("hidden=avgpool", "cosine:0.5"), ("feature_map=layer3", "at:1")])
+def test_taps_by_module_name_on_a_torchvision_teacher(world, tmp_path, tap):
+    role, module = tap[0].split("=")
+    cfg = cfg_for(world, tmp_path, "torchvision:resnet18", [world["state_dict"]], methods=(tap[1], "ce:0.5"),
+                  teacher_taps={role: module})
+    s = distill(cfg)
+    assert s["teacher"]["kind"] == "torchvision"
+
+
+def test_taps_on_a_timm_teacher(world, tmp_path):
+    timm = pytest.importorskip("timm")
+    m = timm.create_model("resnet10t", pretrained=False, num_classes=3)
+    torch.save(m.state_dict(), tmp_path / "t.pt")
+    base = cfg_for(world, tmp_path, "timm:resnet10t", [tmp_path / "t.pt"], methods=("at:1", "ce"),
+                   teacher_taps={"feature_map": "layer3"})
+    distill(base)
+    with pytest.raises(BadInput, match="nearest module names"):
+        distill(replace(base, teacher_taps={"feature_map": "stages.3"}, run=tmp_path / "run2"))
+    assert not (tmp_path / "run2").exists()
+
+
+# ---------------------------------------------------------------- the README's worked example
+def readme_example() -> str:
+    from conftest import REPO
+
+    text = (REPO / "README.md").read_text()
+    after = text.split("<!-- byot-example -->", 1)[1]
+    return after.split("```bash\n", 1)[1].split("\n```", 1)[0]
+
+
+def test_readme_worked_example(tmp_path):
+    """The README's bring-your-own-teacher block, verbatim, at small scale: fine-tune resnet18,
+    save its state_dict, distil at half its resolution for cpu-arm, export, bench."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    env = {**os.environ, "SIZE": "16", "N": "8", "STEPS": "3", "EPOCHS": "1", "SEEDS": "1", "BENCH_SECONDS": "0.05",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+           "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "OMP_NUM_THREADS": "1"}
+    r = subprocess.run(["bash", "-euo", "pipefail", "-c", readme_example()], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    run = tmp_path / "runs" / "byot"
+    summary = json.loads((run / "distill.json").read_text())
+    assert summary["teacher"]["kind"] == "torchvision" and summary["teacher"]["arch"] == "resnet18"
+    assert summary["teacher"]["view"]["input_size"] == [32, 32] and summary["student"]["view"]["input_size"] == [16, 16]
+    manifest = json.loads((run / "cpu-arm" / "manifest.json").read_text())
+    assert manifest["views"]["teacher"]["mean"] == [0.485, 0.456, 0.406]
+    assert manifest["model"]["inputs"][0]["shape"][1:] == [3, 16, 16]
+    assert manifest["bench"]["latency_ms"]["p50"] > 0 and manifest["deployable"]

@@ -44,10 +44,9 @@ def compare(cfg, *, methods: tuple[str, ...] = DEFAULT) -> dict[str, Any]:
 
     from edgekd.deploy.targets import load_target
     from edgekd.models import check_student_ops
-    from edgekd.train.distill import (count_params, gap_closed, labeled_subset, make_student, mean_std,
+    from edgekd.train.distill import (count_params, train_mutual, gap_closed, labeled_subset, make_student, mean_std,
                                       train_control, train_students)
     from edgekd.train.losses import build_objective
-    from edgekd.train.online import train_mutual
     from edgekd.train.config import load_bundle
     from edgekd.train.teacher import check_teacher_paths, ensemble_accuracy, obtain_teachers
 

@@ -161,7 +161,9 @@ def build(root: Path, classes: list, junk: list, seed: int) -> Made:
                 make_file(where / name, kind, seed + i)
                 bad += kind in BAD
     for i, (fname, kind) in enumerate(junk):  # loose files in the root are not classes
-        make_file(root / f"{fname}{i}{({**GOOD, **BAD, **IGNORED})[kind]}", kind, seed + 100 + i)
+        path = root / f"{fname}{i}{({**GOOD, **BAD, **IGNORED})[kind]}"
+        if not path.exists():  # a loose file named like a class folder ("0" + "0" beside class "00")
+            make_file(path, kind, seed + 100 + i)
     return Made(root, bad)
 
 
@@ -192,7 +194,8 @@ def check_loader(made: Made, record: Callable[[str], object] = lambda _: None) -
         return
     record("bundle")
     c, h, w = bundle.input_shape
-    assert (c, h, w) == (3, 32, 32)
+    # grayscale when every sampled train image is single-band (16-bit PNGs are), RGB otherwise
+    assert c in (1, 3) and (h, w) == (32, 32)
     assert bundle.num_classes >= 2 and len(bundle.labels) == bundle.num_classes
     assert all(np.isfinite(bundle.mean)) and all(s > 0 and np.isfinite(s) for s in bundle.std)
     assert len(bundle.train) > 0 and len(bundle.test) > 0

@@ -210,8 +210,10 @@ def distill(*, data: str = defaults.DATA, data_dir: PathLike | None = None, down
     try:
         summary = run_distill(cfg)
         main = dist.is_main()
-    finally:
-        dist.shutdown()
+    except BaseException:
+        dist.shutdown(wait=False)  # a failing rank must not wait at a barrier its peers may never reach
+        raise
+    dist.shutdown()
     acc = summary["accuracy"]
     return DistillResult(data=summary, run=Path(summary["run"]), teacher_accuracy=acc["teacher"],
                          student_alone=acc["student_alone"]["mean"], student=acc["student"]["mean"],

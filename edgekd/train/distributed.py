@@ -87,8 +87,13 @@ def _comm_device():
     return torch.device("cuda", torch.cuda.current_device()) if backend() == "nccl" else torch.device("cpu")
 
 
-def shutdown() -> None:
+def shutdown(*, wait: bool = True) -> None:
+    """Leave the process group. `wait=False` on an error path, where peers may never arrive."""
     d = _dist()
+    if d is not None and wait:
+        # Every rank reaches this point before any tears down: with gloo, a rank that destroys the group
+        # while a peer still holds its connection makes that peer abort (SIGABRT), seen on a clean CI run.
+        d.barrier()
     if d is not None:
         d.destroy_process_group()
 

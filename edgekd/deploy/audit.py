@@ -179,13 +179,8 @@ class _Graph:
             return None
 
     def rank(self, name: str) -> int | None:
-        name = self._dq_source(name) or name
-        if name in self.tensors:
-            return len(self.tensors[name].dims)
-        vi = self.value_info.get(name)
-        if vi is None or not vi.type.HasField("tensor_type") or not vi.type.tensor_type.HasField("shape"):
-            return None
-        return len(vi.type.tensor_type.shape.dim)
+        dims = self.dims(name)
+        return None if dims is None else len(dims)
 
     def dims(self, name: str) -> list[int | None] | None:
         name = self._dq_source(name) or name

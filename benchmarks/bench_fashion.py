@@ -9,7 +9,10 @@ default for this data (teacher, student, epochs, temperature, losses: `defaults.
 used unless overridden here. Steps, each timed:
 1. the default teacher, trained once on all labels (edgekd's `obtain_teachers`, as distill does);
 2. `distill` with all labels, then with 1% of them (--fractions), both from that teacher.pt;
-   each: the student alone vs distilled, mean ± std over seeds, gap closed, the verdict.
+   each: the student alone vs distilled, mean ± std over seeds, gap closed, the verdict;
+3. after the all-labels distill: `export` + `bench` of its student for cpu-x86 (local) and for
+   cpu-arm under qemu (answers only: emulated timings are not ARM timings). Steps 1, 2 (all
+   labels) and 3 are the default pipeline, and its wall time is reported on its own.
 Writes benchmarks/results/fashion.json after every step (a cut-short run keeps what it measured).
 
 --step-ratio measures only training-step time of each default model against the old default
@@ -76,6 +79,22 @@ def _distill(args, teacher_pt: str, fraction: float, run: Path) -> dict:
             "run": str(run)}
 
 
+def _deploy(run: Path) -> dict:
+    """export + bench of the run's student: cpu-x86 on this machine, cpu-arm under qemu."""
+    from edgekd import api
+
+    out = {}
+    for target, runner in (("cpu-x86", "local"), ("cpu-arm", "qemu")):
+        t0 = time.perf_counter()
+        e = api.export(target=target, run=run)
+        b = api.bench(target=target, run=run, runner=runner)
+        out[target] = {"runner": runner, "max_abs_diff": e.max_abs_diff, "top1_agreement": e.top1_agreement,
+                       "onnx_accuracy": e.student_onnx_accuracy, "provider": b.provider,
+                       "p50_ms": b.latency_p50_ms, "p90_ms": b.latency_p90_ms, "emulated": runner == "qemu",
+                       "seconds": time.perf_counter() - t0}
+    return out
+
+
 def _print(result: dict) -> None:
     t = result.get("teacher")
     if t:
@@ -88,6 +107,11 @@ def _print(result: dict) -> None:
               f"{r['seeds']} seeds: alone {100 * a['mean']:.2f} ± {100 * a['std']:.2f}%, distilled "
               f"{100 * d['mean']:.2f} ± {100 * d['std']:.2f}%, gap closed {gap}, {r['verdict']['distillation']}, "
               f"{r['seconds'] / 60:.1f} min")
+    for target, d in result.get("deploy", {}).items():
+        print(f"{target} ({d['runner']}{', emulated: answers only' if d['emulated'] else ''}): ONNX p50 "
+              f"{d['p50_ms']:.3f} ms, max |diff| {d['max_abs_diff']:.1e}, top-1 agreement {100 * d['top1_agreement']:.2f}%")
+    if "pipeline_seconds" in result:
+        print(f"default pipeline (teacher, distill with all labels, export + bench): {result['pipeline_seconds'] / 60:.1f} min")
     if "wall_seconds" in result:
         print(f"wall time, end to end: {result['wall_seconds'] / 60:.1f} min")
     print("Zalando's table: " + "; ".join(f"{n} {100 * a:.1f}%" for n, a in ZALANDO))
@@ -143,6 +167,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--root", type=Path, default=ROOT / "artifacts" / "bench_fashion")
     ap.add_argument("--progress", action="store_true")
+    ap.add_argument("--no-deploy", action="store_true", help="skip export + bench")
     ap.add_argument("--step-ratio", action="store_true", help="only the interleaved training-step ratio")
     ap.add_argument("--rounds", type=int, default=7)
     args = ap.parse_args()
@@ -168,6 +193,9 @@ def main() -> None:
     teacher_pt = args.teacher or result["teacher"]["path"]
     for fraction in args.fractions:
         result["runs"].append(_distill(args, teacher_pt, fraction, args.root / f"lf{fraction:g}"))
+        if fraction == 1.0 and not args.no_deploy:
+            result["deploy"] = _deploy(args.root / "lf1")
+            result["pipeline_seconds"] = time.perf_counter() - t0
         _write(result)
         _print(result)
     result["wall_seconds"] = time.perf_counter() - t0

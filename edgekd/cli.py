@@ -66,7 +66,7 @@ T_FILES_OPT = typer.Option(None, "--teacher-weights", help="FILE of weights (sta
 T_SIZE_OPT = typer.Option(None, help="The teacher sees each image at this H = W (default: the data's).")
 T_MEAN_OPT = typer.Option(None, help="The teacher's per-channel mean, comma-separated, or 'imagenet' (default: the data's).")
 T_STD_OPT = typer.Option(None, help="The teacher's per-channel std, comma-separated, or 'imagenet' (default: the data's).")
-INPUT_SIZE_OPT = typer.Option(None, help="imagefolder: the student's input H = W in pixels (default: 32).")
+INPUT_SIZE_OPT = typer.Option(None, help="imagefolder: the student's input H = W in pixels (default: the images' own size, at most 32).")
 AUGMENT_OPT = typer.Option(False, help="Random-resized crop + flip on the train set (imagefolder, cifar10); the teacher runs live.")
 NPROC_OPT = typer.Option(1, help="Processes per node: launches through torchrun (gloo on CPU, NCCL on GPU).")
 NNODES_OPT = typer.Option("1", help="torchrun --nnodes (e.g. 2 or 1:4), for several machines.")

@@ -114,7 +114,7 @@ def load_digits_bundle(*, seed: int = defaults.SPLIT_SEED, **_: Any) -> DataBund
 # Streaming building blocks shared by the torchvision and image-folder loaders
 
 VAL_FRACTION = 0.1          # of an official train split, held out (stratified) for validation
-IMAGE_SIZE = 32             # imagefolder: every image is resized to IMAGE_SIZE × IMAGE_SIZE (--input-size)
+IMAGE_SIZE = 32             # imagefolder: images larger than this are resized down to it (--input-size)
 MAX_IMAGE_SIZE = 1024
 IMAGEFOLDER_STATS_SAMPLES = 512   # imagefolder: train images read to estimate mean/std
 PIXEL_SCALE = 1.0 / 255.0
@@ -582,13 +582,25 @@ def _open_image_folder(folder: Path) -> Any:
         raise BadInput(f"imagefolder: {str(folder)!r}: {first_line(e)}") from None
 
 
-def _image_stats(base: Any, indices: np.ndarray, size: int) -> tuple[list[float], list[float], str]:
-    """Per-channel mean/std over up to IMAGEFOLDER_STATS_SAMPLES train images spread evenly, and the
-    mode: "L" (1 channel) when every one of them is grayscale, else "RGB"."""
+def _sample_images(base: Any, indices: np.ndarray) -> list[Any]:
+    """Up to IMAGEFOLDER_STATS_SAMPLES train images, spread evenly: the data's size, mode and statistics."""
+    picks = np.unique(indices[np.linspace(0, len(indices) - 1, min(IMAGEFOLDER_STATS_SAMPLES, len(indices))).astype(int)])
+    return [base[int(i)][0] for i in picks]
+
+
+def native_size(images: list[Any]) -> int:
+    """The default input size: the images' own (median longer side), never upsampled, capped at
+    IMAGE_SIZE. Upsampling 16×16 images to 32×32 costs a student 4× the compute for no information,
+    and a small student's receptive field then covers a quarter as much of the object."""
+    side = int(np.median([max(im.size) for im in images]))
+    return int(min(max(side, 4), IMAGE_SIZE))
+
+
+def _image_stats(images: list[Any], size: int) -> tuple[list[float], list[float], str]:
+    """Per-channel mean/std of `images` at size², and the mode: "L" (1 channel) when every one of
+    them is grayscale, else "RGB"."""
     from torchvision import transforms as T
 
-    picks = np.unique(indices[np.linspace(0, len(indices) - 1, min(IMAGEFOLDER_STATS_SAMPLES, len(indices))).astype(int)])
-    images = [base[int(i)][0] for i in picks]
     mode = "L" if all(im.mode == "L" for im in images) else "RGB"
     c = 1 if mode == "L" else 3
     to_tensor = T.Compose([ToMode(mode), T.Resize((size, size)), T.ToTensor()])
@@ -601,17 +613,41 @@ def _image_stats(base: Any, indices: np.ndarray, size: int) -> tuple[list[float]
     return (*_finish_stats(total, squares, count), mode)
 
 
+def _decode_all(base: Any, *, size: int, mode: str, desc: str) -> np.ndarray:
+    """Every image of `base` decoded once, as the streamed path would (mode, then resize), into
+    one uint8 N×C×H×W array: training then cuts batches from it instead of decoding each sample
+    through PIL every epoch."""
+    from torchvision import transforms as T
+
+    from edgekd.progress import bar
+
+    prep = T.Compose([ToMode(mode), T.Resize((size, size))])
+    out = np.empty((len(base), 1 if mode == "L" else 3, size, size), np.uint8)
+    for i in bar(range(len(base)), desc=desc, unit="img"):
+        a = np.asarray(prep(base[i][0]), dtype=np.uint8)
+        out[i] = a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
+    return out
+
+
+def fits_in_memory(n_images: int, shape: tuple[int, int, int]) -> bool:
+    """Whether n images of C×H×W uint8 fit defaults.IN_MEMORY_BYTES."""
+    return n_images * int(np.prod(shape)) <= defaults.IN_MEMORY_BYTES
+
+
 def load_imagefolder_bundle(*, root: str | Path, seed: int = defaults.SPLIT_SEED,
-                            image_size: int = IMAGE_SIZE, augment: bool = False, **_: Any) -> DataBundle:
-    """Images under `root`, one subfolder per class, resized to image_size², grayscale when
-    every sampled train image is, else RGB. `augment`: random-resized crop + flip on train.
+                            image_size: int | None = None, augment: bool = False,
+                            in_memory: bool | None = None, **_: Any) -> DataBundle:
+    """Images under `root`, one subfolder per class, resized to image_size² (None: `native_size`),
+    grayscale when every sampled train image is, else RGB. `augment`: random-resized crop + flip
+    on train. `in_memory` (None: when the decoded images fit defaults.IN_MEMORY_BYTES and there is
+    no augmentation): decode every image once into uint8 `InMemory` views; else stream them.
 
     With `root/train/` and `root/test/` (and optionally `root/val/`), those are the
     splits (val, if absent, is a stratified VAL_FRACTION of train); otherwise all
     files are split stratified by SPLIT_FRACTIONS.
     """
     root = Path(root)
-    if not 4 <= image_size <= MAX_IMAGE_SIZE:
+    if image_size is not None and not 4 <= image_size <= MAX_IMAGE_SIZE:
         raise BadInput(f"imagefolder: image size must be 4..{MAX_IMAGE_SIZE} pixels, got {image_size}")
     if not root.is_dir():
         raise BadInput(f"imagefolder: {str(root)!r} is not a folder; expected one subfolder of images per class")
@@ -639,18 +675,31 @@ def load_imagefolder_bundle(*, root: str | Path, seed: int = defaults.SPLIT_SEED
         train, val, test = _split_or_bad_input(y["train"], what=f"imagefolder {str(root)!r}", seed=seed)
         split = split_record(train, val, test, seed=seed)
 
-    mean, std, mode = _image_stats(bases["train"], train, image_size)
+    images = _sample_images(bases["train"], train)
+    image_size = image_size or native_size(images)
+    mean, std, mode = _image_stats(images, image_size)
+    split["root"] = str(root)
+    info = dict(name=f"imagefolder:{root}", augmented=augment, num_classes=len(bases["train"].classes),
+                labels=list(bases["train"].classes), split=split)
+    shape = (len(mean), image_size, image_size)
+    if in_memory is None:
+        in_memory = not augment and fits_in_memory(sum(len(b) for b in {id(b): b for b in bases.values()}.values()), shape)
+    if in_memory:
+        pixels: dict[int, np.ndarray] = {}
+        for s, b in bases.items():  # a single folder is one base for every split: decoded once
+            if id(b) not in pixels:
+                pixels[id(b)] = _decode_all(b, size=image_size, mode=mode, desc=f"decoding {root.name}/{s}")
+        parts = {s: (pixels[id(bases[b])], y[b], idx)
+                 for s, b, idx in (("train", "train", train), ("val", val_base, val), ("test", "test", test))}
+        return _in_memory_bundle(info.pop("name"), parts, scale=PIXEL_SCALE, mean=mean, std=std, **info)
     transform = _to_tensor_transform(mean, std, size=image_size, mode=mode)
     train_tf = _to_tensor_transform(mean, std, size=image_size, mode=mode, augment=True, crop=True) \
         if augment else transform
-    split["root"] = str(root)
     return DataBundle(
-        name=f"imagefolder:{root}", augmented=augment,
         train=SplitView(bases["train"], train, train_tf, y["train"]),
         val=SplitView(bases[val_base], val, transform, y[val_base]),
         test=SplitView(bases["test"], test, transform, y["test"]),
-        num_classes=len(bases["train"].classes), input_shape=(len(mean), image_size, image_size),
-        labels=list(bases["train"].classes), mean=mean, std=std, scale=PIXEL_SCALE, split=split,
+        input_shape=shape, mean=mean, std=std, scale=PIXEL_SCALE, **info,
     )
 
 
@@ -690,12 +739,13 @@ def data_names() -> list[str]:
 
 def load_data(name: str = defaults.DATA, *, data_dir: str | Path | None = None,
               download: bool = False, seed: int = defaults.SPLIT_SEED,
-              augment: bool = False, image_size: int | None = None) -> DataBundle:
+              augment: bool = False, image_size: int | None = None, in_memory: bool | None = None) -> DataBundle:
     """Load a dataset by name: one of `data_names()`.
 
     `data_dir` None means the default: `defaults.DATA_DIR`, and for fashion-mnist also
     Debian's system folder. `augment` (random train transform) is for AUGMENTABLE datasets
-    and imagefolder:DIR; `image_size` (None = IMAGE_SIZE) applies to imagefolder:DIR only.
+    and imagefolder:DIR; `image_size` (None = the images' own, at most IMAGE_SIZE) and `in_memory`
+    (None = when it fits defaults.IN_MEMORY_BYTES) apply to imagefolder:DIR only.
     """
     if augment and name not in AUGMENTABLE and not name.startswith("imagefolder:"):
         raise BadInput(f"augmentation is not available for --data '{name}'; available for: {', '.join(AUGMENTABLE)}, imagefolder:DIR")
@@ -703,8 +753,8 @@ def load_data(name: str = defaults.DATA, *, data_dir: str | Path | None = None,
         folder = name.split(":", 1)[1]
         if not folder:
             raise BadInput("--data imagefolder:DIR needs a folder, e.g. imagefolder:photos/")
-        return load_imagefolder_bundle(root=Path(folder), seed=seed, image_size=image_size or IMAGE_SIZE,
-                                       augment=augment)
+        return load_imagefolder_bundle(root=Path(folder), seed=seed, image_size=image_size,
+                                       augment=augment, in_memory=in_memory)
     if image_size is not None:
         raise BadInput(f"an image size applies to --data imagefolder:DIR only, not '{name}'")
     if name not in DATASETS or name == "imagefolder":

@@ -372,7 +372,7 @@ def test_cifar10_changed_file_fails_the_md5_check(tmp_path, cifar_md5s_of):
 
 def test_imagefolder_split_from_one_folder(tmp_path):
     root = write_image_folder(tmp_path / "pets")
-    b = data.load_data(f"imagefolder:{root}")
+    b = data.load_data(f"imagefolder:{root}", image_size=32, in_memory=False)
     assert b.labels == ["cat", "dog"] and b.num_classes == 2 and b.input_shape == (3, 32, 32)
     sizes = b.split["sizes"]
     assert sum(sizes.values()) == 11 and sizes["test"] >= 2 and sizes["val"] >= 2
@@ -395,7 +395,7 @@ def test_imagefolder_uses_train_val_test_subfolders(tmp_path):
     root = tmp_path / "split"
     write_image_folder(root / "train", per_class=6)
     write_image_folder(root / "test", per_class=2)
-    b = data.load_data(f"imagefolder:{root}", image_size=24)
+    b = data.load_data(f"imagefolder:{root}", image_size=24, in_memory=False)
     assert b.input_shape == (3, 24, 24)
     assert b.split["sizes"]["test"] == 5 and b.split["sizes"]["train"] + b.split["sizes"]["val"] == 13
     assert b.test.base is not b.train.base and b.val.base is b.train.base
@@ -404,6 +404,40 @@ def test_imagefolder_uses_train_val_test_subfolders(tmp_path):
     write_image_folder(root / "val", per_class=1)
     b = data.load_data(f"imagefolder:{root}")
     assert b.split["sizes"] == {"train": 13, "val": 3, "test": 5}
+
+
+def test_imagefolder_fits_in_memory_decoded_once_with_the_same_pixels(tmp_path):
+    root = tmp_path / "split"
+    write_image_folder(root / "train", per_class=6)
+    write_image_folder(root / "test", per_class=2)
+    mem = data.load_data(f"imagefolder:{root}", image_size=24)
+    disk = data.load_data(f"imagefolder:{root}", image_size=24, in_memory=False)
+    assert isinstance(mem.train, data.InMemory) and isinstance(disk.train, data.SplitView)
+    assert mem.split == disk.split and (mem.mean, mem.std) == (disk.mean, disk.std)
+    for a, b in ((mem.train, disk.train), (mem.val, disk.val), (mem.test, disk.test)):
+        xa, ya = data.to_arrays(a)
+        xb, yb = data.to_arrays(b)
+        assert (ya == yb).all() and np.abs(xa - xb).max() < 1e-5   # same uint8 pixels, normalised the same
+    ptr = {k: getattr(mem, k).pixels.data_ptr() for k in ("train", "val", "test")}
+    assert ptr["train"] == ptr["val"] != ptr["test"]   # one decode per folder, shared by its splits
+    assert_tensors(mem)
+    # augmentation is per sample: it streams; so does data over the memory budget
+    assert isinstance(data.load_data(f"imagefolder:{root}", augment=True).train, data.SplitView)
+
+
+def test_imagefolder_fits_in_memory_follows_the_budget(monkeypatch):
+    from edgekd import defaults
+    monkeypatch.setattr(defaults, "IN_MEMORY_BYTES", 3 * 32 * 32 * 10)
+    assert data.fits_in_memory(10, (3, 32, 32)) and not data.fits_in_memory(11, (3, 32, 32))
+
+
+def test_imagefolder_default_size_is_the_images_own_never_upsampled(tmp_path):
+    for size, expected in ((16, 16), (28, 28), (64, data.IMAGE_SIZE)):
+        root = tmp_path / f"s{size}"
+        for cls in ("a", "b"):
+            for k in range(5):
+                write_png(root / cls / f"{k}.png", (10 * k, 20, 30), size=(size, size))
+        assert data.load_data(f"imagefolder:{root}").input_shape == (3, expected, expected), size
 
 
 def test_imagefolder_classes_must_match_across_subfolders(tmp_path):

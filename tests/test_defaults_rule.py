@@ -26,7 +26,7 @@ def test_digits_keep_the_defaults_they_were_tuned_with():
 def test_fashion_mnist_gets_the_strided_teacher_a_wider_student_and_fewer_epochs():
     r = defaults.recipe(n_train=54_000, input_shape=(1, 28, 28), num_classes=10)
     assert (r["teacher"], r["student"]) == ("resnet-s", "wide-cnn")
-    assert r["epochs"] == 6 and r["teacher_epochs"] == 5     # 300k and 270k / 54k images, rounded
+    assert r["epochs"] == 5 and r["teacher_epochs"] == 4     # 270k and 216k / 54k images, rounded
     # the epoch budget is in images: a bigger set gets fewer epochs, never fewer than the floor
     assert defaults.recipe(n_train=10**7, input_shape=(3, 32, 32), num_classes=10)["epochs"] == defaults.EPOCH_RANGE[0]
     # a small set of large images: the strided teacher, the small student
@@ -47,10 +47,10 @@ def test_every_default_the_rule_names_is_registered():
 def test_for_data_fills_only_what_was_left_unset():
     unset = DistillConfig(**{k: None for k in FROM_DATA})
     filled = unset.for_data(FakeBundle(54_000, (1, 28, 28)))
-    assert (filled.teacher, filled.student, filled.epochs) == ("resnet-s", "wide-cnn", 6)
+    assert (filled.teacher, filled.student, filled.epochs) == ("resnet-s", "wide-cnn", 5)
     given = DistillConfig(teacher="cnn", student=None, epochs=2, methods=None, temperature=None, teacher_epochs=None)
     filled = given.for_data(FakeBundle(54_000, (1, 28, 28)))
-    assert (filled.teacher, filled.student, filled.epochs, filled.teacher_epochs) == ("cnn", "wide-cnn", 2, 5)
+    assert (filled.teacher, filled.student, filled.epochs, filled.teacher_epochs) == ("cnn", "wide-cnn", 2, 4)
     # the API's plain DistillConfig() keeps its concrete (digits) values
     assert DistillConfig().for_data(FakeBundle(54_000, (1, 28, 28))).teacher == defaults.TEACHER
     DistillConfig(**{k: None for k in FROM_DATA}).validate()   # unset options pass validation

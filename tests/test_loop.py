@@ -15,6 +15,7 @@ from torch.utils.data import Dataset, Subset, TensorDataset
 from edgekd.errors import BadInput
 from edgekd.models import create_student
 from edgekd.train.datasets import Indexed, Repeated, batches, in_memory, loader
+from edgekd import defaults
 from edgekd.train.loop import Phase, TrainOptions, _lr_factor, fit
 from edgekd.train.losses import build_objective
 from edgekd.train.metrics import KEYS, MetricsLog
@@ -112,14 +113,28 @@ def test_linear_lr_rule_and_auto_warmup_show_in_the_recorded_lr(tmp_path: Path) 
     for batch in (16, 32):
         log = MetricsLog(tmp_path / f"m{batch}.jsonl")
         ph = Phase(f"b{batch}", create_student("tiny-cnn", in_channels=1, num_classes=10), build_objective(["ce"]),
-                   Indexed(_data()), _data(32, 1), epochs=2, seed=0, lr=1e-3, batch_size=batch,
+                   Indexed(_data()), _data(32, 1), epochs=defaults.SHORT_RUN_EPOCHS, seed=0, lr=1e-3, batch_size=batch,
                    options=TrainOptions(base_batch=16, metrics=log))
         fit(ph, progress=False)
         rows[batch] = [json.loads(line) for line in log.path.read_text().splitlines()]
     # base batch: cosine per epoch, epoch 1 at the full rate; twice the batch: 2× the rate after a 1-epoch warm-up
-    assert rows[16][0]["lr"] == pytest.approx(1e-3) and rows[16][1]["lr"] == pytest.approx(0.5e-3)
+    n = defaults.SHORT_RUN_EPOCHS
+    assert rows[16][0]["lr"] == pytest.approx(1e-3)
+    assert rows[16][1]["lr"] == pytest.approx(1e-3 * 0.5 * (1 + math.cos(math.pi / n)))
     assert rows[32][0]["lr"] == pytest.approx(2e-3)  # last warm-up step reaches the scaled rate
-    assert rows[32][1]["lr"] < 2e-3 * 0.6
+    assert rows[32][1]["lr"] < 2e-3
+
+
+def test_auto_schedule_short_runs_decay_per_step_with_a_short_warmup() -> None:
+    from edgekd.train.loop import auto_schedule
+    short = defaults.SHORT_RUN_EPOCHS - 1
+    assert auto_schedule(epochs=30, batch_size=64, base_batch=64, warmup_epochs=1.0) == ("cosine", 1.0)
+    assert auto_schedule(epochs=30, batch_size=128, base_batch=64, warmup_epochs=1.0) == ("warmup-cosine", 1.0)
+    kind, warm = auto_schedule(epochs=short, batch_size=64, base_batch=64, warmup_epochs=1.0)
+    assert kind == "warmup-cosine" and warm == pytest.approx(defaults.SHORT_RUN_WARMUP * short) and warm < 1.0
+    # per step: a 4-epoch run has 4·steps distinct rates, not 4
+    f = _lr_factor(kind, epochs=4, steps_per_epoch=10, warmup_epochs=0.3)
+    assert len({round(f(s), 9) for s in range(40)}) > 30
 
 
 # ---------------------------------------------------------------- one loop for every phase

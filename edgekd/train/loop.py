@@ -179,14 +179,28 @@ def _lr_factor(kind: str, *, epochs: int, steps_per_epoch: int, warmup_epochs: f
     return factor
 
 
+def auto_schedule(*, epochs: int, batch_size: int, base_batch: int | None, warmup_epochs: float) -> tuple[str, float]:
+    """What `auto` means for a run: (schedule, warm-up epochs).
+    - above BASE_BATCH: warmup-cosine, as Goyal et al. 2017 pair the linear LR rule with a warm-up;
+    - short runs (< SHORT_RUN_EPOCHS): warmup-cosine decaying per step, the warm-up at most
+      SHORT_RUN_WARMUP of the run (on Fashion-MNIST a 1.2M-param teacher reached 93.3% in 4 epochs so);
+    - else: cosine per epoch (what digits was tuned with)."""
+    if base_batch is not None and batch_size > base_batch:
+        return "warmup-cosine", warmup_epochs
+    if epochs < defaults.SHORT_RUN_EPOCHS:
+        return "warmup-cosine", min(warmup_epochs, defaults.SHORT_RUN_WARMUP * epochs)
+    return "cosine", warmup_epochs
+
+
 def _schedule(ph: Phase, opt, epochs: int, steps_per_epoch: int):
     kind = ph.options.schedule
     if kind not in defaults.LR_SCHEDULES:
         raise BadInput(f"lr_schedule '{kind}': valid: {', '.join(defaults.LR_SCHEDULES)}")
+    warmup = ph.options.warmup_epochs
     if kind == "auto":
-        base = ph.options.base_batch
-        kind = "warmup-cosine" if base is not None and ph.batch_size > base else "cosine"
-    factor = _lr_factor(kind, epochs=epochs, steps_per_epoch=steps_per_epoch, warmup_epochs=ph.options.warmup_epochs)
+        kind, warmup = auto_schedule(epochs=epochs, batch_size=ph.batch_size, base_batch=ph.options.base_batch,
+                                     warmup_epochs=warmup)
+    factor = _lr_factor(kind, epochs=epochs, steps_per_epoch=steps_per_epoch, warmup_epochs=warmup)
     return torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 

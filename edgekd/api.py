@@ -186,7 +186,7 @@ def distill(*, data: str = defaults.DATA, data_dir: PathLike | None = None, down
     group; only rank 0 writes (`is_main`). `edgekd distill --nproc N` launches that for you.
     teacher, student, methods, temperature, epochs and teacher_epochs left None follow the
     data (`defaults.recipe`: on digits the `defaults` values; on Fashion-MNIST resnet-s,
-    wide-cnn, 6 epochs). Foreign teachers (`edgekd.teachers`): `teacher_weight_files` pair in order
+    wide-cnn, 5 epochs). Foreign teachers (`edgekd.teachers`): `teacher_weight_files` pair in order
     with `torchvision:ARCH` / `timm:NAME` teachers; `teacher_input_size`/`teacher_mean`/`teacher_std`
     give the teacher's own view; `input_size` and `augment` are for ImageFolder data.
     """

@@ -78,6 +78,17 @@ def check_soft():
     p, lq = softmax(T / tau), log_softmax(S / tau)
     want = tau * tau * np.mean(np.sum(p * (np.log(p) - lq), axis=1))
     assert run("soft", batch(), temperature=tau) == pytest.approx(want, rel=1e-5)
+    # logit standardisation (Sun et al. 2024): z-scores (sample std, ddof=1) before the temperature
+    z = lambda a: (a - a.mean(axis=1, keepdims=True)) / a.std(axis=1, ddof=1, keepdims=True)
+    p, lq = softmax(z(T) / tau), log_softmax(z(S) / tau)
+    want_ls = tau * tau * np.mean(np.sum(p * (np.log(p) - lq), axis=1))
+    got = run("soft", batch(), temperature=tau, soft={"standardize": True})
+    assert got == pytest.approx(want_ls, rel=1e-5) and got != pytest.approx(want, rel=1e-3)
+    # invariant to each sample's logit scale and shift, which plain KD is not
+    b2 = KDBatch(student_logits=t(3 * S + 1), labels=torch.tensor(Y), teacher_logits=t(T - 2))
+    assert run("soft", b2, temperature=tau, soft={"standardize": True}) == pytest.approx(want_ls, rel=1e-4)
+    with pytest.raises(BadInput, match="--method soft: bad option"):
+        build_objective(["soft"], soft={"standardize": "yes"})
 
 
 HS = np.array([[1.0, 2.0], [0.0, 1.0], [3.0, -1.0]])             # student hidden, D=2

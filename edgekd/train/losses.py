@@ -106,19 +106,31 @@ class SoftTarget(nn.Module):
           = T² · Σ_i p_i^T (log p_i^T − log q_i^T),   averaged over the batch.
 
     The T² keeps the gradient scale independent of T, so it can be mixed with CE.
+
+    `standardize=True` (`--loss-option soft.standardize=true`): logit standardisation (Sun et al.
+    2024, arXiv 2403.01427). Each sample's logits become z-scores, (z − mean(z)) / std(z), before
+    the temperature, for teacher and student alike, so the student matches the teacher's
+    *ranking and relative gaps* instead of its logit scale, which a small student may not reach.
     """
 
     needs_teacher = True
     taps: tuple[str, ...] = ()
 
-    def __init__(self, temperature: float = defaults.TEMPERATURE):
+    def __init__(self, temperature: float = defaults.TEMPERATURE, standardize: bool = False):
         super().__init__()
-        self.temperature = temperature
+        if not isinstance(standardize, bool):
+            raise TypeError(f"standardize must be true or false, not {standardize!r}")
+        self.temperature, self.standardize = temperature, standardize
+
+    def _scaled(self, z: torch.Tensor) -> torch.Tensor:
+        if self.standardize:
+            z = (z - z.mean(dim=1, keepdim=True)) / (z.std(dim=1, keepdim=True) + 1e-7)
+        return z / self.temperature
 
     def forward(self, b: KDBatch) -> torch.Tensor:
         T = self.temperature
-        log_q = F.log_softmax(b.student_logits / T, dim=1)
-        log_p = F.log_softmax(_teacher_logits(b, "soft") / T, dim=1)
+        log_q = F.log_softmax(self._scaled(b.student_logits), dim=1)
+        log_p = F.log_softmax(self._scaled(_teacher_logits(b, "soft")), dim=1)
         return F.kl_div(log_q, log_p, reduction="batchmean", log_target=True) * T * T
 
 

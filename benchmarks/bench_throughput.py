@@ -163,8 +163,9 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--batch", type=int, default=defaults.BATCH_SIZE)
-    p.add_argument("--teacher", default=defaults.TEACHER)
-    p.add_argument("--student", default=defaults.STUDENT)
+    fashion = defaults.recipe(n_train=54_000, input_shape=(1, 28, 28), num_classes=10)  # what distill picks there
+    p.add_argument("--teacher", default=fashion["teacher"])
+    p.add_argument("--student", default=fashion["student"])
     p.add_argument("--teacher-images", type=int, default=1024)
     p.add_argument("--student-images", type=int, default=8192)
     p.add_argument("--compile", action="store_true", help="also time torch.compile (slow to compile)")

@@ -480,3 +480,23 @@ def test_imagefolder_corrupt_image_is_bad_input_naming_the_file(tmp_path):
             data.to_arrays(split)
     with pytest.raises(BadInput, match=r"broken\.png"):
         data.load_image_file(str(root / "cat" / "broken.png"))
+
+
+def test_export_reloads_an_imagefolder_at_the_size_the_run_trained_at(tmp_path):
+    """A run that left --input-size unset trained at the default of its day; export reads the size
+    from the run's recorded input shape, not from today's default."""
+    import json
+
+    from edgekd.deploy.export import _test_arrays
+
+    root = tmp_path / "imgs"
+    for cls in ("a", "b"):
+        for k in range(5):
+            write_png(root / cls / f"{k}.png", (10 * k, 20, 30), size=(16, 16))
+    run = tmp_path / "run"
+    run.mkdir()
+    for recorded in (32, 16):
+        cfg = {"data": f"imagefolder:{root}", "input_size": None, "data_info": {"input_shape": [3, recorded, recorded]}}
+        (run / "config.json").write_text(json.dumps(cfg))
+        bundle, x, _ = _test_arrays(run)
+        assert bundle.input_shape == (3, recorded, recorded) and x.shape[1:] == (3, recorded, recorded)

@@ -55,7 +55,11 @@ def _test_arrays(run_dir: Path) -> tuple[Any, np.ndarray, np.ndarray]:
     cfg = artifacts.read_json(run_dir / "config.json")
     if not isinstance(cfg.get("data"), str):
         raise BadInput(f"{run_dir / 'config.json'}: no 'data' entry naming the run's dataset")
-    bundle = load_data(cfg["data"], data_dir=cfg.get("data_dir"), image_size=cfg.get("input_size"))
+    size = cfg.get("input_size")
+    if size is None and cfg["data"].startswith("imagefolder:"):
+        # the size the run trained at, whatever the default is now (it follows the images' own size)
+        size = ((cfg.get("data_info") or {}).get("input_shape") or [None])[-1]
+    bundle = load_data(cfg["data"], data_dir=cfg.get("data_dir"), image_size=size)
     x, y = to_arrays(bundle.test)
     return bundle, x, y
 

@@ -65,26 +65,6 @@ class Uint8Set(torch.utils.data.Dataset):
         return (self.pixels[idx].float() / 255 - self.mean) / self.std, self.labels[idx]
 
 
-def forward_macs(model: nn.Module, shape: tuple[int, ...]) -> int:
-    """Multiply-accumulates of one forward pass of one image (Conv2d and Linear; the rest is noise)."""
-    total = 0
-
-    def hook(mod, inp, out):
-        nonlocal total
-        if isinstance(mod, nn.Conv2d):
-            total += out.numel() * (mod.in_channels // mod.groups) * mod.kernel_size[0] * mod.kernel_size[1]
-        elif isinstance(mod, nn.Linear):
-            total += mod.in_features * mod.out_features * (out.numel() // out.shape[-1])
-
-    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
-    model.eval()
-    with torch.no_grad():
-        model(torch.zeros(1, *shape))
-    for h in handles:
-        h.remove()
-    return total
-
-
 def sgemm_flops(size: int = 1024, repeats: int = 5) -> float:
     a, b = torch.randn(size, size), torch.randn(size, size)
     torch.mm(a, b)
@@ -157,7 +137,7 @@ def measure(name: str, build, ds: Uint8Set, batch: int, repeats: int, variants: 
 
 def main() -> None:
     from edgekd import defaults
-    from edgekd.models import create_student, create_teacher
+    from edgekd.models import create_student, create_teacher, forward_macs
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--repeats", type=int, default=5)

@@ -341,19 +341,18 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def model_mflops(model: nn.Module, input_shape: tuple[int, ...]) -> float:
-    """Forward MFLOPs for one input of `input_shape` (C, H, W): 2 × the multiply-adds of every
-    Conv2d and Linear, counted on a real forward pass (BN, activations and pools are left out:
-    they are < 5% of a CNN's work). Training costs about 3× this per image."""
+def forward_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
+    """Multiply-adds of one forward pass of one input of `input_shape` (C, H, W), counted on a
+    real pass: Conv2d output elements × (in_channels / groups) × kh × kw, Linear output elements ×
+    in_features. BN, activations and pools are left out: they are < 5% of a CNN's work."""
     macs = 0
 
     def count(mod: nn.Module, _inp: Any, out: torch.Tensor) -> None:
         nonlocal macs
         if isinstance(mod, nn.Conv2d):
-            k = mod.kernel_size[0] * mod.kernel_size[1] * mod.in_channels // mod.groups
-            macs += out[0].numel() * k
+            macs += out.numel() * mod.kernel_size[0] * mod.kernel_size[1] * mod.in_channels // mod.groups
         elif isinstance(mod, nn.Linear):
-            macs += mod.in_features * mod.out_features
+            macs += out.numel() * mod.in_features
 
     hooks = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
     was_training = model.training
@@ -364,7 +363,12 @@ def model_mflops(model: nn.Module, input_shape: tuple[int, ...]) -> float:
         model.train(was_training)
         for h in hooks:
             h.remove()
-    return 2 * macs / 1e6
+    return macs
+
+
+def model_mflops(model: nn.Module, input_shape: tuple[int, ...]) -> float:
+    """Forward MFLOPs for one input: 2 × `forward_macs`. Training costs about 3× this per image."""
+    return 2 * forward_macs(model, input_shape) / 1e6
 
 
 def model_cost(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, float]:

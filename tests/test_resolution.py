@@ -9,7 +9,7 @@ from torch import nn
 
 from edgekd.data import load_data
 from edgekd.errors import BadInput
-from edgekd.models import STUDENTS, create_student, stem_stride_for
+from edgekd.models import STUDENTS, create_student, forward_macs, stem_stride_for
 from edgekd.teachers import View, convert, teacher_view
 from edgekd.train.config import DistillConfig
 from imagegen import make_imagefolder
@@ -130,24 +130,6 @@ def test_input_size_is_for_imagefolder_only_and_bounded(tmp_path):
 
 
 # ---------------------------------------------------------------- strided stems
-def count_macs(model: nn.Module, shape: tuple[int, ...]) -> int:
-    total = 0
-
-    def hook(m, _inp, out):
-        nonlocal total
-        if isinstance(m, nn.Conv2d):
-            total += out.numel() * (m.in_channels // m.groups) * m.kernel_size[0] * m.kernel_size[1]
-        elif isinstance(m, nn.Linear):
-            total += out.numel() * m.in_features
-
-    handles = [m.register_forward_hook(hook) for m in model.modules()]
-    with torch.no_grad():
-        model.eval()(torch.zeros(1, *shape))
-    for h in handles:
-        h.remove()
-    return total
-
-
 STRIDED = [n for n, kw in STUDENTS.items() if kw.get("stem_stride") == "auto"]
 
 
@@ -165,10 +147,10 @@ def test_strided_students_macs_do_not_grow_with_the_square_of_the_input(name):
     for size in (32, 64, 128, 224):
         m = create_student(name, in_channels=3, num_classes=10, target_ops=prof.ops_allow, input_size=size)
         assert check_student_ops(m, input_shape=(3, size, size), target=prof)
-        macs[size] = count_macs(m, (3, size, size))
+        macs[size] = forward_macs(m, (3, size, size))
     plain = create_student(name.removesuffix("-s"), in_channels=3, num_classes=10)
-    plain32 = count_macs(plain, (3, 32, 32))
-    grow_plain = count_macs(plain, (3, 224, 224)) / plain32
+    plain32 = forward_macs(plain, (3, 32, 32))
+    grow_plain = forward_macs(plain, (3, 224, 224)) / plain32
     assert grow_plain > 40  # (224/32)^2 = 49 without a strided stem
     # only the stem's first layer sees every pixel: a 7× larger side costs a fraction of 49×,
     # and the strided student at 224 px costs about what the plain one costs at 32 px

@@ -67,7 +67,9 @@ def complexity(model, input_shape: tuple[int, ...]) -> dict[str, int]:
 
 
 def count_macs(model, input_shape: tuple[int, ...]) -> int:
-    return complexity(model, input_shape)["macs"]
+    from edgekd.models import forward_macs
+
+    return forward_macs(model, input_shape)
 
 
 def prior_ms(cost: dict[str, int]) -> float:

@@ -682,25 +682,20 @@ def load_imagefolder_bundle(*, root: str | Path, seed: int = defaults.SPLIT_SEED
     info = dict(name=f"imagefolder:{root}", augmented=augment, num_classes=len(bases["train"].classes),
                 labels=list(bases["train"].classes), split=split)
     shape = (len(mean), image_size, image_size)
+    distinct = {id(b): b for b in bases.values()}  # a single folder is one base for every split
     if in_memory is None:
-        in_memory = not augment and fits_in_memory(sum(len(b) for b in {id(b): b for b in bases.values()}.values()), shape)
-    if in_memory:
-        pixels: dict[int, np.ndarray] = {}
-        for s, b in bases.items():  # a single folder is one base for every split: decoded once
-            if id(b) not in pixels:
-                pixels[id(b)] = _decode_all(b, size=image_size, mode=mode, desc=f"decoding {root.name}/{s}")
-        parts = {s: (pixels[id(bases[b])], y[b], idx)
-                 for s, b, idx in (("train", "train", train), ("val", val_base, val), ("test", "test", test))}
+        in_memory = not augment and fits_in_memory(sum(len(b) for b in distinct.values()), shape)
+    where = {"train": ("train", train), "val": (val_base, val), "test": ("test", test)}
+    if in_memory:  # each folder decoded once, its splits views of the same pixels
+        pixels = {k: _decode_all(b, size=image_size, mode=mode, desc=f"decoding {Path(b.root).relative_to(root.parent)}")
+                  for k, b in distinct.items()}
+        parts = {s: (pixels[id(bases[b])], y[b], idx) for s, (b, idx) in where.items()}
         return _in_memory_bundle(info.pop("name"), parts, scale=PIXEL_SCALE, mean=mean, std=std, **info)
     transform = _to_tensor_transform(mean, std, size=image_size, mode=mode)
     train_tf = _to_tensor_transform(mean, std, size=image_size, mode=mode, augment=True, crop=True) \
         if augment else transform
-    return DataBundle(
-        train=SplitView(bases["train"], train, train_tf, y["train"]),
-        val=SplitView(bases[val_base], val, transform, y[val_base]),
-        test=SplitView(bases["test"], test, transform, y["test"]),
-        input_shape=shape, mean=mean, std=std, scale=PIXEL_SCALE, **info,
-    )
+    views = {s: SplitView(bases[b], idx, train_tf if s == "train" else transform, y[b]) for s, (b, idx) in where.items()}
+    return DataBundle(**views, input_shape=shape, mean=mean, std=std, scale=PIXEL_SCALE, **info)
 
 
 # ---------------------------------------------------------------------------

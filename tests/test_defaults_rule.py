@@ -26,12 +26,15 @@ def test_digits_keep_the_defaults_they_were_tuned_with():
 def test_fashion_mnist_gets_the_strided_teacher_a_wider_student_and_fewer_epochs():
     r = defaults.recipe(n_train=54_000, input_shape=(1, 28, 28), num_classes=10)
     assert (r["teacher"], r["student"]) == ("resnet-s", "wide-cnn")
-    assert r["epochs"] == 5 and r["teacher_epochs"] == 4     # 270k and 216k / 54k images, rounded
+    assert r["epochs"] == 4 and r["teacher_epochs"] == 4     # 216k / 54k images
     # the epoch budget is in images: a bigger set gets fewer epochs, never fewer than the floor
     assert defaults.recipe(n_train=10**7, input_shape=(3, 32, 32), num_classes=10)["epochs"] == defaults.EPOCH_RANGE[0]
-    # a small set of large images: the strided teacher, the small student
+    # a small set of large images: the strided teacher and the wider student too (capacity, not labels)
     r = defaults.recipe(n_train=500, input_shape=(3, 64, 64), num_classes=2)
-    assert (r["teacher"], r["student"], r["epochs"]) == ("resnet-s", "small-cnn", defaults.EPOCHS)
+    assert (r["teacher"], r["student"], r["epochs"]) == ("resnet-s", "wide-cnn", defaults.EPOCHS)
+    # a small set of small images (the 16x16 RGB re-encoding of digits) keeps both small
+    r = defaults.recipe(n_train=1077, input_shape=(3, 16, 16), num_classes=10)
+    assert (r["teacher"], r["student"]) == (defaults.TEACHER, defaults.STUDENT)
 
 
 def test_every_default_the_rule_names_is_registered():
@@ -47,7 +50,7 @@ def test_every_default_the_rule_names_is_registered():
 def test_for_data_fills_only_what_was_left_unset():
     unset = DistillConfig(**{k: None for k in FROM_DATA})
     filled = unset.for_data(FakeBundle(54_000, (1, 28, 28)))
-    assert (filled.teacher, filled.student, filled.epochs) == ("resnet-s", "wide-cnn", 5)
+    assert (filled.teacher, filled.student, filled.epochs) == ("resnet-s", "wide-cnn", 4)
     given = DistillConfig(teacher="cnn", student=None, epochs=2, methods=None, temperature=None, teacher_epochs=None)
     filled = given.for_data(FakeBundle(54_000, (1, 28, 28)))
     assert (filled.teacher, filled.student, filled.epochs, filled.teacher_epochs) == ("cnn", "wide-cnn", 2, 4)

@@ -347,7 +347,7 @@ def _place(ph: Phase) -> None:
         m.to(device=ph.options.device, memory_format=fmt)
     ph.objective.to(ph.options.device)
     if ph.source is not None:
-        ph.source.to(ph.options.device)
+        ph.source.to(ph.options.device, channels_last=ph.options.channels_last)
 
 
 def fit(ph: Phase, *, ckpt: Path | None = None, resume: bool = False, progress: bool = True) -> nn.Module:

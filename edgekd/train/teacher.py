@@ -143,6 +143,8 @@ def teacher_source(cfg: DistillConfig, bundle: DataBundle, teachers: list[nn.Mod
     taps = resolve_taps(teachers[0], objective, overrides)
     src = TeacherSource(teachers, taps=taps, mode=cfg.teacher_mode, weights=cfg.teacher_weights,
                         temperature=cfg.temperature, view=None if own_view else _view_fn(cfg, bundle))
+    opts = cfg.train_options()
+    src.to(opts.device, channels_last=opts.channels_last)   # the cache runs where and as the run trains
     if bundle.augmented or not cfg.cache_teacher:
         # Random inputs: the teacher runs live on each (augmented) batch of the student, in its view.
         return src

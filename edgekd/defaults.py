@@ -55,12 +55,23 @@ LARGE_INPUT = 28              # inputs at least this big (min of H, W) get the e
 TEACHER_LARGE = "resnet-s"    # strided ResNet-style: 75 MFLOPs at 28x28 where `cnn` needs 695
 LARGE_DATA = 10_000           # train sets at least this big get the wider student (and so do large inputs)
 STUDENT_LARGE = "wide-cnn"    # 59k params, as Zalando's 2-conv baselines (< 100k); small-cnn has 7.5k
+# Inputs above this (an ImageFolder read with --input-size 64..1024) get a student with a strided stem,
+# whose MACs don't grow with the square of the input (README, "Realistic images").
+STRIDED_INPUT = 32
+STUDENT_STRIDED = "small-cnn-s"
 # student: about this many images seen, within EPOCH_RANGE. Fashion-MNIST: 4 epochs (5 gave the same
 # verdict, within spread, and made the default pipeline 34 min where the goal is 30).
 EPOCH_IMAGES = 216_000
 EPOCH_RANGE = (3, EPOCHS)
 TEACHER_EPOCH_IMAGES = 216_000   # Fashion-MNIST: 4 epochs (93.3% test; ~420 images/s on 2 idle cores: ~9 min)
 TEACHER_EPOCH_RANGE = (3, TEACHER_EPOCHS)
+
+
+def _student(n: int, input_shape: tuple[int, ...]) -> str:
+    side = min(input_shape[-2:])
+    if side > STRIDED_INPUT:
+        return STUDENT_STRIDED
+    return STUDENT_LARGE if n >= LARGE_DATA or side >= LARGE_INPUT else STUDENT
 
 
 def recipe(*, n_train: int, input_shape: tuple[int, ...], num_classes: int) -> dict:
@@ -76,6 +87,7 @@ def recipe(*, n_train: int, input_shape: tuple[int, ...], num_classes: int) -> d
       (STUDENT_LARGE): there small-cnn's gap to the teacher is capacity, which no distillation loss
       closes (the capacity gap). On 5,400 Fashion-MNIST PNGs small-cnn distilled lost 1.4 points to
       small-cnn alone (benchmarks/README.md, "Defaults that travel"); every profile's budget holds wide-cnn;
+    - inputs above STRIDED_INPUT get STUDENT_STRIDED, whose stem brings them down to 16 px;
     - temperature and loss weights stay Hinton's (T = 4, 0.7 soft + 0.3 CE).
     `num_classes` is accepted so that the rule can grow without changing its callers.
     """
@@ -86,7 +98,7 @@ def recipe(*, n_train: int, input_shape: tuple[int, ...], num_classes: int) -> d
     large_input = min(input_shape[-2:]) >= LARGE_INPUT
     return {
         "teacher": TEACHER_LARGE if large_input else TEACHER,
-        "student": STUDENT_LARGE if n >= LARGE_DATA or large_input else STUDENT,
+        "student": _student(n, input_shape),
         "epochs": clip(EPOCH_IMAGES / n, EPOCH_RANGE),
         "teacher_epochs": clip(TEACHER_EPOCH_IMAGES / n, TEACHER_EPOCH_RANGE),
         "temperature": TEMPERATURE,

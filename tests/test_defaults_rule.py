@@ -29,9 +29,12 @@ def test_fashion_mnist_gets_the_strided_teacher_a_wider_student_and_fewer_epochs
     assert r["epochs"] == 4 and r["teacher_epochs"] == 4     # 216k / 54k images
     # the epoch budget is in images: a bigger set gets fewer epochs, never fewer than the floor
     assert defaults.recipe(n_train=10**7, input_shape=(3, 32, 32), num_classes=10)["epochs"] == defaults.EPOCH_RANGE[0]
-    # a small set of large images: the strided teacher and the wider student too (capacity, not labels)
-    r = defaults.recipe(n_train=500, input_shape=(3, 64, 64), num_classes=2)
+    # a small set of 28-32 px images: the strided teacher and the wider student too (capacity, not labels)
+    r = defaults.recipe(n_train=500, input_shape=(3, 32, 32), num_classes=2)
     assert (r["teacher"], r["student"], r["epochs"]) == ("resnet-s", "wide-cnn", defaults.EPOCHS)
+    # larger inputs (--input-size 64 and up): a student whose strided stem keeps its MACs flat
+    for side in (33, 64, 224):
+        assert defaults.recipe(n_train=500, input_shape=(3, side, side), num_classes=2)["student"] == "small-cnn-s"
     # a small set of small images (the 16x16 RGB re-encoding of digits) keeps both small
     r = defaults.recipe(n_train=1077, input_shape=(3, 16, 16), num_classes=10)
     assert (r["teacher"], r["student"]) == (defaults.TEACHER, defaults.STUDENT)

@@ -52,7 +52,7 @@ def test_default_teacher_and_student_follow_the_data(fashion, edgekd_main):
     out = json.loads(r.out)
     assert out["default"] == "resnet-s" and out["input_shape"] == [1, 28, 28]
     rule = defaults.recipe(n_train=len(fashion.train), input_shape=fashion.input_shape, num_classes=10)
-    assert (rule["teacher"], rule["student"], rule["epochs"]) == ("resnet-s", "wide-cnn", 5)
+    assert (rule["teacher"], rule["student"], rule["epochs"]) == ("resnet-s", "wide-cnn", 4)
 
 
 def test_a_student_learns_from_the_real_images(fashion):

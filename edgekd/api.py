@@ -271,22 +271,27 @@ def select_teacher(*, teachers: Sequence[str], student: str = defaults.STUDENT, 
                             val_accuracy={r["teacher"]: r["val_accuracy"] for r in rows})
 
 
-def select_student(*, target: PathLike, teacher: str | Sequence[str] = defaults.TEACHER,
+def select_student(*, target: PathLike, teacher: str | Sequence[str] | None = None,
                    budget_ms: float | None = None, trials: int = defaults.SEARCH_TRIALS, seed: int = 0,
                    runner: str = defaults.RUNNER, data: str = defaults.DATA, data_dir: PathLike | None = None,
-                   download: bool = False, epochs: int = defaults.EPOCHS, short_epochs: int | None = None,
-                   seeds: int = defaults.SEARCH_SEEDS, methods: Sequence[str] = defaults.METHODS,
-                   teacher_epochs: int = defaults.TEACHER_EPOCHS, run: PathLike | None = None,
+                   download: bool = False, epochs: int | None = None, short_epochs: int | None = None,
+                   seeds: int = defaults.SEARCH_SEEDS, methods: Sequence[str] | None = None,
+                   teacher_epochs: int | None = None, temperature: float | None = None,
+                   include: Sequence[str] | None = None, run: PathLike | None = None,
                    progress: bool = True) -> StudentSelection:
     """Search students built from the target's ops under its budget; saves the pick as a run.
+    teacher, epochs, teacher_epochs, methods, temperature and `include` (registry students drawn
+    first) left None come from the data (`defaults.recipe`), as in `distill`.
     Raises BudgetFailed (before any training) when no candidate meets the budget."""
     from edgekd.search.student import select_student as run_select
 
-    teachers = [teacher] if isinstance(teacher, str) else list(teacher)
-    result = run_select(target=target, teacher=teachers[0] if len(teachers) == 1 else teachers, data=data,
-                        data_dir=_dir(data_dir), download=download, budget_ms=budget_ms, trials=trials, seed=seed,
-                        runner=runner, epochs=epochs, short_epochs=short_epochs, seeds=seeds, methods=tuple(methods),
-                        teacher_epochs=teacher_epochs, run=Path(run) if run is not None else None, progress=progress)
+    teachers = None if teacher is None else [teacher] if isinstance(teacher, str) else list(teacher)
+    result = run_select(target=target, teacher=teachers if teachers is None or len(teachers) > 1 else teachers[0],
+                        data=data, data_dir=_dir(data_dir), download=download, budget_ms=budget_ms, trials=trials,
+                        seed=seed, runner=runner, epochs=epochs, short_epochs=short_epochs, seeds=seeds,
+                        methods=None if methods is None else tuple(methods), teacher_epochs=teacher_epochs,
+                        temperature=temperature, include=None if include is None else tuple(include),
+                        run=Path(run) if run is not None else None, progress=progress)
     rec = result["recommended"]
     return StudentSelection(data=result, run=Path(result["run"]), recommended=rec["name"],
                             latency_p90_ms=rec["latency_p90_ms"], val_accuracy=rec["val_accuracy"],

@@ -42,7 +42,7 @@ JSON_OPT = typer.Option(False, "--json", help="Print the result as JSON instead 
 DATA_OPT = typer.Option(defaults.DATA, help="digits | mnist | fashion-mnist | cifar10 | imagefolder:DIR")
 DATA_DIR_OPT = typer.Option(None, help="Folder with the dataset files (IDX files, directly or under torchvision's MNIST/raw, FashionMNIST/raw; cifar-10-batches-py). Default: ./data, and for fashion-mnist also /usr/share/datasets/fashion-mnist.")
 DOWNLOAD_OPT = typer.Option(False, help="Let torchvision download the dataset into --data-dir.")
-TEACHER_OPT = typer.Option(None, help="Registry name, teacher file (edgekd .pt, TorchScript, .onnx), or torchvision:ARCH / timm:NAME with --teacher-weights; repeat for several teachers (default: cnn; for distill and compare resnet-s on inputs of 28x28 and more).")
+TEACHER_OPT = typer.Option(None, help="Registry name, teacher file (edgekd .pt, TorchScript, .onnx), or torchvision:ARCH / timm:NAME with --teacher-weights; repeat for several teachers (default: cnn; for distill, compare and select-student resnet-s on inputs of 28x28 and more).")
 STUDENT_OPT = typer.Option(defaults.STUDENT, help="Student name from the registry.")
 TARGET_OPT = typer.Option(defaults.TARGET, help="Target profile name or .toml path; the student uses only its ops.")
 EPOCHS_OPT = typer.Option(defaults.EPOCHS, help="Student epochs (the control gets the same epochs and steps).")
@@ -55,9 +55,9 @@ DEVICE_OPT = typer.Option(defaults.DEVICE, help="auto | cpu | cuda | cuda:N (aut
 QUIET_OPT = typer.Option(False, "--quiet", "-q", help="No progress bars or per-epoch lines.")
 # distill and compare: unset options follow the data (defaults.recipe: teacher, student, epochs, T, losses)
 _RULE = "default: from the data, see `defaults.recipe`"
-AUTO_STUDENT_OPT = typer.Option(None, "--student", help=f"Student name from the registry ({_RULE}: small-cnn; wide-cnn for 10k+ train images).")
-AUTO_EPOCHS_OPT = typer.Option(None, "--epochs", help=f"Student epochs; the control gets the same epochs and steps ({_RULE}: 30 for digits, 6 for Fashion-MNIST).")
-AUTO_T_EPOCHS_OPT = typer.Option(None, "--teacher-epochs", help=f"Epochs when training a teacher ({_RULE}: 15 for digits, 5 for Fashion-MNIST).")
+AUTO_STUDENT_OPT = typer.Option(None, "--student", help=f"Student name from the registry ({_RULE}: small-cnn; wide-cnn for 10k+ train images or 28-32 px inputs; small-cnn-s above 32 px).")
+AUTO_EPOCHS_OPT = typer.Option(None, "--epochs", help=f"Student epochs; the control gets the same epochs and steps ({_RULE}: 30 for digits, 4 for Fashion-MNIST).")
+AUTO_T_EPOCHS_OPT = typer.Option(None, "--teacher-epochs", help=f"Epochs when training a teacher ({_RULE}: 15 for digits, 4 for Fashion-MNIST).")
 AUTO_TEMP_OPT = typer.Option(None, "--temperature", help=f"Softmax temperature T for soft labels ({_RULE}: {defaults.TEMPERATURE:g}).")
 
 
@@ -244,11 +244,13 @@ def select_student_cmd(
     seed: int = typer.Option(0, help="Seed for sampling the search space (same seed, same result)."),
     runner: str = typer.Option(defaults.RUNNER, help="local | qemu | ssh://USER@HOST[:PORT]"),
     data: str = DATA_OPT, data_dir: Optional[Path] = DATA_DIR_OPT, download: bool = DOWNLOAD_OPT,
-    epochs: int = EPOCHS_OPT,
+    epochs: Optional[int] = AUTO_EPOCHS_OPT,
     short_epochs: Optional[int] = typer.Option(None, help="Epochs of the first successive-halving round."),
     seeds: int = typer.Option(defaults.SEARCH_SEEDS, help="Seeds per finalist."),
     method: Optional[List[str]] = typer.Option(None, help="Loss NAME[:WEIGHT], repeatable (default: soft:0.7 ce:0.3)."),
-    teacher_epochs: int = T_EPOCHS_OPT, run: Optional[Path] = RUN_OPT,
+    teacher_epochs: Optional[int] = AUTO_T_EPOCHS_OPT, temperature: Optional[float] = AUTO_TEMP_OPT,
+    include: Optional[List[str]] = typer.Option(None, help=f"Registry student drawn first, repeatable ({_RULE}: the student distill would use)."),
+    run: Optional[Path] = RUN_OPT,
     progress: bool = typer.Option(True, help="Show progress bars."),
     as_json: bool = JSON_OPT,
 ) -> None:
@@ -256,11 +258,11 @@ def select_student_cmd(
     from edgekd import api
     from edgekd.search.pareto import select_table
 
-    result = api.select_student(target=target, teacher=teacher or [defaults.TEACHER], data=data, data_dir=data_dir,
+    result = api.select_student(target=target, teacher=teacher or None, data=data, data_dir=data_dir,
                                 download=download, budget_ms=budget_ms, trials=trials, seed=seed, runner=runner,
-                                epochs=epochs, short_epochs=short_epochs, seeds=seeds,
-                                methods=method or defaults.METHODS, teacher_epochs=teacher_epochs, run=run,
-                                progress=progress and not as_json)
+                                epochs=epochs, short_epochs=short_epochs, seeds=seeds, methods=method or None,
+                                teacher_epochs=teacher_epochs, temperature=temperature, include=include or None,
+                                run=run, progress=progress and not as_json)
     _print(select_table(result.to_json()), result.to_json(), as_json)
 
 

@@ -398,3 +398,60 @@ def test_the_local_runner_times_a_candidate_outside_this_process(tmp_path, digit
     # The agent's peak RSS is the runtime's, not this PyTorch process's (inherited over fork+exec).
     assert m["peak_rss_mb"] < own_mb
     assert not list(tmp_path.iterdir())  # the candidate's ONNX file is removed after timing
+
+
+# ---------------------------------------------------------------- the data rule, and large inputs
+def test_inputs_above_32_px_give_every_candidate_a_strided_stem():
+    import itertools
+
+    from edgekd.models import stem_stride_for
+
+    ops = load_target("cpu-arm").ops_allow
+    for size, stem in ((8, 1), (28, 1), (32, 1), (64, 4), (224, 16)):
+        drawn = list(itertools.islice(
+            sspace.candidate_stream(ops, seed=0, include=("small-cnn-s", "wide-cnn"), input_size=size), 12))
+        assert drawn[0][1]["stem_stride"] == stem_stride_for(size)       # the registry student, resolved
+        assert "stem_stride" not in drawn[1][1]                           # wide-cnn has no stem of its own
+        grid = drawn[2:]
+        assert all(kw.get("stem_stride", 1) == stem and name.endswith(f"-s{stem}") == (stem > 1)
+                   for name, kw in grid)
+        net = student_net(in_channels=1, num_classes=10, target_ops=ops, **grid[0][1])
+        assert net.features[0](torch.zeros(1, 1, size, size)).shape[-1] == size // stem
+
+
+def test_select_student_takes_what_it_is_not_given_from_the_data(monkeypatch, tmp_path):
+    """As distill does: on 28x28 data the strided teacher and wide-cnn drawn first; on digits the
+    digits defaults; what is given is kept."""
+    import sys
+
+    from edgekd import defaults
+    from edgekd.train.config import DistillConfig
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_data import write_mnist
+
+    seen: dict = {}
+    for_data = DistillConfig.for_data
+
+    def record(self, bundle):
+        seen["cfg"] = for_data(self, bundle)
+        return seen["cfg"]
+
+    def stop(ops, *, seed, include, input_size):
+        seen.update(include=include, input_size=input_size)
+        raise BadInput("stopped before any timing")
+
+    monkeypatch.setattr(DistillConfig, "for_data", record)
+    monkeypatch.setattr(ss, "candidate_stream", stop)
+    write_mnist(tmp_path / "mnist", n_train=200, n_test=20)
+    for kw, want in (
+        (dict(data="mnist", data_dir=tmp_path / "mnist"), ("resnet-s", 15, 30, "wide-cnn", 28)),
+        (dict(data="digits"), (defaults.TEACHER, defaults.TEACHER_EPOCHS, defaults.EPOCHS, defaults.STUDENT, 8)),
+        (dict(data="digits", teacher="cnn-small", teacher_epochs=2, epochs=3, include=["dsconv"]),
+         ("cnn-small", 2, 3, "dsconv", 8)),
+    ):
+        with pytest.raises(BadInput, match="stopped"):
+            ss.select_student(target="cpu-arm", progress=False, run=tmp_path / "run", **kw)
+        c = seen["cfg"]
+        assert (c.teacher, c.teacher_epochs, c.epochs, seen["include"][0], seen["input_size"]) == want
+        assert (c.temperature, tuple(c.methods)) == (defaults.TEMPERATURE, defaults.METHODS)

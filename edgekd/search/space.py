@@ -3,7 +3,10 @@
 Axes: stage widths × width multiplier, depth per stage, kernel size, block type (`conv`,
 depthwise-separable `dw`, inverted residual `ir`) and activation, keeping only the blocks
 and activations whose ONNX ops the target allows. The registry students named in
-`include` come first. `Candidate` is one draw and everything later stages learn about it.
+`include` come first. The input size is not an axis: inputs above `defaults.STRIDED_INPUT` px
+(where the data rule picks a strided student too) give every candidate the strided stem that
+brings them down to `models.STEM_TARGET` px, as the `-s` registry students have, so MACs don't
+grow with the square of the input. `Candidate` is one draw and everything later stages learn about it.
 """
 
 from __future__ import annotations
@@ -44,33 +47,42 @@ def channels(net_kwargs: dict[str, Any]) -> list[int]:
 
 
 def candidate_name(net_kwargs: dict[str, Any]) -> str:
-    """'conv-16x32-k3-d1-relu': two keyword sets that build the same network get the same name."""
+    """'conv-16x32-k3-d1-relu' ('…-relu-s4' with a stride-4 stem): two keyword sets that build the
+    same network get the same name."""
     chans = "x".join(map(str, channels(net_kwargs)))
-    return f"{net_kwargs['block']}-{chans}-k{net_kwargs['kernel']}-d{net_kwargs['depth']}-{net_kwargs['act']}"
+    stem = net_kwargs.get("stem_stride", 1)
+    return (f"{net_kwargs['block']}-{chans}-k{net_kwargs['kernel']}-d{net_kwargs['depth']}-{net_kwargs['act']}"
+            + (f"-s{stem}" if stem > 1 else ""))
 
 
-def registry_kwargs(name: str) -> dict[str, Any]:
-    """A registry student's full `student_net` keywords (its overrides on the builder's defaults)."""
-    from edgekd.models import STUDENTS
+def registry_kwargs(name: str, *, input_size: int | None = None) -> dict[str, Any]:
+    """A registry student's full `student_net` keywords (its overrides on the builder's defaults),
+    with an "auto" stem stride resolved for `input_size`."""
+    from edgekd.models import STUDENTS, student_kwargs
 
     if name not in STUDENTS:
         raise BadInput(f"unknown student '{name}' to include; valid: {', '.join(STUDENTS)}")
     base = {"widths": (8, 16), "block": "conv", "kernel": 3, "depth": 1, "width_mult": 1.0, "act": "relu"}
-    kw = {**base, **STUDENTS[name]}
+    kw = {**base, **student_kwargs(name, input_size=input_size)}
     return {**kw, "widths": list(kw["widths"])}
 
 
 def candidate_stream(target_ops: frozenset[str] | None, *, seed: int,
-                     include: tuple[str, ...] = (defaults.STUDENT,)) -> Iterator[tuple[str, dict]]:
+                     include: tuple[str, ...] = (defaults.STUDENT,),
+                     input_size: int | None = None) -> Iterator[tuple[str, dict]]:
     """Distinct (name, student_net keywords) in a reproducible order: the registry students
-    named in `include` first (when the target can build them), then the grid shuffled by `seed`."""
+    named in `include` first (when the target can build them), then the grid shuffled by `seed`,
+    each with the stem `input_size` needs."""
+    from edgekd.models import stem_stride_for
+
+    stem = stem_stride_for(input_size) if input_size is not None and input_size > defaults.STRIDED_INPUT else 1
     space = search_space(target_ops)
     if not space["block"] or not space["act"]:
         raise BadInput("the target allows no student block or activation; "
                        "see edgekd.models.BLOCKS and ACTIVATIONS for the ops each needs")
     seen: set[str] = set()
     for name in include:
-        kw = registry_kwargs(name)
+        kw = registry_kwargs(name, input_size=input_size)
         if kw["block"] in space["block"] and kw["act"] in space["act"] and candidate_name(kw) not in seen:
             seen.add(candidate_name(kw))
             yield name, kw
@@ -79,6 +91,8 @@ def candidate_stream(target_ops: frozenset[str] | None, *, seed: int,
     for i in np.random.default_rng(seed).permutation(len(grid)):
         kw = dict(zip(keys, grid[int(i)]))
         kw["widths"] = list(kw["widths"])
+        if stem > 1:
+            kw["stem_stride"] = stem
         if candidate_name(kw) not in seen:  # two multipliers can give the same channels
             seen.add(candidate_name(kw))
             yield candidate_name(kw), kw

@@ -180,11 +180,14 @@ def save_run(run_dir: Path, cfg, bundle, profile, teachers, teacher_acc: float, 
 
 
 # ---------------------------------------------------------------- the stage
-def _check_args(*, trials: int, epochs: int, short_epochs: int | None, seeds: int, budget_ms: float | None,
+def _check_args(*, trials: int, epochs: int | None, short_epochs: int | None, seeds: int, budget_ms: float | None,
                 min_seconds: float) -> int:
+    """The first round's epochs; epochs None (from the data, not known yet) checks everything else."""
     for name, value in (("trials", trials), ("epochs", epochs), ("seeds", seeds)):
-        if value < 1:
+        if value is not None and value < 1:
             raise BadInput(f"{name} {value}: must be >= 1", params=[name])
+    if epochs is None:
+        epochs = max(short_epochs or 1, 1)
     short = short_epochs if short_epochs is not None else max(1, round(epochs / SHORT_FRACTION))
     if not 1 <= short <= epochs:
         raise BadInput(f"short_epochs {short}: must be in 1..{epochs} (epochs)", params=["short_epochs", "epochs"])
@@ -221,16 +224,20 @@ def _no_candidate(cands: list[Candidate], budget: BudgetLimits, profile) -> Chec
         failures=budget_misses(budget, fastest.measured))
 
 
-def select_student(*, target: str | Path, teacher: str | list[str] = defaults.TEACHER, data: str = defaults.DATA,
+def select_student(*, target: str | Path, teacher: str | list[str] | None = None, data: str = defaults.DATA,
                    budget_ms: float | None = None, trials: int = TRIALS, seed: int = 0, runner: str = defaults.RUNNER,
-                   epochs: int = defaults.EPOCHS, short_epochs: int | None = None, seeds: int = defaults.SEARCH_SEEDS,
-                   methods: tuple[str, ...] | list[str] = defaults.METHODS, run: Path | None = None,
-                   progress: bool = True, teacher_epochs: int = defaults.TEACHER_EPOCHS,
-                   temperature: float = defaults.TEMPERATURE, min_seconds: float = TIMING_MIN_SECONDS,
-                   include: tuple[str, ...] = (defaults.STUDENT,), data_dir: Path | None = None,
+                   epochs: int | None = None, short_epochs: int | None = None, seeds: int = defaults.SEARCH_SEEDS,
+                   methods: tuple[str, ...] | list[str] | None = None, run: Path | None = None,
+                   progress: bool = True, teacher_epochs: int | None = None,
+                   temperature: float | None = None, min_seconds: float = TIMING_MIN_SECONDS,
+                   include: tuple[str, ...] | None = None, data_dir: Path | None = None,
                    download: bool = False) -> dict[str, Any]:
     """Search the student for `target`: audit, predict, time, successive halving; write the run.
 
+    teacher, epochs, teacher_epochs, methods, temperature left None, and `include` (the registry
+    students drawn first) left None, come from the data (`defaults.recipe`), as in distill: on
+    Fashion-MNIST the strided teacher for 4 epochs and wide-cnn first. Inputs above 32 px give
+    every candidate a strided stem (`edgekd.search.space.candidate_stream`).
     Raises BudgetFailed (before any training) when no candidate meets the budget. Returns the
     result written to `select_student.json`, plus `run` and `summary` (the pick's distill.json).
     """
@@ -239,19 +246,23 @@ def select_student(*, target: str | Path, teacher: str | list[str] = defaults.TE
     from edgekd.deploy.targets import load_target
 
     t_start = time.perf_counter()
-    short = _check_args(trials=trials, epochs=epochs, short_epochs=short_epochs, seeds=seeds,
-                        budget_ms=budget_ms, min_seconds=min_seconds)
+    check = dict(trials=trials, short_epochs=short_epochs, seeds=seeds, budget_ms=budget_ms, min_seconds=min_seconds)
+    _check_args(epochs=epochs, **check)
     profile = load_target(target)
     get_runner(runner)  # a bad runner spec is bad input before anything is paid for
     cfg = _config(data=data, data_dir=None if data_dir is None else Path(data_dir), download=download,
-                  target=str(target), epochs=epochs,
-                  teacher=teacher if isinstance(teacher, str) else tuple(teacher), methods=tuple(methods),
+                  target=str(target), epochs=epochs, student=None,
+                  teacher=teacher if teacher is None or isinstance(teacher, str) else tuple(teacher),
+                  methods=None if methods is None else tuple(methods),
                   temperature=temperature, teacher_epochs=teacher_epochs, seeds=seeds, run=run, progress=progress)
     bundle = load_data(data, data_dir=data_dir, download=download)
+    cfg = cfg.for_data(bundle)
+    short = _check_args(epochs=cfg.epochs, **check)
+    include = (cfg.student,) if include is None else tuple(include)
 
     # 1–3. candidates drawn, audited, predicted, timed; budget misses dropped before any training
     t0 = time.perf_counter()
-    stream = candidate_stream(profile.ops_allow, seed=seed, include=include)
+    stream = candidate_stream(profile.ops_allow, seed=seed, include=include, input_size=min(bundle.input_shape[-2:]))
     cands, budget, predictor = search(stream, bundle, profile, trials=trials, runner=runner, budget_ms=budget_ms,
                                       min_seconds=min_seconds, progress=progress)
     seconds = {"audit_predict_time": time.perf_counter() - t0}

@@ -68,6 +68,9 @@ def _distill(args, teacher_pt: str, fraction: float, run: Path) -> dict:
     from edgekd.train.config import DistillConfig
     from edgekd.train.distill import distill
 
+    import shutil
+
+    shutil.rmtree(run, ignore_errors=True)   # this script's own scratch folder: a rerun starts clean
     t0 = time.perf_counter()
     s = distill(DistillConfig(data="fashion-mnist", data_dir=args.data_dir, **{**FROM_DATA, "teacher": teacher_pt},
                               seeds=args.seeds, epochs=args.epochs, teacher_epochs=None, labeled_fraction=fraction, run=run, progress=args.progress))

@@ -74,8 +74,11 @@ def dataset(name: str, data_root: Path) -> str:
 
 
 def run_one(data: str, fraction: float, seeds: int, run: Path, teacher: str | None) -> dict:
+    import shutil
+
     from edgekd import api
 
+    shutil.rmtree(run, ignore_errors=True)   # this script's own scratch folder: a rerun starts clean
     t0 = time.perf_counter()
     r = api.distill(data=data, labeled_fraction=fraction, seeds=seeds, run=run, teacher=teacher, progress=False).data
     acc = r["accuracy"]

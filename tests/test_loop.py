@@ -368,3 +368,36 @@ def test_a_kill_after_the_hint_stage_resumes_the_main_stage_not_skips_it(tmp_pat
         assert torch.equal(a, b)
     rows = [json.loads(line) for line in path.read_text().splitlines()]
     assert [(r["stage"], r["epoch"]) for r in rows] == [("hint", 1), ("main", 1), ("main", 2)]
+
+
+def test_teacher_source_in_channels_last_gives_the_same_outputs_and_caches_in_the_run_format(tmp_path: Path) -> None:
+    """The teacher cache runs where and as the run trains (NHWC on CPU by default): same logits and
+    features as NCHW, the teacher's weights really converted, and NCHW kept when the run asks for it."""
+    from edgekd.train.config import DistillConfig
+    from edgekd.train.source import TeacherSource
+    from edgekd.train.teacher import resolve_taps, teacher_source
+
+    torch.manual_seed(0)
+    obj = build_objective(["soft:1", "fitnet:1"], temperature=4.0)
+    x = _data(32).tensors[0]
+    ref_teacher = create_student("small-cnn", in_channels=1, num_classes=10).eval()
+    ref = TeacherSource([ref_teacher], taps=resolve_taps(ref_teacher, obj)).live(x)
+    nhwc_teacher = create_student("small-cnn", in_channels=1, num_classes=10).eval()
+    nhwc_teacher.load_state_dict(ref_teacher.state_dict())
+    src = TeacherSource([nhwc_teacher], taps=resolve_taps(nhwc_teacher, obj)).to("cpu", channels_last=True)
+    conv = next(m for m in nhwc_teacher.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last) and not conv.weight.is_contiguous()
+    out = src.live(x)
+    assert torch.allclose(out[0], ref[0], atol=1e-5)
+    assert set(out[1]) == set(ref[1]) and all(torch.allclose(out[1][k], ref[1][k], atol=1e-5) for k in ref[1])
+
+    from edgekd.data import load_data
+
+    bundle = load_data("digits")
+    for cl in (True, False):
+        t = create_student("small-cnn", in_channels=1, num_classes=10).eval()
+        cfg = DistillConfig(channels_last=cl, device="cpu")
+        s = teacher_source(cfg, bundle, [t], obj, cache_dir=tmp_path / str(cl))
+        w = next(m for m in t.modules() if isinstance(m, torch.nn.Conv2d)).weight
+        assert w.is_contiguous(memory_format=torch.channels_last) is cl
+        assert s.cache["logits"].shape == (len(bundle.train), 10)

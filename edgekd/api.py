@@ -249,14 +249,15 @@ def compare(*, data: str = defaults.DATA, data_dir: PathLike | None = None, down
 
 
 # ---------------------------------------------------------------- choosing teacher and student
-def select_teacher(*, teachers: Sequence[str], student: str = defaults.STUDENT, data: str = defaults.DATA,
+def select_teacher(*, teachers: Sequence[str], student: str | None = None, data: str = defaults.DATA,
                    data_dir: PathLike | None = None, download: bool = False, target: PathLike = defaults.TARGET,
-                   temperature: float = defaults.TEMPERATURE, n: int = defaults.SELECT_TEACHER_N,
+                   temperature: float | None = None, n: int = defaults.SELECT_TEACHER_N,
                    warmup_steps: int = defaults.SELECT_TEACHER_WARMUP_STEPS,
-                   teacher_epochs: int = defaults.TEACHER_EPOCHS, labeled_fraction: float = defaults.LABELED_FRACTION,
+                   teacher_epochs: int | None = None, labeled_fraction: float = defaults.LABELED_FRACTION,
                    higher_is_better: bool = False, seed: int = 0, run: PathLike | None = None,
                    progress: bool = True) -> TeacherSelection:
-    """Rank candidate teachers for `student` before any distillation (GRACE score + baselines)."""
+    """Rank candidate teachers for `student` before any distillation (GRACE score + baselines).
+    student, temperature and teacher_epochs left None come from the data (`defaults.recipe`)."""
     from edgekd.search.teacher import select_teachers
 
     result = select_teachers(student=student, teachers=list(teachers), data=data, data_dir=_dir(data_dir),
@@ -264,7 +265,6 @@ def select_teacher(*, teachers: Sequence[str], student: str = defaults.STUDENT, 
                              temperature=temperature, n=n, warmup_steps=warmup_steps, teacher_epochs=teacher_epochs,
                              seed=seed, progress=progress, higher_is_better=higher_is_better,
                              labeled_fraction=labeled_fraction)
-    result.setdefault("student", student)
     rows = sorted(result["teachers"], key=lambda r: r["rank"])
     return TeacherSelection(data=result, ranking=[r["teacher"] for r in rows],
                             grace={r["teacher"]: r["grace"]["score"] for r in rows},

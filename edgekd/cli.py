@@ -43,14 +43,10 @@ DATA_OPT = typer.Option(defaults.DATA, help="digits | mnist | fashion-mnist | ci
 DATA_DIR_OPT = typer.Option(None, help="Folder with the dataset files (IDX files, directly or under torchvision's MNIST/raw, FashionMNIST/raw; cifar-10-batches-py). Default: ./data, and for fashion-mnist also /usr/share/datasets/fashion-mnist.")
 DOWNLOAD_OPT = typer.Option(False, help="Let torchvision download the dataset into --data-dir.")
 TEACHER_OPT = typer.Option(None, help="Registry name, teacher file (edgekd .pt, TorchScript, .onnx), or torchvision:ARCH / timm:NAME with --teacher-weights; repeat for several teachers (default: cnn; for distill, compare and select-student resnet-s on inputs of 28x28 and more).")
-STUDENT_OPT = typer.Option(defaults.STUDENT, help="Student name from the registry.")
 TARGET_OPT = typer.Option(defaults.TARGET, help="Target profile name or .toml path; the student uses only its ops.")
-EPOCHS_OPT = typer.Option(defaults.EPOCHS, help="Student epochs (the control gets the same epochs and steps).")
-T_EPOCHS_OPT = typer.Option(defaults.TEACHER_EPOCHS, help="Epochs when training a teacher.")
 SEEDS_OPT = typer.Option(defaults.SEEDS, help="Seeds for mean ± std.")
 LF_OPT = typer.Option(defaults.LABELED_FRACTION, help="Keep labels for this share of the train set; the rest only the teacher labels.")
 RUN_OPT = typer.Option(None, help="Run folder (default: a new artifacts/<run-id>).")
-TEMP_OPT = typer.Option(defaults.TEMPERATURE, help="Softmax temperature T for soft labels.")
 DEVICE_OPT = typer.Option(defaults.DEVICE, help="auto | cpu | cuda | cuda:N (auto: CUDA when available).")
 QUIET_OPT = typer.Option(False, "--quiet", "-q", help="No progress bars or per-epoch lines.")
 # distill and compare: unset options follow the data (defaults.recipe: teacher, student, epochs, T, losses)
@@ -210,13 +206,13 @@ def compare(
 
 @app.command("select-teacher")
 def select_teacher(
-    student: str = STUDENT_OPT,
+    student: Optional[str] = AUTO_STUDENT_OPT,
     teacher: List[str] = typer.Option(..., help="Candidate teacher (name or .pt path); repeat for each."),
     data: str = DATA_OPT, data_dir: Optional[Path] = DATA_DIR_OPT, download: bool = DOWNLOAD_OPT, target: str = TARGET_OPT,
-    temperature: float = TEMP_OPT,
+    temperature: Optional[float] = AUTO_TEMP_OPT,
     n: int = typer.Option(defaults.SELECT_TEACHER_N, help="Examples whose per-example gradients are scored."),
     warmup_steps: int = typer.Option(defaults.SELECT_TEACHER_WARMUP_STEPS, help="CE steps on the student before scoring (0 = at initialisation)."),
-    teacher_epochs: int = T_EPOCHS_OPT, labeled_fraction: float = LF_OPT,
+    teacher_epochs: Optional[int] = AUTO_T_EPOCHS_OPT, labeled_fraction: float = LF_OPT,
     higher_is_better: bool = typer.Option(False, help="Rank a higher GRACE score first (default: lower first, as measured)."),
     seed: int = typer.Option(0, help="Seed for the projection and the splits."),
     run: Optional[Path] = typer.Option(None, help="Keep the trained teachers and teacher_selection.json here."),

@@ -31,6 +31,15 @@ def _one_torch_thread():
 
 
 @pytest.fixture(autouse=True)
+def _own_working_folder(tmp_path_factory, monkeypatch):
+    """Every test runs in an empty folder of its own: the relative defaults (`artifacts/`, `data/`)
+    land there, never in the checkout (a test once pointed the checkout's artifacts/latest at
+    /tmp). Tests find repository files through REPO, not the working folder."""
+    monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
+    yield
+
+
+@pytest.fixture(autouse=True)
 def _edgekd_targets_untouched():
     """Whatever a test does to EDGEKD_TARGETS, the next test sees the value the session started with."""
     before = os.environ.get(TARGETS_ENV)

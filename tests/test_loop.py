@@ -385,7 +385,8 @@ def test_teacher_source_in_channels_last_gives_the_same_outputs_and_caches_in_th
     nhwc_teacher = create_student("small-cnn", in_channels=1, num_classes=10).eval()
     nhwc_teacher.load_state_dict(ref_teacher.state_dict())
     src = TeacherSource([nhwc_teacher], taps=resolve_taps(nhwc_teacher, obj)).to("cpu", channels_last=True)
-    conv = next(m for m in nhwc_teacher.modules() if isinstance(m, torch.nn.Conv2d))
+    # the last conv: with one input channel (the first) NCHW and NHWC are the same layout
+    conv = [m for m in nhwc_teacher.modules() if isinstance(m, torch.nn.Conv2d)][-1]
     assert conv.weight.is_contiguous(memory_format=torch.channels_last) and not conv.weight.is_contiguous()
     out = src.live(x)
     assert torch.allclose(out[0], ref[0], atol=1e-5)
@@ -398,6 +399,6 @@ def test_teacher_source_in_channels_last_gives_the_same_outputs_and_caches_in_th
         t = create_student("small-cnn", in_channels=1, num_classes=10).eval()
         cfg = DistillConfig(channels_last=cl, device="cpu")
         s = teacher_source(cfg, bundle, [t], obj, cache_dir=tmp_path / str(cl))
-        w = next(m for m in t.modules() if isinstance(m, torch.nn.Conv2d)).weight
+        w = [m for m in t.modules() if isinstance(m, torch.nn.Conv2d)][-1].weight
         assert w.is_contiguous(memory_format=torch.channels_last) is cl
         assert s.cache["logits"].shape == (len(bundle.train), 10)

@@ -218,3 +218,37 @@ def test_bad_arguments_are_one_line_bad_input(kwargs, match):
     with pytest.raises(BadInput, match=match) as e:
         select_teachers(**{**FAST, **kwargs})
     assert "\n" not in str(e.value)
+
+
+def test_select_teachers_takes_student_temperature_and_teacher_epochs_from_the_data(monkeypatch, tmp_path):
+    """What is left out comes from `defaults.recipe`, as in distill: 28x28 data gets wide-cnn."""
+    import sys
+    from pathlib import Path
+
+    import edgekd.search.teacher as st
+    from edgekd import defaults
+    from edgekd.train.config import DistillConfig
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_data import write_mnist
+
+    seen = {}
+    for_data = DistillConfig.for_data
+
+    def record(self, bundle):
+        seen["cfg"] = for_data(self, bundle)
+        return seen["cfg"]
+
+    def stop(*a, **k):
+        raise BadInput("stopped before any scoring")
+
+    monkeypatch.setattr(DistillConfig, "for_data", record)
+    monkeypatch.setattr(st, "_sample", stop)
+    write_mnist(tmp_path / "m", n_train=200, n_test=20)
+    for kw, want in ((dict(data="digits"), (defaults.STUDENT, defaults.TEMPERATURE, defaults.TEACHER_EPOCHS)),
+                     (dict(data="mnist", data_dir=tmp_path / "m"), ("wide-cnn", defaults.TEMPERATURE, 15)),
+                     (dict(data="digits", student="dsconv", temperature=2.0, teacher_epochs=3), ("dsconv", 2.0, 3))):
+        with pytest.raises(BadInput, match="stopped"):
+            select_teachers(teachers=["cnn-small"], progress=False, **kw)
+        c = seen["cfg"]
+        assert (c.student, c.temperature, c.teacher_epochs) == want

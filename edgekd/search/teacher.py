@@ -340,10 +340,10 @@ def _score_teacher(spec: str, cfg, bundle, root: Path, *, x, y, init_pred, warm,
             "agreement_at_init": float((t_logits.argmax(1) == init_pred).float().mean()), "grace": grace}
 
 
-def select_teachers(*, student: str = defaults.STUDENT, teachers: list[str], data: str = defaults.DATA,
+def select_teachers(*, student: str | None = None, teachers: list[str], data: str = defaults.DATA,
                     target: str = defaults.TARGET, run: Path | None = None,
-                    temperature: float = defaults.TEMPERATURE, n: int = N_EXAMPLES,
-                    warmup_steps: int = WARMUP_STEPS, teacher_epochs: int = defaults.TEACHER_EPOCHS,
+                    temperature: float | None = None, n: int = N_EXAMPLES,
+                    warmup_steps: int = WARMUP_STEPS, teacher_epochs: int | None = None,
                     seed: int = 0, progress: bool = True, higher_is_better: bool = HIGHER_IS_BETTER,
                     labeled_fraction: float = defaults.LABELED_FRACTION, proj_dim: int = PROJ_DIM,
                     n_splits: int = N_SPLITS, data_dir: Path | None = None, download: bool = False,
@@ -355,7 +355,8 @@ def select_teachers(*, student: str = defaults.STUDENT, teachers: list[str], dat
     `agreement_at_init` (top-1 agreement of the untrained student with it on the same n
     examples). With `run`, trained teachers are kept under run/teachers/<name>/ and the
     result goes to run/teacher_selection.json. `ranking` orders by GRACE, lowest first
-    unless `higher_is_better` (see the module docstring for why).
+    unless `higher_is_better` (see the module docstring for why). student, temperature and
+    teacher_epochs left None come from the data (`defaults.recipe`), as in distill.
     """
     import torch
     from tqdm.auto import tqdm
@@ -372,6 +373,7 @@ def select_teachers(*, student: str = defaults.STUDENT, teachers: list[str], dat
                         labeled_fraction=labeled_fraction, progress=progress)
     cfg.validate()
     profile, bundle = load_target(target), load_data(data, data_dir=data_dir, download=download)
+    cfg = cfg.for_data(bundle)
     x, y, _ = _sample(bundle, n, seed)
     init = make_student(cfg, bundle, profile, seed).eval()
     with torch.no_grad():
@@ -388,7 +390,8 @@ def select_teachers(*, student: str = defaults.STUDENT, teachers: list[str], dat
                                        proj_dim=proj_dim, n_splits=n_splits, seed=seed))
     ranked = rank_rows(rows, higher_is_better=higher_is_better)
     result = {
-        "student": student, "data": bundle.name, "target": profile.name, "temperature": temperature,
+        "student": cfg.student, "data": bundle.name, "target": profile.name, "temperature": cfg.temperature,
+        "teacher_epochs": cfg.teacher_epochs,
         "n": len(x), "seed": seed, "warmup_steps": warmup_steps, "labeled_fraction": labeled_fraction,
         "score": "GRACE (Panigrahi et al. 2025, arXiv 2511.02833) on the Hinton KD loss",
         "higher_is_better": higher_is_better,

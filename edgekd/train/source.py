@@ -55,7 +55,8 @@ class TeacherSource:
 
     def to(self, device: torch.device | str, *, channels_last: bool = False) -> "TeacherSource":
         """Teachers and cached outputs on `device` (the student's), so a step moves nothing; NHWC
-        teachers with `channels_last` (the teacher cache of resnet-s ran 1.6x faster on 2 CPU cores)."""
+        teachers with `channels_last` (resnet-s inference 1.6x faster on 2 CPU cores; the teacher
+        cache of Fashion-MNIST's 54k train images went from 55 s to 41 s)."""
         fmt = torch.channels_last if channels_last else torch.preserve_format
         for t in self.teachers:
             t.to(device=device, memory_format=fmt)

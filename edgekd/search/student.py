@@ -234,15 +234,13 @@ def select_student(*, target: str | Path, teacher: str | list[str] | None = None
                    download: bool = False) -> dict[str, Any]:
     """Search the student for `target`: audit, predict, time, successive halving; write the run.
 
-    teacher, epochs, teacher_epochs, methods, temperature left None, and `include` (the registry
-    students drawn first) left None, come from the data (`defaults.recipe`), as in distill: on
-    Fashion-MNIST the strided teacher for 4 epochs and wide-cnn first. Inputs above 32 px give
+    teacher, epochs, teacher_epochs, methods, temperature and `include` (registry students drawn
+    first) left None come from the data (`defaults.recipe`), as in distill. Inputs above 32 px give
     every candidate a strided stem (`edgekd.search.space.candidate_stream`).
     Raises BudgetFailed (before any training) when no candidate meets the budget. Returns the
     result written to `select_student.json`, plus `run` and `summary` (the pick's distill.json).
     """
     from edgekd.bench.runners import get_runner
-    from edgekd.data import load_data
     from edgekd.deploy.targets import load_target
 
     t_start = time.perf_counter()
@@ -250,15 +248,10 @@ def select_student(*, target: str | Path, teacher: str | list[str] | None = None
     _check_args(epochs=epochs, **check)
     profile = load_target(target)
     get_runner(runner)  # a bad runner spec is bad input before anything is paid for
-    cfg = _config(data=data, data_dir=None if data_dir is None else Path(data_dir), download=download,
-                  target=str(target), epochs=epochs, student=None,
-                  teacher=teacher if teacher is None or isinstance(teacher, str) else tuple(teacher),
-                  methods=None if methods is None else tuple(methods),
-                  temperature=temperature, teacher_epochs=teacher_epochs, seeds=seeds, run=run, progress=progress)
-    bundle = load_data(data, data_dir=data_dir, download=download)
-    cfg = cfg.for_data(bundle)
-    short = _check_args(epochs=cfg.epochs, **check)
-    include = (cfg.student,) if include is None else tuple(include)
+    cfg = _config(data=data, data_dir=data_dir, download=download, target=str(target), epochs=epochs, teacher=teacher,
+                  methods=methods, temperature=temperature, teacher_epochs=teacher_epochs, seeds=seeds, run=run,
+                  progress=progress)
+    cfg, bundle, short, include = _for_data(cfg, check, include)
 
     # 1–3. candidates drawn, audited, predicted, timed; budget misses dropped before any training
     t0 = time.perf_counter()
@@ -292,15 +285,29 @@ def select_student(*, target: str | Path, teacher: str | list[str] | None = None
     return {**result, "summary": summary}
 
 
-def _config(**kw: Any):
-    """The DistillConfig every candidate trains under, validated, with its teachers checked."""
+def _config(*, teacher: Any, methods: Any, data_dir: Any, **kw: Any):
+    """The DistillConfig every candidate trains under, validated, with its teachers checked;
+    what is None here is filled from the data later (`_for_data`)."""
     from edgekd.train.config import DistillConfig
     from edgekd.train.teacher import check_teacher_paths
 
-    cfg = DistillConfig(**kw)
+    cfg = DistillConfig(teacher=teacher if teacher is None or isinstance(teacher, str) else tuple(teacher),
+                        methods=None if methods is None else tuple(methods),
+                        data_dir=None if data_dir is None else Path(data_dir), student=None, **kw)
     cfg.validate()
     check_teacher_paths(cfg)
     return cfg
+
+
+def _for_data(cfg, check: dict[str, Any], include: tuple[str, ...] | None) -> tuple:
+    """The data loaded, the options left None set by `defaults.recipe`, the first round's epochs,
+    and the registry students drawn first (the rule's student unless `include` names others)."""
+    from edgekd.data import load_data
+
+    bundle = load_data(cfg.data, data_dir=cfg.data_dir, download=cfg.download)
+    cfg = cfg.for_data(bundle)
+    include = (cfg.student,) if include is None else tuple(include)
+    return cfg, bundle, _check_args(epochs=cfg.epochs, **check), include
 
 
 def _train(cfg, bundle, profile, survivors: list[Candidate], run_dir: Path, *, short: int, seconds: dict) -> tuple:

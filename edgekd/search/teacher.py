@@ -340,6 +340,13 @@ def _score_teacher(spec: str, cfg, bundle, root: Path, *, x, y, init_pred, warm,
             "agreement_at_init": float((t_logits.argmax(1) == init_pred).float().mean()), "grace": grace}
 
 
+def _predict(model, x):
+    import torch
+
+    with torch.no_grad():
+        return model(x).argmax(1)
+
+
 def select_teachers(*, student: str | None = None, teachers: list[str], data: str = defaults.DATA,
                     target: str = defaults.TARGET, run: Path | None = None,
                     temperature: float | None = None, n: int = N_EXAMPLES,
@@ -354,11 +361,9 @@ def select_teachers(*, student: str | None = None, teachers: list[str], data: st
     path. For each: `grace` (score and spread), `val_accuracy` (the teacher's own) and
     `agreement_at_init` (top-1 agreement of the untrained student with it on the same n
     examples). With `run`, trained teachers are kept under run/teachers/<name>/ and the
-    result goes to run/teacher_selection.json. `ranking` orders by GRACE, lowest first
-    unless `higher_is_better` (see the module docstring for why). student, temperature and
-    teacher_epochs left None come from the data (`defaults.recipe`), as in distill.
+    result goes to run/teacher_selection.json. `ranking` orders by GRACE, lowest first unless
+    `higher_is_better`. student, temperature, teacher_epochs left None: from `defaults.recipe`.
     """
-    import torch
     from tqdm.auto import tqdm
 
     from edgekd.data import load_data
@@ -376,12 +381,11 @@ def select_teachers(*, student: str | None = None, teachers: list[str], data: st
     cfg = cfg.for_data(bundle)
     x, y, _ = _sample(bundle, n, seed)
     init = make_student(cfg, bundle, profile, seed).eval()
-    with torch.no_grad():
-        init_pred = init(x).argmax(1)
+    init_pred = _predict(init, x)
     warm = warm_up(copy.deepcopy(init), bundle, steps=warmup_steps, labeled_fraction=labeled_fraction,
                    lr=lr, batch_size=batch_size, seed=seed)
 
-    rows = []
+    rows = []  # one per teacher, in the order given
     with tempfile.TemporaryDirectory(prefix="edgekd-teachers-") as scratch:
         root = Path(run) / "teachers" if run is not None else Path(scratch)
         for spec in tqdm(teachers, desc="teachers", unit="teacher", disable=None if progress else True,

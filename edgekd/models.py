@@ -341,18 +341,25 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def layer_macs(mod: nn.Module, out: torch.Tensor) -> int:
+    """Multiply-adds of one module's forward, from its output: Conv2d output elements ×
+    (in_channels / groups) × kh × kw, Linear output elements × in_features, 0 for anything else
+    (BN, activations and pools are < 5% of a CNN's work)."""
+    if isinstance(mod, nn.Conv2d):
+        return out.numel() * mod.kernel_size[0] * mod.kernel_size[1] * mod.in_channels // mod.groups
+    if isinstance(mod, nn.Linear):
+        return out.numel() * mod.in_features
+    return 0
+
+
 def forward_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
     """Multiply-adds of one forward pass of one input of `input_shape` (C, H, W), counted on a
-    real pass: Conv2d output elements × (in_channels / groups) × kh × kw, Linear output elements ×
-    in_features. BN, activations and pools are left out: they are < 5% of a CNN's work."""
+    real pass (`layer_macs` of every Conv2d and Linear)."""
     macs = 0
 
     def count(mod: nn.Module, _inp: Any, out: torch.Tensor) -> None:
         nonlocal macs
-        if isinstance(mod, nn.Conv2d):
-            macs += out.numel() * mod.kernel_size[0] * mod.kernel_size[1] * mod.in_channels // mod.groups
-        elif isinstance(mod, nn.Linear):
-            macs += out.numel() * mod.in_features
+        macs += layer_macs(mod, out)
 
     hooks = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
     was_training = model.training

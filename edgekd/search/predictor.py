@@ -27,25 +27,22 @@ PRIOR_MACS_PER_MS = 2e6
 def complexity(model, input_shape: tuple[int, ...]) -> dict[str, int]:
     """Per sample (batch 1): MACs of Conv2d and Linear, params, weight layers, runtime nodes.
 
-    Conv MACs = output elements × (in_channels / groups) × kh × kw; Linear MACs =
-    output elements × in_features. Bias adds, BatchNorm (folded into Conv at export)
-    and activations are not MACs. `nodes` estimates the ONNX nodes the runtime
+    MACs are `edgekd.models.layer_macs` (the counter `forward_macs` uses). Bias adds,
+    BatchNorm (folded into Conv at export) and activations are not MACs. `nodes` estimates the ONNX nodes the runtime
     dispatches: every leaf module but BatchNorm/Identity/Dropout, Hardswish as two
     (HardSigmoid + Mul), plus one Add per residual connection.
     """
     import torch
     from torch import nn
 
+    from edgekd.models import layer_macs
+
     counts = {"macs": 0, "layers": 0, "nodes": 0}
     skip = (nn.BatchNorm2d, nn.Identity, nn.Dropout)
 
     def hook(module, _inputs, output) -> None:
-        if isinstance(module, nn.Conv2d):
-            kh, kw = module.kernel_size
-            counts["macs"] += output.numel() * (module.in_channels // module.groups) * kh * kw
-            counts["layers"] += 1
-        elif isinstance(module, nn.Linear):
-            counts["macs"] += output.numel() * module.in_features
+        if isinstance(module, (nn.Conv2d, nn.Linear)):
+            counts["macs"] += layer_macs(module, output)
             counts["layers"] += 1
         if list(module.children()):  # a block with a residual connection: its Add
             counts["nodes"] += int(module.residual is True)

@@ -286,11 +286,10 @@ def select_student(*, target: PathLike, teacher: str | Sequence[str] | None = No
     from edgekd.search.student import select_student as run_select
 
     teachers = None if teacher is None else [teacher] if isinstance(teacher, str) else list(teacher)
-    result = run_select(target=target, teacher=teachers if teachers is None or len(teachers) > 1 else teachers[0],
+    result = run_select(target=target, teacher=teachers[0] if teachers and len(teachers) == 1 else teachers,
                         data=data, data_dir=_dir(data_dir), download=download, budget_ms=budget_ms, trials=trials,
                         seed=seed, runner=runner, epochs=epochs, short_epochs=short_epochs, seeds=seeds,
-                        methods=None if methods is None else tuple(methods), teacher_epochs=teacher_epochs,
-                        temperature=temperature, include=None if include is None else tuple(include),
+                        methods=methods, teacher_epochs=teacher_epochs, temperature=temperature, include=include,
                         run=Path(run) if run is not None else None, progress=progress)
     rec = result["recommended"]
     return StudentSelection(data=result, run=Path(result["run"]), recommended=rec["name"],

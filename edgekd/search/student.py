@@ -181,20 +181,20 @@ def save_run(run_dir: Path, cfg, bundle, profile, teachers, teacher_acc: float, 
 
 # ---------------------------------------------------------------- the stage
 def _check_args(*, trials: int, epochs: int | None, short_epochs: int | None, seeds: int, budget_ms: float | None,
-                min_seconds: float) -> int:
-    """The first round's epochs; epochs None (from the data, not known yet) checks everything else."""
-    for name, value in (("trials", trials), ("epochs", epochs), ("seeds", seeds)):
+                min_seconds: float) -> int | None:
+    """The first round's epochs; None while epochs is None (the data sets it later: `_for_data`)."""
+    for name, value in (("trials", trials), ("epochs", epochs), ("seeds", seeds), ("short_epochs", short_epochs)):
         if value is not None and value < 1:
             raise BadInput(f"{name} {value}: must be >= 1", params=[name])
-    if epochs is None:
-        epochs = max(short_epochs or 1, 1)
-    short = short_epochs if short_epochs is not None else max(1, round(epochs / SHORT_FRACTION))
-    if not 1 <= short <= epochs:
-        raise BadInput(f"short_epochs {short}: must be in 1..{epochs} (epochs)", params=["short_epochs", "epochs"])
     if budget_ms is not None and not (budget_ms > 0 and math.isfinite(budget_ms)):
         raise BadInput(f"budget_ms {budget_ms}: must be a positive number of milliseconds", params=["budget_ms"])
     if not min_seconds >= 0:
         raise BadInput(f"min_seconds {min_seconds}: must be >= 0", params=["min_seconds"])
+    if epochs is None:
+        return None
+    short = short_epochs if short_epochs is not None else max(1, round(epochs / SHORT_FRACTION))
+    if not 1 <= short <= epochs:
+        raise BadInput(f"short_epochs {short}: must be in 1..{epochs} (epochs)", params=["short_epochs", "epochs"])
     return short
 
 

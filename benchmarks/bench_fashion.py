@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -67,8 +68,6 @@ def _teacher(args, bundle, run: Path) -> dict:
 def _distill(args, teacher_pt: str, fraction: float, run: Path) -> dict:
     from edgekd.train.config import DistillConfig
     from edgekd.train.distill import distill
-
-    import shutil
 
     shutil.rmtree(run, ignore_errors=True)   # this script's own scratch folder: a rerun starts clean
     t0 = time.perf_counter()

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -74,8 +75,6 @@ def dataset(name: str, data_root: Path) -> str:
 
 
 def run_one(data: str, fraction: float, seeds: int, run: Path, teacher: str | None) -> dict:
-    import shutil
-
     from edgekd import api
 
     shutil.rmtree(run, ignore_errors=True)   # this script's own scratch folder: a rerun starts clean

@@ -422,12 +422,9 @@ def test_inputs_above_32_px_give_every_candidate_a_strided_stem():
 def test_select_student_takes_what_it_is_not_given_from_the_data(monkeypatch, tmp_path):
     """As distill does: on 28x28 data the strided teacher and wide-cnn drawn first; on digits the
     digits defaults; what is given is kept."""
-    import sys
-
     from edgekd import defaults
     from edgekd.train.config import DistillConfig
 
-    sys.path.insert(0, str(Path(__file__).parent))
     from test_data import write_mnist
 
     seen: dict = {}

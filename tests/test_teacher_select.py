@@ -222,14 +222,10 @@ def test_bad_arguments_are_one_line_bad_input(kwargs, match):
 
 def test_select_teachers_takes_student_temperature_and_teacher_epochs_from_the_data(monkeypatch, tmp_path):
     """What is left out comes from `defaults.recipe`, as in distill: 28x28 data gets wide-cnn."""
-    import sys
-    from pathlib import Path
-
     import edgekd.search.teacher as st
     from edgekd import defaults
     from edgekd.train.config import DistillConfig
 
-    sys.path.insert(0, str(Path(__file__).parent))
     from test_data import write_mnist
 
     seen = {}

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from edgekd.deploy.targets import TargetProfile
 
 __all__ = ["distill", "compare", "select_teacher", "select_student", "export", "bench", "audit", "verify",
-           "load_target", "list_targets", "teachers", "TeacherCosts", "report", "Result", "ReportResult", "DistillResult", "CompareResult", "TeacherSelection",
+           "load_target", "list_targets", "runner_setup", "teachers", "TeacherCosts", "report", "Result", "ReportResult", "DistillResult", "CompareResult", "TeacherSelection",
            "StudentSelection", "ExportResult", "BenchResult", "AuditResult", "VerifyResult"]
 
 PathLike = str | Path
@@ -439,6 +439,28 @@ def load_target(*, name: PathLike | TargetProfile) -> TargetProfile:
     from edgekd.deploy.targets import load_target as load
 
     return load(name)
+
+
+def runner_setup(*, target: PathLike, wheels: PathLike | None = None, force: bool = False,
+                 progress: Any = print) -> Path:
+    """`edgekd runner setup`: "qemu" builds the emulated aarch64 root; a target profile whose
+    `[runtime] package` names an onnxruntime build gets it in a venv of its own
+    (`wheels`: install from that folder only). Returns the folder made ready."""
+    if str(target) == "qemu":
+        from edgekd.bench.qemu import setup_qemu
+
+        return setup_qemu(progress=progress, force=force)
+    from edgekd.deploy.runtimes import setup_runtime
+    from edgekd.deploy.targets import load_target as load
+
+    from edgekd.errors import BadInput
+
+    try:
+        profile = load(target)
+    except BadInput as e:
+        raise BadInput(f"runner setup: {e}; or qemu") from None
+    info = setup_runtime(profile, wheels=None if wheels is None else Path(wheels), force=force, progress=progress)
+    return Path(info["path"])
 
 
 def list_targets() -> list[TargetProfile]:

@@ -383,14 +383,17 @@ def report(runs: Optional[List[Path]] = typer.Argument(None, metavar="RUN", help
 
 
 @runner_app.command("setup")
-def runner_setup(kind: str = typer.Argument(..., help="qemu")) -> None:
-    """Prepare a runner: `qemu` builds an aarch64 ONNX Runtime root under qemu-user in a user cache."""
-    from edgekd.bench.qemu import setup_qemu
+def runner_setup(
+    kind: str = typer.Argument(..., help="qemu, or a target profile (name or .toml) whose [runtime] names a package"),
+    wheels: Optional[Path] = typer.Option(None, help="Install from this folder of wheels only (pip --no-index)."),
+    force: bool = typer.Option(False, "--force", help="Build it again even if it is ready."),
+) -> None:
+    """Prepare a runner: `qemu` builds an aarch64 ONNX Runtime root under qemu-user; a TARGET whose
+    profile names `[runtime] package` gets that onnxruntime build in a venv of its own."""
+    from edgekd import api
 
-    if kind != "qemu":
-        raise BadInput(f"unknown runner to set up '{kind}'; valid: qemu")
-    path = setup_qemu(progress=lambda m: typer.echo(m, err=True))
-    typer.echo(f"qemu runner ready: {path}")
+    path = api.runner_setup(target=kind, wheels=wheels, force=force, progress=lambda m: typer.echo(m, err=True))
+    typer.echo(f"{kind} runner ready: {path}")
 
 
 # Parameters whose flag is not `--` + the name with dashes (repeatable options are singular).

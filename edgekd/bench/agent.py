@@ -42,6 +42,7 @@ CFG.json keys (all optional except `providers`):
   shapes              {input name: [dims]} for symbolic dimensions
   profile             true: a separate profiled pass; top operators by total time per provider
   assignment          true: ONNX Runtime's node -> provider assignment of the session
+  check_only          true: build the session and run only the golden check and `assignment`; no timing
   emulated            echoed back (true under qemu)
 """
 
@@ -74,6 +75,7 @@ DEFAULTS = {
     "tolerances": {},
     "profile": False,
     "assignment": False,
+    "check_only": False,
     "emulated": False,
 }
 PROVIDER_KEYS = ("name", "options", "plugin", "device", "precision")
@@ -100,9 +102,10 @@ ERROR_KINDS = ("usage", "config", "missing_runtime", "missing_plugin", "model", 
 class AgentError(Exception):
     """A one-line error the agent reports as {"error": {"kind", "message"}}, exit 2."""
 
-    def __init__(self, message: str, kind: str = "internal") -> None:
+    def __init__(self, message: str, kind: str = "internal", first_line: str | None = None) -> None:
         super().__init__(message)
         self.kind = kind
+        self.first_line = first_line   # the runtime's own first error line, where it wrote several
 
 
 # ---------------------------------------------------------------- output
@@ -361,13 +364,23 @@ def open_session(ort, model: str, cfg: dict, *, cpus: int | None = None, assignm
     except Exception as e:  # onnxruntime raises its own types for corrupt or unsupported models
         kind = "model" if _looks_unreadable(e) else "session"
         raise AgentError(f"{model}: onnxruntime cannot load the model with {entry['name']}: {_one_line(e)}",
-                         kind) from None
+                         kind, first_error_line(e)) from None
     report = dict(choice["info"])
     report.update(requested=cfg["providers"][0]["name"], active=list(sess.get_providers()),
                   fallback=bool(choice["skipped"]), skipped=choice["skipped"])
     if choice["skipped"]:
         report["warning"] = "; ".join(choice["skipped"]) + f"; fell back to {entry['name']}"
     return sess, report
+
+
+def first_error_line(e: Exception) -> str:
+    """The first line of a runtime's error that says what went wrong, not where: OpenVINO's
+    exceptions stack 'Exception from src/...' and 'Check ... failed at' frames above it."""
+    frames = ("Exception from ", "Check '", "[ONNXRuntimeError]")
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    told = [ln for ln in lines[1:] if not ln.startswith(frames)]
+    line = told[0] if told else (lines[0] if lines else "unknown error")
+    return _one_line(line[len("Unexpected: "):] if line.startswith("Unexpected: ") else line)
 
 
 def _looks_unreadable(e: Exception) -> bool:
@@ -386,6 +399,14 @@ def assignment_of(sess) -> dict:
             slot["nodes"] += 1
             slot["ops"][op] = slot["ops"].get(op, 0) + 1
     return out
+
+
+def _add_assignment(ort, sess, result: dict) -> None:
+    if hasattr(sess, "get_provider_graph_assignment_info"):
+        result["assignment"] = assignment_of(sess)
+    else:
+        result["assignment_unavailable"] = (f"onnxruntime {ort.__version__} cannot report its node assignment "
+                                            "(get_provider_graph_assignment_info needs >= 1.23)")
 
 
 # ---------------------------------------------------------------- inputs
@@ -693,6 +714,8 @@ def bench(model: str, cfg: dict, golden: str | None, inputs: str | None = None) 
     t0 = time.perf_counter()
     sess, prov = open_session(ort, model, cfg, cpus=cpus, assignment=bool(cfg["assignment"]))
     init_ms = _ms(time.perf_counter() - t0)
+    if cfg["check_only"]:
+        return _check_only(np, ort, model, cfg, cpus, sess, prov, golden_inputs, golden_outputs)
     # The user's --inputs or the golden vectors give the shapes; only random data needs --shape.
     specs = describe_inputs(np, sess, cfg["shapes"], concrete=not inputs and golden_inputs is None)
     x1, batch_feeds, source, gspec = _feeds(np, specs, cfg, golden_inputs, inputs)
@@ -717,13 +740,27 @@ def bench(model: str, cfg: dict, golden: str | None, inputs: str | None = None) 
         result["throughput_note"] = (f"the model's batch axis is fixed at {next(iter(batch_feeds))}; "
                                      "other batch sizes skipped")
     if cfg["assignment"]:
-        result["assignment"] = assignment_of(sess)
+        _add_assignment(ort, sess, result)
     if gspec is not None:
         gspec["precision"] = prov["precision"]
         result["golden"] = _run_golden(np, sess, gspec, golden_inputs, golden_outputs, cfg)
     if cfg["profile"]:
         result["profile"] = profile_ops(ort, np, model, cfg, x1, cpus)
     # Last, so that it covers every run above.
+    result["peak_rss_mb"] = _peak_rss_mb()
+    return result
+
+
+def _check_only(np, ort, model: str, cfg: dict, cpus: int, sess, prov: dict, golden_inputs, golden_outputs) -> dict:
+    """The session's provider report, its assignment and the golden check: no timing."""
+    specs = describe_inputs(np, sess, cfg["shapes"], concrete=False)
+    result = _result(np, ort, model, cfg, cpus, prov, specs, "golden" if golden_inputs is not None else "none")
+    if cfg["assignment"]:
+        _add_assignment(ort, sess, result)
+    if golden_inputs is not None:
+        gspec = _golden_spec(specs, golden_inputs)
+        gspec["precision"] = prov["precision"]
+        result["golden"] = _run_golden(np, sess, gspec, golden_inputs, golden_outputs, cfg)
     result["peak_rss_mb"] = _peak_rss_mb()
     return result
 
@@ -777,7 +814,10 @@ def main(argv: list | None = None) -> int:
         cfg = _load_config(args.config)
         result = bench(args.model, cfg, args.golden, args.inputs)
     except AgentError as e:
-        _emit({"error": {"kind": e.kind, "message": _one_line(e)}})
+        error = {"kind": e.kind, "message": _one_line(e)}
+        if e.first_line:
+            error["first_line"] = e.first_line
+        _emit({"error": error})
         return 2
     except MemoryError:
         _emit({"error": {"kind": "out_of_memory", "message": "out of memory while benchmarking"}})

@@ -111,7 +111,7 @@ def bench_run(*, target: str | Path | None = None, run: str | Path | None = None
     prof = pick_target(run_dir, target)
     out_dir = run_dir / prof.name
     manifest = artifacts.load_manifest(run_dir, prof.name)
-    runner_obj = get_runner(runner)
+    runner_obj = get_runner(runner, prof)
     cfg = {**agent_config(prof, min_seconds=min_seconds), "profile": profile}
     fp32 = runner_obj.run(model=out_dir / "model.onnx", config=cfg, golden=out_dir / "golden.npz")
     int8 = None
@@ -160,7 +160,8 @@ def _compare(run_dir: Path, out_dir: Path, prof: TargetProfile, manifest: dict, 
     shape = tuple(manifest["model"]["inputs"][0]["shape"][1:])
     threads = int(fp32["threads"])
     local_cfg = {**cfg, "intra_op_threads": threads, "batches": [1]}
-    teacher = LocalRunner().run(model=_teacher_onnx(run_dir, out_dir, shape, prof.opset), config=local_cfg)
+    # in the target's runtime (its runtime environment where the profile names a package), as the student
+    teacher = LocalRunner(target=prof).run(model=_teacher_onnx(run_dir, out_dir, shape, prof.opset), config=local_cfg)
     eager = eager_latency_ms(load_student(run_dir)[0], shape, threads=threads)
     student_ms, teacher_ms = fp32["latency_ms"]["p50"], teacher["latency_ms"]["p50"]
     return {"threads": threads,
@@ -280,10 +281,10 @@ def bench_model(*, model: str | Path, targets: list[str | Path] | None = None, s
     model = Path(model)
     if not model.is_file():
         raise BadInput(f"{model}: no such model file")
-    runner_obj = get_runner(runner)
     results, failures = [], []
     for t in targets or [defaults.TARGET]:
         prof = load_target(t)
+        runner_obj = get_runner(runner, prof)
         cfg = {**agent_config(prof, min_seconds=min_seconds), "shapes": shapes or {}, "profile": profile}
         try:
             x = runner_obj.run(model=model, config=cfg, inputs=Path(inputs) if inputs else None)

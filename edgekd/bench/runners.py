@@ -133,16 +133,41 @@ def agent_config(profile: Any, *, min_runs: int = defaults.BENCH_MIN_RUNS,
 
 # ================================================================ local
 class LocalRunner(Runner):
-    """agent.py in a subprocess of this Python (its own process: peak RSS is the runtime's)."""
+    """agent.py in a subprocess (its own process: peak RSS is the runtime's): this Python, or the
+    interpreter of the target's runtime environment (`[runtime] package`, edgekd.deploy.runtimes)."""
 
-    def __init__(self, *, python: str = sys.executable) -> None:
+    def __init__(self, *, python: str = sys.executable, target: Any = None) -> None:
         self.spec = self.where = "local"
         self.python = python
+        self.env: dict | None = None
+        self.runtime: dict | None = None
+        self.setup = ""
+        if target is not None and target.package:
+            from edgekd.deploy.runtimes import clean_env, env_python, require, runtime_record
+
+            st = require(target)    # missing: one line with the setup command; broken: naming it
+            self.python, self.env = str(env_python(Path(st["path"]))), clean_env()
+            self.runtime, self.setup = runtime_record(target, st), st["setup"]
+            self.where = f"local ({target.package} in {st['path']})"
+
+    def _missing_runtime(self) -> str:
+        if self.runtime:
+            return (f"the runtime environment {self.runtime['path']} ({self.runtime['package']}) is broken: "
+                    f"onnxruntime does not import; run `{self.setup} --force`")
+        return super()._missing_runtime()
 
     def _execute(self, *, model, config, golden, inputs, timeout):
         cmd = [self.python, str(AGENT_PATH),
                *_agent_args(str(model), str(config), golden and str(golden), inputs and str(inputs))]
-        return run_json(cmd, timeout=timeout, what="bench agent on local")
+        return run_json(cmd, timeout=timeout, what=f"bench agent on {self.where}", env=self.env)
+
+    def run(self, *, model: Path, config: dict, golden: Path | None = None, inputs: Path | None = None,
+            timeout: float = 600) -> dict:
+        result = super().run(model=model, config=config, golden=golden, inputs=inputs, timeout=timeout)
+        runtime = self.runtime or {"mechanism": "host", "onnxruntime_version": result.get("onnxruntime_version"),
+                                   "python": self.python}
+        result.setdefault("execution", {})["runtime"] = runtime
+        return result
 
 
 # ================================================================ qemu
@@ -356,10 +381,11 @@ class SshRunner(Runner):
 
 
 # ================================================================ factory
-def get_runner(spec: str) -> Runner:
-    """`local`, `qemu`, or `ssh://USER@HOST[:PORT]`."""
+def get_runner(spec: str, target: Any = None) -> Runner:
+    """`local`, `qemu`, or `ssh://USER@HOST[:PORT]`. `local` with a target whose profile names a
+    `[runtime] package` runs the agent in that runtime environment."""
     if spec == "local":
-        return LocalRunner()
+        return LocalRunner(target=target)
     if spec == "qemu":
         return QemuRunner()
     if isinstance(spec, str) and spec.startswith("ssh://"):

@@ -635,6 +635,14 @@ def real_partition(model: str | Path, target: TargetProfile) -> dict[str, Any]:
     `ran` is False (with `reason`) when the target's first provider is not available here:
     then only the static audit speaks. A session that fails to build is a failed partition
     with ONNX Runtime's reason; so are nodes the target's provider left to another one."""
+    if target.package:  # the device's own onnxruntime build, in its runtime environment
+        from edgekd.deploy.runtimes import partition_in_runtime
+
+        got = partition_in_runtime(Path(model), target)
+        if "assignment" not in got:
+            return got
+        return {**_partition_summary(target.providers[0].name, got["assignment"], got["info"]),
+                "runtime": got["runtime"]}
     import onnxruntime as ort
 
     from edgekd.bench import agent

@@ -91,6 +91,10 @@ def provider_parity(model_path: Path, ref: np.ndarray, x: np.ndarray, target: Ta
     from edgekd.deploy.parity import compare, ort_run, ort_session, session_report
 
     first = target.providers[0]
+    if target.package:  # the device's own onnxruntime build, in its runtime environment (any provider)
+        from edgekd.deploy.runtimes import parity_in_runtime
+
+        return parity_in_runtime(model_path, ref, x, target, int8=int8)
     if first.name == "CPUExecutionProvider":
         return {"ran": False, "provider": first.name, "reason": "the target's provider is the CPU provider"}
     try:
@@ -200,6 +204,7 @@ def export_run(*, target: str | Path | TargetProfile = defaults.TARGET, run: str
     manifest = _manifest(run_dir, out_dir, target, model_path, golden, student, bundle, audit, parity,
                          onnx_acc, count_params(student), y, ref, distilled)
     manifest["parity_provider"] = through
+    manifest["runtime"] = _runtime_record(target)
     manifest["model"]["exporter"] = exporter
     if quantize == "int8":
         manifest["variants"] = {}
@@ -219,6 +224,13 @@ def export_run(*, target: str | Path | TargetProfile = defaults.TARGET, run: str
     return manifest
 
 
+def _runtime_record(target: TargetProfile) -> dict[str, Any]:
+    """Which onnxruntime the target's checks ran on: its package's runtime environment, or the host's."""
+    from edgekd.deploy.runtimes import runtime_record
+
+    return runtime_record(target)
+
+
 def _check_options(target: TargetProfile, *, quantize: str | None, exporter: str) -> TargetProfile:
     if quantize not in (None, "int8"):
         raise BadInput(f"--quantize '{quantize}': valid: int8")
@@ -227,6 +239,10 @@ def _check_options(target: TargetProfile, *, quantize: str | None, exporter: str
     if quantize == "int8" and "int8" not in target.precisions:
         raise BadInput(f"--quantize int8: target {target.name} allows only {', '.join(target.precisions)} "
                        f"(precision.allowed in {target.path})")
+    if target.package:  # before anything is written: a missing runtime environment is bad input
+        from edgekd.deploy.runtimes import require
+
+        require(target)
     return target
 
 

@@ -58,6 +58,13 @@ def compare(reference: np.ndarray, actual: np.ndarray, *, atol: float, rtol: flo
     if reference.shape != actual.shape:
         raise BadInput(f"output '{name}': shape {actual.shape} does not match the reference {reference.shape}")
     r = compare_outputs(np, actual, reference, atol=atol, rtol=rtol, min_top1_agreement=min_top1_agreement)
+    return report_of(r, atol=atol, rtol=rtol, min_top1_agreement=min_top1_agreement, name=name)
+
+
+def report_of(r: dict[str, Any], *, atol: float, rtol: float, min_top1_agreement: float,
+              name: str = "logits") -> ParityReport:
+    """A ParityReport from `compare_outputs`' numbers (here, or from the bench agent's golden check
+    in a target's runtime environment)."""
     report = ParityReport(n=r["n"], max_abs_diff=r["max_abs_diff"], max_rel_diff=r["max_rel_diff"],
                           top1_agreement=r["top1_agreement"], atol=atol, rtol=rtol,
                           min_top1_agreement=min_top1_agreement)

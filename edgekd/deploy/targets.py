@@ -20,8 +20,9 @@ import tomllib
 from edgekd import defaults
 from edgekd.errors import BadInput
 
-# The opset range both torch's exporter and onnxruntime handle.
-OPSET_RANGE = (11, 21)
+# The opset range both torch's exporter and the host's onnxruntime handle. A profile pinned to an
+# older onnxruntime ([runtime] package) may hold less: export then says so (edgekd.deploy.runtimes).
+OPSET_RANGE = (11, 22)
 PRECISIONS = ("fp32", "fp16", "int8")
 # The arithmetic a provider computes an fp32 model in. Some do not stay in fp32 unless told
 # (OpenVINO's CPU plugin picks bf16 on CPUs with AVX512-BF16/AMX); a profile states it, sets the
@@ -114,18 +115,28 @@ class TargetProfile:
     description: str = ""
     ops_caveats: dict[str, str] = field(default_factory=dict)
     path: Path | None = None
+    package: str | None = None        # the onnxruntime distribution the device runs; None: the host's
+
+    @property
+    def runtime(self) -> str:
+        """`package`, or "host" (the onnxruntime edgekd itself imports)."""
+        return self.package or "host"
 
     def allows(self, op: str) -> bool:
         return op in self.ops_allow
 
     def to_json(self) -> dict[str, Any]:
-        return self.to_dict()
+        """`to_dict()` plus this machine's state of the profile's runtime (edgekd.deploy.runtimes.status)."""
+        from edgekd.deploy.runtimes import status
+
+        return {**self.to_dict(), "runtime_status": status(self)}
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name, "description": self.description, "arch": self.arch,
             "opset": self.opset, "path": str(self.path) if self.path else None,
             "runtime": {
+                "package": self.package,
                 "providers": [p.to_dict() for p in self.providers],
                 "intra_op_threads": self.intra_op_threads,
                 "inter_op_threads": self.inter_op_threads,
@@ -147,6 +158,7 @@ SCHEMA: dict[str, Any] = {
     "arch": (str, True),
     "opset": (int, True),
     "runtime": ({
+        "package": (str, False),
         "providers": (list, True),
         "intra_op_threads": (int, True),
         "inter_op_threads": (int, True),
@@ -258,6 +270,19 @@ def _check_provider(path: Path, key: str, item: Any, known: list[str]) -> Provid
                     device=item.get("device"), precision=precision)
 
 
+def _check_package(path: Path, package: str | None) -> str | None:
+    """`[runtime] package`: NAME==VERSION or a bare NAME (edgekd.deploy.runtimes.PACKAGE_FORMS)."""
+    from edgekd.deploy.runtimes import parse_package
+
+    if package is None:
+        return None
+    try:
+        parse_package(package)
+    except ValueError as e:
+        raise _fail(path, "runtime.package", str(e)) from None
+    return package.strip()
+
+
 def _check_range(path: Path, key: str, value: float, lo: float, hi: float | None) -> None:
     try:
         value = float(value)
@@ -288,6 +313,7 @@ def _build(path: Path, data: dict) -> TargetProfile:
     _check_choice(path, "arch", data["arch"], ARCHES)
     _check_range(path, "opset", data["opset"], *OPSET_RANGE)
     rt = data["runtime"]
+    package = _check_package(path, rt.get("package"))
     providers = _check_providers(path, rt["providers"])
     _check_range(path, "runtime.intra_op_threads", rt["intra_op_threads"], 0, 1024)
     _check_range(path, "runtime.inter_op_threads", rt["inter_op_threads"], 0, 1024)
@@ -318,7 +344,7 @@ def _build(path: Path, data: dict) -> TargetProfile:
         intra_op_threads=rt["intra_op_threads"], inter_op_threads=rt["inter_op_threads"],
         graph_optimization=rt["graph_optimization"], ops_allow=frozenset(allow),
         ops_caveats=dict(caveats), precisions=tuple(precisions),
-        parity=parity, budget=budget, path=path,
+        parity=parity, budget=budget, path=path, package=package,
     )
 
 

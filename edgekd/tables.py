@@ -219,13 +219,26 @@ def bench_output(result: dict[str, Any]) -> Any:
 
 
 def targets_table(profiles: list[Any]) -> Table:
+    from rich.markup import escape
+
+    from edgekd.deploy.runtimes import status
+
     t = Table(title="targets")
-    for col in ("name", "arch", "opset", "providers", "ops", "precisions", "description"):
+    for col in ("name", "arch", "opset", "providers", "runtime", "ops", "precisions", "description"):
         t.add_column(col)
     for p in profiles:
         t.add_row(p.name, p.arch, str(p.opset), " → ".join(x.name.replace("ExecutionProvider", "") for x in p.providers),
-                  str(len(p.ops_allow)), ", ".join(p.precisions), p.description)
+                  _runtime_cell(status(p)), str(len(p.ops_allow)), ", ".join(p.precisions), escape(p.description))
     return t
+
+
+def _runtime_cell(st: dict[str, Any]) -> str:
+    """`edgekd targets`' runtime column: the host's onnxruntime, or the package and whether its env is ready."""
+    if st["mechanism"] == "host":
+        return f"host ({st.get('onnxruntime_version') or 'onnxruntime missing'})"
+    state = {"ready": "[green]ready[/green]", "missing": "[yellow]not set up[/yellow]",
+             "broken": "[red]broken[/red]"}[st["state"]]
+    return f"{st['package']} ({state})"
 
 
 def audit_table(r: dict[str, Any]) -> Table:

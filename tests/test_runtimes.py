@@ -322,18 +322,28 @@ def ov_run(tmp_path_factory):
 
     needs_runtime("intel-openvino")
     root = tmp_path_factory.mktemp("ovrun")
+    # The shipped profiles under their own names, int8's top-1 floor lowered: a one-epoch student has
+    # near-tied logits, and int8 flips a few of them on either runtime (not what these tests are about);
+    # no latency budget, as the machine is shared.
+    (root / "profiles").mkdir()
+    paths = {t: root / "profiles" / f"{t}.toml" for t in ("cpu-x86", "intel-openvino")}
+    for t, path in paths.items():
+        text = profile_text(t)
+        assert text.count("int8_min_top1_agreement = 0.99") == 1
+        text = text.replace("int8_min_top1_agreement = 0.99", "int8_min_top1_agreement = 0.9")
+        path.write_text(text.replace("latency_p90_ms = 2.0\n", ""))     # no timing threshold in a test
     old = os.getcwd()
     os.chdir(root)
     try:
         res = edgekd.distill(**TINY_RUN, run=root / "run")
-        exports = {t: edgekd.export(target=t, run=res.run, quantize="int8") for t in ("cpu-x86", "intel-openvino")}
-        yield res.run, exports
+        exports = {t: edgekd.export(target=path, run=res.run, quantize="int8") for t, path in paths.items()}
+        yield res.run, exports, paths
     finally:
         os.chdir(old)
 
 
 def test_export_runs_parity_and_the_partition_through_openvino_in_its_runtime(ov_run) -> None:
-    run, exports = ov_run
+    run, exports, _ = ov_run
     m = exports["intel-openvino"].data
     through = m["parity_provider"]
     assert through["ran"] and through["provider"] == OV and through["passed"], through
@@ -351,9 +361,9 @@ def test_export_runs_parity_and_the_partition_through_openvino_in_its_runtime(ov
 def test_bench_side_by_side_prints_one_table_and_recommends_the_fastest_passing_variant(ov_run, edgekd_main) -> None:
     from edgekd import artifacts
 
-    run, _ = ov_run
-    r = edgekd_main("bench", "--run", str(run), "--target", "cpu-x86", "--target", "intel-openvino",
-                    "--min-seconds", "0.05", "--json")
+    run, _, paths = ov_run
+    r = edgekd_main("bench", "--run", str(run), "--target", str(paths["cpu-x86"]), "--target",
+                    str(paths["intel-openvino"]), "--min-seconds", "0.05", "--json")
     assert r.code == 0, r.err
     out = json.loads(r.out)
     rows = {(x["target"], x["variant"]): x for x in out["rows"]}
@@ -370,8 +380,8 @@ def test_bench_side_by_side_prints_one_table_and_recommends_the_fastest_passing_
     assert ex["provider"] == OV and ex["runtime"]["package"] == "onnxruntime-openvino==1.24.1"
     assert m["bench"]["golden"]["passed"] and m["bench"]["golden"]["precision"] == "fp32"
     assert artifacts.load_manifest(run, "cpu-x86")["bench"]["execution"]["runtime"]["mechanism"] == "host"
-    table = edgekd_main("bench", "--run", str(run), "--target", "cpu-x86", "--target", "intel-openvino",
-                        "--min-seconds", "0.02", "--no-compare").out
+    table = edgekd_main("bench", "--run", str(run), "--target", str(paths["cpu-x86"]), "--target",
+                        str(paths["intel-openvino"]), "--min-seconds", "0.02", "--no-compare").out
     assert "intel-openvino" in table and "cpu-x86" in table
 
 
@@ -380,7 +390,7 @@ def test_a_pinned_old_runtime_refuses_at_export_a_model_it_cannot_load(ov_run, t
     import edgekd
 
     needs_runtime("cpu-x86-ort120")
-    run, _ = ov_run
+    run, _, _ = ov_run
     ok = edgekd.export(target="cpu-x86-ort120", run=run)    # opset 17: 1.20.1 loads it, and checks parity
     through = ok.data["parity_provider"]
     assert through["ran"] and through["passed"] and through["ep_version"] == "1.20.1", through

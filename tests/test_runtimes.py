@@ -296,25 +296,6 @@ def test_a_model_openvino_cannot_build_is_exit_1_naming_openvino_and_its_first_e
     assert "Exception from src" not in r.err       # OpenVINO's first error line, not its stack of frames
 
 
-def test_bf16_reproduction_needs_a_bf16_cpu(tmp_path: Path) -> None:
-    """Left to itself, OpenVINO's CPU plugin computes in bf16 where the CPU has AVX512-BF16 or AMX;
-    the profile's precision = "FP32" keeps fp32. Only such a CPU can show the difference."""
-    needs_runtime("intel-openvino")
-    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    if not any(f in flags.split() for f in ("avx512_bf16", "amx_bf16", "amx_tile")):
-        pytest.skip("this CPU has neither AVX512-BF16 nor AMX, so OpenVINO computes fp32 even when left to "
-                    "itself: there is no bf16 mismatch to reproduce")
-    from test_plugin_ep import _default_student_onnx
-
-    path, x, ref = _default_student_onnx(tmp_path)
-    text = profile_text("intel-openvino").replace(', precision = "FP32" }', " }")
-    default = load_target(write_profile(tmp_path, text, "ov-default"))
-    loose = provider_parity(path, ref, x, default)
-    assert loose["ran"] and not loose["passed"] and loose["max_abs_diff"] > 1e-3
-    fixed = provider_parity(path, ref, x, load_target("intel-openvino"))
-    assert fixed["ran"] and fixed["passed"] and fixed["precision"] == "fp32", fixed["failures"]
-
-
 @pytest.fixture(scope="module")
 def ov_run(tmp_path_factory):
     """The default run, distilled small, exported for cpu-x86 and intel-openvino with int8."""

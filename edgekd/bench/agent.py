@@ -364,7 +364,7 @@ def open_session(ort, model: str, cfg: dict, *, cpus: int | None = None, assignm
     except Exception as e:  # onnxruntime raises its own types for corrupt or unsupported models
         kind = "model" if _looks_unreadable(e) else "session"
         raise AgentError(f"{model}: onnxruntime cannot load the model with {entry['name']}: {_one_line(e)}",
-                         kind, first_error_line(e)) from None
+                         kind, first_error_line(e) if "\n" in str(e).strip() else None) from None
     report = dict(choice["info"])
     report.update(requested=cfg["providers"][0]["name"], active=list(sess.get_providers()),
                   fallback=bool(choice["skipped"]), skipped=choice["skipped"])

@@ -80,13 +80,7 @@ def clean_env() -> dict[str, str]:
 
 
 def setup_command(target: "TargetProfile") -> str:
-    return f"edgekd runner setup {target.path if _is_path_only(target) else target.name}"
-
-
-def _is_path_only(target: "TargetProfile") -> bool:
-    from edgekd.deploy.targets import list_targets
-
-    return target.name not in list_targets()
+    return f"edgekd runner setup {target.ref}"
 
 
 # ---------------------------------------------------------------- state

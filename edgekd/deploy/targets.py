@@ -122,6 +122,12 @@ class TargetProfile:
         """`package`, or "host" (the onnxruntime edgekd itself imports)."""
         return self.package or "host"
 
+    @property
+    def ref(self) -> str:
+        """How a command names this profile: its name where that finds this file, else its path."""
+        found = _profile_files().get(self.name)
+        return self.name if self.path is None or (found and found.resolve() == self.path.resolve()) else str(self.path)
+
     def allows(self, op: str) -> bool:
         return op in self.ops_allow
 

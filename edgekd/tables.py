@@ -137,6 +137,8 @@ def bench_table(r: dict[str, Any]) -> Table:
     ex = f.get("execution") or {}
     ran = f"{f['provider']}" + (f" on {ex['device']}" if ex.get("device") else "") + (
         f" ({ex['vendor']}, EP {ex['ep_version']})" if ex.get("vendor") and ex.get("ep_version") else "")
+    if (ex.get("runtime") or {}).get("package"):
+        ran += f" in {ex['runtime']['package']}"
     t = Table(title=f"bench {r['target']} on {r['runner']}: {ran}, {f.get('precision', 'fp32')}, "
                     f"{f['threads']} thread(s)"
                     + (f"\n[bold red]FELL BACK from {f['provider_requested']}[/bold red]" if f.get("fallback") else "")
@@ -171,7 +173,8 @@ def bench_table(r: dict[str, Any]) -> Table:
 def side_by_side_table(rows: list[dict[str, Any]], *, title: str) -> Table:
     """One row per target and variant: what ran, how fast, how big, and whether it matched."""
     t = Table(title=title)
-    for col in ("target", "variant", "provider", "precision", "p50", "p90", "p99", "throughput", "peak RSS", "parity"):
+    for col in ("target", "variant", "provider", "runtime", "precision", "p50", "p90", "p99", "throughput", "peak RSS",
+                "parity"):
         t.add_column(col, justify="right" if col in ("p50", "p90", "p99", "throughput", "peak RSS") else "left")
     for r in rows:
         provider = r["provider"].replace("ExecutionProvider", "") + (f" ({r['device']})" if r.get("device") else "")
@@ -180,7 +183,7 @@ def side_by_side_table(rows: list[dict[str, Any]], *, title: str) -> Table:
         parity = "—" if r["parity_passed"] is None else (
             f"{'ok' if r['parity_passed'] else 'FAILED'} (top-1 {r['top1_agreement']:.3f}, max {r['max_abs_diff']:.2g})")
         tp = "—" if r["throughput"] is None else f"{r['throughput']:,.0f}/s @{r['throughput_batch']}"
-        t.add_row(r["target"], r["variant"], provider, r["precision"],
+        t.add_row(r["target"], r["variant"], provider, r.get("runtime", "—"), r["precision"],
                   *[ms(r["latency_ms"][k]) for k in ("p50", "p90", "p99")], tp, f"{r['peak_rss_mb']:.1f} MB", parity)
     return t
 

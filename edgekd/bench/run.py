@@ -213,6 +213,7 @@ def side_by_side(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
             tp = x.get("throughput") or {}
             rows.append({"target": r["target"], "variant": variant, "provider": x["provider"],
                          "device": (x.get("execution") or {}).get("device"), "fallback": bool(x.get("fallback")),
+                         "runtime": _runtime_label(x),
                          "precision": "int8" if variant == "int8" else x.get("precision", "fp32"),
                          "latency_ms": {k: x["latency_ms"][k] for k in ("p50", "p90", "p99")},
                          "throughput": max(tp.values()) if tp else None,
@@ -221,6 +222,12 @@ def side_by_side(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
                          "top1_agreement": golden.get("top1_agreement"), "max_abs_diff": golden.get("max_abs_diff"),
                          "budget_passed": r["budget"]["passed"]})
     return rows
+
+
+def _runtime_label(x: dict[str, Any]) -> str:
+    """Which onnxruntime ran: the profile's package (its runtime environment), or "host VERSION"."""
+    rt = (x.get("execution") or {}).get("runtime") or {}
+    return rt.get("package") or f"{rt.get('mechanism', 'host')} {x.get('onnxruntime_version', '')}".strip()
 
 
 def best_row(rows: list[dict[str, Any]]) -> dict[str, Any] | None:

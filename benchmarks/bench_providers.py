@@ -64,7 +64,7 @@ def _variants(model: Path, x: np.ndarray, tmp: Path) -> dict[str, dict]:
     from edgekd.deploy.quantize import quantize_int8
     from edgekd.deploy.targets import load_target
 
-    ov = load_target("intel-openvino").providers[0].to_dict()
+    ov = load_target("intel-openvino-plugin").providers[0].to_dict()   # the plugin in the host onnxruntime
     ov_default = {**ov, "options": {k: v for k, v in ov["options"].items() if k != "precision"}}
     q = quantize_int8(model=model, out=tmp / f"{model.stem}.int8.onnx", calibration=x[:128])
     specs = {"CPU EP fp32": (model, {"name": "CPUExecutionProvider"}),

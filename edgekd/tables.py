@@ -118,6 +118,7 @@ def export_table(m: dict[str, Any]) -> Table:
     p = m["parity"]
     t.add_row("parity (fp32)", f"n={p['n']}  max abs {p['max_abs_diff']:.2e}  max rel {p['max_rel_diff']:.2e}  "
                                f"top-1 {pct(p['top1_agreement'])}  {'passed' if p['passed'] else 'FAILED'}")
+    _provider_rows(t, m)
     a = m["accuracy"]
     t.add_row("accuracy", f"teacher {pct(a['teacher'])}  student alone {pct(a['student_alone'])}  "
                           f"student {pct(a['student'])}  student (ONNX) {pct(a['student_onnx'])}")
@@ -129,6 +130,26 @@ def export_table(m: dict[str, Any]) -> Table:
     for f in m.get("checks", {}).get("failures", []):
         t.add_row("[red]failed[/red]", f)
     return t
+
+
+def _provider_rows(t: Table, m: dict[str, Any]) -> None:
+    """export: which onnxruntime checked the model, parity through the target's provider, the real partition."""
+    from rich.markup import escape
+
+    rt = m.get("runtime") or {}
+    if rt:
+        t.add_row("runtime", f"{rt['package']} (onnxruntime {rt.get('onnxruntime_version')}, {rt.get('path')})"
+                  if rt.get("mechanism") == "package" else f"host onnxruntime {rt.get('onnxruntime_version')}")
+    pp = m.get("parity_provider") or {}
+    if pp.get("ran"):
+        t.add_row(f"parity ({pp['provider'].replace('ExecutionProvider', '')}, {pp.get('precision')})",
+                  f"n={pp['n']}  max abs {pp['max_abs_diff']:.2e}  top-1 {pct(pp['top1_agreement'])}  "
+                  f"{'passed' if pp['passed'] else 'FAILED'}")
+    elif pp:
+        t.add_row("parity (target's provider)", escape(f"not run here: {pp.get('reason')}"))
+    part = m["ops"].get("partition") or {}
+    if part:
+        t.add_row("partition", escape(part["summary"] if part.get("ran") else f"not run here: {part.get('reason')}"))
 
 
 def bench_table(r: dict[str, Any]) -> Table:

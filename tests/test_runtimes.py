@@ -188,6 +188,15 @@ def test_setup_needs_a_package(edgekd_main) -> None:
     assert r.code == 2 and "qemu" in r.err and "intel-openvino" in r.err
 
 
+def test_runner_setup_qemu_still_works(edgekd_main) -> None:
+    from edgekd.bench.qemu import qemu_root, qemu_setup_info
+
+    if qemu_setup_info() is None:
+        pytest.skip(f"qemu runner not set up in {qemu_root()} (setting it up downloads; .ci/run does it)")
+    r = edgekd_main("runner", "setup", "qemu")
+    assert r.code == 0 and "already set up" in r.err and "qemu runner ready" in r.out
+
+
 # ---------------------------------------------------------------- setup from a wheel cache
 def _wheel(prefix: str) -> Path:
     found = sorted(WHEELS.glob(f"{prefix}-*.whl")) if WHEELS.is_dir() else []
@@ -337,6 +346,15 @@ def test_export_runs_parity_and_the_partition_through_openvino_in_its_runtime(ov
     assert int8["ran"] and int8["provider"] == OV and int8["passed"], int8
     host = exports["cpu-x86"].data
     assert host["runtime"]["mechanism"] == "host" and host["parity_provider"]["ran"] is False
+    from rich.console import Console
+
+    from edgekd.tables import export_table
+
+    console = Console(width=400, record=True)
+    console.print(export_table(m))
+    text = console.export_text()
+    assert "onnxruntime-openvino==1.24.1 (onnxruntime 1.24.1" in text and "parity (OpenVINO, fp32)" in text
+    assert "partition" in text and "OpenVINOExecutionProvider" in text
 
 
 def test_bench_side_by_side_prints_one_table_and_recommends_the_fastest_passing_variant(ov_run, edgekd_main) -> None:

@@ -174,9 +174,10 @@ def distill(*, data: str = defaults.DATA, data_dir: PathLike | None = None, down
             device: str = defaults.DEVICE, precision: str = defaults.PRECISION, channels_last: bool | None = None,
             lr_schedule: str = defaults.LR_SCHEDULE, warmup_epochs: float = defaults.WARMUP_EPOCHS,
             compile: bool = False, tensorboard: PathLike | None = None,
-            teacher_weight_files: Sequence[PathLike] = (), teacher_input_size: int | None = None,
-            teacher_mean: str | None = None, teacher_std: str | None = None, input_size: int | None = None,
-            augment: bool = False) -> DistillResult:
+            teacher_weight_files: Sequence[PathLike] = (), teacher_input_size: int | str | Sequence[int] | None = None,
+            teacher_mean: str | None = None, teacher_std: str | None = None,
+            input_size: int | str | Sequence[int] | None = None, resize: str = defaults.RESIZE,
+            unlabeled: Sequence[PathLike] = (), augment: bool = False) -> DistillResult:
     """Train (or load) the teacher, then per seed the student alone and distilled; writes the run.
 
     `device` auto|cpu|cuda|cuda:N; `lr` is the rate at batch defaults.BASE_BATCH, scaled linearly
@@ -188,8 +189,11 @@ def distill(*, data: str = defaults.DATA, data_dir: PathLike | None = None, down
     data (`defaults.recipe`: on digits the `defaults` values; on Fashion-MNIST resnet-s,
     wide-cnn, 5 epochs). Foreign teachers (`edgekd.teachers`): `teacher_weight_files` pair in order
     with `torchvision:ARCH` / `timm:NAME` teachers; `teacher_input_size`/`teacher_mean`/`teacher_std`
-    give the teacher's own view; `input_size` and `augment` are for ImageFolder data.
+    give the teacher's own view; `input_size` (N, "HxW" or (H, W)), `resize` (stretch | pad | crop),
+    `unlabeled` (folders of images without labels, added to the transfer set) and `augment` are for
+    ImageFolder data.
     """
+    from edgekd.data import parse_hw
     from edgekd.train import distributed as dist
     from edgekd.train.config import DistillConfig
     from edgekd.train.distill import distill as run_distill
@@ -204,8 +208,10 @@ def distill(*, data: str = defaults.DATA, data_dir: PathLike | None = None, down
         loss_options=dict(loss_options or {}), run=Path(run) if run is not None else None, resume=resume,
         progress=progress, device=device, precision=precision, channels_last=channels_last, lr_schedule=lr_schedule,
         warmup_epochs=warmup_epochs, compile=compile, tensorboard=Path(tensorboard) if tensorboard else None,
-        teacher_weight_files=tuple(str(f) for f in teacher_weight_files), teacher_input_size=teacher_input_size,
-        teacher_mean=teacher_mean, teacher_std=teacher_std, input_size=input_size, augment=augment)
+        teacher_weight_files=tuple(str(f) for f in teacher_weight_files),
+        teacher_input_size=parse_hw(teacher_input_size, option="--teacher-input-size"), teacher_mean=teacher_mean,
+        teacher_std=teacher_std, input_size=parse_hw(input_size), resize=resize,
+        unlabeled=tuple(str(u) for u in unlabeled), augment=augment)
     dist.init_from_env(device)
     try:
         summary = run_distill(cfg)

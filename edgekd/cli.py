@@ -59,10 +59,12 @@ AUTO_TEMP_OPT = typer.Option(None, "--temperature", help=f"Softmax temperature T
 
 # Foreign teachers and their view, ImageFolder size and augmentation (edgekd.teachers).
 T_FILES_OPT = typer.Option(None, "--teacher-weights", help="FILE of weights (state_dict or checkpoint) for each torchvision:ARCH / timm:NAME --teacher, in order.")
-T_SIZE_OPT = typer.Option(None, help="The teacher sees each image at this H = W (default: the data's).")
+T_SIZE_OPT = typer.Option(None, help="The teacher sees each image at N (square) or HxW, e.g. 48x192 (default: an ONNX teacher's fixed input dims, else the data's).")
 T_MEAN_OPT = typer.Option(None, help="The teacher's per-channel mean, comma-separated, or 'imagenet' (default: the data's).")
 T_STD_OPT = typer.Option(None, help="The teacher's per-channel std, comma-separated, or 'imagenet' (default: the data's).")
-INPUT_SIZE_OPT = typer.Option(None, help="imagefolder: the student's input H = W in pixels (default: the images' own size, at most 32).")
+INPUT_SIZE_OPT = typer.Option(None, help="imagefolder: the student's input, N (square) or HxW in pixels, e.g. 16x64 (default: the images' own H×W, scaled down keeping the aspect ratio to at most 32×32 pixels).")
+RESIZE_OPT = typer.Option(defaults.RESIZE, help="imagefolder: how an image becomes HxW: stretch | pad (keep the aspect, pad right/bottom) | crop (resize the short side, centre crop).")
+UNLABELED_OPT = typer.Option(None, help="imagefolder: a folder of unlabeled images (any tree) added to the transfer set (the teacher labels them); repeatable. A held-out share scores agreement with the teacher.")
 AUGMENT_OPT = typer.Option(False, help="Random-resized crop + flip on the train set (imagefolder, cifar10); the teacher runs live.")
 NPROC_OPT = typer.Option(1, help="Processes per node: launches through torchrun (gloo on CPU, NCCL on GPU).")
 NNODES_OPT = typer.Option("1", help="torchrun --nnodes (e.g. 2 or 1:4), for several machines.")
@@ -75,15 +77,23 @@ def _byot(files, size, mean, std, input_size, augment) -> dict:
                 teacher_std=std, input_size=input_size, augment=augment)
 
 
+def input_size_text(value: Optional[str], option: str = "--input-size"):
+    """An `N` / `HxW` option as (H, W) (edgekd.data.parse_hw: the one parser of sizes)."""
+    from edgekd.data import parse_hw
+
+    return parse_hw(value, option=option)
+
+
 @app.command()
 def distill(
     data: str = DATA_OPT, data_dir: Optional[Path] = DATA_DIR_OPT, download: bool = DOWNLOAD_OPT,
     teacher: Optional[List[str]] = TEACHER_OPT,
     teacher_mode: str = typer.Option(defaults.TEACHER_MODE, help="Several teachers: mean | weighted | confidence."),
     teacher_weight: Optional[List[float]] = typer.Option(None, help="Per-teacher weight for --teacher-mode weighted."),
-    teacher_weight_files: Optional[List[str]] = T_FILES_OPT, teacher_input_size: Optional[int] = T_SIZE_OPT,
+    teacher_weight_files: Optional[List[str]] = T_FILES_OPT, teacher_input_size: Optional[str] = T_SIZE_OPT,
     teacher_mean: Optional[str] = T_MEAN_OPT, teacher_std: Optional[str] = T_STD_OPT,
-    input_size: Optional[int] = INPUT_SIZE_OPT, augment: bool = AUGMENT_OPT,
+    input_size: Optional[str] = INPUT_SIZE_OPT, resize: str = RESIZE_OPT,
+    unlabeled: Optional[List[Path]] = UNLABELED_OPT, augment: bool = AUGMENT_OPT,
     student: Optional[str] = AUTO_STUDENT_OPT, target: str = TARGET_OPT,
     method: Optional[List[str]] = typer.Option(None, help="Loss NAME[:WEIGHT], repeatable: ce hard soft cosine fitnet at rkd rkd-d rkd-a. Default: soft:0.7 ce:0.3."),
     lr_schedule: str = typer.Option(defaults.LR_SCHEDULE, help="auto | cosine | warmup-cosine | constant (auto: cosine; warm-up above batch 64)."),
@@ -132,8 +142,10 @@ def distill(
         student_taps=_pairs("--student-tap", student_tap), teacher_taps=_pairs("--teacher-tap", teacher_tap),
         loss_options=_loss_options(loss_option), run=run, resume=resume, progress=progress and not as_json and not quiet,
         device=device, precision=precision, channels_last=channels_last, lr_schedule=lr_schedule,
-        warmup_epochs=warmup_epochs, compile=compile, tensorboard=tensorboard,
-        **_byot(teacher_weight_files, teacher_input_size, teacher_mean, teacher_std, input_size, augment))
+        warmup_epochs=warmup_epochs, compile=compile, tensorboard=tensorboard, resize=resize,
+        unlabeled=tuple(unlabeled or ()),
+        **_byot(teacher_weight_files, input_size_text(teacher_input_size, "--teacher-input-size"), teacher_mean,
+                teacher_std, input_size_text(input_size), augment))
     if result.is_main:
         _print(distill_table(result.to_json()), result.to_json(), as_json)
 

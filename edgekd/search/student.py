@@ -255,7 +255,7 @@ def select_student(*, target: str | Path, teacher: str | list[str] | None = None
 
     # 1–3. candidates drawn, audited, predicted, timed; budget misses dropped before any training
     t0 = time.perf_counter()
-    stream = candidate_stream(profile.ops_allow, seed=seed, include=include, input_size=min(bundle.input_shape[-2:]))
+    stream = candidate_stream(profile.ops_allow, seed=seed, include=include, input_size=tuple(bundle.input_shape[-2:]))
     cands, budget, predictor = search(stream, bundle, profile, trials=trials, runner=runner, budget_ms=budget_ms,
                                       min_seconds=min_seconds, progress=progress)
     seconds = {"audit_predict_time": time.perf_counter() - t0}
@@ -302,9 +302,9 @@ def _config(*, teacher: Any, methods: Any, data_dir: Any, **kw: Any):
 def _for_data(cfg, check: dict[str, Any], include: tuple[str, ...] | None) -> tuple:
     """The data loaded, the options left None set by `defaults.recipe`, the first round's epochs,
     and the registry students drawn first (the rule's student unless `include` names others)."""
-    from edgekd.data import load_data
+    from edgekd.train.config import load_bundle
 
-    bundle = load_data(cfg.data, data_dir=cfg.data_dir, download=cfg.download)
+    bundle = load_bundle(cfg)   # its input size and resize policy too (H×W: the images' own by default)
     cfg = cfg.for_data(bundle)
     include = (cfg.student,) if include is None else tuple(include)
     return cfg, bundle, _check_args(epochs=cfg.epochs, **check), include

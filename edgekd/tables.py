@@ -48,7 +48,12 @@ def distill_table(s: dict[str, Any]) -> Table:
                       f"(teacher {ips.get('teacher', '?')})")
     views = (s["teacher"].get("view"), s["student"].get("view"))
     if all(views) and views[0] != views[1]:
-        t.caption += f"\nteacher sees {views[0]['input_size'][0]} px, the student {views[1]['input_size'][0]} px"
+        t.caption += (f"\nteacher sees {'x'.join(map(str, views[0]['input_size']))} px, "
+                      f"the student {'x'.join(map(str, views[1]['input_size']))} px")
+    ag = s.get("agreement")
+    if ag:
+        t.caption += (f"\ntop-1 agreement with the teacher on {ag['n']} held-out unlabeled images: "
+                      f"alone {mean_std(ag['student_alone'])}, distilled {mean_std(ag['student'])}")
     v = s.get("verdict")
     if v and v["distillation"] == "lost":
         t.caption += (f"\ndistillation LOST to the student alone: {100 * v['delta']:+.2f} points (spread "

@@ -676,7 +676,10 @@ def native_size(images: list[Any], *, pixels: int = defaults.INPUT_PIXELS) -> tu
     h = float(np.median([im.size[1] for im in images]))
     w = float(np.median([im.size[0] for im in images]))
     s = min(1.0, math.sqrt(pixels / (h * w)))
-    return int(min(max(round(h * s), 4), MAX_IMAGE_SIZE)), int(min(max(round(w * s), 4), MAX_IMAGE_SIZE))
+    hs, ws = max(4, round(h * s)), max(4, round(w * s))
+    hs = min(hs, max(4, pixels // ws))   # rounding (or a side raised to 4 px) never exceeds the pixel cap
+    ws = min(ws, max(4, pixels // hs))
+    return int(hs), int(ws)
 
 
 def _image_stats(images: list[Any], fit: Fit) -> tuple[list[float], list[float], str]:

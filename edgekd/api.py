@@ -194,9 +194,7 @@ def distill(*, data: str = defaults.DATA, data_dir: PathLike | None = None, down
     ImageFolder data.
     """
     from edgekd.data import parse_hw
-    from edgekd.train import distributed as dist
     from edgekd.train.config import DistillConfig
-    from edgekd.train.distill import distill as run_distill
 
     cfg = DistillConfig(
         data=data, data_dir=_dir(data_dir), download=download, teacher=_teachers(teacher), teacher_mode=teacher_mode,
@@ -212,7 +210,15 @@ def distill(*, data: str = defaults.DATA, data_dir: PathLike | None = None, down
         teacher_input_size=parse_hw(teacher_input_size, option="--teacher-input-size"), teacher_mean=teacher_mean,
         teacher_std=teacher_std, input_size=parse_hw(input_size), resize=resize,
         unlabeled=tuple(str(u) for u in unlabeled), augment=augment)
-    dist.init_from_env(device)
+    return _distill_result(cfg)
+
+
+def _distill_result(cfg: Any) -> DistillResult:
+    """Run one DistillConfig (joining and leaving torchrun's process group when under it)."""
+    from edgekd.train import distributed as dist
+    from edgekd.train.distill import distill as run_distill
+
+    dist.init_from_env(cfg.device)
     try:
         summary = run_distill(cfg)
         main = dist.is_main()

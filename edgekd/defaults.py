@@ -12,7 +12,8 @@ SPLIT_SEED = 0                 # the train/val/test split never changes with --s
 SPLIT_FRACTIONS = (0.6, 0.2, 0.2)   # train, val, test (stratified)
 BATCH_SIZE = 64
 IN_MEMORY_BYTES = 1 << 30      # an ImageFolder whose decoded uint8 pixels fit this is decoded once and held in memory
-INPUT_PIXELS = 32 * 32         # imagefolder default size: the images' own H×W, scaled down (aspect kept) to at most this many pixels
+# imagefolder's default size: the images' own H×W, scaled down (aspect kept) to at most this many pixels
+INPUT_PIXELS = 32 * 32
 RESIZE = "stretch"             # imagefolder: stretch | pad | crop (how an image becomes H×W; see edgekd.data.Fit)
 PAD_FILL = 0                   # --resize pad: the raw pixel value of the padding (0 = black)
 UNLABELED_HOLDOUT = 0.1        # --unlabeled: this share of the pool is held out to score agreement with the teacher

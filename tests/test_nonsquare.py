@@ -115,7 +115,8 @@ def test_pad_fill_is_recorded_and_the_manifest_preprocessing_says_how_to_rebuild
 def test_strided_stems_reduce_each_side_on_their_own():
     from edgekd.models import create_student, stem_stride_for
 
-    assert stem_stride_for((48, 192)) == (4, 16) and stem_stride_for((64, 64)) == 4 and stem_stride_for((16, 48)) == (1, 4)
+    assert stem_stride_for((48, 192)) == (4, 16) and stem_stride_for((64, 64)) == 4
+    assert stem_stride_for((16, 48)) == (1, 4)
     for name in ("small-cnn-s", "dsconv-s", "mbv2-tiny-s"):
         for h, w in ((48, 192), (16, 48), (200, 40)):
             net = create_student(name, in_channels=3, num_classes=2, input_size=(h, w)).eval()
@@ -161,7 +162,8 @@ def _fixed_onnx_teacher(path: Path, size=(48, 192)) -> Path:
     from edgekd.deploy.export import export_onnx
 
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(3, 4, 3, 4), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3)).eval()
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, 4), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(4, 3)).eval()
     return export_onnx(model, path, input_shape=(3, *size), opset=17)
 
 

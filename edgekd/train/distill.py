@@ -248,7 +248,8 @@ def _distill(cfg: DistillConfig) -> dict[str, Any]:
     save_student(run_dir / "student_alone.pt", cfg, bundle, best["_student_alone_model"], seed=best["seed"], ops=ops,
                  net_kwargs=kw)
     summary = summarise(cfg, bundle, target, teachers, teacher_acc, rows, best, probe, ops)
-    agree = pool_agreement(cfg, bundle, models, {k: [r[f"_{k}_model"] for r in rows] for k in ("student_alone", "student")})
+    agree = pool_agreement(cfg, bundle, models,
+                           {k: [r[f"_{k}_model"] for r in rows] for k in ("student_alone", "student")})
     if agree is not None:  # scored without labels: the held-out share of the --unlabeled pool
         summary["agreement"] = {"n": agree["n"], "on": "held-out share of the --unlabeled pool",
                                 **{k: mean_std(agree[k]) for k in ("student_alone", "student")}}

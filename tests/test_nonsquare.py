@@ -175,7 +175,12 @@ def test_an_onnx_teachers_fixed_dims_set_its_view_and_a_conflicting_size_is_exit
     cfg = DistillConfig(data=f"imagefolder:{root}", teacher=str(onnx_file))
     bundle = load_bundle(cfg)
     assert bundle.input_shape == (3, 16, 64)
-    assert cfg.for_data(bundle).teacher_input_size == (48, 192)      # from the graph, not the student's size
+    resolved = cfg.for_data(bundle)
+    assert resolved.teacher_input_size == (48, 192)      # from the graph, not the student's size
+    from edgekd.train.teacher import views_text
+
+    said = views_text(resolved, bundle)                  # printed by distill before training
+    assert said.startswith("student sees 16x64 (stretched), mean ") and "; teacher sees 48x192 (stretched)" in said
     run = tmp_path / "run"
     r = edgekd_main("distill", "--data", f"imagefolder:{root}", "--teacher", onnx_file, "--teacher-input-size", "32x32",
                     "--run", run, *TINY[:6], "--no-progress")
@@ -224,8 +229,9 @@ def test_non_square_imagefolder_through_distill_export_bench_and_report(tmp_path
     pool = make_imagefolder(tmp_path / "pool", n=6, size=(24, 96), seed=7)
     run = tmp_path / "run"
     r = edgekd_main("distill", "--data", f"imagefolder:{root}", "--unlabeled", pool, "--resize", "pad",
-                    "--teacher-input-size", "32x96", "--student", "small-cnn-s", "--run", run, *TINY, "--json")
+                    "--teacher-input-size", "32x96", "--student", "small-cnn-s", "--run", run, *TINY)
     assert r.code == 0, r.err
+    assert "teacher sees 32x96 px, the student 16x48 px (pad)" in r.out and "held-out unlabeled images" in r.out
     s = json.loads((run / "distill.json").read_text())
     assert s["data"]["input_shape"] == [3, 16, 48]
     assert s["student"]["view"]["input_size"] == [16, 48] and s["student"]["view"]["resize"] == "pad"

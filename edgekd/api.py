@@ -176,7 +176,7 @@ def distill(*, data: str = defaults.DATA, data_dir: PathLike | None = None, down
             compile: bool = False, tensorboard: PathLike | None = None,
             teacher_weight_files: Sequence[PathLike] = (), teacher_input_size: int | str | Sequence[int] | None = None,
             teacher_mean: str | None = None, teacher_std: str | None = None,
-            input_size: int | str | Sequence[int] | None = None, resize: str = defaults.RESIZE,
+            input_size: int | str | Sequence[int] | None = None, resize: str | None = None,
             unlabeled: Sequence[PathLike] = (), augment: bool = False) -> DistillResult:
     """Train (or load) the teacher, then per seed the student alone and distilled; writes the run.
 
@@ -189,7 +189,7 @@ def distill(*, data: str = defaults.DATA, data_dir: PathLike | None = None, down
     data (`defaults.recipe`: on digits the `defaults` values; on Fashion-MNIST resnet-s,
     wide-cnn, 5 epochs). Foreign teachers (`edgekd.teachers`): `teacher_weight_files` pair in order
     with `torchvision:ARCH` / `timm:NAME` teachers; `teacher_input_size`/`teacher_mean`/`teacher_std`
-    give the teacher's own view; `input_size` (N, "HxW" or (H, W)), `resize` (stretch | pad | crop),
+    give the teacher's own view; `input_size` (N, "HxW" or (H, W)), `resize` (stretch | pad | crop; None: stretch),
     `unlabeled` (folders of images without labels, added to the transfer set) and `augment` are for
     ImageFolder data.
     """

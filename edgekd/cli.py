@@ -66,7 +66,7 @@ T_STD_OPT = typer.Option(None, help="The teacher's per-channel std, comma-separa
 INPUT_SIZE_OPT = typer.Option(None, help="imagefolder: the student's input, N (square) or HxW in pixels, e.g. 16x64 "
                               "(default: the images' own HxW, scaled down keeping the aspect ratio to at most "
                               "32x32 = 1,024 pixels).")
-RESIZE_OPT = typer.Option(defaults.RESIZE, help="imagefolder: how an image becomes HxW: stretch | pad (keep the "
+RESIZE_OPT = typer.Option(None, help="imagefolder: how an image becomes HxW: stretch (the default) | pad (keep the "
                           "aspect, pad right/bottom with 0) | crop (resize the short side, centre crop).")
 UNLABELED_OPT = typer.Option(None, help="imagefolder: a folder of unlabeled images (any tree) added to the transfer "
                              "set (the teacher labels them); repeatable. A held-out share scores agreement with the "
@@ -78,7 +78,7 @@ RDZV_OPT = typer.Option(None, help="torchrun --rdzv-endpoint HOST:PORT, for seve
 NODE_RANK_OPT = typer.Option(None, help="torchrun --node-rank, with --rdzv-endpoint.")
 
 
-def _byot(files, size, mean, std, input_size, augment, resize=defaults.RESIZE, unlabeled=None) -> dict:
+def _byot(files, size, mean, std, input_size, augment, resize=None, unlabeled=None) -> dict:
     """The teacher's view and the data's shape options, sizes parsed from N / HxW."""
     return dict(teacher_weight_files=tuple(files or ()),
                 teacher_input_size=input_size_text(size, "--teacher-input-size"), teacher_mean=mean, teacher_std=std,
@@ -101,7 +101,7 @@ def distill(
     teacher_weight: Optional[List[float]] = typer.Option(None, help="Per-teacher weight for --teacher-mode weighted."),
     teacher_weight_files: Optional[List[str]] = T_FILES_OPT, teacher_input_size: Optional[str] = T_SIZE_OPT,
     teacher_mean: Optional[str] = T_MEAN_OPT, teacher_std: Optional[str] = T_STD_OPT,
-    input_size: Optional[str] = INPUT_SIZE_OPT, resize: str = RESIZE_OPT,
+    input_size: Optional[str] = INPUT_SIZE_OPT, resize: Optional[str] = RESIZE_OPT,
     unlabeled: Optional[List[Path]] = UNLABELED_OPT, augment: bool = AUGMENT_OPT,
     student: Optional[str] = AUTO_STUDENT_OPT, target: str = TARGET_OPT,
     method: Optional[List[str]] = typer.Option(None, help="Loss NAME[:WEIGHT], repeatable: ce hard soft cosine fitnet at rkd rkd-d rkd-a. Default: soft:0.7 ce:0.3."),

@@ -252,3 +252,17 @@ def test_non_square_imagefolder_through_distill_export_bench_and_report(tmp_path
     assert edgekd_main("report", run).code == 0
     html = (run / defaults.REPORT_FILE).read_text()
     assert "student 16×48 (pad, fill 0)" in html and "teacher 32×96" in html
+
+
+def test_bad_size_resize_and_pool_options_are_exit_2_one_line_and_no_run_folder(tmp_path, edgekd_main):
+    root = make_imagefolder(tmp_path / "d", n=5, size=(16, 48))
+    run = tmp_path / "run"
+    for args, text in ((["--input-size", "16by48"], "--input-size '16by48': expected N or HxW"),
+                       (["--teacher-input-size", "0x"], "--teacher-input-size '0x'"),
+                       (["--resize", "squash"], "--resize 'squash': valid: stretch, pad, crop"),
+                       (["--data", "digits", "--resize", "pad"], "--resize applies to --data imagefolder:DIR only"),
+                       (["--unlabeled", tmp_path / "nowhere"], "--unlabeled"),
+                       (["--input-size", "2x64"], "4..1024 pixels a side, got 2x64")):
+        r = edgekd_main("distill", "--data", f"imagefolder:{root}", *args, "--run", run, *TINY)
+        assert r.code == 2 and len(r.err_lines) == 1 and text in r.err, (args, r.err)
+        assert not run.exists()

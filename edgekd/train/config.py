@@ -38,7 +38,7 @@ class DistillConfig:
     teacher_mean: str | None = None                       # comma-separated, or "imagenet"
     teacher_std: str | None = None
     input_size: tuple[int, int] | None = None             # imagefolder: the student's (H, W) (None = default)
-    resize: str = defaults.RESIZE                         # imagefolder: stretch | pad | crop (edgekd.data.Fit)
+    resize: str | None = None                             # imagefolder: stretch | pad | crop (None: defaults.RESIZE)
     unlabeled: tuple[str, ...] = ()                       # folders of unlabeled images added to the transfer set
     augment: bool = False                                 # random train transform; the teacher then runs live
     hint_epochs: int = 0                                  # FitNets stage 1 (needs a fitnet term)
@@ -137,7 +137,7 @@ class DistillConfig:
         self._validate_methods()
         from edgekd.data import RESIZE_POLICIES
 
-        if self.resize not in RESIZE_POLICIES:
+        if self.resize is not None and self.resize not in RESIZE_POLICIES:
             raise BadInput(f"resize '{self.resize}': valid: {', '.join(RESIZE_POLICIES)}", params=["resize"])
         for key, value, ok, valid in (("labeled_fraction", self.labeled_fraction, 0 < self.labeled_fraction <= 1,
                                        "in (0, 1]"), ("lr", self.lr, self.lr > 0, "> 0"),
@@ -185,8 +185,7 @@ def load_bundle(cfg: DistillConfig, *, image_size: Any = None):
     from edgekd.data import load_data
 
     return load_data(cfg.data, data_dir=cfg.data_dir, download=cfg.download, augment=cfg.augment,
-                     image_size=image_size or cfg.input_size, resize=cfg.resize if cfg.data.startswith("imagefolder:")
-                     else None, unlabeled=cfg.unlabeled)
+                     image_size=image_size or cfg.input_size, resize=cfg.resize, unlabeled=cfg.unlabeled)
 
 
 # What --resume must agree on with the interrupted run.

@@ -290,11 +290,13 @@ def select_student(*, target: PathLike, teacher: str | Sequence[str] | None = No
                    seeds: int = defaults.SEARCH_SEEDS, methods: Sequence[str] | None = None,
                    teacher_epochs: int | None = None, temperature: float | None = None,
                    include: Sequence[str] | None = None, run: PathLike | None = None,
-                   progress: bool = True) -> StudentSelection:
+                   progress: bool = True, input_size: int | str | Sequence[int] | None = None,
+                   resize: str | None = None) -> StudentSelection:
     """Search students built from the target's ops under its budget; saves the pick as a run.
     teacher, epochs, teacher_epochs, methods, temperature and `include` (registry students drawn
     first) left None come from the data (`defaults.recipe`), as in `distill`.
     Raises BudgetFailed (before any training) when no candidate meets the budget."""
+    from edgekd.data import parse_hw
     from edgekd.search.student import select_student as run_select
 
     teachers = None if teacher is None else [teacher] if isinstance(teacher, str) else list(teacher)
@@ -302,7 +304,8 @@ def select_student(*, target: PathLike, teacher: str | Sequence[str] | None = No
                         data=data, data_dir=_dir(data_dir), download=download, budget_ms=budget_ms, trials=trials,
                         seed=seed, runner=runner, epochs=epochs, short_epochs=short_epochs, seeds=seeds,
                         methods=methods, teacher_epochs=teacher_epochs, temperature=temperature, include=include,
-                        run=Path(run) if run is not None else None, progress=progress)
+                        run=Path(run) if run is not None else None, progress=progress,
+                        input_size=parse_hw(input_size), resize=resize)
     rec = result["recommended"]
     return StudentSelection(data=result, run=Path(result["run"]), recommended=rec["name"],
                             latency_p90_ms=rec["latency_p90_ms"], val_accuracy=rec["val_accuracy"],

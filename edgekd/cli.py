@@ -264,7 +264,7 @@ def select_student_cmd(
     method: Optional[List[str]] = typer.Option(None, help="Loss NAME[:WEIGHT], repeatable (default: soft:0.7 ce:0.3)."),
     teacher_epochs: Optional[int] = AUTO_T_EPOCHS_OPT, temperature: Optional[float] = AUTO_TEMP_OPT,
     include: Optional[List[str]] = typer.Option(None, help=f"Registry student drawn first, repeatable ({_RULE}: the student distill would use)."),
-    run: Optional[Path] = RUN_OPT,
+    run: Optional[Path] = RUN_OPT, input_size: Optional[str] = INPUT_SIZE_OPT, resize: Optional[str] = RESIZE_OPT,
     progress: bool = typer.Option(True, help="Show progress bars."),
     as_json: bool = JSON_OPT,
 ) -> None:
@@ -276,7 +276,8 @@ def select_student_cmd(
                                 download=download, budget_ms=budget_ms, trials=trials, seed=seed, runner=runner,
                                 epochs=epochs, short_epochs=short_epochs, seeds=seeds, methods=method or None,
                                 teacher_epochs=teacher_epochs, temperature=temperature, include=include or None,
-                                run=run, progress=progress and not as_json)
+                                run=run, progress=progress and not as_json, input_size=input_size_text(input_size),
+                                resize=resize)
     _print(select_table(result.to_json()), result.to_json(), as_json)
 
 

@@ -266,3 +266,27 @@ def test_bad_size_resize_and_pool_options_are_exit_2_one_line_and_no_run_folder(
         r = edgekd_main("distill", "--data", f"imagefolder:{root}", *args, "--run", run, *TINY)
         assert r.code == 2 and len(r.err_lines) == 1 and text in r.err, (args, r.err)
         assert not run.exists()
+
+
+def test_select_student_searches_times_and_saves_a_non_square_pick_that_exports(tmp_path, edgekd_main, monkeypatch):
+    """select-student on 48×96 strips (fake timings, as test_select_student's): every candidate gets a
+    per-side stem (4×8), the pick is saved as a run, and export/parity/golden take its H×W."""
+    from edgekd.search import student as ss
+    from edgekd.search import timing
+    from test_select_student import fake_latency
+
+    monkeypatch.setattr(timing, "run_isolated", lambda runner, model, config: {
+        "latency_ms": {"p50": fake_latency(model), "p90": fake_latency(model)}, "peak_rss_mb": 50.0,
+        "model_bytes": model.stat().st_size, "provider": "CPUExecutionProvider", "threads": 1})
+    root = make_imagefolder(tmp_path / "strips", n=8, size=(48, 96))
+    r = ss.select_student(target="cpu-x86", data=f"imagefolder:{root}", input_size=(48, 96), resize="crop",
+                          teacher="cnn-small", teacher_epochs=1, epochs=1, trials=3, progress=False, include=(),
+                          run=tmp_path / "run")
+    names = [c["name"] for c in r["candidates"]]
+    assert names and all(n.endswith("-s4x8") for n in names), names
+    assert r["recommended"]["net_kwargs"]["stem_stride"] == [4, 8]
+    cfg = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert cfg["input_size"] == [48, 96] and cfg["resize"] == "crop"
+    assert edgekd_main("export", "--target", "cpu-x86", "--run", tmp_path / "run").code == 0
+    m = json.loads((tmp_path / "run" / "cpu-x86" / "manifest.json").read_text())
+    assert m["model"]["inputs"][0]["shape"] == ["batch", 3, 48, 96] and m["model"]["preprocessing"]["resize"] == "crop"

@@ -231,12 +231,13 @@ def select_student(*, target: str | Path, teacher: str | list[str] | None = None
                    progress: bool = True, teacher_epochs: int | None = None,
                    temperature: float | None = None, min_seconds: float = TIMING_MIN_SECONDS,
                    include: tuple[str, ...] | None = None, data_dir: Path | None = None,
-                   download: bool = False) -> dict[str, Any]:
+                   download: bool = False, input_size: tuple[int, int] | None = None,
+                   resize: str | None = None) -> dict[str, Any]:
     """Search the student for `target`: audit, predict, time, successive halving; write the run.
 
     teacher, epochs, teacher_epochs, methods, temperature and `include` (registry students drawn
     first) left None come from the data (`defaults.recipe`), as in distill. Inputs above 32 px give
-    every candidate a strided stem (`edgekd.search.space.candidate_stream`).
+    every candidate a strided stem (each side on its own); `input_size`, `resize`: as in distill.
     Raises BudgetFailed (before any training) when no candidate meets the budget. Returns the
     result written to `select_student.json`, plus `run` and `summary` (the pick's distill.json).
     """
@@ -250,7 +251,7 @@ def select_student(*, target: str | Path, teacher: str | list[str] | None = None
     get_runner(runner)  # a bad runner spec is bad input before anything is paid for
     cfg = _config(data=data, data_dir=data_dir, download=download, target=str(target), epochs=epochs, teacher=teacher,
                   methods=methods, temperature=temperature, teacher_epochs=teacher_epochs, seeds=seeds, run=run,
-                  progress=progress)
+                  progress=progress, input_size=input_size, resize=resize)
     cfg, bundle, short, include = _for_data(cfg, check, include)
 
     # 1–3. candidates drawn, audited, predicted, timed; budget misses dropped before any training

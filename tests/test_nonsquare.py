@@ -187,6 +187,13 @@ def test_an_onnx_teachers_fixed_dims_set_its_view_and_a_conflicting_size_is_exit
     assert r.code == 2, r.err
     assert len(r.err_lines) == 1 and "fixed 48x192 input" in r.err and "--teacher-input-size 32x32" in r.err
     assert not run.exists() and not (Path.cwd() / "artifacts").exists()
+    # left out, the graph's dims set the teacher's view: it reads the files at 48×192, the student at 16×64
+    r = edgekd_main("distill", "--data", f"imagefolder:{root}", "--teacher", onnx_file, "--run", run, *TINY[:6],
+                    "--no-progress")
+    assert r.code == 0, r.err
+    s = json.loads((run / "distill.json").read_text())
+    assert s["teacher"]["view"]["input_size"] == [48, 192] and s["student"]["view"]["input_size"] == [16, 64]
+    assert "teacher sees 48x192 px, the student 16x64 px (stretch)" in r.out
 
 
 # ---------------------------------------------------------------- unlabeled pools

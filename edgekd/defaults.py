@@ -74,7 +74,7 @@ TEACHER_EPOCH_RANGE = (3, TEACHER_EPOCHS)
 
 def _student(n: int, input_shape: tuple[int, ...]) -> str:
     side = min(input_shape[-2:])
-    if side > STRIDED_INPUT:
+    if input_shape[-2] * input_shape[-1] > STRIDED_INPUT ** 2:   # by pixels: a 16×512 strip needs a stem too
         return STUDENT_STRIDED
     return STUDENT_LARGE if n >= LARGE_DATA or side >= LARGE_INPUT else STUDENT
 
@@ -92,7 +92,8 @@ def recipe(*, n_train: int, input_shape: tuple[int, ...], num_classes: int) -> d
       (STUDENT_LARGE): there small-cnn's gap to the teacher is capacity, which no distillation loss
       closes (the capacity gap). On 5,400 Fashion-MNIST PNGs small-cnn distilled lost 1.4 points to
       small-cnn alone (benchmarks/README.md, "Defaults that travel"); every profile's budget holds wide-cnn;
-    - inputs above STRIDED_INPUT get STUDENT_STRIDED, whose stem brings them down to 16 px;
+    - inputs of more than STRIDED_INPUT² pixels get STUDENT_STRIDED, whose stem brings each side
+      down to 16 px;
     - temperature and loss weights stay Hinton's (T = 4, 0.7 soft + 0.3 CE).
     `num_classes` is accepted so that the rule can grow without changing its callers.
     """

@@ -153,6 +153,13 @@ def test_select_student_search_space_is_sized_per_side():
 
     net = student_net(in_channels=3, num_classes=2, target_ops=ops, **drawn[1][1])
     assert net.features[0](torch.zeros(1, 3, 48, 192)).shape[-2:] == (12, 12)
+    # by pixels, as defaults.recipe: a 16×512 strip (8,192 px) gets a stem on its long side only; 16×48 none
+    strip = list(itertools.islice(space.candidate_stream(ops, seed=0, include=(), input_size=(16, 512)), 2))
+    assert all(kw["stem_stride"] == [1, 32] and name.endswith("-s1x32") for name, kw in strip)
+    assert all("stem_stride" not in kw for _, kw in itertools.islice(
+        space.candidate_stream(ops, seed=0, include=(), input_size=(16, 48)), 3))
+    assert defaults.recipe(n_train=100, input_shape=(3, 16, 512), num_classes=2)["student"] == "small-cnn-s"
+    assert defaults.recipe(n_train=100, input_shape=(3, 16, 64), num_classes=2)["student"] == defaults.STUDENT
 
 
 # ---------------------------------------------------------------- an ONNX teacher with fixed dims

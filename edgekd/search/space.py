@@ -73,12 +73,12 @@ def candidate_stream(target_ops: frozenset[str] | None, *, seed: int,
                      input_size: int | tuple[int, int] | None = None) -> Iterator[tuple[str, dict]]:
     """Distinct (name, student_net keywords) in a reproducible order: the registry students
     named in `include` first (when the target can build them), then the grid shuffled by `seed`,
-    each with the stem `input_size` (N or (H, W)) needs: inputs whose short side is above
-    defaults.STRIDED_INPUT get a strided stem, each side reduced on its own."""
+    each with the stem `input_size` (N or (H, W)) needs: inputs of more than defaults.STRIDED_INPUT²
+    pixels (as `defaults.recipe`) get a strided stem, each side reduced on its own."""
     from edgekd.models import stem_stride_for
 
     hw = None if input_size is None else (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
-    stem = stem_stride_for(hw) if hw is not None and min(hw) > defaults.STRIDED_INPUT else 1
+    stem = stem_stride_for(hw) if hw is not None and hw[0] * hw[1] > defaults.STRIDED_INPUT ** 2 else 1
     space = search_space(target_ops)
     if not space["block"] or not space["act"]:
         raise BadInput("the target allows no student block or activation; "

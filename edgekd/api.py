@@ -174,9 +174,10 @@ def distill(*, data: str = defaults.DATA, data_dir: PathLike | None = None, down
             device: str = defaults.DEVICE, precision: str = defaults.PRECISION, channels_last: bool | None = None,
             lr_schedule: str = defaults.LR_SCHEDULE, warmup_epochs: float = defaults.WARMUP_EPOCHS,
             compile: bool = False, tensorboard: PathLike | None = None,
-            teacher_weight_files: Sequence[PathLike] = (), teacher_input_size: int | None = None,
-            teacher_mean: str | None = None, teacher_std: str | None = None, input_size: int | None = None,
-            augment: bool = False) -> DistillResult:
+            teacher_weight_files: Sequence[PathLike] = (), teacher_input_size: int | str | Sequence[int] | None = None,
+            teacher_mean: str | None = None, teacher_std: str | None = None,
+            input_size: int | str | Sequence[int] | None = None, resize: str | None = None,
+            unlabeled: Sequence[PathLike] = (), augment: bool = False) -> DistillResult:
     """Train (or load) the teacher, then per seed the student alone and distilled; writes the run.
 
     `device` auto|cpu|cuda|cuda:N; `lr` is the rate at batch defaults.BASE_BATCH, scaled linearly
@@ -188,11 +189,12 @@ def distill(*, data: str = defaults.DATA, data_dir: PathLike | None = None, down
     data (`defaults.recipe`: on digits the `defaults` values; on Fashion-MNIST resnet-s,
     wide-cnn, 5 epochs). Foreign teachers (`edgekd.teachers`): `teacher_weight_files` pair in order
     with `torchvision:ARCH` / `timm:NAME` teachers; `teacher_input_size`/`teacher_mean`/`teacher_std`
-    give the teacher's own view; `input_size` and `augment` are for ImageFolder data.
+    give the teacher's own view; `input_size` (N, "HxW" or (H, W)), `resize` (stretch | pad | crop; None: stretch),
+    `unlabeled` (folders of images without labels, added to the transfer set) and `augment` are for
+    ImageFolder data.
     """
-    from edgekd.train import distributed as dist
+    from edgekd.data import parse_hw
     from edgekd.train.config import DistillConfig
-    from edgekd.train.distill import distill as run_distill
 
     cfg = DistillConfig(
         data=data, data_dir=_dir(data_dir), download=download, teacher=_teachers(teacher), teacher_mode=teacher_mode,
@@ -204,9 +206,19 @@ def distill(*, data: str = defaults.DATA, data_dir: PathLike | None = None, down
         loss_options=dict(loss_options or {}), run=Path(run) if run is not None else None, resume=resume,
         progress=progress, device=device, precision=precision, channels_last=channels_last, lr_schedule=lr_schedule,
         warmup_epochs=warmup_epochs, compile=compile, tensorboard=Path(tensorboard) if tensorboard else None,
-        teacher_weight_files=tuple(str(f) for f in teacher_weight_files), teacher_input_size=teacher_input_size,
-        teacher_mean=teacher_mean, teacher_std=teacher_std, input_size=input_size, augment=augment)
-    dist.init_from_env(device)
+        teacher_weight_files=tuple(str(f) for f in teacher_weight_files),
+        teacher_input_size=parse_hw(teacher_input_size, option="--teacher-input-size"), teacher_mean=teacher_mean,
+        teacher_std=teacher_std, input_size=parse_hw(input_size), resize=resize,
+        unlabeled=tuple(str(u) for u in unlabeled), augment=augment)
+    return _distill_result(cfg)
+
+
+def _distill_result(cfg: Any) -> DistillResult:
+    """Run one DistillConfig (joining and leaving torchrun's process group when under it)."""
+    from edgekd.train import distributed as dist
+    from edgekd.train.distill import distill as run_distill
+
+    dist.init_from_env(cfg.device)
     try:
         summary = run_distill(cfg)
         main = dist.is_main()
@@ -278,11 +290,13 @@ def select_student(*, target: PathLike, teacher: str | Sequence[str] | None = No
                    seeds: int = defaults.SEARCH_SEEDS, methods: Sequence[str] | None = None,
                    teacher_epochs: int | None = None, temperature: float | None = None,
                    include: Sequence[str] | None = None, run: PathLike | None = None,
-                   progress: bool = True) -> StudentSelection:
+                   progress: bool = True, input_size: int | str | Sequence[int] | None = None,
+                   resize: str | None = None) -> StudentSelection:
     """Search students built from the target's ops under its budget; saves the pick as a run.
     teacher, epochs, teacher_epochs, methods, temperature and `include` (registry students drawn
     first) left None come from the data (`defaults.recipe`), as in `distill`.
     Raises BudgetFailed (before any training) when no candidate meets the budget."""
+    from edgekd.data import parse_hw
     from edgekd.search.student import select_student as run_select
 
     teachers = None if teacher is None else [teacher] if isinstance(teacher, str) else list(teacher)
@@ -290,7 +304,8 @@ def select_student(*, target: PathLike, teacher: str | Sequence[str] | None = No
                         data=data, data_dir=_dir(data_dir), download=download, budget_ms=budget_ms, trials=trials,
                         seed=seed, runner=runner, epochs=epochs, short_epochs=short_epochs, seeds=seeds,
                         methods=methods, teacher_epochs=teacher_epochs, temperature=temperature, include=include,
-                        run=Path(run) if run is not None else None, progress=progress)
+                        run=Path(run) if run is not None else None, progress=progress,
+                        input_size=parse_hw(input_size), resize=resize)
     rec = result["recommended"]
     return StudentSelection(data=result, run=Path(result["run"]), recommended=rec["name"],
                             latency_p90_ms=rec["latency_p90_ms"], val_accuracy=rec["val_accuracy"],

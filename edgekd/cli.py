@@ -59,10 +59,18 @@ AUTO_TEMP_OPT = typer.Option(None, "--temperature", help=f"Softmax temperature T
 
 # Foreign teachers and their view, ImageFolder size and augmentation (edgekd.teachers).
 T_FILES_OPT = typer.Option(None, "--teacher-weights", help="FILE of weights (state_dict or checkpoint) for each torchvision:ARCH / timm:NAME --teacher, in order.")
-T_SIZE_OPT = typer.Option(None, help="The teacher sees each image at this H = W (default: the data's).")
+T_SIZE_OPT = typer.Option(None, help="The teacher sees each image at N (square) or HxW, e.g. 48x192 (default: an "
+                          "ONNX teacher's fixed input dims, else the data's).")
 T_MEAN_OPT = typer.Option(None, help="The teacher's per-channel mean, comma-separated, or 'imagenet' (default: the data's).")
 T_STD_OPT = typer.Option(None, help="The teacher's per-channel std, comma-separated, or 'imagenet' (default: the data's).")
-INPUT_SIZE_OPT = typer.Option(None, help="imagefolder: the student's input H = W in pixels (default: the images' own size, at most 32).")
+INPUT_SIZE_OPT = typer.Option(None, help="imagefolder: the student's input, N (square) or HxW in pixels, e.g. 16x64 "
+                              "(default: the images' own HxW, scaled down keeping the aspect ratio to at most "
+                              "32x32 = 1,024 pixels).")
+RESIZE_OPT = typer.Option(None, help="imagefolder: how an image becomes HxW: stretch (the default) | pad (keep the "
+                          "aspect, pad right/bottom with 0) | crop (resize the short side, centre crop).")
+UNLABELED_OPT = typer.Option(None, help="imagefolder: a folder of unlabeled images (any tree) added to the transfer "
+                             "set (the teacher labels them); repeatable. A held-out share scores agreement with the "
+                             "teacher.")
 AUGMENT_OPT = typer.Option(False, help="Random-resized crop + flip on the train set (imagefolder, cifar10); the teacher runs live.")
 NPROC_OPT = typer.Option(1, help="Processes per node: launches through torchrun (gloo on CPU, NCCL on GPU).")
 NNODES_OPT = typer.Option("1", help="torchrun --nnodes (e.g. 2 or 1:4), for several machines.")
@@ -70,25 +78,35 @@ RDZV_OPT = typer.Option(None, help="torchrun --rdzv-endpoint HOST:PORT, for seve
 NODE_RANK_OPT = typer.Option(None, help="torchrun --node-rank, with --rdzv-endpoint.")
 
 
-def _byot(files, size, mean, std, input_size, augment) -> dict:
-    return dict(teacher_weight_files=tuple(files or ()), teacher_input_size=size, teacher_mean=mean,
-                teacher_std=std, input_size=input_size, augment=augment)
+def _byot(files, size, mean, std, input_size, augment, resize=None, unlabeled=None) -> dict:
+    """The teacher's view and the data's shape options, sizes parsed from N / HxW."""
+    return dict(teacher_weight_files=tuple(files or ()),
+                teacher_input_size=input_size_text(size, "--teacher-input-size"), teacher_mean=mean, teacher_std=std,
+                input_size=input_size_text(input_size), augment=augment, resize=resize,
+                unlabeled=tuple(unlabeled or ()))
+
+
+def input_size_text(value: Optional[str], option: str = "--input-size"):
+    """An `N` / `HxW` option as (H, W) (edgekd.data.parse_hw: the one parser of sizes)."""
+    from edgekd.data import parse_hw
+
+    return parse_hw(value, option=option)
 
 
 @app.command()
 def distill(
     data: str = DATA_OPT, data_dir: Optional[Path] = DATA_DIR_OPT, download: bool = DOWNLOAD_OPT,
-    teacher: Optional[List[str]] = TEACHER_OPT,
+    teacher: Optional[List[str]] = TEACHER_OPT, device: str = DEVICE_OPT,
     teacher_mode: str = typer.Option(defaults.TEACHER_MODE, help="Several teachers: mean | weighted | confidence."),
     teacher_weight: Optional[List[float]] = typer.Option(None, help="Per-teacher weight for --teacher-mode weighted."),
-    teacher_weight_files: Optional[List[str]] = T_FILES_OPT, teacher_input_size: Optional[int] = T_SIZE_OPT,
+    teacher_weight_files: Optional[List[str]] = T_FILES_OPT, teacher_input_size: Optional[str] = T_SIZE_OPT,
     teacher_mean: Optional[str] = T_MEAN_OPT, teacher_std: Optional[str] = T_STD_OPT,
-    input_size: Optional[int] = INPUT_SIZE_OPT, augment: bool = AUGMENT_OPT,
+    input_size: Optional[str] = INPUT_SIZE_OPT, resize: Optional[str] = RESIZE_OPT,
+    unlabeled: Optional[List[Path]] = UNLABELED_OPT, augment: bool = AUGMENT_OPT,
     student: Optional[str] = AUTO_STUDENT_OPT, target: str = TARGET_OPT,
     method: Optional[List[str]] = typer.Option(None, help="Loss NAME[:WEIGHT], repeatable: ce hard soft cosine fitnet at rkd rkd-d rkd-a. Default: soft:0.7 ce:0.3."),
     lr_schedule: str = typer.Option(defaults.LR_SCHEDULE, help="auto | cosine | warmup-cosine | constant (auto: cosine; warm-up above batch 64)."),
     warmup_epochs: float = typer.Option(defaults.WARMUP_EPOCHS, help="Linear warm-up of warmup-cosine, in epochs."),
-    device: str = DEVICE_OPT,
     precision: str = typer.Option(defaults.PRECISION, help="auto | fp32 | bf16 | fp16 autocast (auto: bf16 on CUDA, fp32 on CPU)."),
     channels_last: Optional[bool] = typer.Option(None, "--channels-last/--no-channels-last", help="NHWC memory format (default: on; it won on CPU and GPU)."),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the models (refused: it did not win; see benchmarks/README.md)."),
@@ -97,7 +115,6 @@ def distill(
     teacher_epochs: Optional[int] = AUTO_T_EPOCHS_OPT, seeds: int = SEEDS_OPT,
     lr: float = typer.Option(defaults.LR, help=f"Learning rate (AdamW) at batch {defaults.BASE_BATCH}; scaled linearly with --batch-size."),
     batch_size: int = typer.Option(defaults.BATCH_SIZE, help="Batch size (global, over all processes)."),
-    labeled_fraction: float = LF_OPT,
     hint_epochs: int = typer.Option(0, help="FitNets stage 1: epochs training the student up to its tap on the hint loss."),
     generations: int = typer.Option(0, help="Born-again self-distillation: K generations of the student teaching the next."),
     online: bool = typer.Option(False, help="Online distillation: deep mutual learning of --peers students, no teacher."),
@@ -106,7 +123,7 @@ def distill(
     student_tap: Optional[List[str]] = typer.Option(None, help="ROLE=MODULE: tap this student module for a feature loss (roles: hidden, feature_map)."),
     teacher_tap: Optional[List[str]] = typer.Option(None, help="ROLE=MODULE: tap this teacher module (e.g. feature_map=layer3)."),
     loss_option: Optional[List[str]] = typer.Option(None, help="LOSS.KEY=VALUE, e.g. fitnet.kernel=3 or cosine.project=false."),
-    run: Optional[Path] = RUN_OPT, quiet: bool = QUIET_OPT,
+    run: Optional[Path] = RUN_OPT, quiet: bool = QUIET_OPT, labeled_fraction: float = LF_OPT,
     resume: bool = typer.Option(False, help="Continue from the run's last epoch checkpoints (needs --run)."),
     progress: bool = typer.Option(True, help="Show progress bars."),
     nproc: int = NPROC_OPT, nnodes: str = NNODES_OPT,
@@ -133,7 +150,8 @@ def distill(
         loss_options=_loss_options(loss_option), run=run, resume=resume, progress=progress and not as_json and not quiet,
         device=device, precision=precision, channels_last=channels_last, lr_schedule=lr_schedule,
         warmup_epochs=warmup_epochs, compile=compile, tensorboard=tensorboard,
-        **_byot(teacher_weight_files, teacher_input_size, teacher_mean, teacher_std, input_size, augment))
+        **_byot(teacher_weight_files, teacher_input_size, teacher_mean, teacher_std, input_size, augment, resize,
+                unlabeled))
     if result.is_main:
         _print(distill_table(result.to_json()), result.to_json(), as_json)
 
@@ -246,7 +264,7 @@ def select_student_cmd(
     method: Optional[List[str]] = typer.Option(None, help="Loss NAME[:WEIGHT], repeatable (default: soft:0.7 ce:0.3)."),
     teacher_epochs: Optional[int] = AUTO_T_EPOCHS_OPT, temperature: Optional[float] = AUTO_TEMP_OPT,
     include: Optional[List[str]] = typer.Option(None, help=f"Registry student drawn first, repeatable ({_RULE}: the student distill would use)."),
-    run: Optional[Path] = RUN_OPT,
+    run: Optional[Path] = RUN_OPT, input_size: Optional[str] = INPUT_SIZE_OPT, resize: Optional[str] = RESIZE_OPT,
     progress: bool = typer.Option(True, help="Show progress bars."),
     as_json: bool = JSON_OPT,
 ) -> None:
@@ -258,7 +276,8 @@ def select_student_cmd(
                                 download=download, budget_ms=budget_ms, trials=trials, seed=seed, runner=runner,
                                 epochs=epochs, short_epochs=short_epochs, seeds=seeds, methods=method or None,
                                 teacher_epochs=teacher_epochs, temperature=temperature, include=include or None,
-                                run=run, progress=progress and not as_json)
+                                run=run, progress=progress and not as_json, input_size=input_size_text(input_size),
+                                resize=resize)
     _print(select_table(result.to_json()), result.to_json(), as_json)
 
 

@@ -31,6 +31,7 @@ import contextlib
 import hashlib
 import math
 import os
+import re
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,15 +62,57 @@ class DataBundle:
     split: dict[str, Any] = field(default_factory=dict)
     # True when the train transform is random: the teacher's outputs cannot be cached then.
     augmented: bool = False
+    # How each image became H×W: RESIZE_POLICIES name, pad fill (raw pixel value); "none" = used as stored.
+    resize: str = "none"
+    fill: int = defaults.PAD_FILL
+    # --unlabeled pools: their held-out share (label -1), scored by agreement with the teacher; None = no pool.
+    unlabeled_test: Any = None
+
+    def preprocessing(self) -> dict[str, Any]:
+        """Everything a device-side preprocessor needs: H, W, the resize policy (and pad fill),
+        then `(pixel * scale - mean) / std` per channel."""
+        c, h, w = self.input_shape
+        return {"height": h, "width": w, "channels": c, "resize": self.resize,
+                "fill": self.fill if self.resize == "pad" else None, "scale": self.scale,
+                "mean": self.mean, "std": self.std}
 
     def describe(self) -> dict[str, Any]:
         """What config.json and the manifest record: shape, labels, preprocessing, the split."""
         return {
             "name": self.name, "num_classes": self.num_classes,
             "input_shape": list(self.input_shape), "labels": self.labels,
-            "preprocessing": {"scale": self.scale, "mean": self.mean, "std": self.std},
+            "preprocessing": self.preprocessing(),
             "split": self.split, "augmented": self.augmented,
         }
+
+
+RESIZE_POLICIES = ("stretch", "pad", "crop")
+
+
+def parse_hw(value: Any, *, option: str = "--input-size") -> tuple[int, int] | None:
+    """`N`, `HxW` (or `H×W`), an int or an (H, W) pair → (H, W); None stays None. The one parser
+    of input sizes: every option and keyword that takes a size goes through it."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        parts = [p.strip() for p in re.split(r"[x×X]", value.strip())]
+        if len(parts) not in (1, 2) or not all(p.isdigit() for p in parts):
+            raise BadInput(f"{option} '{value}': expected N or HxW in pixels, e.g. 32 or 48x192")
+        nums = [int(p) for p in parts]
+    elif isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        nums = [int(value)]
+    elif isinstance(value, (tuple, list)) and len(value) in (1, 2):
+        nums = [int(v) for v in value]
+    else:
+        raise BadInput(f"{option} {value!r}: expected N or HxW in pixels, e.g. 32 or 48x192")
+    h, w = nums if len(nums) == 2 else nums * 2
+    return h, w
+
+
+def check_resize(policy: str) -> str:
+    if policy not in RESIZE_POLICIES:
+        raise BadInput(f"--resize '{policy}': valid: {', '.join(RESIZE_POLICIES)}")
+    return policy
 
 
 def stratified_split(labels: np.ndarray, *, fractions=defaults.SPLIT_FRACTIONS,
@@ -114,7 +157,7 @@ def load_digits_bundle(*, seed: int = defaults.SPLIT_SEED, **_: Any) -> DataBund
 # Streaming building blocks shared by the torchvision and image-folder loaders
 
 VAL_FRACTION = 0.1          # of an official train split, held out (stratified) for validation
-IMAGE_SIZE = 32             # imagefolder: images larger than this are resized down to it (--input-size)
+IMAGE_SIZE = 32             # imagefolder: the default side of square images (defaults.INPUT_PIXELS = its square)
 MAX_IMAGE_SIZE = 1024
 IMAGEFOLDER_STATS_SAMPLES = 512   # imagefolder: train images read to estimate mean/std
 PIXEL_SCALE = 1.0 / 255.0
@@ -151,17 +194,54 @@ class ToMode:
         return image if image.mode == self.mode else image.convert(self.mode)
 
 
+class Fit:
+    """PIL image -> exactly H×W by a resize policy, with PIL's bilinear filter (antialiased):
+    - `stretch`: resize to H×W, whatever the aspect ratio;
+    - `pad`: keep the aspect ratio, scale to fit inside H×W, pad right and bottom with `fill`
+      (a raw pixel value, e.g. 0 black or 255 white), as OCR and document pipelines do;
+    - `crop`: scale the short side to fit (keeping the aspect), then crop the centre H×W."""
+
+    def __init__(self, size: tuple[int, int], policy: str = "stretch", fill: int = defaults.PAD_FILL):
+        self.size, self.policy, self.fill = (int(size[0]), int(size[1])), check_resize(policy), int(fill)
+
+    def scaled_size(self, width: int, height: int) -> tuple[int, int]:
+        """(w, h) the image is resized to before padding or cropping."""
+        h, w = self.size
+        if self.policy == "stretch":
+            return w, h
+        pick = min if self.policy == "pad" else max
+        s = pick(h / height, w / width)
+        sw, sh = max(1, round(width * s)), max(1, round(height * s))
+        return (min(sw, w), min(sh, h)) if self.policy == "pad" else (max(sw, w), max(sh, h))
+
+    def __call__(self, image: Any) -> Any:
+        from PIL import Image
+
+        h, w = self.size
+        sw, sh = self.scaled_size(*image.size)
+        out = image if image.size == (sw, sh) else image.resize((sw, sh), Image.BILINEAR)
+        if self.policy == "pad" and (sw, sh) != (w, h):
+            canvas = Image.new(out.mode, (w, h), self.fill if len(out.getbands()) == 1 else (self.fill,) * 3)
+            canvas.paste(out, (0, 0))
+            return canvas
+        if self.policy == "crop" and (sw, sh) != (w, h):
+            left, top = (sw - w) // 2, (sh - h) // 2
+            return out.crop((left, top, left + w, top + h))
+        return out
+
+
 def _to_tensor_transform(mean: list[float], std: list[float], *, augment: bool = False,
-                         size: int | None = None, mode: str | None = None, crop: bool = False) -> Callable:
+                         size: tuple[int, int] | None = None, mode: str | None = None, crop: bool = False,
+                         resize: str = "stretch", fill: int = defaults.PAD_FILL) -> Callable:
     """PIL image -> normalised float32 C×H×W tensor (ToTensor scales by 1/255). `crop`: with
     `augment`, a random-resized crop + flip (ImageFolder) instead of the 4-pixel shifts."""
     from torchvision import transforms as T
 
     steps: list[Any] = [ToMode(mode)] if mode else []
     if augment and crop:
-        steps += [T.RandomResizedCrop((size, size), scale=(0.35, 1.0), antialias=True), T.RandomHorizontalFlip()]
+        steps += [T.RandomResizedCrop(tuple(size), scale=(0.35, 1.0), antialias=True), T.RandomHorizontalFlip()]
     elif size is not None:
-        steps.append(T.Resize((size, size)))
+        steps.append(Fit(size, resize, fill))
     if augment and not crop:
         # The usual light CIFAR augmentation: random 4-pixel shifts and mirror images.
         steps += [T.RandomCrop(size or 32, padding=4), T.RandomHorizontalFlip()]
@@ -588,22 +668,28 @@ def _sample_images(base: Any, indices: np.ndarray) -> list[Any]:
     return [base[int(i)][0] for i in picks]
 
 
-def native_size(images: list[Any]) -> int:
-    """The default input size: the images' own (median longer side), never upsampled, capped at
-    IMAGE_SIZE. Upsampling 16×16 images to 32×32 costs a student 4× the compute for no information,
-    and a small student's receptive field then covers a quarter as much of the object."""
-    side = int(np.median([max(im.size) for im in images]))
-    return int(min(max(side, 4), IMAGE_SIZE))
+def native_size(images: list[Any], *, pixels: int = defaults.INPUT_PIXELS) -> tuple[int, int]:
+    """The default input H×W: the images' own (median height and width), never upsampled, and
+    scaled down keeping the aspect ratio when larger than `pixels` (32×32 = 1,024 by default):
+    48×192 text lines become 16×64, not a squashed 32×32. Upsampling 16×16 images to 32×32
+    costs a student 4× the compute for no information."""
+    h = float(np.median([im.size[1] for im in images]))
+    w = float(np.median([im.size[0] for im in images]))
+    s = min(1.0, math.sqrt(pixels / (h * w)))
+    hs, ws = max(4, round(h * s)), max(4, round(w * s))
+    hs = min(hs, max(4, pixels // ws))   # rounding (or a side raised to 4 px) never exceeds the pixel cap
+    ws = min(ws, max(4, pixels // hs))
+    return int(hs), int(ws)
 
 
-def _image_stats(images: list[Any], size: int) -> tuple[list[float], list[float], str]:
-    """Per-channel mean/std of `images` at size², and the mode: "L" (1 channel) when every one of
-    them is grayscale, else "RGB"."""
+def _image_stats(images: list[Any], fit: Fit) -> tuple[list[float], list[float], str]:
+    """Per-channel mean/std of `images` as the model sees them (after `fit`), and the mode:
+    "L" (1 channel) when every one of them is grayscale, else "RGB"."""
     from torchvision import transforms as T
 
     mode = "L" if all(im.mode == "L" for im in images) else "RGB"
     c = 1 if mode == "L" else 3
-    to_tensor = T.Compose([ToMode(mode), T.Resize((size, size)), T.ToTensor()])
+    to_tensor = T.Compose([ToMode(mode), fit, T.ToTensor()])
     total, squares, count = np.zeros(c), np.zeros(c), 0
     for image in images:
         x = to_tensor(image).numpy().reshape(c, -1).astype(np.float64)
@@ -613,20 +699,78 @@ def _image_stats(images: list[Any], size: int) -> tuple[list[float], list[float]
     return (*_finish_stats(total, squares, count), mode)
 
 
-def _decode_all(base: Any, *, size: int, mode: str, desc: str) -> np.ndarray:
-    """Every image of `base` decoded once, as the streamed path would (mode, then resize), into
+def _decode_all(base: Any, *, fit: Fit, mode: str, desc: str) -> np.ndarray:
+    """Every image of `base` decoded once, as the streamed path would (mode, then `fit`), into
     one uint8 N×C×H×W array: training then cuts batches from it instead of decoding each sample
     through PIL every epoch."""
     from torchvision import transforms as T
 
     from edgekd.progress import bar
 
-    prep = T.Compose([ToMode(mode), T.Resize((size, size))])
-    out = np.empty((len(base), 1 if mode == "L" else 3, size, size), np.uint8)
+    prep = T.Compose([ToMode(mode), fit])
+    out = np.empty((len(base), 1 if mode == "L" else 3, *fit.size), np.uint8)
     for i in bar(range(len(base)), desc=desc, unit="img"):
         a = np.asarray(prep(base[i][0]), dtype=np.uint8)
         out[i] = a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
     return out
+
+
+class ImageFiles:
+    """Every image file under some folders (any tree, no class structure), as (PIL image, -1):
+    an `--unlabeled` pool. The label -1 marks samples only the teacher labels."""
+
+    def __init__(self, roots: list[Path]):
+        from torchvision.datasets.folder import IMG_EXTENSIONS
+
+        self.root = str(roots[0])
+        files: list[str] = []
+        for r in roots:
+            if not r.is_dir():
+                raise BadInput(f"--unlabeled {str(r)!r}: not a folder; give a folder of images (any tree)")
+            found = sorted(str(f) for f in r.rglob("*") if f.suffix.lower() in IMG_EXTENSIONS and f.is_file())
+            if not found:
+                raise BadInput(f"--unlabeled {str(r)!r}: no image files in it ({', '.join(IMG_EXTENSIONS[:4])}, ...)")
+            files += found
+        self.files = files
+        self.targets = [-1] * len(files)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int):
+        return load_image_file(self.files[i]), -1
+
+
+class Joined:
+    """An ImageFolder base followed by an unlabeled pool: the indices of `a` are unchanged."""
+
+    def __init__(self, a: Any, b: ImageFiles):
+        self.a, self.b, self.root = a, b, a.root
+        self.classes = a.classes
+        self.targets = [*a.targets, *b.targets]
+
+    def __len__(self) -> int:
+        return len(self.a) + len(self.b)
+
+    def __getitem__(self, i: int):
+        return self.a[i] if i < len(self.a) else self.b[i - len(self.a)]
+
+
+def _add_pool(bases: dict[str, Any], unlabeled: list[Path], *, seed: int) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Join the pool after the train base (wherever that base is used): (train indices of the
+    pool, held-out indices of the pool, the record). UNLABELED_HOLDOUT of the pool (seeded) is kept
+    out of training, to score the student by its agreement with the teacher."""
+    pool = ImageFiles(unlabeled)
+    old = bases["train"]
+    joined = Joined(old, pool)
+    for k, b in bases.items():
+        if b is old:
+            bases[k] = joined
+    order = np.random.default_rng(seed).permutation(len(pool))
+    k = int(round(defaults.UNLABELED_HOLDOUT * len(pool)))
+    held, used = np.sort(order[:k]) + len(old), np.sort(order[k:]) + len(old)
+    return used, held, {"folders": [str(u) for u in unlabeled], "images": len(pool), "train": len(used),
+                        "held_out": len(held)}
 
 
 def fits_in_memory(n_images: int, shape: tuple[int, int, int]) -> bool:
@@ -634,24 +778,8 @@ def fits_in_memory(n_images: int, shape: tuple[int, int, int]) -> bool:
     return n_images * int(np.prod(shape)) <= defaults.IN_MEMORY_BYTES
 
 
-def load_imagefolder_bundle(*, root: str | Path, seed: int = defaults.SPLIT_SEED,
-                            image_size: int | None = None, augment: bool = False,
-                            in_memory: bool | None = None, **_: Any) -> DataBundle:
-    """Images under `root`, one subfolder per class, resized to image_size² (None: `native_size`),
-    grayscale when every sampled train image is, else RGB. `augment`: random-resized crop + flip
-    on train. `in_memory` (None: when the decoded images fit defaults.IN_MEMORY_BYTES and there is
-    no augmentation): decode every image once into uint8 `InMemory` views; else stream them.
-
-    With `root/train/` and `root/test/` (and optionally `root/val/`), those are the
-    splits (val, if absent, is a stratified VAL_FRACTION of train); otherwise all
-    files are split stratified by SPLIT_FRACTIONS.
-    """
-    root = Path(root)
-    if image_size is not None and not 4 <= image_size <= MAX_IMAGE_SIZE:
-        raise BadInput(f"imagefolder: image size must be 4..{MAX_IMAGE_SIZE} pixels, got {image_size}")
-    if not root.is_dir():
-        raise BadInput(f"imagefolder: {str(root)!r} is not a folder; expected one subfolder of images per class")
-
+def _folder_splits(root: Path, *, seed: int) -> tuple[dict[str, Any], dict[str, tuple[str, np.ndarray]], dict]:
+    """The ImageFolder bases under `root` and where each split's items are: {split: (base key, indices)}."""
     if (root / "train").is_dir() and (root / "test").is_dir():
         bases = {s: _open_image_folder(root / s) for s in ("train", "val", "test") if (root / s).is_dir()}
         for s, b in bases.items():
@@ -670,32 +798,66 @@ def load_imagefolder_bundle(*, root: str | Path, seed: int = defaults.SPLIT_SEED
     else:
         base = _open_image_folder(root)
         bases, val_base = {"train": base, "test": base}, "train"
-        y = {"train": np.asarray(base.targets, dtype=np.int64)}
-        y["test"] = y["train"]
-        train, val, test = _split_or_bad_input(y["train"], what=f"imagefolder {str(root)!r}", seed=seed)
+        train, val, test = _split_or_bad_input(np.asarray(base.targets, dtype=np.int64),
+                                               what=f"imagefolder {str(root)!r}", seed=seed)
         split = split_record(train, val, test, seed=seed)
-
-    images = _sample_images(bases["train"], train)
-    image_size = image_size or native_size(images)
-    mean, std, mode = _image_stats(images, image_size)
     split["root"] = str(root)
-    info = dict(name=f"imagefolder:{root}", augmented=augment, num_classes=len(bases["train"].classes),
-                labels=list(bases["train"].classes), split=split)
-    shape = (len(mean), image_size, image_size)
+    return bases, {"train": ("train", train), "val": (val_base, val), "test": ("test", test)}, split
+
+
+def load_imagefolder_bundle(*, root: str | Path, seed: int = defaults.SPLIT_SEED,
+                            image_size: int | tuple[int, int] | None = None, augment: bool = False,
+                            in_memory: bool | None = None, resize: str = defaults.RESIZE, fill: int = defaults.PAD_FILL,
+                            unlabeled: Any = (), **_: Any) -> DataBundle:
+    """Images under `root`, one subfolder per class, made H×W by `resize` (`Fit`; size None:
+    `native_size`, which keeps the images' aspect ratio), grayscale when every sampled train image
+    is, else RGB. `augment`: random-resized crop + flip on train. `in_memory` (None: when the
+    decoded images fit defaults.IN_MEMORY_BYTES and there is no augmentation): decode every image
+    once into uint8 `InMemory` views; else stream them. `unlabeled`: folders of images (any tree)
+    added to the train split with label -1, a held-out share of them as `unlabeled_test`.
+
+    With `root/train/` and `root/test/` (and optionally `root/val/`), those are the
+    splits (val, if absent, is a stratified VAL_FRACTION of train); otherwise all
+    files are split stratified by SPLIT_FRACTIONS. Size and statistics come from the labeled
+    train images only, so export reloads the same preprocessing without the pool.
+    """
+    root, size = Path(root), parse_hw(image_size)
+    if size is not None and not all(4 <= v <= MAX_IMAGE_SIZE for v in size):
+        raise BadInput(f"imagefolder: image size must be 4..{MAX_IMAGE_SIZE} pixels a side, got {size[0]}x{size[1]}")
+    check_resize(resize)
+    if not root.is_dir():
+        raise BadInput(f"imagefolder: {str(root)!r} is not a folder; expected one subfolder of images per class")
+    bases, where, split = _folder_splits(root, seed=seed)
+    images = _sample_images(bases["train"], where["train"][1])
+    fit = Fit(size or native_size(images), resize, fill)
+    mean, std, mode = _image_stats(images, fit)
+    held = None
+    if unlabeled:
+        used, held, split["unlabeled"] = _add_pool(bases, [Path(u) for u in unlabeled], seed=seed)
+        where["train"] = ("train", np.concatenate([where["train"][1], used]))
+        where["unlabeled_test"] = ("train", held)
+    y = {k: np.asarray(b.targets, dtype=np.int64) for k, b in bases.items()}
+    info = dict(augmented=augment, num_classes=len(bases["train"].classes), labels=list(bases["train"].classes),
+                split=split, resize=resize, fill=fit.fill)
+    shape = (len(mean), *fit.size)
     distinct = {id(b): b for b in bases.values()}  # a single folder is one base for every split
     if in_memory is None:
         in_memory = not augment and fits_in_memory(sum(len(b) for b in distinct.values()), shape)
-    where = {"train": ("train", train), "val": (val_base, val), "test": ("test", test)}
     if in_memory:  # each folder decoded once, its splits views of the same pixels
-        pixels = {k: _decode_all(b, size=image_size, mode=mode, desc=f"decoding {Path(b.root).relative_to(root.parent)}")
+        pixels = {k: _decode_all(b, fit=fit, mode=mode, desc=f"decoding {Path(b.root).relative_to(root.parent)}")
                   for k, b in distinct.items()}
         parts = {s: (pixels[id(bases[b])], y[b], idx) for s, (b, idx) in where.items()}
-        return _in_memory_bundle(info.pop("name"), parts, scale=PIXEL_SCALE, mean=mean, std=std, **info)
-    transform = _to_tensor_transform(mean, std, size=image_size, mode=mode)
-    train_tf = _to_tensor_transform(mean, std, size=image_size, mode=mode, augment=True, crop=True) \
+        pool = parts.pop("unlabeled_test", None)
+        out = _in_memory_bundle(f"imagefolder:{root}", parts, scale=PIXEL_SCALE, mean=mean, std=std, **info)
+        out.unlabeled_test = None if pool is None else InMemory(*pool, scale=PIXEL_SCALE, mean=mean, std=std)
+        return out
+    transform = _to_tensor_transform(mean, std, size=fit.size, mode=mode, resize=resize, fill=fit.fill)
+    train_tf = _to_tensor_transform(mean, std, size=fit.size, mode=mode, augment=True, crop=True) \
         if augment else transform
     views = {s: SplitView(bases[b], idx, train_tf if s == "train" else transform, y[b]) for s, (b, idx) in where.items()}
-    return DataBundle(**views, input_shape=shape, mean=mean, std=std, scale=PIXEL_SCALE, **info)
+    pool = views.pop("unlabeled_test", None)
+    return DataBundle(name=f"imagefolder:{root}", **views, input_shape=shape, mean=mean, std=std, scale=PIXEL_SCALE,
+                      unlabeled_test=pool, **info)
 
 
 # ---------------------------------------------------------------------------
@@ -734,13 +896,17 @@ def data_names() -> list[str]:
 
 def load_data(name: str = defaults.DATA, *, data_dir: str | Path | None = None,
               download: bool = False, seed: int = defaults.SPLIT_SEED,
-              augment: bool = False, image_size: int | None = None, in_memory: bool | None = None) -> DataBundle:
+              augment: bool = False, image_size: int | tuple[int, int] | str | None = None,
+              in_memory: bool | None = None, resize: str | None = None, fill: int = defaults.PAD_FILL,
+              unlabeled: Any = ()) -> DataBundle:
     """Load a dataset by name: one of `data_names()`.
 
     `data_dir` None means the default: `defaults.DATA_DIR`, and for fashion-mnist also
     Debian's system folder. `augment` (random train transform) is for AUGMENTABLE datasets
-    and imagefolder:DIR; `image_size` (None = the images' own, at most IMAGE_SIZE) and `in_memory`
-    (None = when it fits defaults.IN_MEMORY_BYTES) apply to imagefolder:DIR only.
+    and imagefolder:DIR; `image_size` (N, HxW or (H, W); None = the images' own, keeping their
+    aspect, at most defaults.INPUT_PIXELS), `resize` (stretch | pad | crop, with `fill` for pad),
+    `unlabeled` (folders of unlabeled images) and `in_memory` (None = when it fits
+    defaults.IN_MEMORY_BYTES) apply to imagefolder:DIR only.
     """
     if augment and name not in AUGMENTABLE and not name.startswith("imagefolder:"):
         raise BadInput(f"augmentation is not available for --data '{name}'; available for: {', '.join(AUGMENTABLE)}, imagefolder:DIR")
@@ -748,10 +914,13 @@ def load_data(name: str = defaults.DATA, *, data_dir: str | Path | None = None,
         folder = name.split(":", 1)[1]
         if not folder:
             raise BadInput("--data imagefolder:DIR needs a folder, e.g. imagefolder:photos/")
-        return load_imagefolder_bundle(root=Path(folder), seed=seed, image_size=image_size,
-                                       augment=augment, in_memory=in_memory)
-    if image_size is not None:
-        raise BadInput(f"an image size applies to --data imagefolder:DIR only, not '{name}'")
+        return load_imagefolder_bundle(root=Path(folder), seed=seed, image_size=image_size, augment=augment,
+                                       in_memory=in_memory, resize=resize or defaults.RESIZE, fill=fill,
+                                       unlabeled=unlabeled)
+    for what, value in (("an image size (--input-size)", image_size), ("--resize", resize),
+                        ("--unlabeled", tuple(unlabeled or ()))):
+        if value:
+            raise BadInput(f"{what} applies to --data imagefolder:DIR only, not '{name}'")
     if name not in DATASETS or name == "imagefolder":
         raise BadInput(f"unknown --data '{name}'; valid: {', '.join(data_names())}")
     return DATASETS[name](data_dir=None if data_dir is None else Path(data_dir), download=download, seed=seed,

@@ -12,6 +12,11 @@ SPLIT_SEED = 0                 # the train/val/test split never changes with --s
 SPLIT_FRACTIONS = (0.6, 0.2, 0.2)   # train, val, test (stratified)
 BATCH_SIZE = 64
 IN_MEMORY_BYTES = 1 << 30      # an ImageFolder whose decoded uint8 pixels fit this is decoded once and held in memory
+# imagefolder's default size: the images' own H×W, scaled down (aspect kept) to at most this many pixels
+INPUT_PIXELS = 32 * 32
+RESIZE = "stretch"             # imagefolder: stretch | pad | crop (how an image becomes H×W; see edgekd.data.Fit)
+PAD_FILL = 0                   # --resize pad: the raw pixel value of the padding (0 = black)
+UNLABELED_HOLDOUT = 0.1        # --unlabeled: this share of the pool is held out to score agreement with the teacher
 NUM_WORKERS = -1               # DataLoader workers for streamed datasets; -1: cores - 2 (0 on 2 cores), at most 4
 # In-memory datasets skip the DataLoader: batches are cut from tensors (edgekd.train.datasets.take).
 
@@ -69,7 +74,7 @@ TEACHER_EPOCH_RANGE = (3, TEACHER_EPOCHS)
 
 def _student(n: int, input_shape: tuple[int, ...]) -> str:
     side = min(input_shape[-2:])
-    if side > STRIDED_INPUT:
+    if input_shape[-2] * input_shape[-1] > STRIDED_INPUT ** 2:   # by pixels: a 16×512 strip needs a stem too
         return STUDENT_STRIDED
     return STUDENT_LARGE if n >= LARGE_DATA or side >= LARGE_INPUT else STUDENT
 
@@ -87,7 +92,8 @@ def recipe(*, n_train: int, input_shape: tuple[int, ...], num_classes: int) -> d
       (STUDENT_LARGE): there small-cnn's gap to the teacher is capacity, which no distillation loss
       closes (the capacity gap). On 5,400 Fashion-MNIST PNGs small-cnn distilled lost 1.4 points to
       small-cnn alone (benchmarks/README.md, "Defaults that travel"); every profile's budget holds wide-cnn;
-    - inputs above STRIDED_INPUT get STUDENT_STRIDED, whose stem brings them down to 16 px;
+    - inputs of more than STRIDED_INPUT² pixels get STUDENT_STRIDED, whose stem brings each side
+      down to 16 px;
     - temperature and loss weights stay Hinton's (T = 4, 0.7 soft + 0.3 CE).
     `num_classes` is accepted so that the rule can grow without changing its callers.
     """

@@ -136,13 +136,28 @@ class StridedStem(nn.Sequential):
     depthwise-separable stride-2 convs for the rest. Only its first layer sees every pixel, with few channels, so
     the network's MACs grow far slower than the square of the input (tests/test_resolution.py)."""
 
-    def __init__(self, cin: int, cout: int, ops: Ops, *, stride: int):
-        first = 4 if stride >= 4 else 2
-        layers: list[nn.Module] = [
-            nn.Sequential(nn.Conv2d(cin, cout, first, first, 0, bias=False), nn.BatchNorm2d(cout), ops.act_module())
-            if first == 4 else ConvBlock(cin, cout, ops, stride=2)]
-        for _ in range(stride.bit_length() - first.bit_length()):
-            layers.append(DepthwiseSeparable(cout, cout, ops, stride=2))
+    def __init__(self, cin: int, cout: int, ops: Ops, *, stride: int | tuple[int, int]):
+        if not isinstance(stride, int) and stride[0] == stride[1]:
+            stride = stride[0]
+        if isinstance(stride, int):
+            first = 4 if stride >= 4 else 2
+            layers: list[nn.Module] = [
+                nn.Sequential(nn.Conv2d(cin, cout, first, first, 0, bias=False), nn.BatchNorm2d(cout), ops.act_module())
+                if first == 4 else ConvBlock(cin, cout, ops, stride=2)]
+            for _ in range(stride.bit_length() - first.bit_length()):
+                layers.append(DepthwiseSeparable(cout, cout, ops, stride=2))
+            super().__init__(*layers)
+            return
+        # H ≠ W strides (a 48×192 strip: (4, 16)): each side is reduced on its own. A patchify conv
+        # of min(stride, 4) per side, then stride-2 steps on the sides that still need them.
+        first = tuple(min(s, 4) for s in stride)
+        layers = [nn.Sequential(nn.Conv2d(cin, cout, first, first, 0, bias=False), nn.BatchNorm2d(cout),
+                                ops.act_module())]
+        left = [s // f for s, f in zip(stride, first)]
+        while max(left) > 1:
+            step = tuple(2 if v > 1 else 1 for v in left)
+            layers.append(DepthwiseSeparable(cout, cout, ops, stride=step))
+            left = [v // s for v, s in zip(left, step)]
         super().__init__(*layers)
 
 
@@ -239,11 +254,12 @@ def _mobilenet_v3_small(*, in_channels: int, num_classes: int) -> nn.Module:
 
 def student_net(*, in_channels: int, num_classes: int, target_ops: frozenset[str] | None = None,
                 widths: tuple[int, ...] = (8, 16), block: str = "conv", kernel: int = 3,
-                depth: int = 1, width_mult: float = 1.0, act: str = "relu", stem_stride: int = 1) -> Classifier:
+                depth: int = 1, width_mult: float = 1.0, act: str = "relu",
+                stem_stride: int | tuple[int, int] = 1) -> Classifier:
     """A student from `block`s: stage i has `depth` blocks of widths[i]·width_mult channels,
     with a 2×2 pool between stages. Every op comes from what `target_ops` allows.
-    `stem_stride` (a power of 2): the stem is that many stride-2 convolutions, so a large input
-    is brought down to a small map before the stages (see `stem_stride_for`)."""
+    `stem_stride` (a power of 2, or one per side (H, W)): the stem strides that much, so a large
+    input is brought down to a small map before the stages (see `stem_stride_for`)."""
     if block not in BLOCKS:
         raise BadInput(f"unknown block '{block}'; valid: {', '.join(BLOCKS)}")
     need = BLOCKS[block][0]
@@ -252,9 +268,10 @@ def student_net(*, in_channels: int, num_classes: int, target_ops: frozenset[str
         raise BadInput(f"block '{block}' needs ops the target lacks: {missing}")
     ops = Ops.for_target(target_ops, act=act)
     chans = [max(4, int(round(w * width_mult))) for w in widths]
-    if stem_stride < 1 or stem_stride & (stem_stride - 1):
-        raise BadInput(f"stem_stride {stem_stride}: must be a power of 2 (1, 2, 4, ...)")
-    stem = StridedStem(in_channels, chans[0], ops, stride=stem_stride) if stem_stride > 1 else \
+    strides = (stem_stride,) if isinstance(stem_stride, int) else tuple(stem_stride)
+    if len(strides) not in (1, 2) or any(s < 1 or s & (s - 1) for s in strides):
+        raise BadInput(f"stem_stride {stem_stride}: must be a power of 2 (1, 2, 4, ...), or one per side (H, W)")
+    stem = StridedStem(in_channels, chans[0], ops, stride=stem_stride) if max(strides) > 1 else \
         ConvBlock(in_channels, chans[0], ops, kernel=kernel)
     layers: list[nn.Module] = [stem]
     cin = chans[0]
@@ -296,15 +313,19 @@ STUDENTS: dict[str, dict[str, Any]] = {
 STEM_TARGET = 16  # pixels: a strided stem brings the input down to at most this
 
 
-def stem_stride_for(input_size: int | None) -> int:
-    """The power-of-2 stride that brings `input_size` down to at most STEM_TARGET (1 when unknown)."""
+def stem_stride_for(input_size: int | tuple[int, int] | None) -> int | tuple[int, int]:
+    """The power-of-2 stride that brings `input_size` down to at most STEM_TARGET (1 when unknown).
+    For (H, W), each side on its own: an int where both need the same, else (stride_h, stride_w)."""
+    if input_size is not None and not isinstance(input_size, int):
+        h, w = (stem_stride_for(int(v)) for v in input_size)
+        return h if h == w else (h, w)
     stride = 1
     while input_size is not None and input_size / stride > STEM_TARGET:
         stride *= 2
     return stride
 
 
-def student_kwargs(name: str, *, input_size: int | None = None) -> dict[str, Any]:
+def student_kwargs(name: str, *, input_size: int | tuple[int, int] | None = None) -> dict[str, Any]:
     """A registry student's `student_net` keywords, with stem_stride="auto" resolved for `input_size`."""
     if name not in STUDENTS:
         raise _unknown("student", name, list(STUDENTS))
@@ -327,9 +348,9 @@ def create_teacher(name: str = defaults.TEACHER, *, in_channels: int, num_classe
 
 
 def create_student(name: str = defaults.STUDENT, *, in_channels: int, num_classes: int,
-                   target_ops: frozenset[str] | None = None, input_size: int | None = None,
+                   target_ops: frozenset[str] | None = None, input_size: int | tuple[int, int] | None = None,
                    **overrides: Any) -> Classifier:
-    """`input_size` (H = W) sizes a strided stem (students whose stem_stride is "auto")."""
+    """`input_size` (N or (H, W)) sizes a strided stem (students whose stem_stride is "auto")."""
     kw = {**student_kwargs(name, input_size=input_size), **overrides}
     model = student_net(in_channels=in_channels, num_classes=num_classes, target_ops=target_ops, **kw)
     if "stem_stride" in STUDENTS[name]:

@@ -47,8 +47,14 @@ def distill_table(s: dict[str, Any]) -> Table:
         t.caption += (f"\ntraining images/s: alone {ips.get('student_alone', 0):.0f}, distilled {ips['student']:.0f} "
                       f"(teacher {ips.get('teacher', '?')})")
     views = (s["teacher"].get("view"), s["student"].get("view"))
-    if all(views) and views[0] != views[1]:
-        t.caption += f"\nteacher sees {views[0]['input_size'][0]} px, the student {views[1]['input_size'][0]} px"
+    if all(views):  # never silent about what each model saw: H×W and how the images got there
+        how = f" ({views[1]['resize']})" if views[1].get("resize") not in (None, "none") else ""
+        t.caption += (f"\nteacher sees {'x'.join(map(str, views[0]['input_size']))} px, "
+                      f"the student {'x'.join(map(str, views[1]['input_size']))} px{how}")
+    ag = s.get("agreement")
+    if ag:
+        t.caption += (f"\ntop-1 agreement with the teacher on {ag['n']} held-out unlabeled images: "
+                      f"alone {mean_std(ag['student_alone'])}, distilled {mean_std(ag['student'])}")
     v = s.get("verdict")
     if v and v["distillation"] == "lost":
         t.caption += (f"\ndistillation LOST to the student alone: {100 * v['delta']:+.2f} points (spread "

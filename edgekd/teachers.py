@@ -93,13 +93,17 @@ def _floats(option: str, text: str | Sequence[float], channels: int, preset_key:
     return values
 
 
-def teacher_view(data_view: View, *, input_size: int | None = None, mean: str | None = None,
+def teacher_view(data_view: View, *, input_size: Any = None, mean: str | None = None,
                  std: str | None = None) -> View:
-    """The teacher's view: the data's, with any of size/mean/std replaced (CLI text or numbers)."""
+    """The teacher's view: the data's, with any of size (N, HxW or (H, W))/mean/std replaced (CLI
+    text or numbers)."""
+    from edgekd.data import parse_hw
+
     c = len(data_view.mean)
-    if input_size is not None and not 8 <= input_size <= 1024:
-        raise BadInput(f"--teacher-input-size {input_size}: must be in 8..1024 pixels")
-    out = View(size=(input_size, input_size) if input_size else data_view.size,
+    size = parse_hw(input_size, option="--teacher-input-size")
+    if size is not None and not all(8 <= v <= 1024 for v in size):
+        raise BadInput(f"--teacher-input-size {size[0]}x{size[1]}: each side must be in 8..1024 pixels")
+    out = View(size=size or tuple(data_view.size),
                mean=_floats("--teacher-mean", mean, c, "mean") if mean is not None else data_view.mean,
                std=_floats("--teacher-std", std, c, "std") if std is not None else data_view.std)
     if any(s <= 0 for s in out.std):
@@ -433,11 +437,47 @@ def _load_onnx(spec: TeacherSpec, *, channels: int, num_classes: int, view: View
     _check_io(spec, classes=None, channels=c if isinstance(c, int) else None, data_classes=num_classes,
               data_channels=channels)
     if isinstance(h, int) and isinstance(w, int) and (h, w) != tuple(view.size):
-        raise BadInput(f"--teacher {spec.ref}: the model takes {h}×{w} inputs, the teacher's view is "
-                       f"{view.size[0]}×{view.size[1]}; pass --teacher-input-size {h}")
+        raise BadInput(f"--teacher {spec.ref}: the model takes {h}x{w} inputs, the teacher's view is "
+                       f"{view.size[0]}x{view.size[1]}; pass --teacher-input-size {h}x{w}")
     _check_io(spec, classes=_probe(model, spec, channels, view), channels=None, data_classes=num_classes,
               data_channels=channels)
     return model
+
+
+def fixed_input_size(spec: TeacherSpec) -> tuple[int, int] | None:
+    """(H, W) when the teacher file fixes its spatial input dims (an ONNX graph input N×C×H×W with
+    integer H and W), else None: the teacher then takes the view it is given."""
+    if spec.kind != "onnx":
+        return None
+    import onnx
+
+    try:
+        g = onnx.load(spec.ref, load_external_data=False).graph
+    except Exception:
+        return None  # _load_onnx names what is wrong with the file
+    inits = {i.name for i in g.initializer}
+    inputs = [v for v in g.input if v.name not in inits]
+    dims = [d.dim_value if d.HasField("dim_value") else None for d in inputs[0].type.tensor_type.shape.dim] \
+        if len(inputs) == 1 else []
+    return (dims[2], dims[3]) if len(dims) == 4 and dims[2] and dims[3] else None
+
+
+def teacher_size(specs: Sequence[TeacherSpec], given: Any) -> tuple[int, int] | None:
+    """The teacher's H×W: `given` (--teacher-input-size), else the first teacher's fixed input dims.
+    A given size that conflicts with a teacher's fixed dims is BadInput (before any run folder)."""
+    from edgekd.data import parse_hw
+
+    size = parse_hw(given, option="--teacher-input-size")
+    for spec in specs:
+        fixed = fixed_input_size(spec)
+        if fixed is None:
+            continue
+        if size is not None and size != fixed:
+            raise BadInput(f"--teacher-input-size {size[0]}x{size[1]}: --teacher {spec.ref} has a fixed "
+                           f"{fixed[0]}x{fixed[1]} input; drop the option (the teacher's dims set its view) "
+                           f"or give {fixed[0]}x{fixed[1]}")
+        size = fixed
+    return size
 
 
 # ---------------------------------------------------------------- entry points

@@ -13,11 +13,14 @@ import numpy as np
 CLASSES = ("blob", "stripes_h", "stripes_v")
 
 
-def make_imagefolder(root: Path, *, n: int = 12, size: int = 32, gray: bool = False, seed: int = 0) -> Path:
+def make_imagefolder(root: Path, *, n: int = 12, size: int | tuple[int, int] = 32, gray: bool = False,
+                     seed: int = 0) -> Path:
+    """`size`: N (square) or (H, W)."""
     from PIL import Image
 
     rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:size, 0:size] / size
+    h, w = (size, size) if isinstance(size, int) else size
+    yy, xx = np.mgrid[0:h, 0:w] / np.array([h, w]).reshape(2, 1, 1)
     for c, name in enumerate(CLASSES):
         folder = root / name
         folder.mkdir(parents=True, exist_ok=True)

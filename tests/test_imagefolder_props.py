@@ -24,7 +24,8 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from edgekd.data import IMAGE_SIZE, load_data
+from edgekd import defaults
+from edgekd.data import load_data
 from edgekd.errors import BadInput
 
 SETTINGS = settings(max_examples=30, deadline=None, database=None,
@@ -195,8 +196,9 @@ def check_loader(made: Made, record: Callable[[str], object] = lambda _: None) -
     record("bundle")
     c, h, w = bundle.input_shape
     # grayscale when every sampled train image is single-band (16-bit PNGs are), RGB otherwise
-    # the images' own size (these are all one size), never upsampled, at most IMAGE_SIZE
-    assert c in (1, 3) and h == w and 4 <= h <= IMAGE_SIZE
+    # the images' own H×W (median of each side), never upsampled beyond 4 px a side, scaled down keeping
+    # the aspect ratio to at most defaults.INPUT_PIXELS pixels (issue 20: 1×700 strips are not squashed square)
+    assert c in (1, 3) and 4 <= h and 4 <= w and h * w <= defaults.INPUT_PIXELS
     assert bundle.num_classes >= 2 and len(bundle.labels) == bundle.num_classes
     assert all(np.isfinite(bundle.mean)) and all(s > 0 and np.isfinite(s) for s in bundle.std)
     assert len(bundle.train) > 0 and len(bundle.test) > 0

@@ -442,10 +442,10 @@ def test_select_student_takes_what_it_is_not_given_from_the_data(monkeypatch, tm
     monkeypatch.setattr(ss, "candidate_stream", stop)
     write_mnist(tmp_path / "mnist", n_train=200, n_test=20)
     for kw, want in (
-        (dict(data="mnist", data_dir=tmp_path / "mnist"), ("resnet-s", 15, 30, "wide-cnn", 28)),
-        (dict(data="digits"), (defaults.TEACHER, defaults.TEACHER_EPOCHS, defaults.EPOCHS, defaults.STUDENT, 8)),
+        (dict(data="mnist", data_dir=tmp_path / "mnist"), ("resnet-s", 15, 30, "wide-cnn", (28, 28))),
+        (dict(data="digits"), (defaults.TEACHER, defaults.TEACHER_EPOCHS, defaults.EPOCHS, defaults.STUDENT, (8, 8))),
         (dict(data="digits", teacher="cnn-small", teacher_epochs=2, epochs=3, include=["dsconv"]),
-         ("cnn-small", 2, 3, "dsconv", 8)),
+         ("cnn-small", 2, 3, "dsconv", (8, 8))),   # (H, W): the search space is sized per side (issue 20)
     ):
         with pytest.raises(BadInput, match="stopped"):
             ss.select_student(target="cpu-arm", progress=False, run=tmp_path / "run", **kw)

@@ -221,7 +221,7 @@ def _bad_inputs(world, tmp: Path) -> dict[str, tuple[list[str], str]]:
         "torchscript-features": (["--teacher", str(world["torchscript"]), "--method", "cosine:1", "--method", "ce"],
                                  "--method cosine:1"),
         "onnx-size": (["--teacher", str(world["onnx"]), "--teacher-input-size", "24"],
-                      "takes 32×32 inputs"),
+                      "has a fixed 32x32 input"),
         "bad-mean": (tv + ["--teacher-weights", str(world["state_dict"]), "--teacher-mean", "0.1,x"],
                      "--teacher-mean '0.1,x'"),
         "mean-count": (tv + ["--teacher-weights", str(world["state_dict"]), "--teacher-mean", "0.1,0.2"],

@@ -55,11 +55,14 @@ def _test_arrays(run_dir: Path) -> tuple[Any, np.ndarray, np.ndarray]:
     cfg = artifacts.read_json(run_dir / "config.json")
     if not isinstance(cfg.get("data"), str):
         raise BadInput(f"{run_dir / 'config.json'}: no 'data' entry naming the run's dataset")
-    size = cfg.get("input_size")
-    if size is None and cfg["data"].startswith("imagefolder:"):
-        # the size the run trained at, whatever the default is now (it follows the images' own size)
-        size = ((cfg.get("data_info") or {}).get("input_shape") or [None])[-1]
-    bundle = load_data(cfg["data"], data_dir=cfg.get("data_dir"), image_size=size)
+    size, resize = cfg.get("input_size"), None
+    if cfg["data"].startswith("imagefolder:"):
+        # the H×W the run trained at, whatever the default is now (it follows the images' own size),
+        # made by the run's resize policy; the --unlabeled pool is not needed (test split only)
+        shape = (cfg.get("data_info") or {}).get("input_shape")
+        size = size or (shape[1:] if shape else None)
+        resize = cfg.get("resize")
+    bundle = load_data(cfg["data"], data_dir=cfg.get("data_dir"), image_size=size, resize=resize)
     x, y = to_arrays(bundle.test)
     return bundle, x, y
 
@@ -269,7 +272,8 @@ def _manifest(run_dir, out_dir, target, model_path, golden, student, bundle, aud
         "target_profile": target.to_dict(),
         "model": {**artifacts.file_entry(model_path, out_dir), "opset": target.opset, "params": params,
                   "inputs": inputs, "outputs": outputs,
-                  "preprocessing": {"scale": bundle.scale, "mean": bundle.mean, "std": bundle.std},
+                  # H, W, resize policy (and pad fill), scale, mean/std: enough to write a device-side preprocessor
+                  "preprocessing": bundle.preprocessing(),
                   "labels": bundle.labels},
         "golden": {**artifacts.file_entry(golden, out_dir), "n": int(np.load(golden)["inputs"].shape[0])},
         "ops": {"used": audit.used, "unsupported": [u.to_dict() for u in audit.unsupported],

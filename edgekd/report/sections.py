@@ -69,6 +69,18 @@ def _lr(run: RunData, cfg: dict[str, Any]) -> str:
     return esc(f"{cfg.get('lr', '—')}, batch {cfg.get('batch_size', '—')}")
 
 
+def _input(run: RunData) -> str:
+    """What each model sees: H×W, how images became H×W, per model (distill.json's views)."""
+    out = []
+    for who in ("student", "teacher"):
+        v = _get(run.distill, who, "view")
+        if isinstance(v, dict) and v.get("input_size"):
+            h, w = v["input_size"]
+            how = v.get("resize") or "as stored"
+            out.append(f"{who} {h}×{w} ({how}{', fill ' + str(v['fill']) if v.get('fill') is not None else ''})")
+    return esc("; ".join(out) or "—")
+
+
 def _recipe_rows(run: RunData) -> dict[str, str]:
     s, cfg, prov = _src(run), run.config or run.extra.get("compare") or {}, _provenance(run)
     train = _get(run.distill, "training") or {}
@@ -78,7 +90,7 @@ def _recipe_rows(run: RunData) -> dict[str, str]:
     versions = ", ".join(f"{k} {prov[k]}" for k in ("edgekd", "torch", "torchvision", "onnxruntime", "python") if prov.get(k))
     return {
         "status": _status(run),
-        "data": esc(data_name or "—"), "split": _split(run), "teacher": _teacher(run),
+        "data": esc(data_name or "—"), "input (H×W)": _input(run), "split": _split(run), "teacher": _teacher(run),
         "student": esc(f"{student['arch']} ({count(student.get('params'))} params, ops: {', '.join(student.get('ops', []))})")
         if isinstance(student, dict) else esc(cfg.get("student", "—")),
         "methods (weights)": esc(s.get("objective") or ", ".join(s.get("methods", [])) or "—"),

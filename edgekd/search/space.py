@@ -51,11 +51,12 @@ def candidate_name(net_kwargs: dict[str, Any]) -> str:
     same network get the same name."""
     chans = "x".join(map(str, channels(net_kwargs)))
     stem = net_kwargs.get("stem_stride", 1)
+    stem = [stem] if isinstance(stem, int) else list(stem)   # (H, W) strides of a non-square input: -s4x16
     return (f"{net_kwargs['block']}-{chans}-k{net_kwargs['kernel']}-d{net_kwargs['depth']}-{net_kwargs['act']}"
-            + (f"-s{stem}" if stem > 1 else ""))
+            + (f"-s{'x'.join(map(str, stem))}" if max(stem) > 1 else ""))
 
 
-def registry_kwargs(name: str, *, input_size: int | None = None) -> dict[str, Any]:
+def registry_kwargs(name: str, *, input_size: int | tuple[int, int] | None = None) -> dict[str, Any]:
     """A registry student's full `student_net` keywords (its overrides on the builder's defaults),
     with an "auto" stem stride resolved for `input_size`."""
     from edgekd.models import STUDENTS, student_kwargs
@@ -69,13 +70,15 @@ def registry_kwargs(name: str, *, input_size: int | None = None) -> dict[str, An
 
 def candidate_stream(target_ops: frozenset[str] | None, *, seed: int,
                      include: tuple[str, ...] = (defaults.STUDENT,),
-                     input_size: int | None = None) -> Iterator[tuple[str, dict]]:
+                     input_size: int | tuple[int, int] | None = None) -> Iterator[tuple[str, dict]]:
     """Distinct (name, student_net keywords) in a reproducible order: the registry students
     named in `include` first (when the target can build them), then the grid shuffled by `seed`,
-    each with the stem `input_size` needs."""
+    each with the stem `input_size` (N or (H, W)) needs: inputs of more than defaults.STRIDED_INPUT²
+    pixels (as `defaults.recipe`) get a strided stem, each side reduced on its own."""
     from edgekd.models import stem_stride_for
 
-    stem = stem_stride_for(input_size) if input_size is not None and input_size > defaults.STRIDED_INPUT else 1
+    hw = None if input_size is None else (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
+    stem = stem_stride_for(hw) if hw is not None and hw[0] * hw[1] > defaults.STRIDED_INPUT ** 2 else 1
     space = search_space(target_ops)
     if not space["block"] or not space["act"]:
         raise BadInput("the target allows no student block or activation; "
@@ -91,8 +94,8 @@ def candidate_stream(target_ops: frozenset[str] | None, *, seed: int,
     for i in np.random.default_rng(seed).permutation(len(grid)):
         kw = dict(zip(keys, grid[int(i)]))
         kw["widths"] = list(kw["widths"])
-        if stem > 1:
-            kw["stem_stride"] = stem
+        if stem != 1:
+            kw["stem_stride"] = list(stem) if isinstance(stem, tuple) else stem
         if candidate_name(kw) not in seen:  # two multipliers can give the same channels
             seen.add(candidate_name(kw))
             yield candidate_name(kw), kw

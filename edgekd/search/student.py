@@ -231,12 +231,13 @@ def select_student(*, target: str | Path, teacher: str | list[str] | None = None
                    progress: bool = True, teacher_epochs: int | None = None,
                    temperature: float | None = None, min_seconds: float = TIMING_MIN_SECONDS,
                    include: tuple[str, ...] | None = None, data_dir: Path | None = None,
-                   download: bool = False) -> dict[str, Any]:
+                   download: bool = False, input_size: tuple[int, int] | None = None,
+                   resize: str | None = None) -> dict[str, Any]:
     """Search the student for `target`: audit, predict, time, successive halving; write the run.
 
     teacher, epochs, teacher_epochs, methods, temperature and `include` (registry students drawn
     first) left None come from the data (`defaults.recipe`), as in distill. Inputs above 32 px give
-    every candidate a strided stem (`edgekd.search.space.candidate_stream`).
+    every candidate a strided stem (each side on its own); `input_size`, `resize`: as in distill.
     Raises BudgetFailed (before any training) when no candidate meets the budget. Returns the
     result written to `select_student.json`, plus `run` and `summary` (the pick's distill.json).
     """
@@ -250,12 +251,12 @@ def select_student(*, target: str | Path, teacher: str | list[str] | None = None
     get_runner(runner)  # a bad runner spec is bad input before anything is paid for
     cfg = _config(data=data, data_dir=data_dir, download=download, target=str(target), epochs=epochs, teacher=teacher,
                   methods=methods, temperature=temperature, teacher_epochs=teacher_epochs, seeds=seeds, run=run,
-                  progress=progress)
+                  progress=progress, input_size=input_size, resize=resize)
     cfg, bundle, short, include = _for_data(cfg, check, include)
 
     # 1–3. candidates drawn, audited, predicted, timed; budget misses dropped before any training
     t0 = time.perf_counter()
-    stream = candidate_stream(profile.ops_allow, seed=seed, include=include, input_size=min(bundle.input_shape[-2:]))
+    stream = candidate_stream(profile.ops_allow, seed=seed, include=include, input_size=tuple(bundle.input_shape[-2:]))
     cands, budget, predictor = search(stream, bundle, profile, trials=trials, runner=runner, budget_ms=budget_ms,
                                       min_seconds=min_seconds, progress=progress)
     seconds = {"audit_predict_time": time.perf_counter() - t0}
@@ -302,9 +303,9 @@ def _config(*, teacher: Any, methods: Any, data_dir: Any, **kw: Any):
 def _for_data(cfg, check: dict[str, Any], include: tuple[str, ...] | None) -> tuple:
     """The data loaded, the options left None set by `defaults.recipe`, the first round's epochs,
     and the registry students drawn first (the rule's student unless `include` names others)."""
-    from edgekd.data import load_data
+    from edgekd.train.config import load_bundle
 
-    bundle = load_data(cfg.data, data_dir=cfg.data_dir, download=cfg.download)
+    bundle = load_bundle(cfg)   # its input size and resize policy too (H×W: the images' own by default)
     cfg = cfg.for_data(bundle)
     include = (cfg.student,) if include is None else tuple(include)
     return cfg, bundle, _check_args(epochs=cfg.epochs, **check), include

@@ -34,10 +34,12 @@ class DistillConfig:
     # Foreign teachers (edgekd.teachers): weights files paired in order with torchvision:/timm: teachers,
     # and the teacher's own view of the input (None = the data's).
     teacher_weight_files: tuple[str, ...] = ()
-    teacher_input_size: int | None = None
+    teacher_input_size: tuple[int, int] | None = None     # (H, W); None = the data's, or an ONNX teacher's fixed dims
     teacher_mean: str | None = None                       # comma-separated, or "imagenet"
     teacher_std: str | None = None
-    input_size: int | None = None                         # imagefolder: the student's H = W (None = default)
+    input_size: tuple[int, int] | None = None             # imagefolder: the student's (H, W) (None = default)
+    resize: str | None = None                             # imagefolder: stretch | pad | crop (None: defaults.RESIZE)
+    unlabeled: tuple[str, ...] = ()                       # folders of unlabeled images added to the transfer set
     augment: bool = False                                 # random train transform; the teacher then runs live
     hint_epochs: int = 0                                  # FitNets stage 1 (needs a fitnet term)
     generations: int = 0                                  # born-again self-distillation: K generations
@@ -99,12 +101,18 @@ class DistillConfig:
                 "world_size": dist.world_size(), "backend": dist.backend()}
 
     def for_data(self, bundle: Any) -> "DistillConfig":
-        """A copy with every FROM_DATA option left None set by `defaults.recipe` for `bundle`."""
+        """A copy with every FROM_DATA option left None set by `defaults.recipe` for `bundle`, and the
+        teacher's size set by an ONNX teacher's fixed input dims (a conflicting --teacher-input-size
+        is BadInput: `edgekd.teachers.teacher_size`)."""
         from dataclasses import replace
+
+        from edgekd.teachers import parse_specs, teacher_size
 
         rule = defaults.recipe(n_train=len(bundle.train), input_shape=bundle.input_shape,
                                num_classes=bundle.num_classes)
-        return replace(self, **{k: rule[k] for k in FROM_DATA if getattr(self, k) is None})
+        out = replace(self, **{k: rule[k] for k in FROM_DATA if getattr(self, k) is None})
+        size = teacher_size(parse_specs(out.teacher_list, list(out.teacher_weight_files)), out.teacher_input_size)
+        return replace(out, teacher_input_size=size)
 
     def validate(self) -> None:
         """Refuse bad values before anything is paid for. Messages name parameters (`epochs`);
@@ -127,6 +135,10 @@ class DistillConfig:
             if value is not None and value < lo:
                 raise BadInput(f"{key} {value}: must be >= {lo}", params=[key])
         self._validate_methods()
+        from edgekd.data import RESIZE_POLICIES
+
+        if self.resize is not None and self.resize not in RESIZE_POLICIES:
+            raise BadInput(f"resize '{self.resize}': valid: {', '.join(RESIZE_POLICIES)}", params=["resize"])
         for key, value, ok, valid in (("labeled_fraction", self.labeled_fraction, 0 < self.labeled_fraction <= 1,
                                        "in (0, 1]"), ("lr", self.lr, self.lr > 0, "> 0"),
                                       ("temperature", self.temperature,
@@ -167,12 +179,13 @@ class DistillConfig:
                            params=["hint_epochs", "methods"])
 
 
-def load_bundle(cfg: DistillConfig):
-    """The run's data as its options ask: --data, --input-size, --augment."""
+def load_bundle(cfg: DistillConfig, *, image_size: Any = None):
+    """The run's data as its options ask: --data, --input-size (or `image_size`), --resize, --unlabeled,
+    --augment."""
     from edgekd.data import load_data
 
     return load_data(cfg.data, data_dir=cfg.data_dir, download=cfg.download, augment=cfg.augment,
-                     image_size=cfg.input_size)
+                     image_size=image_size or cfg.input_size, resize=cfg.resize, unlabeled=cfg.unlabeled)
 
 
 # What --resume must agree on with the interrupted run.
@@ -180,7 +193,7 @@ RESUME_KEYS = ("data", "teacher", "student", "target", "methods", "temperature",
                "lr", "batch_size", "labeled_fraction", "hint_epochs", "generations", "online", "peers",
                "teacher_mode", "teacher_weights", "loss_options", "student_taps", "teacher_taps", "lr_schedule",
                "warmup_epochs", "teacher_weight_files", "teacher_input_size", "teacher_mean", "teacher_std",
-               "input_size", "augment")
+               "input_size", "augment", "resize", "unlabeled")
 
 
 def check_resume(cfg: DistillConfig) -> None:

@@ -56,13 +56,13 @@ def dataset_labels(ds: Dataset) -> np.ndarray:
 
 
 def labeled_mask(labels: np.ndarray, fraction: float, *, seed: int = defaults.SPLIT_SEED) -> np.ndarray:
-    """Keep labels for a stratified `fraction` of the train set (at least one per class)."""
+    """Keep labels for a stratified `fraction` of the train set (at least one per class). Samples
+    whose label is -1 (an --unlabeled pool) have none to keep."""
     mask = np.zeros(len(labels), dtype=bool)
     if fraction >= 1:
-        mask[:] = True
-        return mask
+        return np.asarray(labels) >= 0
     rng = np.random.default_rng(seed)
-    for c in np.unique(labels):
+    for c in np.unique(labels[labels >= 0]):
         idx = np.flatnonzero(labels == c)
         k = max(1, int(round(fraction * len(idx))))
         mask[rng.choice(idx, size=k, replace=False)] = True

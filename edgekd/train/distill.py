@@ -43,9 +43,11 @@ from edgekd.train.teacher import (
     check_teacher_paths,
     ensemble_accuracy,
     obtain_teachers,
+    pool_agreement,
     resolve_taps,
     teacher_source,
     views,
+    views_text,
 )
 
 
@@ -96,7 +98,7 @@ def make_student(cfg: DistillConfig, bundle: DataBundle, target: TargetProfile, 
     torch.manual_seed(seed)
     name = cfg.student if cfg.student is not None else cfg.for_data(bundle).student
     return create_student(name, in_channels=bundle.input_shape[0], num_classes=bundle.num_classes,
-                          target_ops=target.ops_allow, input_size=bundle.input_shape[1])
+                          target_ops=target.ops_allow, input_size=tuple(bundle.input_shape[1:]))
 
 
 
@@ -228,6 +230,9 @@ def _distill(cfg: DistillConfig) -> dict[str, Any]:
     check_taps(cfg, bundle, probe, objective, loaded)
     if cfg.resume:
         check_resume(cfg)
+    from edgekd.progress import stage
+
+    stage(views_text(cfg, bundle))  # never squash silently: what each model sees, before anything trains
     run_dir = artifacts.create_run(cfg.run, resume=cfg.resume)
     artifacts.write_json(run_dir / "config.json", {**asdict(cfg), "data_info": bundle.describe()})
     teachers = obtain_teachers(cfg, bundle, run_dir, loaded)
@@ -243,6 +248,11 @@ def _distill(cfg: DistillConfig) -> dict[str, Any]:
     save_student(run_dir / "student_alone.pt", cfg, bundle, best["_student_alone_model"], seed=best["seed"], ops=ops,
                  net_kwargs=kw)
     summary = summarise(cfg, bundle, target, teachers, teacher_acc, rows, best, probe, ops)
+    agree = pool_agreement(cfg, bundle, models,
+                           {k: [r[f"_{k}_model"] for r in rows] for k in ("student_alone", "student")})
+    if agree is not None:  # scored without labels: the held-out share of the --unlabeled pool
+        summary["agreement"] = {"n": agree["n"], "on": "held-out share of the --unlabeled pool",
+                                **{k: mean_std(agree[k]) for k in ("student_alone", "student")}}
     summary["training"] = cfg.training_record()
     summary["wall_seconds"] = time.perf_counter() - t_start
     artifacts.write_json(run_dir / "distill.json", summary)
@@ -285,12 +295,14 @@ def summarise(cfg, bundle, target, teachers, teacher_acc, rows, best, probe, ops
     clean_rows = [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows]
     sview, tview = views(cfg, bundle)
     infos = [{**info, **_teacher_cost(m, (bundle.input_shape[0], *tview.size))} for m, info in teachers]
+    resize = {"resize": bundle.resize, "fill": bundle.fill if bundle.resize == "pad" else None}
     return {
         "data": bundle.describe(), "target": target.name, "methods": list(cfg.methods),
         "objective": method_label(cfg), "temperature": cfg.temperature, "epochs": cfg.epochs, "seeds": cfg.seeds,
         "labeled_fraction": cfg.labeled_fraction,
-        "teacher": {**infos[0], "accuracy": teacher_acc, "all": infos, "view": tview.to_dict()},
-        "student": {"arch": cfg.student, "params": count_params(probe), "ops": ops, "view": sview.to_dict(),
+        "teacher": {**infos[0], "accuracy": teacher_acc, "all": infos, "view": {**tview.to_dict(), **resize}},
+        "student": {"arch": cfg.student, "params": count_params(probe), "ops": ops,
+                    "view": {**sview.to_dict(), **resize},
                     "ops_notes": getattr(probe, "ops_notes", []), "chosen_seed": best["seed"]},
         "accuracy": {"teacher": teacher_acc, "student_alone": alone, "student": kd},
         "gap_closed": gap_closed(teacher_acc, alone["mean"], kd["mean"]),

@@ -36,22 +36,36 @@ def views(cfg: DistillConfig, bundle: DataBundle) -> tuple[View, View]:
 
 
 def teacher_data(cfg: DistillConfig, bundle: DataBundle) -> DataBundle | None:
-    """The same images at the teacher's own size, when the data can be read at any size
+    """The same images at the teacher's own H×W, when the data can be read at any size
     (imagefolder) and the teacher's size differs from the student's: then the teacher sees each
-    image resized from its file, not the student's smaller tensor resized up (which blurs what a
-    teacher trained at its own size expects). Same split, same order. Read once per bundle."""
+    image made H×W from its file by the run's resize policy (and the same --unlabeled pool), not
+    the student's smaller tensor resized up (which blurs what a teacher trained at its own size
+    expects, and stretches what the policy pads or crops). Same split, same order. Read once per bundle."""
     sview, tview = views(cfg, bundle)
-    if tview.size == sview.size or not cfg.data.startswith("imagefolder:") or tview.size[0] != tview.size[1]:
+    if tview.size == sview.size or not cfg.data.startswith("imagefolder:"):
         return None
     memo = bundle.__dict__.setdefault("_teacher_data", {})
-    if tview.size[0] not in memo:
-        from edgekd.data import load_data
+    size = tuple(tview.size)
+    if size not in memo:
+        from edgekd.train.config import load_bundle
 
-        hi = load_data(cfg.data, data_dir=cfg.data_dir, image_size=tview.size[0])
+        hi = load_bundle(cfg, image_size=size)
         if list(dataset_labels(hi.train)) != list(dataset_labels(bundle.train)):
-            raise BadInput(f"--data {cfg.data}: the train split differs at {tview.size[0]} px")  # never, by construction
-        memo[tview.size[0]] = hi
-    return memo[tview.size[0]]
+            raise BadInput(f"--data {cfg.data}: the train split differs at {size[0]}x{size[1]} px")  # never
+        memo[size] = hi
+    return memo[size]
+
+
+def views_text(cfg: DistillConfig, bundle: DataBundle) -> str:
+    """What each model sees, printed before training: H×W, how images become H×W, mean/std."""
+    how = {"none": "as stored", "stretch": "stretched", "pad": f"padded right/bottom with {bundle.fill}",
+           "crop": "short side resized, centre-cropped"}[bundle.resize]
+
+    def one(who: str, v: View) -> str:
+        return (f"{who} sees {v.size[0]}x{v.size[1]} ({how}), mean {', '.join(f'{m:.3g}' for m in v.mean)}, "
+                f"std {', '.join(f'{s:.3g}' for s in v.std)}")
+    sview, tview = views(cfg, bundle)
+    return "; ".join([one("student", sview), *([one("teacher", tview)] if cfg.teacher_list else [])])
 
 
 class ViewedData(Dataset):
@@ -172,6 +186,27 @@ def ensemble_accuracy(cfg: DistillConfig, teachers: list[nn.Module], ds: Dataset
                         view=view)
     logits = torch.cat([src.live(x)[0] for x, *_ in DataLoader(ds, batch_size=256)])
     return float((logits.argmax(1) == torch.as_tensor(dataset_labels(ds))).float().mean())
+
+
+def pool_agreement(cfg: DistillConfig, bundle: DataBundle, teachers: list[nn.Module],
+                   students: dict[str, list[nn.Module]]) -> dict[str, Any] | None:
+    """Top-1 agreement with the teacher(s) on the held-out share of the --unlabeled pool (no labels
+    needed): {key: [one value per student model]}, and n; None without a pool."""
+    from edgekd.train.datasets import predict
+
+    pool = bundle.unlabeled_test
+    if pool is None or not len(pool):
+        return None
+    hi = teacher_data(cfg, bundle)
+    tds, view = (hi.unlabeled_test, partial(convert, src=data_view(hi), dst=views(cfg, bundle)[1])) \
+        if hi is not None else (pool, _view_fn(cfg, bundle))
+    src = TeacherSource(teachers, mode=cfg.teacher_mode, weights=cfg.teacher_weights, temperature=cfg.temperature,
+                        view=view)
+    t = torch.cat([src.live(x)[0].cpu() for x, *_ in DataLoader(tds, batch_size=256)]).argmax(1)
+    out: dict[str, Any] = {"n": len(pool)}
+    for key, models in students.items():
+        out[key] = [float((predict(m, pool).argmax(1) == t).float().mean()) for m in models]
+    return out
 
 
 def resolve_taps(model: nn.Module, objective: Objective, overrides: dict[str, str] | None = None) -> dict[str, str]:

@@ -403,3 +403,17 @@ def test_a_pinned_old_runtime_refuses_at_export_a_model_it_cannot_load(ov_run, t
 
     m = artifacts.load_manifest(run, "ort120-opset22")
     assert m["deployable"] is False and m["ops"]["partition"]["built"] is False
+
+
+def test_select_students_timing_helper_runs_in_the_targets_runtime(tiny: Path) -> None:
+    """select-student times candidates in a helper process; the profile travels with the request,
+    so a profile with a [runtime] package is timed in that package's onnxruntime, not the host's."""
+    from edgekd.bench.runners import agent_config
+    from edgekd.search.timing import run_isolated
+
+    prof = needs_runtime("intel-openvino")
+    r = run_isolated("local", tiny, agent_config(prof, min_seconds=0.02, batches=()), target=str(prof.path))
+    assert r["execution"]["runtime"]["mechanism"] == "package"
+    assert r["execution"]["runtime"]["package"] == prof.package and r["provider"] == OV
+    host = run_isolated("local", tiny, agent_config(prof, min_seconds=0.02, batches=()))
+    assert host["execution"]["runtime"]["mechanism"] == "host"

@@ -248,7 +248,7 @@ def select_student(*, target: str | Path, teacher: str | list[str] | None = None
     check = dict(trials=trials, short_epochs=short_epochs, seeds=seeds, budget_ms=budget_ms, min_seconds=min_seconds)
     _check_args(epochs=epochs, **check)
     profile = load_target(target)
-    get_runner(runner)  # a bad runner spec is bad input before anything is paid for
+    get_runner(runner, profile)  # a bad runner spec or a missing runtime is bad input before anything is paid for
     cfg = _config(data=data, data_dir=data_dir, download=download, target=str(target), epochs=epochs, teacher=teacher,
                   methods=methods, temperature=temperature, teacher_epochs=teacher_epochs, seeds=seeds, run=run,
                   progress=progress, input_size=input_size, resize=resize)

@@ -25,18 +25,21 @@ HELPER_TIMEOUT_S = 900
 def main() -> None:
     """The helper: one runner call, its result as JSON; edgekd's own errors as {"error": text}."""
     from edgekd.bench.runners import get_runner
+    from edgekd.deploy.targets import load_target
     from edgekd.errors import EdgekdError
 
     a = json.loads(sys.stdin.read())
     try:
-        r = get_runner(a["runner"]).run(model=Path(a["model"]), config=a["config"])
+        # The profile travels by path, so a [runtime] package times the candidate in the device's own runtime.
+        target = load_target(a["target"]) if a.get("target") else None
+        r = get_runner(a["runner"], target).run(model=Path(a["model"]), config=a["config"])
     except EdgekdError as e:
         r = {"error": str(e)}
     print(json.dumps(r))
 
 
-def run_isolated(runner: str, model: Path, config: dict) -> dict[str, Any]:
-    """`get_runner(runner).run(model=..., config=...)` from a helper process that has not loaded torch,
+def run_isolated(runner: str, model: Path, config: dict, *, target: str | None = None) -> dict[str, Any]:
+    """`get_runner(runner, target).run(model=..., config=...)` from a helper process that has not loaded torch,
     through the one subprocess-with-JSON helper (`edgekd.bench.proc.run_json`)."""
     import os
 
@@ -46,7 +49,7 @@ def run_isolated(runner: str, model: Path, config: dict) -> dict[str, Any]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
     reply = run_json([sys.executable, "-m", "edgekd.search.timing"], timeout=HELPER_TIMEOUT_S, env=env,
                      what=f"timing {model.name} on runner {runner}",
-                     input=json.dumps({"runner": runner, "model": str(model), "config": config}))
+                     input=json.dumps({"runner": runner, "model": str(model), "config": config, "target": target}))
     if reply.obj is None:
         raise BadInput(f"timing {model.name} on runner {runner} failed (exit {reply.rc}): {last_line(reply.stderr)}")
     if "error" in reply.obj:
@@ -62,7 +65,8 @@ def time_candidate(c: Candidate, bundle, profile, runner: str, folder: Path, *, 
 
     path = export_onnx(build(c, bundle, profile.ops_allow), folder / f"candidate{c.id}.onnx",
                        input_shape=bundle.input_shape, opset=profile.opset, batch=default_batch(profile))
-    r = run_isolated(runner, path, agent_config(profile, min_seconds=min_seconds, batches=()))
+    r = run_isolated(runner, path, agent_config(profile, min_seconds=min_seconds, batches=()),
+                     target=str(profile.path) if profile.path else profile.name)
     path.unlink(missing_ok=True)
     return {"latency_p90_ms": r["latency_ms"]["p90"], "latency_p50_ms": r["latency_ms"]["p50"],
             "peak_rss_mb": r["peak_rss_mb"], "model_bytes": r["model_bytes"], "provider": r["provider"],

@@ -422,9 +422,11 @@ def flag_text(e: Exception) -> str:
 def main() -> None:
     """Entry point: one line and the right exit code for edgekd's own errors, never a traceback."""
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # standalone_mode=False returns typer.Exit's code instead of exiting
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except EdgekdError as e:
-        head = "error" if e.exit_code == 2 else "check failed"
+        head = getattr(e, "head", None) or ("error" if e.exit_code == 2 else "check failed")
         typer.echo(f"edgekd: {head}: {flag_text(e)}", err=True)
         sys.exit(e.exit_code)
     except KeyboardInterrupt:

@@ -36,6 +36,7 @@ from edgekd.train.datasets import (
     dataset_labels,
     labeled_mask,
 )
+from edgekd.train.distributed import note_run
 from edgekd.train.loop import Phase, fit, fit_scored
 from edgekd.train.losses import KDBatch, Objective, build_objective
 from edgekd.train.source import TeacherSource
@@ -229,6 +230,7 @@ def _distill(cfg: DistillConfig) -> dict[str, Any]:
     if cfg.resume:
         check_resume(cfg)
     run_dir = artifacts.create_run(cfg.run, resume=cfg.resume)
+    note_run(run_dir)  # under `--nproc`: the launcher keeps the workers' logs in RUN/logs/
     artifacts.write_json(run_dir / "config.json", {**asdict(cfg), "data_info": bundle.describe()})
     teachers = obtain_teachers(cfg, bundle, run_dir, loaded)
     models = [m for m, _ in teachers]

@@ -129,14 +129,26 @@ def sum_across(*values: float) -> list[float]:
 
 
 def average_grads(params: list) -> None:
-    """Average gradients of parameters DDP does not own (e.g. a FitNets regressor)."""
+    """Average over ranks the gradients that exist (a parameter no loss reached has none, on every
+    rank alike): parameters DDP does not own (a FitNets regressor), or a whole model in a stage
+    that trains only part of it. One all-reduce per dtype and device, not one per tensor."""
     d = _dist()
     if d is None:
         return
-    for p in params:
+    import torch
+
+    groups: dict[tuple, list] = {}
+    for p in {id(p): p for p in params}.values():
         if p.grad is not None:
-            d.all_reduce(p.grad, op=d.ReduceOp.SUM)
-            p.grad /= d.get_world_size()
+            groups.setdefault((p.grad.dtype, p.grad.device), []).append(p.grad)
+    for grads in groups.values():
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        d.all_reduce(flat, op=d.ReduceOp.SUM)
+        flat /= d.get_world_size()
+        offset = 0
+        for g in grads:
+            g.copy_(flat[offset:offset + g.numel()].view_as(g))
+            offset += g.numel()
 
 
 def fill_rows(local: Any, indices: list[int], n: int) -> Any:
@@ -221,7 +233,14 @@ def _global_batchnorm(model, cls):
 
 def wrap(model):
     """DDP with global-batch BatchNorm, so N ranks compute what one process computes (the model
-    must already be on its device: SyncBatchNorm on CUDA, GlobalBatchNorm2d on CPU)."""
+    must already be on its device: SyncBatchNorm on CUDA, GlobalBatchNorm2d on CPU).
+
+    DDP needs every parameter to get a gradient from each step's loss through the forward's
+    output. A stage whose loss reads only a tapped activation (the FitNets hint stage, feature
+    losses alone) breaks that: even with `find_unused_parameters=True` the next step fails, DDP still
+    waiting for the classifier, which the output reaches and the loss does not. Such a stage trains the plain
+    module (`partial_step` in the loop) and `average_grads` averages exactly the gradients
+    that exist."""
     if _dist() is None:
         return model
     from torch.nn.parallel import DistributedDataParallel

@@ -156,6 +156,31 @@ def _prepare(ph: Phase, tap) -> None:
     ph.objective.to(ph.options.device)  # regressors built just now
 
 
+def _leaves_params_unused(ph: Phase, objective: Objective, tap) -> bool:
+    """Under torch.distributed: does this objective's loss leave some of the student's parameters
+    without a gradient (the hint stage; feature losses only, where the classifier is unused)?
+    Read from one small eval-mode batch (no statistics or weights change), so DDP looks for
+    unused parameters in exactly the stages that have them."""
+    if dist.world_size() == 1 or ph.peers:
+        return False
+    x, y, idx = next(iter(DataLoader(ph.train, batch_size=min(ph.batch_size, 8))))
+    x, y = _fmt(ph, x.to(ph.options.device)), y.to(ph.options.device)
+    params = [p for p in ph.model.parameters() if p.requires_grad]
+    was_training = ph.model.training
+    ph.model.eval()
+    try:
+        with torch.enable_grad():
+            b = KDBatch(student_logits=ph.model(x), labels=y)
+            if objective.needs_teacher:
+                b.teacher_logits, b.teacher_feats = ph.source.outputs(x, idx)
+            b.student_feats = dict(tap.outputs)
+            loss = sum(objective.terms(b).values())
+            grads = torch.autograd.grad(loss, params, allow_unused=True)
+    finally:
+        ph.model.train(was_training)
+    return any(g is None for g in grads)
+
+
 def _fmt(ph: Phase, x: torch.Tensor) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last) if ph.options.channels_last and x.dim() == 4 else x
 
@@ -275,7 +300,9 @@ def _step(ph: Phase, terms_fn, nets, x, y, idx, opt, sched, scaler, extra, epoch
 
 
 def _run_stage(ph: Phase, terms_fn, params: list, epochs: int, *, stage: str, ckpt: Path | None,
-               resume: bool, progress: bool) -> None:
+               resume: bool, progress: bool, partial: bool = False) -> None:
+    """`partial`: the loss reaches only some of the parameters; under torch.distributed the models
+    then train unwrapped and their existing gradients are averaged after backward (DDP cannot)."""
     opt = torch.optim.AdamW(params, lr=ph.scaled_lr(), weight_decay=defaults.WEIGHT_DECAY)
     spe = _steps_per_epoch(ph)
     sched = _schedule(ph, opt, epochs, spe)
@@ -288,8 +315,9 @@ def _run_stage(ph: Phase, terms_fn, params: list, epochs: int, *, stage: str, ck
     label = ph.name if stage == "main" else f"{ph.name} ({stage})"
     bar = Progress(label, total=epochs, unit="epoch", initial=start, enabled=progress)
     scaler = torch.amp.GradScaler("cuda", enabled=ph.options.autocast_dtype() == torch.float16)
-    nets = [dist.wrap(m) for m in ph.members]  # DDP + global-batch BatchNorm under torch.distributed
-    extra = ph.objective.extra_parameters()
+    # DDP + global-batch BatchNorm under torch.distributed (the BatchNorm swap is already done in `fit`)
+    nets = list(ph.members) if partial else [dist.wrap(m) for m in ph.members]
+    extra = ph.objective.extra_parameters() + ([p for m in ph.members for p in m.parameters()] if partial else [])
     done = start * spe
     try:
         for epoch in range(start, epochs):
@@ -369,10 +397,11 @@ def fit(ph: Phase, *, ckpt: Path | None = None, resume: bool = False, progress: 
             params = hint_stage_params(ph.objective, ph.model, student_taps=ph.student_taps, example_input=example)
             hint = hint_objective(ph.objective)
             _run_stage(ph, _kd_terms(ph, hint, tap), params, ph.hint_epochs, stage="hint", ckpt=ckpt,
-                       resume=resume, progress=progress)
+                       resume=resume, progress=progress, partial=_leaves_params_unused(ph, hint, tap))
         terms_fn = _dml_terms if ph.peers else _kd_terms(ph, ph.objective, tap)
         params = [p for m in ph.members for p in m.parameters()] + ph.objective.extra_parameters()
-        _run_stage(ph, terms_fn, params, ph.epochs, stage="main", ckpt=ckpt, resume=resume, progress=progress)
+        _run_stage(ph, terms_fn, params, ph.epochs, stage="main", ckpt=ckpt, resume=resume, progress=progress,
+                   partial=_leaves_params_unused(ph, ph.objective, tap))
     for m in ph.members:
         m.eval()
     return ph.model

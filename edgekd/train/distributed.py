@@ -100,9 +100,14 @@ def shutdown(*, wait: bool = True) -> None:
         d.destroy_process_group()
 
 
-def shard(n: int, *, seed: int, epoch: int, shuffle: bool) -> list[int]:
-    """This rank's indices for one epoch: a (seed, epoch) permutation, padded to a multiple of
-    the world size (as DistributedSampler pads), taken every world_size-th from this rank."""
+def shard(n: int, *, seed: int, epoch: int, shuffle: bool, pad: bool = True) -> list[int]:
+    """This rank's indices for one epoch: a (seed, epoch) permutation taken every world_size-th
+    from this rank.
+
+    `pad=True` (training): padded to a multiple of the world size, as DistributedSampler pads,
+    so every rank takes the same number of steps. `pad=False` (the teacher cache, accuracy):
+    disjoint shards that cover each index exactly once, so nothing summed over ranks counts a
+    sample twice; ranks may then hold one index more than others."""
     import torch
 
     if shuffle:
@@ -111,8 +116,8 @@ def shard(n: int, *, seed: int, epoch: int, shuffle: bool) -> list[int]:
     else:
         order = list(range(n))
     w = world_size()
-    if w > 1 and n % w:
-        order += order[: w - n % w]
+    if pad and w > 1 and n % w:
+        order += (order * w)[: w - n % w]  # (order * w): a split smaller than the world size still pads
     return order[rank()::w]
 
 
@@ -153,7 +158,8 @@ def average_grads(params: list) -> None:
 
 def fill_rows(local: Any, indices: list[int], n: int) -> Any:
     """A (n, ...) tensor whose rows `indices` are `local` on this rank; summed over ranks so every
-    rank holds the full table (the shards are disjoint, so the sum assembles them)."""
+    rank holds the full table. `indices` must be this rank's part of disjoint shards
+    (`shard(..., pad=False)`): a row two ranks both filled would be summed twice."""
     import torch
 
     d = _dist()
@@ -239,7 +245,7 @@ def wrap(model):
     output. A stage whose loss reads only a tapped activation (the FitNets hint stage, feature
     losses alone) breaks that: even with `find_unused_parameters=True` the next step fails, DDP still
     waiting for the classifier, which the output reaches and the loss does not. Such a stage trains the plain
-    module (`partial_step` in the loop) and `average_grads` averages exactly the gradients
+    module (`_run_stage(partial=True)` in the loop) and `average_grads` averages exactly the gradients
     that exist."""
     if _dist() is None:
         return model

@@ -80,25 +80,28 @@ class TeacherSource:
         each rank runs its own shard and the shards are assembled in memory."""
         if cache_dir is not None and dist.world_size() == 1:
             return self._build_mmap(ds, batch_size, cache_dir)
-        idx = sorted(set(dist.shard(len(ds), seed=0, epoch=0, shuffle=False)))
+        idx = dist.shard(len(ds), seed=0, epoch=0, shuffle=False, pad=False)  # disjoint: each row once
         from edgekd.progress import bar
 
+        # A rank with no rows (a split smaller than the world) still runs one sample: the all-reduce
+        # below needs every rank to know the outputs' shapes.
+        run = idx or [0]
         logits, feats = [], {}
-        for x, _ in bar(_indexed_batches(ds, idx, batch_size), desc="teacher cache", total=-(-len(idx) // batch_size),
+        for x, _ in bar(_indexed_batches(ds, run, batch_size), desc="teacher cache", total=-(-len(run) // batch_size),
                         unit="batch"):
             lo, fe = self.live(x)
             logits.append(lo)
             for k, v in fe.items():
                 feats.setdefault(k, []).append(v)
-        n_bytes = sum(sum(t.numel() for t in v) * 4 for v in feats.values()) * dist.world_size()
-        if n_bytes > CACHE_FEATURE_BYTES:
-            # Feature maps of a big dataset would not fit: keep the teacher live instead.
-            return self
         n = len(ds)
-        self.cache = {"logits": dist.fill_rows(torch.cat(logits), idx, n),
-                      "feats": {k: dist.fill_rows(torch.cat(v), idx, n) for k, v in feats.items()}}
+        # Decided from the row size and n alone, so every rank decides alike (a rank that kept the
+        # teacher live while the others all-reduce would hang them).
+        if sum(v[0][0].numel() * 4 for v in feats.values()) * n > CACHE_FEATURE_BYTES:
+            return self  # feature maps of a big dataset would not fit: keep the teacher live instead
+        rows = len(idx)
+        self.cache = {"logits": dist.fill_rows(torch.cat(logits)[:rows], idx, n),
+                      "feats": {k: dist.fill_rows(torch.cat(v)[:rows], idx, n) for k, v in feats.items()}}
         return self
-
 
     def _build_mmap(self, ds: Dataset, batch_size: int, cache_dir: Path) -> "TeacherSource":
         cache_dir.mkdir(parents=True, exist_ok=True)

@@ -176,7 +176,7 @@ def distill(*, data: str = defaults.DATA, data_dir: PathLike | None = None, down
             compile: bool = False, tensorboard: PathLike | None = None,
             teacher_weight_files: Sequence[PathLike] = (), teacher_input_size: int | None = None,
             teacher_mean: str | None = None, teacher_std: str | None = None, input_size: int | None = None,
-            augment: bool = False) -> DistillResult:
+            augment: bool = False, deterministic: bool = False) -> DistillResult:
     """Train (or load) the teacher, then per seed the student alone and distilled; writes the run.
 
     `device` auto|cpu|cuda|cuda:N; `lr` is the rate at batch defaults.BASE_BATCH, scaled linearly
@@ -189,6 +189,7 @@ def distill(*, data: str = defaults.DATA, data_dir: PathLike | None = None, down
     wide-cnn, 5 epochs). Foreign teachers (`edgekd.teachers`): `teacher_weight_files` pair in order
     with `torchvision:ARCH` / `timm:NAME` teachers; `teacher_input_size`/`teacher_mean`/`teacher_std`
     give the teacher's own view; `input_size` and `augment` are for ImageFolder data.
+    `deterministic`: deterministic kernels, so a resumed CUDA run repeats an uninterrupted one.
     """
     from edgekd.train import distributed as dist
     from edgekd.train.config import DistillConfig
@@ -205,7 +206,8 @@ def distill(*, data: str = defaults.DATA, data_dir: PathLike | None = None, down
         progress=progress, device=device, precision=precision, channels_last=channels_last, lr_schedule=lr_schedule,
         warmup_epochs=warmup_epochs, compile=compile, tensorboard=Path(tensorboard) if tensorboard else None,
         teacher_weight_files=tuple(str(f) for f in teacher_weight_files), teacher_input_size=teacher_input_size,
-        teacher_mean=teacher_mean, teacher_std=teacher_std, input_size=input_size, augment=augment)
+        teacher_mean=teacher_mean, teacher_std=teacher_std, input_size=input_size, augment=augment,
+        deterministic=deterministic)
     dist.init_from_env(device)
     try:
         summary = run_distill(cfg)

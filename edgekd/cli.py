@@ -93,6 +93,7 @@ def distill(
     channels_last: Optional[bool] = typer.Option(None, "--channels-last/--no-channels-last", help="NHWC memory format (default: on; it won on CPU and GPU)."),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the models (refused: it did not win; see benchmarks/README.md)."),
     tensorboard: Optional[Path] = typer.Option(None, help="Also write per-epoch scalars to this TensorBoard log folder."),
+    deterministic: bool = typer.Option(False, "--deterministic", help="Deterministic kernels (CUDA): a resumed run repeats an uninterrupted one."),
     temperature: Optional[float] = AUTO_TEMP_OPT, epochs: Optional[int] = AUTO_EPOCHS_OPT,
     teacher_epochs: Optional[int] = AUTO_T_EPOCHS_OPT, seeds: int = SEEDS_OPT,
     lr: float = typer.Option(defaults.LR, help=f"Learning rate (AdamW) at batch {defaults.BASE_BATCH}; scaled linearly with --batch-size."),
@@ -116,8 +117,7 @@ def distill(
     if (nproc > 1 or nnodes != "1") and "WORLD_SIZE" not in os.environ:
         from edgekd.train import distributed as dist
 
-        if nproc < 1:
-            raise BadInput(f"--nproc {nproc}: must be >= 1")
+        dist.check_launch(nproc, device)
         raise typer.Exit(dist.launch(_without_launch_options(sys.argv[1:]), nproc=nproc, nnodes=nnodes,
                                      rdzv_endpoint=rdzv_endpoint, node_rank=node_rank))
     from edgekd import api
@@ -132,7 +132,7 @@ def distill(
         student_taps=_pairs("--student-tap", student_tap), teacher_taps=_pairs("--teacher-tap", teacher_tap),
         loss_options=_loss_options(loss_option), run=run, resume=resume, progress=progress and not as_json and not quiet,
         device=device, precision=precision, channels_last=channels_last, lr_schedule=lr_schedule,
-        warmup_epochs=warmup_epochs, compile=compile, tensorboard=tensorboard,
+        warmup_epochs=warmup_epochs, compile=compile, tensorboard=tensorboard, deterministic=deterministic,
         **_byot(teacher_weight_files, teacher_input_size, teacher_mean, teacher_std, input_size, augment))
     if result.is_main:
         _print(distill_table(result.to_json()), result.to_json(), as_json)

@@ -198,7 +198,7 @@ def _rank_of(pid: int) -> int | None:
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="finds the worker processes through /proc (Linux)")
 def test_a_rank_killed_mid_epoch_fails_the_command_and_the_run_resumes(tmp_path: Path, teacher_pt: Path) -> None:
     run = tmp_path / "killed"
-    args = ["distill", "--teacher", str(teacher_pt), "--run", str(run), "--epochs", "6", "--seeds", "1",
+    args = ["distill", "--teacher", str(teacher_pt), "--run", str(run), "--epochs", "3", "--seeds", "1",
             "--student", "tiny-cnn", "--no-progress", "--device", "cpu"]
     env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
     proc = subprocess.Popen([sys.executable, "-m", "edgekd.cli", *args, "--nproc", "2"], cwd=tmp_path, env=env,

@@ -36,7 +36,7 @@ from edgekd.train.datasets import (
     dataset_labels,
     labeled_mask,
 )
-from edgekd.train.distributed import note_run
+from edgekd.train.distributed import make_deterministic, note_run
 from edgekd.train.loop import Phase, fit, fit_scored
 from edgekd.train.losses import KDBatch, Objective, build_objective
 from edgekd.train.source import TeacherSource
@@ -215,6 +215,8 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
 
 def _distill(cfg: DistillConfig) -> dict[str, Any]:
     cfg.validate()
+    if cfg.deterministic:
+        make_deterministic()
     t_start = time.perf_counter()
     target = load_target(cfg.target)
     if cfg.methods is not None:  # a bad --method is refused before the data is read

@@ -55,6 +55,10 @@ def resolve_device(spec: str = "auto") -> str:
         return "cpu"
     if spec != "auto" and not (spec == "cuda" or spec.startswith("cuda:")):
         raise BadInput(f"device '{spec}': valid: auto, cpu, cuda, cuda:N")
+    if spec.startswith("cuda:") and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        # DDP would get device_ids=[N] on every rank while init_from_env set LOCAL_RANK's GPU.
+        raise BadInput(f"device '{spec}': with several processes each rank uses GPU LOCAL_RANK; use cuda or auto "
+                       f"(choose the GPUs with CUDA_VISIBLE_DEVICES)")
     import torch
 
     n = torch.cuda.device_count() if torch.cuda.is_available() else 0
@@ -75,6 +79,18 @@ def resolve_device(spec: str = "auto") -> str:
     if index >= n:
         raise BadInput(f"device '{spec}': this machine has {n} CUDA device(s), 0..{n - 1}")
     return f"cuda:{index}"
+
+
+def make_deterministic() -> None:
+    """Deterministic kernels (PyTorch's reproducibility notes): torch.use_deterministic_algorithms,
+    CUBLAS_WORKSPACE_CONFIG=:4096:8 (before cuBLAS starts) and no cuDNN autotuning, so a resumed
+    CUDA run repeats an uninterrupted one. warn_only: an op with no deterministic CUDA kernel
+    (AdaptiveAvgPool2d's backward is one) warns naming itself rather than stopping the run."""
+    import torch
+
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = False
 
 
 def backend() -> str | None:
@@ -372,6 +388,25 @@ def _keep_logs(log_dir: Path) -> Path | None:
         with open(dest / log.name, "a", encoding="utf-8") as out:
             out.write(log.read_text(encoding="utf-8", errors="replace"))
     return dest
+
+
+def check_launch(nproc: int, device: str = "auto") -> None:
+    """Refuse, before any process starts, `nproc` ranks that cannot each have a GPU of their own
+    (rank R trains on cuda:R) and `cuda:N` for several ranks."""
+    spec = (device or "auto").strip().lower()
+    if nproc < 1:
+        raise BadInput(f"--nproc {nproc}: must be >= 1")
+    if spec.startswith("cuda:") and nproc > 1:
+        raise BadInput(f"--device {spec}: with --nproc {nproc} each rank uses GPU LOCAL_RANK; use --device cuda "
+                       f"(choose the GPUs with CUDA_VISIBLE_DEVICES)")
+    if spec not in ("auto", "cuda") or nproc == 1:
+        return
+    import torch
+
+    n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if n and nproc > n:
+        raise BadInput(f"--nproc {nproc}: this machine has {n} CUDA device(s) and each rank needs its own; "
+                       f"use --nproc {n}, or --device cpu for {nproc} CPU processes")
 
 
 def launch(argv: list[str], *, nproc: int, nnodes: str = "1", rdzv_endpoint: str | None = None,

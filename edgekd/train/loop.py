@@ -51,7 +51,9 @@ class TrainOptions:
         if self.precision == "auto":
             if not on_cuda:
                 return None  # plain bf16 autocast was slower than fp32 on CPU (issue 10; bench_throughput)
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+            # Emulated bf16 (counted by default since torch 2.x, e.g. on a T4, sm75) is slow: fp16 + GradScaler there.
+            native = torch.cuda.is_bf16_supported(including_emulation=False)
+            return torch.bfloat16 if native else torch.float16
         return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[self.precision]
 
 
@@ -108,11 +110,13 @@ def _cpu(obj: Any) -> Any:
     return obj
 
 
-def _checkpoint_state(ph: Phase, opt, sched, epoch: int, stage: str) -> dict[str, Any]:
+def _checkpoint_state(ph: Phase, opt, sched, scaler, epoch: int, stage: str) -> dict[str, Any]:
     state = {"kind": "checkpoint", "phase": ph.name, "stage": stage, "epoch": epoch,
              "model": ph.model.state_dict(), "objective": ph.objective.state_dict(),
              "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
              "rng": torch.get_rng_state(), "history": ph.history}
+    if scaler.is_enabled():  # fp16: the loss scale and its growth tracker, so a resume goes on as if never stopped
+        state["scaler"] = scaler.state_dict()
     if ph.peers:
         state["peers"] = [p.state_dict() for p in ph.peers]
     if ph.options.device.startswith("cuda"):
@@ -235,7 +239,7 @@ def _steps_per_epoch(ph: Phase) -> int:
 
 
 # ---------------------------------------------------------------- one stage
-def _restore(ph: Phase, opt, sched, ckpt: Path | None, resume: bool, stage: str) -> int | None:
+def _restore(ph: Phase, opt, sched, scaler, ckpt: Path | None, resume: bool, stage: str) -> int | None:
     """The epoch to start from (0: from scratch); None when this stage finished before the interruption."""
     if not (resume and ckpt is not None and ckpt.exists()):
         return 0
@@ -251,6 +255,8 @@ def _restore(ph: Phase, opt, sched, ckpt: Path | None, resume: bool, stage: str)
     ph.objective.load_state_dict(state["objective"])
     opt.load_state_dict(state["optimizer"])
     sched.load_state_dict(state["scheduler"])
+    if "scaler" in state and scaler.is_enabled():
+        scaler.load_state_dict(state["scaler"])
     torch.set_rng_state(state["rng"])
     if "cuda_rng" in state and ph.options.device.startswith("cuda"):
         torch.cuda.set_rng_state(state["cuda_rng"], torch.device(ph.options.device))
@@ -306,7 +312,8 @@ def _run_stage(ph: Phase, terms_fn, params: list, epochs: int, *, stage: str, ck
     opt = torch.optim.AdamW(params, lr=ph.scaled_lr(), weight_decay=defaults.WEIGHT_DECAY)
     spe = _steps_per_epoch(ph)
     sched = _schedule(ph, opt, epochs, spe)
-    start = _restore(ph, opt, sched, ckpt, resume, stage)
+    scaler = torch.amp.GradScaler("cuda", enabled=ph.options.autocast_dtype() == torch.float16)
+    start = _restore(ph, opt, sched, scaler, ckpt, resume, stage)
     if start is None:
         return
     metrics = ph.options.metrics
@@ -314,7 +321,6 @@ def _run_stage(ph: Phase, terms_fn, params: list, epochs: int, *, stage: str, ck
         metrics.forget(ph.name, stage, after_epoch=start)
     label = ph.name if stage == "main" else f"{ph.name} ({stage})"
     bar = Progress(label, total=epochs, unit="epoch", initial=start, enabled=progress)
-    scaler = torch.amp.GradScaler("cuda", enabled=ph.options.autocast_dtype() == torch.float16)
     # DDP + global-batch BatchNorm under torch.distributed (the BatchNorm swap is already done in `fit`)
     nets = list(ph.members) if partial else [dist.wrap(m) for m in ph.members]
     extra = ph.objective.extra_parameters() + ([p for m in ph.members for p in m.parameters()] if partial else [])
@@ -336,7 +342,7 @@ def _run_stage(ph: Phase, terms_fn, params: list, epochs: int, *, stage: str, ck
             bar.update(1, line=True, loss=row["loss"], val=row["val_acc"], lr=row["lr"],
                        img_s=round(row["images_per_s"]))
             if ckpt is not None:  # after the metrics line: a kill in between redoes (and forgets) this epoch
-                artifacts.save_torch(ckpt, _checkpoint_state(ph, opt, sched, epoch + 1, stage))
+                artifacts.save_torch(ckpt, _checkpoint_state(ph, opt, sched, scaler, epoch + 1, stage))
             if ph.max_steps is not None and done >= ph.max_steps:
                 break
     finally:

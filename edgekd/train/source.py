@@ -41,14 +41,15 @@ class TeacherSource:
         from edgekd.train.losses import combine_teachers
 
         # inference_mode: no autograd bookkeeping at all; clone so the student's graph may keep them.
-        p = next(self.teachers[0].parameters(), None)  # an ONNX teacher has none: it takes any device
-        x = x.to(p.device, non_blocking=True) if p is not None else x
+        # Each teacher gets x on its own device (an ONNX teacher, with no tensors, takes it where it is);
+        # what comes back is on x's device, where the caller (the student, a CPU label tensor) is.
+        home = x.device
         if self.channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode(), FeatureTap(self.teachers[0], self.taps, detach=True) as tap:
             x = self.view(x) if self.view is not None else x
-            logits = [t.eval()(x) for t in self.teachers]
-            feats = dict(tap.outputs)
+            logits = [t.eval()(_on_device_of(t, x)).to(home) for t in self.teachers]
+            feats = {k: v.to(home) for k, v in tap.outputs.items()}
         out = logits[0] if len(logits) == 1 else combine_teachers(
             logits, mode=self.mode, weights=self.weights, temperature=self.temperature)
         return out.clone(), {k: v.clone() for k, v in feats.items()}
@@ -129,3 +130,9 @@ class TeacherSource:
 
 
 CACHE_FEATURE_BYTES = 1 << 30
+
+
+def _on_device_of(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """`x` on the device of `model`'s weights; unchanged for a model without tensors (an ONNX teacher)."""
+    p = next(iter([*model.parameters(), *model.buffers()]), None)
+    return x if p is None else x.to(p.device, non_blocking=True)

@@ -188,9 +188,8 @@ def distill(*, data: str = defaults.DATA, data_dir: PathLike | None = None, down
     data (`defaults.recipe`: on digits the `defaults` values; on Fashion-MNIST resnet-s,
     wide-cnn, 5 epochs). Foreign teachers (`edgekd.teachers`): `teacher_weight_files` pair in order
     with `torchvision:ARCH` / `timm:NAME` teachers; `teacher_input_size`/`teacher_mean`/`teacher_std`
-    give the teacher's own view; `input_size` and `augment` are for ImageFolder data.
-    `deterministic`: deterministic kernels, so a resumed CUDA run repeats an uninterrupted one.
-    """
+    give the teacher's own view; `input_size` and `augment` are for ImageFolder data; `deterministic`:
+    deterministic kernels, so a resumed CUDA run repeats an uninterrupted one."""
     from edgekd.train import distributed as dist
     from edgekd.train.config import DistillConfig
     from edgekd.train.distill import distill as run_distill

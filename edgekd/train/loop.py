@@ -11,6 +11,7 @@ naming the epoch, step and term.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass, field
@@ -288,8 +289,9 @@ class _Epoch:
 
 def _step(ph: Phase, terms_fn, nets, x, y, idx, opt, sched, scaler, extra, epoch: int, step: int):
     dtype = ph.options.autocast_dtype()
-    device_type = torch.device(ph.options.device).type
-    with torch.autocast(device_type=device_type, dtype=dtype or torch.float32, enabled=dtype is not None):
+    # No autocast context at all in fp32 (torch.autocast refuses device types it has no rules for, e.g. meta).
+    cast = contextlib.nullcontext() if dtype is None else torch.autocast(torch.device(ph.options.device).type, dtype)
+    with cast:
         terms = terms_fn(_fmt(ph, x), y, idx, nets)
     loss = sum(terms.values())
     if not torch.isfinite(loss):  # one check (one device sync) per step; name the culprit only when needed

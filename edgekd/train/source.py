@@ -35,6 +35,7 @@ class TeacherSource:
     # The teacher's own view of the student's batch (resize/renormalise; edgekd.teachers.convert); None = same.
     view: Callable[[torch.Tensor], torch.Tensor] | None = None
     channels_last: bool = False   # set by `to`: the teachers' weights are NHWC, so their inputs are too
+    device: torch.device | None = None   # set by `to`: where the cache is built and kept (the student's device)
 
     def live(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         from edgekd.train.features import FeatureTap
@@ -61,7 +62,7 @@ class TeacherSource:
         fmt = torch.channels_last if channels_last else torch.preserve_format
         for t in self.teachers:
             t.to(device=device, memory_format=fmt)
-        self.channels_last = channels_last
+        self.channels_last, self.device = channels_last, torch.device(device)
         if self.cache is not None:
             self.cache = {"logits": self.cache["logits"].to(device),
                           "feats": {k: v.to(device) for k, v in self.cache["feats"].items()}}
@@ -90,7 +91,7 @@ class TeacherSource:
         logits, feats = [], {}
         for x, _ in bar(_indexed_batches(ds, run, batch_size), desc="teacher cache", total=-(-len(run) // batch_size),
                         unit="batch"):
-            lo, fe = self.live(x)
+            lo, fe = self.live(x if self.device is None else x.to(self.device))  # the cache lives where it is read
             logits.append(lo)
             for k, v in fe.items():
                 feats.setdefault(k, []).append(v)

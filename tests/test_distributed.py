@@ -245,6 +245,54 @@ def test_first_error_line_reads_edgekd_lines_and_tracebacks() -> None:
     assert first_error_line("all fine\n") is None
 
 
+# ---------------------------------------------------------------- every method family on 2 gloo ranks
+@pytest.fixture(scope="module")
+def teacher_onnx(teacher_pt: Path) -> Path:
+    from edgekd.checkpoints import load_checkpoint
+    from edgekd.models import create_teacher, write_onnx
+
+    state = load_checkpoint(teacher_pt, kind="teacher")
+    model = create_teacher(state["arch"], in_channels=state["in_channels"], num_classes=state["num_classes"])
+    model.load_state_dict(state["model"])
+    out = teacher_pt.parent / "teacher.onnx"
+    write_onnx(model, str(out), input_shape=(1, 8, 8), opset=17)
+    return out
+
+
+FAMILIES = {
+    "logit": ["--method", "soft:0.7", "--method", "ce:0.3"],
+    "feature-only": ["--method", "at"],
+    "fitnet-hint": ["--method", "fitnet:0.5", "--method", "ce:0.5", "--hint-epochs", "1"],
+    "multi-teacher": ["--teacher", "{pt}"],   # the same teacher twice: the mixture path
+    "born-again": ["--generations", "1"],
+    "dml": ["--online"],
+    "onnx-teacher": [],                       # --teacher {onnx} instead of {pt}
+}
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_every_method_family_on_two_gloo_ranks_matches_one_process(tmp_path: Path, teacher_pt: Path,
+                                                                   teacher_onnx: Path, family: str) -> None:
+    """distill --nproc 2 (gloo) against one process, 1 epoch: the same teacher accuracy, and the
+    students within what BatchNorm over the global batch and float reduction order allow."""
+    teacher = str(teacher_onnx if family == "onnx-teacher" else teacher_pt)
+    extra = [a.format(pt=teacher_pt) for a in FAMILIES[family]]
+    args = ["distill", "--teacher", teacher, *extra, "--epochs", "1", "--seeds", "1", "--student", "tiny-cnn",
+            "--no-progress", "--json", "--device", "cpu"]
+    r1 = _edgekd(tmp_path, *args, "--run", "one")
+    r2 = _edgekd(tmp_path, *args, "--run", "two", "--nproc", "2")
+    assert r1.returncode == 0, r1.stderr[-2000:]
+    assert r2.returncode == 0, r2.stderr[-2000:]
+    s1, s2 = (json.loads((tmp_path / run / "distill.json").read_text()) for run in ("one", "two"))
+    assert s2["training"]["world_size"] == 2 and s2["training"]["backend"] == "gloo"
+    assert s1["accuracy"]["teacher"] == s2["accuracy"]["teacher"]  # counted once per sample on 2 ranks
+    for key in ("student_alone", "student"):
+        a1, a2 = s1["accuracy"][key]["mean"], s2["accuracy"][key]["mean"]
+        assert abs(a1 - a2) <= 0.02, (key, a1, a2)
+    assert (tmp_path / "two" / "logs" / "rank1.log").is_file()
+
+
 def _cuda_count() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 

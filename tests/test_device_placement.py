@@ -158,3 +158,61 @@ def test_one_step_of_every_phase_keeps_to_one_device(name: str) -> None:
         fit(ph, progress=False)
     assert all(p.device.type == GPU for m in ph.members for p in m.parameters())
     assert len(ph.history) >= 1 and mode.ops_on_gpu > 0
+
+
+# ---------------------------------------------------------------- the rest of the GPU path, read on the CPU
+def test_precision_auto_counts_only_native_bf16(monkeypatch) -> None:
+    """A T4 (sm75) has bf16 only emulated, which torch counts by default: auto must pick fp16 there."""
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)
+    assert TrainOptions(device="cuda:0").autocast_dtype() == torch.float16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
+    assert TrainOptions(device="cuda:0").autocast_dtype() == torch.bfloat16
+    assert TrainOptions(device="cpu").autocast_dtype() is None
+
+
+def test_cuda_n_under_several_ranks_is_refused_in_one_line(monkeypatch) -> None:
+    from edgekd.errors import BadInput
+    from edgekd.train.distributed import check_launch, resolve_device
+
+    with pytest.raises(BadInput, match=r"^--device cuda:1: with --nproc 2 each rank uses GPU LOCAL_RANK") as e:
+        check_launch(2, "cuda:1")
+    assert "\n" not in str(e.value)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(BadInput, match=r"^device 'cuda:0': with several processes each rank uses GPU LOCAL_RANK"):
+        resolve_device("cuda:0")
+
+
+@pytest.mark.parametrize("device", ["auto", "cuda"])
+def test_more_ranks_than_gpus_is_refused_before_launch(monkeypatch, device: str) -> None:
+    from edgekd.errors import BadInput
+    from edgekd.train.distributed import check_launch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(BadInput, match=r"^--nproc 2: this machine has 1 CUDA device\(s\) and each rank needs its own"):
+        check_launch(2, device)
+    check_launch(1, device)
+    check_launch(2, "cpu")  # CPU ranks need no GPU
+
+
+def test_the_grad_scaler_state_goes_into_the_checkpoint_and_comes_back(tmp_path) -> None:
+    """fp16's loss scale and growth tracker survive a resume (torch's GradScaler also runs on the CPU)."""
+    from edgekd import artifacts
+    from edgekd.train import loop
+
+    ph = Phase("kd", _student(), build_objective(["ce"]), Indexed(_data()), None, epochs=1, seed=0, batch_size=8)
+    opt = torch.optim.AdamW(ph.model.parameters())
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 10, growth_interval=3)
+    for _ in range(2):  # two fp16-style steps: the growth tracker counts them
+        scaler.scale(ph.model(_data(4).tensors[0]).square().mean()).backward()
+        scaler.step(opt)
+        scaler.update()
+    saved = scaler.state_dict()
+    assert saved["_growth_tracker"] == 2 and saved["scale"] == 2.0 ** 10
+    artifacts.save_torch(tmp_path / "c.pt", loop._checkpoint_state(ph, opt, sched, scaler, 1, "main"))
+    fresh = torch.amp.GradScaler("cpu", init_scale=2.0 ** 16)
+    assert loop._restore(ph, opt, sched, fresh, tmp_path / "c.pt", True, "main") == 1
+    assert fresh.state_dict() == saved
+    off = torch.amp.GradScaler("cpu", enabled=False)  # fp32/bf16: nothing saved
+    assert "scaler" not in loop._checkpoint_state(ph, opt, sched, off, 1, "main")

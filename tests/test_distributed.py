@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -297,25 +298,86 @@ def _cuda_count() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
+def _gpus(n: int, *, exactly: bool = False):
+    """Skip (before any fixture is built) unless this machine has n CUDA devices (exactly n with `exactly`)."""
+    have = _cuda_count()
+    return pytest.mark.skipif(have != n if exactly else have < n,
+                              reason=f"needs {'exactly ' if exactly else ''}{n} CUDA device(s); this machine has "
+                                     f"{have} (torch {torch.__version__}, cuda {torch.version.cuda})")
+
+
 @pytest.mark.gpu
+@_gpus(1)
+def test_a_phase_on_cuda_trains_there_under_autocast_with_the_cache_on_the_gpu(tmp_path: Path) -> None:
+    """What ran, not what was asked: the weights' device after training, the dtype the student's
+    convolutions computed in (autocast), the cache's device, and the fp16 scaler state in the checkpoint."""
+    from edgekd.checkpoints import load_checkpoint
+    from edgekd.data import load_data
+    from edgekd.models import create_student, create_teacher
+    from edgekd.train.datasets import Indexed
+    from edgekd.train.loop import Phase, TrainOptions, fit
+    from edgekd.train.losses import build_objective
+    from edgekd.train.source import TeacherSource
+
+    bundle = load_data("digits")
+    torch.manual_seed(0)
+    student = create_student("small-cnn", in_channels=1, num_classes=10)
+    src = TeacherSource([create_teacher("cnn-small", in_channels=1, num_classes=10)]).to("cuda:0")
+    src.build_cache(bundle.train)
+    assert src.cache["logits"].device == torch.device("cuda:0")
+    seen: set = set()
+    convs = [m for m in student.modules() if isinstance(m, torch.nn.Conv2d)]
+    hooks = [m.register_forward_hook(lambda _m, _i, out: seen.add(out.dtype)) for m in convs]
+    opts = TrainOptions(device="cuda:0")
+    ph = Phase("kd", student, build_objective(["soft:0.7", "ce:0.3"]), Indexed(bundle.train), bundle.val, epochs=1,
+               seed=0, source=src, options=opts)
+    fit(ph, ckpt=tmp_path / "kd.pt", progress=False)
+    for h in hooks:
+        h.remove()
+    expected = opts.autocast_dtype()
+    assert expected in (torch.bfloat16, torch.float16)
+    assert expected in seen  # the training forwards ran in autocast (validation runs in fp32: also seen)
+    assert all(p.device == torch.device("cuda:0") for p in student.parameters())
+    assert math.isfinite(ph.history[-1]["loss"])
+    state = load_checkpoint(tmp_path / "kd.pt")
+    assert ("scaler" in state) == (expected == torch.float16)
+
+
+@pytest.mark.gpu
+@_gpus(1)
 def test_the_pipeline_trains_on_cuda(tmp_path: Path, teacher_pt: Path) -> None:
-    if _cuda_count() < 1:
-        pytest.skip("no CUDA device: torch.cuda.is_available() is False on this machine")
-    r = _edgekd(tmp_path, "distill", "--teacher", str(teacher_pt), "--run", "gpu", "--device", "cuda", *TINY)
-    assert r.returncode == 0, r.stderr[-2000:]
+    r = _edgekd(tmp_path, "distill", "--teacher", str(teacher_pt), "--run", "gpu", "--device", "cuda",
+                "--deterministic", *[a for a in TINY if a not in ("--device", "cpu")])
+    assert r.returncode == 0, r.stderr[-2000:]  # the summary's MAC counter once crashed here (CPU zeros)
     s = json.loads((tmp_path / "gpu" / "distill.json").read_text())
-    assert s["training"]["device"].startswith("cuda") and s["training"]["precision"] in ("bfloat16", "float16")
-    assert s["accuracy"]["student"]["mean"] > 0.5
+    native = torch.cuda.is_bf16_supported(including_emulation=False)
+    assert s["training"]["device"] == "cuda:0" and s["training"]["precision"] == ("bfloat16" if native else "float16")
+    assert s["teacher"]["mflops"] > 0 and s["accuracy"]["student"]["mean"] > 0.5
     e = _edgekd(tmp_path, "export", "--run", "gpu", "--target", "cpu-arm")  # export and parity on CPU
     assert e.returncode == 0, e.stderr[-2000:]
 
 
 @pytest.mark.gpu
+@_gpus(1, exactly=True)
+def test_two_ranks_on_one_gpu_are_refused_in_one_line(tmp_path: Path) -> None:
+    r = _edgekd(tmp_path, "distill", "--nproc", "2", "--device", "cuda", "--run", "x", *TINY[:-2])
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [
+        "edgekd: error: --nproc 2: this machine has 1 CUDA device(s) and each rank needs its own; "
+        "use --nproc 1, or --device cpu for 2 CPU processes"], r.stderr[-2000:]
+
+
+@pytest.mark.gpu
+@_gpus(2)
 def test_two_ranks_on_two_gpus_with_nccl(tmp_path: Path, teacher_pt: Path) -> None:
-    if _cuda_count() < 2:
-        pytest.skip(f"needs 2 CUDA devices for NCCL (one per rank); this machine has {_cuda_count()}")
+    args = [a for a in TINY if a not in ("--device", "cpu")]
     r = _edgekd(tmp_path, "distill", "--teacher", str(teacher_pt), "--run", "nccl", "--device", "cuda",
-                "--nproc", "2", *TINY)
+                "--nproc", "2", *args)
     assert r.returncode == 0, r.stderr[-2000:]
     s = json.loads((tmp_path / "nccl" / "distill.json").read_text())
     assert s["training"]["world_size"] == 2 and s["training"]["backend"] == "nccl"
+    assert s["training"]["device"] == "cuda:0"  # rank 0's GPU; rank 1 trained on cuda:1 (LOCAL_RANK)
+    one = _edgekd(tmp_path, "distill", "--teacher", str(teacher_pt), "--run", "one", "--device", "cuda", *args)
+    assert one.returncode == 0, one.stderr[-2000:]
+    s1 = json.loads((tmp_path / "one" / "distill.json").read_text())
+    assert s1["accuracy"]["teacher"] == s["accuracy"]["teacher"]
+    assert abs(s1["accuracy"]["student"]["mean"] - s["accuracy"]["student"]["mean"]) <= 0.02

@@ -126,8 +126,10 @@ def test_the_teacher_cache_is_built_and_read_on_the_gpu() -> None:
 def _phases() -> dict[str, Phase]:
     opts = lambda: TrainOptions(device=GPU, base_batch=None)  # noqa: E731
     train, val = Indexed(_data()), _data(12, seed=1)
-    kd = lambda name, **kw: Phase(name, _student(), build_objective(kw.pop("methods", ["soft:0.7", "ce:0.3"])),  # noqa: E731
-                                  train, val, epochs=1, seed=0, batch_size=8, options=opts(), **kw)
+    def kd(name: str, methods=("soft:0.7", "ce:0.3"), **kw) -> Phase:
+        return Phase(name, _student(), build_objective(list(methods)), train, val, epochs=1, seed=0, batch_size=8,
+                     options=opts(), **kw)
+
     return {
         "teacher": Phase("teacher", _teacher(), build_objective(["ce"]), train, val, 1, 0, batch_size=8,
                          options=opts()),

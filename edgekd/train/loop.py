@@ -164,11 +164,13 @@ def _prepare(ph: Phase, tap) -> None:
 def _leaves_params_unused(ph: Phase, objective: Objective, tap) -> bool:
     """Under torch.distributed: does this objective's loss leave some of the student's parameters
     without a gradient (the hint stage; feature losses only, where the classifier is unused)?
-    Read from one small eval-mode batch (no statistics or weights change), so DDP looks for
-    unused parameters in exactly the stages that have them."""
+    Read from one small eval-mode batch (no statistics, weights or random state change), so
+    exactly the stages that have such parameters train without DDP."""
     if dist.world_size() == 1 or ph.peers:
         return False
-    x, y, idx = next(iter(DataLoader(ph.train, batch_size=min(ph.batch_size, 8))))
+    from torch.utils.data import default_collate
+
+    x, y, idx = default_collate([ph.train[i] for i in range(min(len(ph.train), ph.batch_size, 8))])
     x, y = _fmt(ph, x.to(ph.options.device)), y.to(ph.options.device)
     params = [p for p in ph.model.parameters() if p.requires_grad]
     was_training = ph.model.training

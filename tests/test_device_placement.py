@@ -218,3 +218,18 @@ def test_the_grad_scaler_state_goes_into_the_checkpoint_and_comes_back(tmp_path)
     assert fresh.state_dict() == saved
     off = torch.amp.GradScaler("cpu", enabled=False)  # fp32/bf16: nothing saved
     assert "scaler" not in loop._checkpoint_state(ph, opt, sched, off, 1, "main")
+
+
+@pytest.mark.parametrize("name", ["hint-stage", "feature-only", "kd-live"])
+def test_the_partial_stage_check_keeps_to_one_device(monkeypatch, name: str) -> None:
+    """As rank 0 of 2 (no process group: the collectives are identities), so the loop runs its
+    check of which parameters the loss reaches (`_leaves_params_unused`), on the GPU."""
+    from edgekd.train import distributed as dist
+    from edgekd.train import loop
+
+    monkeypatch.setattr(dist, "world_size", lambda: 2)
+    seen = []
+    real = loop._leaves_params_unused
+    monkeypatch.setattr(loop, "_leaves_params_unused", lambda *a: seen.append(real(*a)) or seen[-1])
+    test_one_step_of_every_phase_keeps_to_one_device(name)
+    assert seen == {"hint-stage": [True, False], "feature-only": [True], "kd-live": [False]}[name]

@@ -10,7 +10,11 @@ code path:
   process sees with batch B.
 - `sum_across`: metrics reduced over ranks.
 - `fill_rows`: each rank computes rows of a table (the teacher cache) on its
-  static shard; a sum-reduce assembles the whole table on every rank.
+  static, disjoint shard (`shard(pad=False)`); a sum-reduce assembles the whole table on every rank.
+- `wrap` / `average_grads`: DDP for the stages whose loss reaches every parameter; the
+  gradients that exist, averaged by hand, for the stages that train part of the model.
+- `launch`: torchrun for `--nproc`; each rank's stderr kept in RUN/logs/, and a failed rank
+  raised as one line naming it (`RankFailed`).
 Only rank 0 writes artifacts (edgekd.artifacts checks `is_main`).
 """
 

@@ -64,6 +64,8 @@ T_MEAN_OPT = typer.Option(None, help="The teacher's per-channel mean, comma-sepa
 T_STD_OPT = typer.Option(None, help="The teacher's per-channel std, comma-separated, or 'imagenet' (default: the data's).")
 INPUT_SIZE_OPT = typer.Option(None, help="imagefolder: the student's input H = W in pixels (default: the images' own size, at most 32).")
 AUGMENT_OPT = typer.Option(False, help="Random-resized crop + flip on the train set (imagefolder, cifar10); the teacher runs live.")
+DETERMINISTIC_OPT = typer.Option(False, "--deterministic",
+                                 help="Deterministic kernels (CUDA): a resumed run repeats an uninterrupted one.")
 NPROC_OPT = typer.Option(1, help="Processes per node: launches through torchrun (gloo on CPU, NCCL on GPU).")
 NNODES_OPT = typer.Option("1", help="torchrun --nnodes (e.g. 2 or 1:4), for several machines.")
 RDZV_OPT = typer.Option(None, help="torchrun --rdzv-endpoint HOST:PORT, for several machines.")
@@ -93,8 +95,7 @@ def distill(
     channels_last: Optional[bool] = typer.Option(None, "--channels-last/--no-channels-last", help="NHWC memory format (default: on; it won on CPU and GPU)."),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the models (refused: it did not win; see benchmarks/README.md)."),
     tensorboard: Optional[Path] = typer.Option(None, help="Also write per-epoch scalars to this TensorBoard log folder."),
-    deterministic: bool = typer.Option(False, "--deterministic",
-                                       help="Deterministic kernels (CUDA): a resumed run repeats an uninterrupted one."),
+    deterministic: bool = DETERMINISTIC_OPT,
     temperature: Optional[float] = AUTO_TEMP_OPT, epochs: Optional[int] = AUTO_EPOCHS_OPT,
     teacher_epochs: Optional[int] = AUTO_T_EPOCHS_OPT, seeds: int = SEEDS_OPT,
     lr: float = typer.Option(defaults.LR, help=f"Learning rate (AdamW) at batch {defaults.BASE_BATCH}; scaled linearly with --batch-size."),

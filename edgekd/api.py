@@ -177,7 +177,7 @@ def distill(*, data: str = defaults.DATA, data_dir: PathLike | None = None, down
             teacher_weight_files: Sequence[PathLike] = (), teacher_input_size: int | str | Sequence[int] | None = None,
             teacher_mean: str | None = None, teacher_std: str | None = None,
             input_size: int | str | Sequence[int] | None = None, resize: str | None = None,
-            unlabeled: Sequence[PathLike] = (), augment: bool = False) -> DistillResult:
+            unlabeled: Sequence[PathLike] = (), augment: bool = False, deterministic: bool = False) -> DistillResult:
     """Train (or load) the teacher, then per seed the student alone and distilled; writes the run.
 
     `device` auto|cpu|cuda|cuda:N; `lr` is the rate at batch defaults.BASE_BATCH, scaled linearly
@@ -191,7 +191,7 @@ def distill(*, data: str = defaults.DATA, data_dir: PathLike | None = None, down
     with `torchvision:ARCH` / `timm:NAME` teachers; `teacher_input_size`/`teacher_mean`/`teacher_std`
     give the teacher's own view; `input_size` (N, "HxW" or (H, W)), `resize` (stretch | pad | crop; None: stretch),
     `unlabeled` (folders of images without labels, added to the transfer set) and `augment` are for
-    ImageFolder data.
+    ImageFolder data; `deterministic`: deterministic kernels, so a resumed CUDA run repeats an uninterrupted one.
     """
     from edgekd.data import parse_hw
     from edgekd.train.config import DistillConfig
@@ -209,7 +209,8 @@ def distill(*, data: str = defaults.DATA, data_dir: PathLike | None = None, down
         teacher_weight_files=tuple(str(f) for f in teacher_weight_files),
         teacher_input_size=parse_hw(teacher_input_size, option="--teacher-input-size"), teacher_mean=teacher_mean,
         teacher_std=teacher_std, input_size=parse_hw(input_size), resize=resize,
-        unlabeled=tuple(str(u) for u in unlabeled), augment=augment)
+        unlabeled=tuple(str(u) for u in unlabeled), augment=augment,
+        deterministic=deterministic)
     return _distill_result(cfg)
 
 

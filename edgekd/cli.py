@@ -72,6 +72,8 @@ UNLABELED_OPT = typer.Option(None, help="imagefolder: a folder of unlabeled imag
                              "set (the teacher labels them); repeatable. A held-out share scores agreement with the "
                              "teacher.")
 AUGMENT_OPT = typer.Option(False, help="Random-resized crop + flip on the train set (imagefolder, cifar10); the teacher runs live.")
+DETERMINISTIC_OPT = typer.Option(False, "--deterministic",
+                                 help="Deterministic kernels (CUDA): a resumed run repeats an uninterrupted one.")
 NPROC_OPT = typer.Option(1, help="Processes per node: launches through torchrun (gloo on CPU, NCCL on GPU).")
 NNODES_OPT = typer.Option("1", help="torchrun --nnodes (e.g. 2 or 1:4), for several machines.")
 RDZV_OPT = typer.Option(None, help="torchrun --rdzv-endpoint HOST:PORT, for several machines.")
@@ -111,6 +113,7 @@ def distill(
     channels_last: Optional[bool] = typer.Option(None, "--channels-last/--no-channels-last", help="NHWC memory format (default: on; it won on CPU and GPU)."),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the models (refused: it did not win; see benchmarks/README.md)."),
     tensorboard: Optional[Path] = typer.Option(None, help="Also write per-epoch scalars to this TensorBoard log folder."),
+    deterministic: bool = DETERMINISTIC_OPT,
     temperature: Optional[float] = AUTO_TEMP_OPT, epochs: Optional[int] = AUTO_EPOCHS_OPT,
     teacher_epochs: Optional[int] = AUTO_T_EPOCHS_OPT, seeds: int = SEEDS_OPT,
     lr: float = typer.Option(defaults.LR, help=f"Learning rate (AdamW) at batch {defaults.BASE_BATCH}; scaled linearly with --batch-size."),
@@ -133,8 +136,7 @@ def distill(
     if (nproc > 1 or nnodes != "1") and "WORLD_SIZE" not in os.environ:
         from edgekd.train import distributed as dist
 
-        if nproc < 1:
-            raise BadInput(f"--nproc {nproc}: must be >= 1")
+        dist.check_launch(nproc, device)
         raise typer.Exit(dist.launch(_without_launch_options(sys.argv[1:]), nproc=nproc, nnodes=nnodes,
                                      rdzv_endpoint=rdzv_endpoint, node_rank=node_rank))
     from edgekd import api
@@ -149,7 +151,7 @@ def distill(
         student_taps=_pairs("--student-tap", student_tap), teacher_taps=_pairs("--teacher-tap", teacher_tap),
         loss_options=_loss_options(loss_option), run=run, resume=resume, progress=progress and not as_json and not quiet,
         device=device, precision=precision, channels_last=channels_last, lr_schedule=lr_schedule,
-        warmup_epochs=warmup_epochs, compile=compile, tensorboard=tensorboard,
+        warmup_epochs=warmup_epochs, compile=compile, tensorboard=tensorboard, deterministic=deterministic,
         **_byot(teacher_weight_files, teacher_input_size, teacher_mean, teacher_std, input_size, augment, resize,
                 unlabeled))
     if result.is_main:
@@ -444,9 +446,11 @@ def flag_text(e: Exception) -> str:
 def main() -> None:
     """Entry point: one line and the right exit code for edgekd's own errors, never a traceback."""
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # standalone_mode=False returns typer.Exit's code instead of exiting
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except EdgekdError as e:
-        head = "error" if e.exit_code == 2 else "check failed"
+        head = getattr(e, "head", None) or ("error" if e.exit_code == 2 else "check failed")
         typer.echo(f"edgekd: {head}: {flag_text(e)}", err=True)
         sys.exit(e.exit_code)
     except KeyboardInterrupt:

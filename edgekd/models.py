@@ -384,9 +384,11 @@ def forward_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
 
     hooks = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
     was_training = model.training
+    # The input on the model's own device (a teacher already on CUDA, a model on `meta`), CPU when it has no tensors.
+    where = next(iter([*model.parameters(), *model.buffers()]), None)
     try:
         with torch.no_grad():
-            model.eval()(torch.zeros(1, *input_shape))
+            model.eval()(torch.zeros(1, *input_shape, device=where.device if where is not None else "cpu"))
     finally:
         model.train(was_training)
         for h in hooks:

@@ -31,6 +31,16 @@ def _one_torch_thread():
 
 
 @pytest.fixture(autouse=True)
+def _cpu_unless_marked_gpu(request, monkeypatch):
+    """A test not marked `gpu` means the CPU: on a GPU host the processes it starts see no GPU
+    (CUDA_VISIBLE_DEVICES=''), so their `--device auto` resolves to the CPU as it does here. Tests
+    that train in this process pass device="cpu" themselves (torch may already have counted the GPUs)."""
+    if request.node.get_closest_marker("gpu") is None:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    yield
+
+
+@pytest.fixture(autouse=True)
 def _own_working_folder(tmp_path_factory, monkeypatch):
     """Every test runs in an empty folder of its own: the relative defaults (`artifacts/`, `data/`)
     land there, never in the checkout (a test once pointed the checkout's artifacts/latest at

@@ -229,7 +229,7 @@ def test_select_student(work, tmp_path, monkeypatch):
 
     _, res, _ = work
 
-    def fake(runner, model, config):
+    def fake(runner, model, config, target=None):
         return {"latency_ms": {"p50": 0.01, "p90": 0.01}, "peak_rss_mb": 50.0, "model_bytes": model.stat().st_size,
                 "provider": "CPUExecutionProvider", "threads": 1}
 

@@ -25,9 +25,9 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 EPOCHS = 20  # student epochs: about 0.1 s each here, so a phase leaves a window of ~2 s to kill in
 ARGS = ["--epochs", str(EPOCHS), "--teacher-epochs", "2", "--seeds", "1", "--teacher", "cnn-small",
-        "--student", "tiny-cnn", "--no-progress"]
+        "--student", "tiny-cnn", "--no-progress", "--device", "cpu", "--deterministic"]
 TINY = ["--epochs", "1", "--teacher-epochs", "1", "--seeds", "1", "--teacher", "cnn-small",
-        "--student", "tiny-cnn", "--no-progress"]
+        "--student", "tiny-cnn", "--no-progress", "--device", "cpu"]
 KILL_ATTEMPTS = 3
 
 

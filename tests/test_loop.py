@@ -260,6 +260,9 @@ def test_device_resolution_with_cuda(monkeypatch) -> None:
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("LOCAL_RANK", "1")
     assert resolve_device("auto") == "cuda:1"  # each rank on its own GPU
+    with pytest.raises(BadInput, match="each rank uses GPU LOCAL_RANK"):  # issue 18: cuda:N put every rank on N
+        resolve_device("cuda:0")
+    monkeypatch.setenv("WORLD_SIZE", "1")
     assert resolve_device("cuda:0") == "cuda:0"
     with pytest.raises(BadInput, match="2 CUDA device"):
         resolve_device("cuda:2")

@@ -289,7 +289,7 @@ def test_select_student_searches_times_and_saves_a_non_square_pick_that_exports(
     from edgekd.search import timing
     from test_select_student import fake_latency
 
-    monkeypatch.setattr(timing, "run_isolated", lambda runner, model, config: {
+    monkeypatch.setattr(timing, "run_isolated", lambda runner, model, config, target=None: {
         "latency_ms": {"p50": fake_latency(model), "p90": fake_latency(model)}, "peak_rss_mb": 50.0,
         "model_bytes": model.stat().st_size, "provider": "CPUExecutionProvider", "threads": 1})
     root = make_imagefolder(tmp_path / "strips", n=8, size=(48, 96))

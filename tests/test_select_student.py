@@ -44,7 +44,7 @@ def fake_latency(path: Path) -> float:
 def fake_runner(monkeypatch):
     calls = []
 
-    def run(runner: str, model: Path, config: dict) -> dict:
+    def run(runner: str, model: Path, config: dict, target: str | None = None) -> dict:
         calls.append(model.name)
         lat = fake_latency(model)
         return {"latency_ms": {"p50": lat, "p90": lat}, "peak_rss_mb": 50.0,
@@ -194,7 +194,7 @@ def test_a_near_miss_is_timed_again_and_a_far_miss_is_not(monkeypatch, digits):
     # candidate 0 measures 1.2 then 0.9 × budget (a burst of load, then the truth); candidate 1 always 2 ×
     plan = {"candidate0.onnx": [1.2, 0.9], "candidate1.onnx": [2.0, 2.0]}
 
-    def run(runner, model, config):
+    def run(runner, model, config, target=None):
         k = calls[model.name] = calls.get(model.name, 0) + 1
         lat = plan[model.name][k - 1] * budget
         return {"latency_ms": {"p50": lat, "p90": lat}, "peak_rss_mb": 50.0, "model_bytes": 1000,
@@ -310,7 +310,7 @@ def searched(tmp_path_factory):
         root = tmp_path_factory.mktemp(f"search{i}")
         with pytest.MonkeyPatch.context() as mp:
             mp.chdir(root)
-            mp.setattr(timing, "run_isolated", lambda runner, model, config: {
+            mp.setattr(timing, "run_isolated", lambda runner, model, config, target=None: {
                 "latency_ms": {"p50": fake_latency(model), "p90": fake_latency(model)}, "peak_rss_mb": 50.0,
                 "model_bytes": model.stat().st_size, "provider": "CPUExecutionProvider", "threads": 1})
             torch.set_num_threads(1)

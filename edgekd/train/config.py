@@ -70,6 +70,7 @@ class DistillConfig:
     lr_schedule: str = defaults.LR_SCHEDULE               # auto | cosine | warmup-cosine | constant
     warmup_epochs: float = defaults.WARMUP_EPOCHS
     tensorboard: Path | None = None                       # also write per-epoch scalars here
+    deterministic: bool = False                           # deterministic kernels (distributed.make_deterministic)
 
     def train_options(self, run_dir: Path | None = None):
         """How every phase of this run trains (`edgekd.train.loop.TrainOptions`); metrics go to run_dir."""
@@ -98,7 +99,7 @@ class DistillConfig:
                 "channels_last": opts.channels_last, "batch_size": self.batch_size, "lr_base": self.lr,
                 "lr": self.lr * self.batch_size / defaults.BASE_BATCH, "base_batch": defaults.BASE_BATCH,
                 "lr_schedule": self.lr_schedule, "warmup_epochs": self.warmup_epochs,
-                "world_size": dist.world_size(), "backend": dist.backend()}
+                "world_size": dist.world_size(), "backend": dist.backend(), "deterministic": self.deterministic}
 
     def for_data(self, bundle: Any) -> "DistillConfig":
         """A copy with every FROM_DATA option left None set by `defaults.recipe` for `bundle`, and the

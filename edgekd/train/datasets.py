@@ -164,8 +164,7 @@ def accuracy(model: nn.Module, ds: Dataset) -> float:
     the counts are summed."""
     model.eval()
     device = model_device(model)
-    idx = dist.shard(len(ds), seed=0, epoch=0, shuffle=False)[: len(ds)]
-    idx = sorted(set(idx))  # padding repeats indices; count each sample once
+    idx = dist.shard(len(ds), seed=0, epoch=0, shuffle=False, pad=False)  # disjoint shards: each sample once
     labels = torch.as_tensor(dataset_labels(ds))
     correct = 0
     for x, i in _indexed_batches(ds, idx):

@@ -36,6 +36,7 @@ from edgekd.train.datasets import (
     dataset_labels,
     labeled_mask,
 )
+from edgekd.train.distributed import make_deterministic, note_run
 from edgekd.train.loop import Phase, fit, fit_scored
 from edgekd.train.losses import KDBatch, Objective, build_objective
 from edgekd.train.source import TeacherSource
@@ -216,6 +217,8 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
 
 def _distill(cfg: DistillConfig) -> dict[str, Any]:
     cfg.validate()
+    if cfg.deterministic:
+        make_deterministic()
     t_start = time.perf_counter()
     target = load_target(cfg.target)
     if cfg.methods is not None:  # a bad --method is refused before the data is read
@@ -234,6 +237,7 @@ def _distill(cfg: DistillConfig) -> dict[str, Any]:
 
     stage(views_text(cfg, bundle))  # never squash silently: what each model sees, before anything trains
     run_dir = artifacts.create_run(cfg.run, resume=cfg.resume)
+    note_run(run_dir)  # under `--nproc`: the launcher keeps the workers' logs in RUN/logs/
     artifacts.write_json(run_dir / "config.json", {**asdict(cfg), "data_info": bundle.describe()})
     teachers = obtain_teachers(cfg, bundle, run_dir, loaded)
     models = [m for m, _ in teachers]

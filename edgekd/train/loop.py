@@ -11,6 +11,7 @@ naming the epoch, step and term.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass, field
@@ -51,7 +52,9 @@ class TrainOptions:
         if self.precision == "auto":
             if not on_cuda:
                 return None  # plain bf16 autocast was slower than fp32 on CPU (issue 10; bench_throughput)
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+            # Emulated bf16 (counted by default since torch 2.x, e.g. on a T4, sm75) is slow: fp16 + GradScaler there.
+            native = torch.cuda.is_bf16_supported(including_emulation=False)
+            return torch.bfloat16 if native else torch.float16
         return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[self.precision]
 
 
@@ -108,11 +111,13 @@ def _cpu(obj: Any) -> Any:
     return obj
 
 
-def _checkpoint_state(ph: Phase, opt, sched, epoch: int, stage: str) -> dict[str, Any]:
+def _checkpoint_state(ph: Phase, opt, sched, scaler, epoch: int, stage: str) -> dict[str, Any]:
     state = {"kind": "checkpoint", "phase": ph.name, "stage": stage, "epoch": epoch,
              "model": ph.model.state_dict(), "objective": ph.objective.state_dict(),
              "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
              "rng": torch.get_rng_state(), "history": ph.history}
+    if scaler.is_enabled():  # fp16: the loss scale and its growth tracker, so a resume goes on as if never stopped
+        state["scaler"] = scaler.state_dict()
     if ph.peers:
         state["peers"] = [p.state_dict() for p in ph.peers]
     if ph.options.device.startswith("cuda"):
@@ -154,6 +159,33 @@ def _prepare(ph: Phase, tap) -> None:
         b.student_feats = dict(tap.outputs)
     ph.objective.prepare(b, student_taps=ph.student_taps, teacher_taps=ph.source.taps if ph.source else {})
     ph.objective.to(ph.options.device)  # regressors built just now
+
+
+def _leaves_params_unused(ph: Phase, objective: Objective, tap) -> bool:
+    """Under torch.distributed: does this objective's loss leave some of the student's parameters
+    without a gradient (the hint stage; feature losses only, where the classifier is unused)?
+    Read from one small eval-mode batch (no statistics, weights or random state change), so
+    exactly the stages that have such parameters train without DDP."""
+    if dist.world_size() == 1 or ph.peers:
+        return False
+    from torch.utils.data import default_collate
+
+    x, y, idx = default_collate([ph.train[i] for i in range(min(len(ph.train), ph.batch_size, 8))])
+    x, y = _fmt(ph, x.to(ph.options.device)), y.to(ph.options.device)
+    params = [p for p in ph.model.parameters() if p.requires_grad]
+    was_training = ph.model.training
+    ph.model.eval()
+    try:
+        with torch.enable_grad():
+            b = KDBatch(student_logits=ph.model(x), labels=y)
+            if objective.needs_teacher:
+                b.teacher_logits, b.teacher_feats = ph.source.outputs(x, idx)
+            b.student_feats = dict(tap.outputs)
+            loss = sum(objective.terms(b).values())
+            grads = torch.autograd.grad(loss, params, allow_unused=True)
+    finally:
+        ph.model.train(was_training)
+    return any(g is None for g in grads)
 
 
 def _fmt(ph: Phase, x: torch.Tensor) -> torch.Tensor:
@@ -210,7 +242,7 @@ def _steps_per_epoch(ph: Phase) -> int:
 
 
 # ---------------------------------------------------------------- one stage
-def _restore(ph: Phase, opt, sched, ckpt: Path | None, resume: bool, stage: str) -> int | None:
+def _restore(ph: Phase, opt, sched, scaler, ckpt: Path | None, resume: bool, stage: str) -> int | None:
     """The epoch to start from (0: from scratch); None when this stage finished before the interruption."""
     if not (resume and ckpt is not None and ckpt.exists()):
         return 0
@@ -226,6 +258,8 @@ def _restore(ph: Phase, opt, sched, ckpt: Path | None, resume: bool, stage: str)
     ph.objective.load_state_dict(state["objective"])
     opt.load_state_dict(state["optimizer"])
     sched.load_state_dict(state["scheduler"])
+    if "scaler" in state and scaler.is_enabled():
+        scaler.load_state_dict(state["scaler"])
     torch.set_rng_state(state["rng"])
     if "cuda_rng" in state and ph.options.device.startswith("cuda"):
         torch.cuda.set_rng_state(state["cuda_rng"], torch.device(ph.options.device))
@@ -257,8 +291,9 @@ class _Epoch:
 
 def _step(ph: Phase, terms_fn, nets, x, y, idx, opt, sched, scaler, extra, epoch: int, step: int):
     dtype = ph.options.autocast_dtype()
-    device_type = torch.device(ph.options.device).type
-    with torch.autocast(device_type=device_type, dtype=dtype or torch.float32, enabled=dtype is not None):
+    # No autocast context at all in fp32 (torch.autocast refuses device types it has no rules for, e.g. meta).
+    cast = contextlib.nullcontext() if dtype is None else torch.autocast(torch.device(ph.options.device).type, dtype)
+    with cast:
         terms = terms_fn(_fmt(ph, x), y, idx, nets)
     loss = sum(terms.values())
     if not torch.isfinite(loss):  # one check (one device sync) per step; name the culprit only when needed
@@ -275,11 +310,14 @@ def _step(ph: Phase, terms_fn, nets, x, y, idx, opt, sched, scaler, extra, epoch
 
 
 def _run_stage(ph: Phase, terms_fn, params: list, epochs: int, *, stage: str, ckpt: Path | None,
-               resume: bool, progress: bool) -> None:
+               resume: bool, progress: bool, partial: bool = False) -> None:
+    """`partial`: the loss reaches only some of the parameters; under torch.distributed the models
+    then train unwrapped and their existing gradients are averaged after backward (DDP cannot)."""
     opt = torch.optim.AdamW(params, lr=ph.scaled_lr(), weight_decay=defaults.WEIGHT_DECAY)
     spe = _steps_per_epoch(ph)
     sched = _schedule(ph, opt, epochs, spe)
-    start = _restore(ph, opt, sched, ckpt, resume, stage)
+    scaler = torch.amp.GradScaler("cuda", enabled=ph.options.autocast_dtype() == torch.float16)
+    start = _restore(ph, opt, sched, scaler, ckpt, resume, stage)
     if start is None:
         return
     metrics = ph.options.metrics
@@ -287,9 +325,9 @@ def _run_stage(ph: Phase, terms_fn, params: list, epochs: int, *, stage: str, ck
         metrics.forget(ph.name, stage, after_epoch=start)
     label = ph.name if stage == "main" else f"{ph.name} ({stage})"
     bar = Progress(label, total=epochs, unit="epoch", initial=start, enabled=progress)
-    scaler = torch.amp.GradScaler("cuda", enabled=ph.options.autocast_dtype() == torch.float16)
-    nets = [dist.wrap(m) for m in ph.members]  # DDP + global-batch BatchNorm under torch.distributed
-    extra = ph.objective.extra_parameters()
+    # DDP + global-batch BatchNorm under torch.distributed (the BatchNorm swap is already done in `fit`)
+    nets = list(ph.members) if partial else [dist.wrap(m) for m in ph.members]
+    extra = ph.objective.extra_parameters() + ([p for m in ph.members for p in m.parameters()] if partial else [])
     done = start * spe
     try:
         for epoch in range(start, epochs):
@@ -308,7 +346,7 @@ def _run_stage(ph: Phase, terms_fn, params: list, epochs: int, *, stage: str, ck
             bar.update(1, line=True, loss=row["loss"], val=row["val_acc"], lr=row["lr"],
                        img_s=round(row["images_per_s"]))
             if ckpt is not None:  # after the metrics line: a kill in between redoes (and forgets) this epoch
-                artifacts.save_torch(ckpt, _checkpoint_state(ph, opt, sched, epoch + 1, stage))
+                artifacts.save_torch(ckpt, _checkpoint_state(ph, opt, sched, scaler, epoch + 1, stage))
             if ph.max_steps is not None and done >= ph.max_steps:
                 break
     finally:
@@ -369,10 +407,11 @@ def fit(ph: Phase, *, ckpt: Path | None = None, resume: bool = False, progress: 
             params = hint_stage_params(ph.objective, ph.model, student_taps=ph.student_taps, example_input=example)
             hint = hint_objective(ph.objective)
             _run_stage(ph, _kd_terms(ph, hint, tap), params, ph.hint_epochs, stage="hint", ckpt=ckpt,
-                       resume=resume, progress=progress)
+                       resume=resume, progress=progress, partial=_leaves_params_unused(ph, hint, tap))
         terms_fn = _dml_terms if ph.peers else _kd_terms(ph, ph.objective, tap)
         params = [p for m in ph.members for p in m.parameters()] + ph.objective.extra_parameters()
-        _run_stage(ph, terms_fn, params, ph.epochs, stage="main", ckpt=ckpt, resume=resume, progress=progress)
+        _run_stage(ph, terms_fn, params, ph.epochs, stage="main", ckpt=ckpt, resume=resume, progress=progress,
+                   partial=_leaves_params_unused(ph, ph.objective, tap))
     for m in ph.members:
         m.eval()
     return ph.model

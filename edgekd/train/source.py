@@ -35,20 +35,22 @@ class TeacherSource:
     # The teacher's own view of the student's batch (resize/renormalise; edgekd.teachers.convert); None = same.
     view: Callable[[torch.Tensor], torch.Tensor] | None = None
     channels_last: bool = False   # set by `to`: the teachers' weights are NHWC, so their inputs are too
+    device: torch.device | None = None   # set by `to`: where the cache is built and kept (the student's device)
 
     def live(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         from edgekd.train.features import FeatureTap
         from edgekd.train.losses import combine_teachers
 
         # inference_mode: no autograd bookkeeping at all; clone so the student's graph may keep them.
-        p = next(self.teachers[0].parameters(), None)  # an ONNX teacher has none: it takes any device
-        x = x.to(p.device, non_blocking=True) if p is not None else x
+        # Each teacher gets x on its own device (an ONNX teacher, with no tensors, takes it where it is);
+        # what comes back is on x's device, where the caller (the student, a CPU label tensor) is.
+        home = x.device
         if self.channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode(), FeatureTap(self.teachers[0], self.taps, detach=True) as tap:
             x = self.view(x) if self.view is not None else x
-            logits = [t.eval()(x) for t in self.teachers]
-            feats = dict(tap.outputs)
+            logits = [t.eval()(_on_device_of(t, x)).to(home) for t in self.teachers]
+            feats = {k: v.to(home) for k, v in tap.outputs.items()}
         out = logits[0] if len(logits) == 1 else combine_teachers(
             logits, mode=self.mode, weights=self.weights, temperature=self.temperature)
         return out.clone(), {k: v.clone() for k, v in feats.items()}
@@ -60,7 +62,7 @@ class TeacherSource:
         fmt = torch.channels_last if channels_last else torch.preserve_format
         for t in self.teachers:
             t.to(device=device, memory_format=fmt)
-        self.channels_last = channels_last
+        self.channels_last, self.device = channels_last, torch.device(device)
         if self.cache is not None:
             self.cache = {"logits": self.cache["logits"].to(device),
                           "feats": {k: v.to(device) for k, v in self.cache["feats"].items()}}
@@ -80,25 +82,28 @@ class TeacherSource:
         each rank runs its own shard and the shards are assembled in memory."""
         if cache_dir is not None and dist.world_size() == 1:
             return self._build_mmap(ds, batch_size, cache_dir)
-        idx = sorted(set(dist.shard(len(ds), seed=0, epoch=0, shuffle=False)))
+        idx = dist.shard(len(ds), seed=0, epoch=0, shuffle=False, pad=False)  # disjoint: each row once
         from edgekd.progress import bar
 
+        # A rank with no rows (a split smaller than the world) still runs one sample: the all-reduce
+        # below needs every rank to know the outputs' shapes.
+        run = idx or [0]
         logits, feats = [], {}
-        for x, _ in bar(_indexed_batches(ds, idx, batch_size), desc="teacher cache", total=-(-len(idx) // batch_size),
+        for x, _ in bar(_indexed_batches(ds, run, batch_size), desc="teacher cache", total=-(-len(run) // batch_size),
                         unit="batch"):
-            lo, fe = self.live(x)
+            lo, fe = self.live(x if self.device is None else x.to(self.device))  # the cache lives where it is read
             logits.append(lo)
             for k, v in fe.items():
                 feats.setdefault(k, []).append(v)
-        n_bytes = sum(sum(t.numel() for t in v) * 4 for v in feats.values()) * dist.world_size()
-        if n_bytes > CACHE_FEATURE_BYTES:
-            # Feature maps of a big dataset would not fit: keep the teacher live instead.
-            return self
         n = len(ds)
-        self.cache = {"logits": dist.fill_rows(torch.cat(logits), idx, n),
-                      "feats": {k: dist.fill_rows(torch.cat(v), idx, n) for k, v in feats.items()}}
+        # Decided from the row size and n alone, so every rank decides alike (a rank that kept the
+        # teacher live while the others all-reduce would hang them).
+        if sum(v[0][0].numel() * 4 for v in feats.values()) * n > CACHE_FEATURE_BYTES:
+            return self  # feature maps of a big dataset would not fit: keep the teacher live instead
+        rows = len(idx)
+        self.cache = {"logits": dist.fill_rows(torch.cat(logits)[:rows], idx, n),
+                      "feats": {k: dist.fill_rows(torch.cat(v)[:rows], idx, n) for k, v in feats.items()}}
         return self
-
 
     def _build_mmap(self, ds: Dataset, batch_size: int, cache_dir: Path) -> "TeacherSource":
         cache_dir.mkdir(parents=True, exist_ok=True)
@@ -126,3 +131,9 @@ class TeacherSource:
 
 
 CACHE_FEATURE_BYTES = 1 << 30
+
+
+def _on_device_of(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """`x` on the device of `model`'s weights; unchanged for a model without tensors (an ONNX teacher)."""
+    p = next(iter([*model.parameters(), *model.buffers()]), None)
+    return x if p is None else x.to(p.device, non_blocking=True)

@@ -23,7 +23,7 @@ from edgekd.errors import AuditFailed, BudgetFailed, CheckFailed, GoldenFailed
 if TYPE_CHECKING:
     from edgekd.deploy.targets import TargetProfile
 
-__all__ = ["distill", "compare", "select_teacher", "select_student", "export", "bench", "audit", "verify",
+__all__ = ["distill", "check_teacher", "TeacherCheck", "compare", "select_teacher", "select_student", "export", "bench", "audit", "verify",
            "load_target", "list_targets", "teachers", "TeacherCosts", "report", "Result", "ReportResult", "DistillResult", "CompareResult", "TeacherSelection",
            "StudentSelection", "ExportResult", "BenchResult", "AuditResult", "VerifyResult"]
 
@@ -47,12 +47,13 @@ class DistillResult(Result):
 
     run: Path
     teacher_accuracy: float
-    student_alone: float
+    student_alone: float | None   # None with labeled_fraction 0: no control
     student: float
-    student_alone_std: float
+    student_alone_std: float | None
     student_std: float
     gap_closed: float | None
     is_main: bool = True     # False on the other ranks of a torchrun launch
+    agreement: float | None = None   # labeled_fraction 0: top-1 agreement with the teacher on test
 
 
 @dataclass(frozen=True)
@@ -160,6 +161,18 @@ def _teachers(teacher: str | Sequence[str] | None) -> str | tuple[str, ...] | No
     return teachers[0] if len(teachers) == 1 else teachers
 
 
+def _teacher_options(*, teacher_weight_files: Sequence[PathLike] = (), teacher_input_size: int | None = None,
+                     teacher_mean: str | None = None, teacher_std: str | None = None,
+                     teacher_outputs: str = defaults.TEACHER_OUTPUTS,
+                     class_order: str | Sequence[int] | None = None) -> dict[str, Any]:
+    """The teacher options every command takes (distill, compare, select_student, select_teacher,
+    check_teacher), as DistillConfig fields: weights files for torchvision:/timm: teachers, the
+    teacher's view, what it outputs (`edgekd.teachers.OUTPUT_KINDS`) and its class order."""
+    order = class_order if class_order is None or isinstance(class_order, str) else ",".join(map(str, class_order))
+    return dict(teacher_weight_files=tuple(str(f) for f in teacher_weight_files), teacher_input_size=teacher_input_size,
+                teacher_mean=teacher_mean, teacher_std=teacher_std, teacher_outputs=teacher_outputs, class_order=order)
+
+
 def distill(*, data: str = defaults.DATA, data_dir: PathLike | None = None, download: bool = False,
             teacher: str | Sequence[str] | None = None, teacher_mode: str = defaults.TEACHER_MODE,
             teacher_weights: Sequence[float] | None = None, student: str | None = None,
@@ -176,7 +189,8 @@ def distill(*, data: str = defaults.DATA, data_dir: PathLike | None = None, down
             compile: bool = False, tensorboard: PathLike | None = None,
             teacher_weight_files: Sequence[PathLike] = (), teacher_input_size: int | None = None,
             teacher_mean: str | None = None, teacher_std: str | None = None, input_size: int | None = None,
-            augment: bool = False) -> DistillResult:
+            augment: bool = False, teacher_outputs: str = defaults.TEACHER_OUTPUTS,
+            class_order: str | Sequence[int] | None = None) -> DistillResult:
     """Train (or load) the teacher, then per seed the student alone and distilled; writes the run.
 
     `device` auto|cpu|cuda|cuda:N; `lr` is the rate at batch defaults.BASE_BATCH, scaled linearly
@@ -189,6 +203,9 @@ def distill(*, data: str = defaults.DATA, data_dir: PathLike | None = None, down
     wide-cnn, 5 epochs). Foreign teachers (`edgekd.teachers`): `teacher_weight_files` pair in order
     with `torchvision:ARCH` / `timm:NAME` teachers; `teacher_input_size`/`teacher_mean`/`teacher_std`
     give the teacher's own view; `input_size` and `augment` are for ImageFolder data.
+    `teacher_outputs` auto|logits|probabilities|log-probabilities and `class_order` (the data
+    class of each teacher output) say how to read a foreign teacher's outputs. `labeled_fraction`
+    0 distils from the teacher alone (no control; `ce` refused).
     """
     from edgekd.train import distributed as dist
     from edgekd.train.config import DistillConfig
@@ -204,8 +221,10 @@ def distill(*, data: str = defaults.DATA, data_dir: PathLike | None = None, down
         loss_options=dict(loss_options or {}), run=Path(run) if run is not None else None, resume=resume,
         progress=progress, device=device, precision=precision, channels_last=channels_last, lr_schedule=lr_schedule,
         warmup_epochs=warmup_epochs, compile=compile, tensorboard=Path(tensorboard) if tensorboard else None,
-        teacher_weight_files=tuple(str(f) for f in teacher_weight_files), teacher_input_size=teacher_input_size,
-        teacher_mean=teacher_mean, teacher_std=teacher_std, input_size=input_size, augment=augment)
+        input_size=input_size, augment=augment,
+        **_teacher_options(teacher_weight_files=teacher_weight_files, teacher_input_size=teacher_input_size,
+                           teacher_mean=teacher_mean, teacher_std=teacher_std, teacher_outputs=teacher_outputs,
+                           class_order=class_order))
     dist.init_from_env(device)
     try:
         summary = run_distill(cfg)
@@ -215,10 +234,12 @@ def distill(*, data: str = defaults.DATA, data_dir: PathLike | None = None, down
         raise
     dist.shutdown()
     acc = summary["accuracy"]
+    alone = acc["student_alone"] or {}   # None when label-free (no control)
     return DistillResult(data=summary, run=Path(summary["run"]), teacher_accuracy=acc["teacher"],
-                         student_alone=acc["student_alone"]["mean"], student=acc["student"]["mean"],
-                         student_alone_std=acc["student_alone"]["std"], student_std=acc["student"]["std"],
-                         gap_closed=summary["gap_closed"], is_main=main)
+                         student_alone=alone.get("mean"), student=acc["student"]["mean"],
+                         student_alone_std=alone.get("std"), student_std=acc["student"]["std"],
+                         gap_closed=summary["gap_closed"], is_main=main,
+                         agreement=(acc.get("agreement") or {}).get("mean"))
 
 
 def compare(*, data: str = defaults.DATA, data_dir: PathLike | None = None, download: bool = False,
@@ -227,7 +248,10 @@ def compare(*, data: str = defaults.DATA, data_dir: PathLike | None = None, down
             temperature: float | None = None, epochs: int | None = None,
             teacher_epochs: int | None = None, seeds: int = defaults.SEEDS,
             labeled_fraction: float = defaults.LABELED_FRACTION, run: PathLike | None = None,
-            progress: bool = True, device: str = defaults.DEVICE) -> CompareResult:
+            progress: bool = True, device: str = defaults.DEVICE, teacher_weight_files: Sequence[PathLike] = (),
+            teacher_input_size: int | None = None, teacher_mean: str | None = None, teacher_std: str | None = None,
+            teacher_outputs: str = defaults.TEACHER_OUTPUTS,
+            class_order: str | Sequence[int] | None = None) -> CompareResult:
     """The seminar table: the teacher once, the student alone, then each method (default: all),
     same seeds and budget; writes compare.json and compare.png. Options left None follow the
     data, as in `distill`."""
@@ -239,7 +263,11 @@ def compare(*, data: str = defaults.DATA, data_dir: PathLike | None = None, down
                         student=student,
                         target=str(target), temperature=temperature, epochs=epochs, teacher_epochs=teacher_epochs,
                         seeds=seeds, labeled_fraction=labeled_fraction,
-                        run=Path(run) if run is not None else None, progress=progress, device=device)
+                        run=Path(run) if run is not None else None, progress=progress, device=device,
+                        **_teacher_options(teacher_weight_files=teacher_weight_files,
+                                           teacher_input_size=teacher_input_size, teacher_mean=teacher_mean,
+                                           teacher_std=teacher_std, teacher_outputs=teacher_outputs,
+                                           class_order=class_order))
     from edgekd.progress import quieted
 
     with quieted(not progress):
@@ -255,7 +283,10 @@ def select_teacher(*, teachers: Sequence[str], student: str | None = None, data:
                    warmup_steps: int = defaults.SELECT_TEACHER_WARMUP_STEPS,
                    teacher_epochs: int | None = None, labeled_fraction: float = defaults.LABELED_FRACTION,
                    higher_is_better: bool = False, seed: int = 0, run: PathLike | None = None,
-                   progress: bool = True) -> TeacherSelection:
+                   progress: bool = True, teacher_weight_files: Sequence[PathLike] = (),
+                   teacher_input_size: int | None = None, teacher_mean: str | None = None,
+                   teacher_std: str | None = None, teacher_outputs: str = defaults.TEACHER_OUTPUTS,
+                   class_order: str | Sequence[int] | None = None) -> TeacherSelection:
     """Rank candidate teachers for `student` before any distillation (GRACE score + baselines).
     student, temperature and teacher_epochs left None come from the data (`defaults.recipe`)."""
     from edgekd.search.teacher import select_teachers
@@ -264,7 +295,11 @@ def select_teacher(*, teachers: Sequence[str], student: str | None = None, data:
                              download=download, target=str(target), run=Path(run) if run is not None else None,
                              temperature=temperature, n=n, warmup_steps=warmup_steps, teacher_epochs=teacher_epochs,
                              seed=seed, progress=progress, higher_is_better=higher_is_better,
-                             labeled_fraction=labeled_fraction)
+                             labeled_fraction=labeled_fraction,
+                             teacher_options=_teacher_options(
+                                 teacher_weight_files=teacher_weight_files, teacher_input_size=teacher_input_size,
+                                 teacher_mean=teacher_mean, teacher_std=teacher_std, teacher_outputs=teacher_outputs,
+                                 class_order=class_order))
     rows = sorted(result["teachers"], key=lambda r: r["rank"])
     return TeacherSelection(data=result, ranking=[r["teacher"] for r in rows],
                             grace={r["teacher"]: r["grace"]["score"] for r in rows},
@@ -278,7 +313,10 @@ def select_student(*, target: PathLike, teacher: str | Sequence[str] | None = No
                    seeds: int = defaults.SEARCH_SEEDS, methods: Sequence[str] | None = None,
                    teacher_epochs: int | None = None, temperature: float | None = None,
                    include: Sequence[str] | None = None, run: PathLike | None = None,
-                   progress: bool = True) -> StudentSelection:
+                   progress: bool = True, teacher_weight_files: Sequence[PathLike] = (),
+                   teacher_input_size: int | None = None, teacher_mean: str | None = None,
+                   teacher_std: str | None = None, teacher_outputs: str = defaults.TEACHER_OUTPUTS,
+                   class_order: str | Sequence[int] | None = None) -> StudentSelection:
     """Search students built from the target's ops under its budget; saves the pick as a run.
     teacher, epochs, teacher_epochs, methods, temperature and `include` (registry students drawn
     first) left None come from the data (`defaults.recipe`), as in `distill`.
@@ -290,11 +328,45 @@ def select_student(*, target: PathLike, teacher: str | Sequence[str] | None = No
                         data=data, data_dir=_dir(data_dir), download=download, budget_ms=budget_ms, trials=trials,
                         seed=seed, runner=runner, epochs=epochs, short_epochs=short_epochs, seeds=seeds,
                         methods=methods, teacher_epochs=teacher_epochs, temperature=temperature, include=include,
-                        run=Path(run) if run is not None else None, progress=progress)
+                        run=Path(run) if run is not None else None, progress=progress,
+                        teacher_options=_teacher_options(
+                            teacher_weight_files=teacher_weight_files, teacher_input_size=teacher_input_size,
+                            teacher_mean=teacher_mean, teacher_std=teacher_std, teacher_outputs=teacher_outputs,
+                            class_order=class_order))
     rec = result["recommended"]
     return StudentSelection(data=result, run=Path(result["run"]), recommended=rec["name"],
                             latency_p90_ms=rec["latency_p90_ms"], val_accuracy=rec["val_accuracy"],
                             test_accuracy=rec["test_accuracy"])
+
+
+@dataclass(frozen=True)
+class TeacherCheck(Result):
+    """`edgekd check-teacher`: per teacher what it takes and returns, params, MFLOPs, accuracy on
+    labeled images in its view and host p50; `warnings` (a preprocessing mismatch, a class order)."""
+
+    accuracy: float
+    warnings: list[str]
+
+
+def check_teacher(*, teacher: str | Sequence[str], data: str = defaults.DATA, data_dir: PathLike | None = None,
+                  download: bool = False, input_size: int | None = None, teacher_weight_files: Sequence[PathLike] = (),
+                  teacher_input_size: int | None = None, teacher_mean: str | None = None,
+                  teacher_std: str | None = None, teacher_outputs: str = defaults.TEACHER_OUTPUTS,
+                  class_order: str | Sequence[int] | None = None) -> TeacherCheck:
+    """Check a teacher from outside in seconds, before any training, as distill does first.
+    `accuracy` is the first teacher's, on the labeled validation images (at most
+    defaults.CHECK_MAX_IMAGES) in the stated view."""
+    from edgekd.train.check_teacher import check_teacher as run_check
+    from edgekd.train.config import DistillConfig
+
+    cfg = DistillConfig(data=data, data_dir=_dir(data_dir), download=download, teacher=_teachers(teacher),
+                        input_size=input_size, progress=False,
+                        **_teacher_options(teacher_weight_files=teacher_weight_files,
+                                           teacher_input_size=teacher_input_size, teacher_mean=teacher_mean,
+                                           teacher_std=teacher_std, teacher_outputs=teacher_outputs,
+                                           class_order=class_order))
+    result = run_check(cfg)
+    return TeacherCheck(data=result, accuracy=result["teachers"][0]["accuracy"], warnings=list(result["warnings"]))
 
 
 # ---------------------------------------------------------------- deployment

@@ -39,8 +39,11 @@ def distill_table(s: dict[str, Any]) -> Table:
     mflops = s["teacher"].get("mflops")
     cost = f", {mflops:,.0f} MFLOPs" if mflops is not None else ""
     t.add_row(f"teacher ({s['teacher']['arch']}{cost})", f"{s['teacher']['params']:,}", pct(acc["teacher"]))
-    t.add_row(f"student alone ({s['student']['arch']})", f"{s['student']['params']:,}", mean_std(acc["student_alone"]))
+    if acc["student_alone"] is not None:
+        t.add_row(f"student alone ({s['student']['arch']})", f"{s['student']['params']:,}", mean_std(acc["student_alone"]))
     t.add_row(f"student distilled ({s['student']['arch']})", f"{s['student']['params']:,}", mean_std(acc["student"]))
+    if acc.get("agreement"):
+        t.add_row("  top-1 agreement with the teacher", "", mean_std(acc["agreement"]))
     t.caption = f"gap closed by distillation: {pct(s['gap_closed'])}   run: {s.get('run', '')}"
     ips = s.get("images_per_s", {})
     if "student" in ips:
@@ -50,12 +53,51 @@ def distill_table(s: dict[str, Any]) -> Table:
     if all(views) and views[0] != views[1]:
         t.caption += f"\nteacher sees {views[0]['input_size'][0]} px, the student {views[1]['input_size'][0]} px"
     v = s.get("verdict")
-    if v and v["distillation"] == "lost":
+    if v and v["distillation"] == "label-free":
+        t.caption += (f"\nlabel-free: {v['note']}; the student is {100 * v['delta']:+.2f} points from the teacher, "
+                      f"top-1 agreement {mean_std(v['agreement'])}")
+    elif v and v["distillation"] == "lost":
         t.caption += (f"\ndistillation LOST to the student alone: {100 * v['delta']:+.2f} points (spread "
                       f"{100 * v['spread']:.2f}); recommended: {v['recommended_student']} (by {v['recommended_by']})")
     elif v:
         t.caption += f"\ndistillation {v['distillation']} ({100 * v['delta']:+.2f} points); recommended: {v['recommended_student']}"
     return t
+
+
+def with_warnings(table: Table, warnings: list[str]):
+    """The table with each warning in red above it (what a run must not hide)."""
+    from rich.console import Group
+    from rich.text import Text
+
+    if not warnings:
+        return table
+    return Group(*[Text(f"WARNING: {w}", style="bold red") for w in warnings], table)
+
+
+def check_teacher_output(r: dict[str, Any]):
+    """`edgekd check-teacher`: one column per teacher, its warnings above the table."""
+    t = Table(title=f"check-teacher on {r['data']['name']} ({r['data']['num_classes']} classes)")
+    t.add_column("")
+    for c in r["teachers"]:
+        t.add_column(f"{c['teacher']} ({c['kind']})")
+
+    def shape(d: dict[str, Any]) -> str:
+        return f"{d.get('name', '') + ' ' if d.get('name') else ''}{'×'.join(map(str, d['shape']))} {d['dtype']}"
+
+    rows = {"takes": lambda c: shape(c["takes"]),
+            "returns": lambda c: f"{shape(c['returns'])}: {c['returns']['kind']} ({c['returns']['how']})",
+            "view": lambda c: f"{'×'.join(map(str, c['view']['input_size']))} px, mean "
+                              f"{','.join(f'{v:.3g}' for v in c['view']['mean'])}, std "
+                              f"{','.join(f'{v:.3g}' for v in c['view']['std'])}",
+            "params": lambda c: f"{c['params']:,}",
+            "forward MFLOPs": lambda c: "—" if c.get("mflops") is None else f"{c['mflops']:,.1f}",
+            "accuracy": lambda c: f"{pct(c['accuracy'])} on {c['scored_on']['n']} {c['scored_on']['split']} images "
+                                  f"(chance {pct(c['chance'])})",
+            "class order": lambda c: ",".join(map(str, c["class_order"])) if c["class_order"] else "as the data's",
+            "host p50": lambda c: ms(c.get("host_p50_ms"))}
+    for name, fn in rows.items():
+        t.add_row(name, *[fn(c) for c in r["teachers"]])
+    return with_warnings(t, r["warnings"])
 
 
 def teachers_table(r: dict[str, Any]) -> Table:

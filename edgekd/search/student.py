@@ -231,7 +231,7 @@ def select_student(*, target: str | Path, teacher: str | list[str] | None = None
                    progress: bool = True, teacher_epochs: int | None = None,
                    temperature: float | None = None, min_seconds: float = TIMING_MIN_SECONDS,
                    include: tuple[str, ...] | None = None, data_dir: Path | None = None,
-                   download: bool = False) -> dict[str, Any]:
+                   download: bool = False, teacher_options: dict[str, Any] | None = None) -> dict[str, Any]:
     """Search the student for `target`: audit, predict, time, successive halving; write the run.
 
     teacher, epochs, teacher_epochs, methods, temperature and `include` (registry students drawn
@@ -250,7 +250,7 @@ def select_student(*, target: str | Path, teacher: str | list[str] | None = None
     get_runner(runner)  # a bad runner spec is bad input before anything is paid for
     cfg = _config(data=data, data_dir=data_dir, download=download, target=str(target), epochs=epochs, teacher=teacher,
                   methods=methods, temperature=temperature, teacher_epochs=teacher_epochs, seeds=seeds, run=run,
-                  progress=progress)
+                  progress=progress, **(teacher_options or {}))   # the teacher options distill takes
     cfg, bundle, short, include = _for_data(cfg, check, include)
 
     # 1–3. candidates drawn, audited, predicted, timed; budget misses dropped before any training
@@ -320,7 +320,7 @@ def _train(cfg, bundle, profile, survivors: list[Candidate], run_dir: Path, *, s
     objective = build_objective(list(cfg.methods), temperature=cfg.temperature)
     teachers = obtain_teachers(cfg, bundle, run_dir)
     models = [m for m, _ in teachers]
-    teacher_acc = ensemble_accuracy(cfg, models, bundle.test)
+    teacher_acc = ensemble_accuracy(cfg, models, bundle.test, bundle)   # in the teacher's view
     mask, labeled_only = labeled_subset(cfg, bundle)
     source = teacher_source(cfg, bundle, models, objective) if objective.needs_teacher else None
     seconds["teacher"] = time.perf_counter() - t0

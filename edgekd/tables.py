@@ -37,7 +37,7 @@ def distill_table(s: dict[str, Any]) -> Table:
     t.add_column("test accuracy (mean ± std)", justify="right")
     acc = s["accuracy"]
     mflops = s["teacher"].get("mflops")
-    cost = f", {mflops:,.0f} MFLOPs" if mflops is not None else ""
+    cost = f", {mflops:,.3g} MFLOPs" if mflops is not None else ""
     t.add_row(f"teacher ({s['teacher']['arch']}{cost})", f"{s['teacher']['params']:,}", pct(acc["teacher"]))
     if acc["student_alone"] is not None:
         t.add_row(f"student alone ({s['student']['arch']})", f"{s['student']['params']:,}", mean_std(acc["student_alone"]))
@@ -47,7 +47,8 @@ def distill_table(s: dict[str, Any]) -> Table:
     t.caption = f"gap closed by distillation: {pct(s['gap_closed'])}   run: {s.get('run', '')}"
     ips = s.get("images_per_s", {})
     if "student" in ips:
-        t.caption += (f"\ntraining images/s: alone {ips.get('student_alone', 0):.0f}, distilled {ips['student']:.0f} "
+        alone = f"alone {ips['student_alone']:.0f}, " if "student_alone" in ips else ""
+        t.caption += (f"\ntraining images/s: {alone}distilled {ips['student']:.0f} "
                       f"(teacher {ips.get('teacher', '?')})")
     views = (s["teacher"].get("view"), s["student"].get("view"))
     if all(views) and views[0] != views[1]:
@@ -161,7 +162,7 @@ def export_table(m: dict[str, Any]) -> Table:
     t.add_row("parity (fp32)", f"n={p['n']}  max abs {p['max_abs_diff']:.2e}  max rel {p['max_rel_diff']:.2e}  "
                                f"top-1 {pct(p['top1_agreement'])}  {'passed' if p['passed'] else 'FAILED'}")
     a = m["accuracy"]
-    t.add_row("accuracy", f"teacher {pct(a['teacher'])}  student alone {pct(a['student_alone'])}  "
+    t.add_row("accuracy", f"teacher {pct(a['teacher'])}  student alone {pct(a.get('student_alone'))}  "
                           f"student {pct(a['student'])}  student (ONNX) {pct(a['student_onnx'])}")
     for name, v in m.get("variants", {}).items():
         t.add_row(name, f"{v['path']}  {v['bytes']:,} B  accuracy {pct(v['accuracy'])}  top-1 agreement "

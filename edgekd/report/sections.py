@@ -126,6 +126,8 @@ def accuracy(runs: list[RunData]) -> Section:
                 f"s{p['seed']}: {100 * p['student_alone']:.1f} → {100 * p['student']:.1f}"
                 for p in _get(r.distill, "per_seed", default=[]) if "student_alone" in p and "student" in p)) or "—"
                 for r in runs]]
+    if any(_acc(r).get("agreement") for r in runs):   # label-free runs: the student against the teacher
+        rows.insert(3, ["top-1 agreement with the teacher"] + [_ms(_acc(r).get("agreement")) for r in runs])
     series = []
     for r in runs:
         a = _acc(r)
@@ -361,7 +363,10 @@ def whats_missing(runs: list[RunData]) -> Section:
 def _summary_line(run: RunData) -> str:
     a = _acc(run)
     parts = []
-    if a:
+    if a and a.get("student_alone") is None and "student" in a:   # label-free: no control, the teacher instead
+        parts.append(f"label-free: distilled {_ms(a.get('student'))} (teacher {pct(a.get('teacher'))}), top-1 "
+                     f"agreement with the teacher {_ms(a.get('agreement'))}; no student-alone control (no labels)")
+    elif a:
         parts.append(f"distilled {_ms(a.get('student'))} against {_ms(a.get('student_alone'))} alone "
                      f"(teacher {pct(a.get('teacher'))}), gap closed {pct(_get(run.distill, 'gap_closed'), 1)}")
     elif run.metrics:
@@ -381,4 +386,7 @@ def _summary_line(run: RunData) -> str:
 def summary(runs: list[RunData]) -> Section:
     """The verdict first, as a run page's header does: accuracy and, per target, deployable or not."""
     items = "".join(f"<li>{(f'<b>{esc(r.label)}</b>: ') if len(runs) > 1 else ''}{_summary_line(r)}</li>" for r in runs)
-    return Section("summary", "Summary", f"<ul>{items}</ul>")
+    # What distill flagged about the teacher (check-teacher): first, in red, never below the fold.
+    warns = "".join(f'<p class="fail"><b>WARNING</b>: {(esc(r.label) + ": ") if len(runs) > 1 else ""}{esc(w)}</p>'
+                    for r in runs for w in (_get(r.distill, "warnings") or []))
+    return Section("summary", "Summary", f"{warns}<ul>{items}</ul>")

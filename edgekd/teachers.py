@@ -553,9 +553,14 @@ def resolve_output_kind(requested: str, declared: str | None, sample: "torch.Ten
     how = (f"last op {op}; " if op else "") + f"a sample of {len(sample)} outputs: {evidence}"
     if requested == "auto":
         return seen, f"auto: {how}"
-    if requested != "logits" and seen != requested:
-        raise BadInput(f"--teacher-outputs {requested}: --teacher {ref} returns {evidence} on a sample of "
-                       f"{len(sample)} images (looks like {seen}); use --teacher-outputs auto or {seen}")
+    lo, hi = float(sample.min()), float(sample.max())
+    wrong = {"probabilities": lo < -1e-6 or hi > 1 + 1e-6,      # not in [0, 1]: not probabilities
+             "log-probabilities": hi > 1e-6,                     # above 0: not a log of a probability
+             "logits": seen == "probabilities"}[requested]       # probabilities read as logits: the flat-target bug
+    if wrong:
+        raise BadInput(f"--teacher-outputs {requested}: --teacher {ref} returns values in [{lo:.3g}, {hi:.3g}] on a "
+                       f"sample of {len(sample)} images, {evidence} (looks like {seen}); use --teacher-outputs auto "
+                       f"or {seen}")
     return requested, f"given; {how}"
 
 

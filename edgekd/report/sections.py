@@ -128,16 +128,23 @@ def accuracy(runs: list[RunData]) -> Section:
                 for r in runs]]
     if any(_acc(r).get("agreement") for r in runs):   # label-free runs: the student against the teacher
         rows.insert(3, ["top-1 agreement with the teacher"] + [_ms(_acc(r).get("agreement")) for r in runs])
+    label_free = all(_acc(r).get("student_alone") is None and "agreement" in _acc(r) for r in runs)
+    if label_free:   # no labels, no control: no student-alone row, no gap to close
+        rows = [row for row in rows if not row[0].startswith(("student alone", "gap closed", "per seed"))]
     series = []
     for r in runs:
         a = _acc(r)
         vals = [a.get("teacher"), _get(a, "student_alone", "mean"), _get(a, "student", "mean")]
         errs = [0.0, _get(a, "student_alone", "std", default=0.0), _get(a, "student", "std", default=0.0)]
-        series.append((r.label, [100 * v if isinstance(v, (int, float)) else None for v in vals],
-                       [100 * e for e in errs]))
-    fig = svg.bar_chart(["teacher", "student alone", "distilled"], series, title="Test accuracy (mean ± std over seeds)",
-                        y_label="accuracy (%)")
-    note = '<p class="muted">Gap closed = (distilled − alone) / (teacher − alone), on the means.</p>'
+        keep = [0, 2] if label_free else [0, 1, 2]
+        series.append((r.label, [100 * vals[i] if isinstance(vals[i], (int, float)) else None for i in keep],
+                       [100 * (errs[i] or 0.0) for i in keep]))
+    groups = ["teacher", "student alone", "distilled"]
+    fig = svg.bar_chart([groups[0], groups[2]] if label_free else groups, series,
+                        title="Test accuracy (mean ± std over seeds)", y_label="accuracy (%)")
+    note = ('<p class="muted">Label-free (labeled fraction 0): no student-alone control can exist; the student '
+            'is shown against the teacher.</p>' if label_free else
+            '<p class="muted">Gap closed = (distilled − alone) / (teacher − alone), on the means.</p>')
     return Section("accuracy", "Accuracy", table(["", *[esc(r.label) for r in runs]], rows) + note +
                    charts(chart("accuracy", fig)))
 

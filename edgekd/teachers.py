@@ -508,10 +508,10 @@ def graph_output_kind(model: Any) -> str | None:
     names = {"softmax": "probabilities", "log_softmax": "log-probabilities"}
     if isinstance(model, torch.jit.ScriptModule):
         try:
-            node = model.inlined_graph.return_node().inputsAt(0).node()
+            graph = model.inlined_graph   # held: its nodes are invalid once the graph is freed
+            return names.get(graph.return_node().inputsAt(0).node().kind().split("::")[-1])
         except Exception:  # a graph torch cannot inline: say nothing
             return None
-        return names.get(node.kind().split("::")[-1])
     last = list(model.modules())[-1] if isinstance(model, nn.Module) else None
     return ("probabilities" if isinstance(last, nn.Softmax) else
             "log-probabilities" if isinstance(last, nn.LogSoftmax) else None)
@@ -617,9 +617,28 @@ def adapt_outputs(lt: LoadedTeacher, sample: "torch.Tensor", *, outputs: str = "
         y = lt.model.eval()(sample)
     kind, how = resolve_output_kind(outputs, graph_output_kind(lt.model), y, ref=lt.spec.ref)
     if kind != "logits" or class_order is not None:
-        lt.model.register_forward_hook(OutputAdapter(kind, class_order))
+        if isinstance(lt.model, torch.jit.ScriptModule):   # no hooks on a loaded ScriptModule: wrap it
+            lt.model = _adapted_script(lt.model, OutputAdapter(kind, class_order))
+        else:   # a hook keeps the module names that feature taps address
+            lt.model.register_forward_hook(OutputAdapter(kind, class_order))
     lt.info.update({"outputs": kind, "outputs_how": how, "class_order": list(class_order) if class_order else None})
     return lt
+
+
+def _adapted_script(script: Any, adapter: OutputAdapter) -> "nn.Module":
+    from torch import nn
+
+    class AdaptedScript(nn.Module):
+        """A TorchScript teacher whose outputs go through `adapter` (`script`: the file's module)."""
+
+        def __init__(self):
+            super().__init__()
+            self.script = script
+
+        def forward(self, x):
+            return adapter(self, (x,), self.script(x))
+
+    return AdaptedScript().eval()
 
 
 # ---------------------------------------------------------------- cost of an ONNX teacher

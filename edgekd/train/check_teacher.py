@@ -105,7 +105,7 @@ def cost(lt_model: torch.nn.Module, input_shape: tuple[int, ...]) -> dict[str, A
 
     if hasattr(lt_model, "session"):
         return onnx_cost(lt_model.path, input_shape)
-    if isinstance(lt_model, torch.jit.ScriptModule):
+    if isinstance(getattr(lt_model, "script", lt_model), torch.jit.ScriptModule):
         return {"params": count_params(lt_model)}
     return model_cost(lt_model, input_shape)
 

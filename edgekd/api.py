@@ -203,9 +203,8 @@ def distill(*, data: str = defaults.DATA, data_dir: PathLike | None = None, down
     wide-cnn, 5 epochs). Foreign teachers (`edgekd.teachers`): `teacher_weight_files` pair in order
     with `torchvision:ARCH` / `timm:NAME` teachers; `teacher_input_size`/`teacher_mean`/`teacher_std`
     give the teacher's own view; `input_size` and `augment` are for ImageFolder data.
-    `teacher_outputs` auto|logits|probabilities|log-probabilities and `class_order` (the data
-    class of each teacher output) say how to read a foreign teacher's outputs. `labeled_fraction`
-    0 distils from the teacher alone (no control; `ce` refused).
+    `teacher_outputs` and `class_order` say how to read a foreign teacher's outputs (`edgekd.teachers`);
+    `labeled_fraction` 0 distils from the teacher alone (no control; `ce` refused).
     """
     from edgekd.train import distributed as dist
     from edgekd.train.config import DistillConfig
@@ -233,6 +232,10 @@ def distill(*, data: str = defaults.DATA, data_dir: PathLike | None = None, down
         dist.shutdown(wait=False)  # a failing rank must not wait at a barrier its peers may never reach
         raise
     dist.shutdown()
+    return _distill_result(summary, main)
+
+
+def _distill_result(summary: dict[str, Any], main: bool) -> DistillResult:
     acc = summary["accuracy"]
     alone = acc["student_alone"] or {}   # None when label-free (no control)
     return DistillResult(data=summary, run=Path(summary["run"]), teacher_accuracy=acc["teacher"],

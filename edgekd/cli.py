@@ -126,13 +126,7 @@ def distill(
     rdzv_endpoint: Optional[str] = RDZV_OPT, node_rank: Optional[int] = NODE_RANK_OPT, as_json: bool = JSON_OPT,
 ) -> None:
     """Train or load the teacher, then the student alone and distilled, over --seeds seeds."""
-    if (nproc > 1 or nnodes != "1") and "WORLD_SIZE" not in os.environ:
-        from edgekd.train import distributed as dist
-
-        if nproc < 1:
-            raise BadInput(f"--nproc {nproc}: must be >= 1")
-        raise typer.Exit(dist.launch(_without_launch_options(sys.argv[1:]), nproc=nproc, nnodes=nnodes,
-                                     rdzv_endpoint=rdzv_endpoint, node_rank=node_rank))
+    _launch_if_asked(nproc, nnodes, rdzv_endpoint, node_rank)
     from edgekd import api
     from edgekd.tables import distill_table, with_warnings
 
@@ -151,6 +145,17 @@ def distill(
     if result.is_main:
         _print(with_warnings(distill_table(result.to_json()), result.data.get("warnings", [])), result.to_json(),
                as_json)
+
+
+def _launch_if_asked(nproc: int, nnodes: str, rdzv_endpoint: Optional[str], node_rank: Optional[int]) -> None:
+    """--nproc N / --nnodes: re-launch this command through torchrun, and exit with its code."""
+    if (nproc > 1 or nnodes != "1") and "WORLD_SIZE" not in os.environ:
+        from edgekd.train import distributed as dist
+
+        if nproc < 1:
+            raise BadInput(f"--nproc {nproc}: must be >= 1")
+        raise typer.Exit(dist.launch(_without_launch_options(sys.argv[1:]), nproc=nproc, nnodes=nnodes,
+                                     rdzv_endpoint=rdzv_endpoint, node_rank=node_rank))
 
 
 def _pairs(option: str, items: Optional[List[str]]) -> dict[str, str]:

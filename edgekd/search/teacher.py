@@ -375,8 +375,6 @@ def select_teachers(*, student: str | None = None, teachers: list[str], data: st
     examples). With `run`, trained teachers are kept under run/teachers/<name>/ and the
     result goes to run/teacher_selection.json. `ranking` orders by GRACE, lowest first unless
     `higher_is_better`. student, temperature, teacher_epochs left None: from `defaults.recipe`.
-    `teacher_options`: the teacher options distill takes (`api._teacher_options`: weights files,
-    view, outputs, class order); weights files pair in order with the torchvision:/timm: candidates.
     """
     from tqdm.auto import tqdm
 
@@ -391,7 +389,6 @@ def select_teachers(*, student: str | None = None, teachers: list[str], data: st
                         temperature=temperature, teacher_epochs=teacher_epochs, lr=lr, batch_size=batch_size,
                         labeled_fraction=labeled_fraction, progress=progress, **(teacher_options or {}))
     cfg.validate()
-    paired = _paired_weights(teachers, cfg.teacher_weight_files)
     profile, bundle = load_target(target), load_data(data, data_dir=data_dir, download=download)
     cfg = cfg.for_data(bundle)
     x, y, _ = _sample(bundle, n, seed)
@@ -400,7 +397,7 @@ def select_teachers(*, student: str | None = None, teachers: list[str], data: st
     warm = warm_up(copy.deepcopy(init), bundle, steps=warmup_steps, labeled_fraction=labeled_fraction,
                    lr=lr, batch_size=batch_size, seed=seed)
 
-    rows = []  # one per teacher, in the order given
+    rows, paired = [], _paired_weights(teachers, cfg.teacher_weight_files)  # one row per teacher, in order
     with tempfile.TemporaryDirectory(prefix="edgekd-teachers-") as scratch:
         root = Path(run) / "teachers" if run is not None else Path(scratch)
         for spec in tqdm(teachers, desc="teachers", unit="teacher", disable=None if progress else True,

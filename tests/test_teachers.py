@@ -8,6 +8,7 @@ is exit 2 with one line and no run folder.
 
 from __future__ import annotations
 
+import json
 import pickle
 from dataclasses import replace
 from pathlib import Path
@@ -319,6 +320,9 @@ def test_readme_worked_example(tmp_path):
 
 
 # ---------------------------------------------------------------- what a teacher returns (--teacher-outputs)
+PERMUTED = [2, 0, 1]   # the permuted teacher's output i is data class PERMUTED[i]
+
+
 @pytest.fixture(scope="module")
 def heads(tmp_path_factory):
     """One small CNN teacher (trained at 16 px, mean = std = 0.5) as ONNX and TorchScript files
@@ -330,6 +334,11 @@ def heads(tmp_path_factory):
     torch.set_num_threads(1)
     net = tiny_teacher(data, epochs=10)
     out = {"data": f"imagefolder:{data}", "net": net, "root": root}
+    permuted = tiny_teacher(data, epochs=10)   # the same weights, its head's rows in PERMUTED order
+    with torch.no_grad():
+        permuted[-1].weight.copy_(net[-1].weight[PERMUTED])
+        permuted[-1].bias.copy_(net[-1].bias[PERMUTED])
+    out["permuted"] = export_onnx_teacher(permuted, root / "permuted.onnx", head="probabilities")
     for h in HEADS:
         out[("onnx", h)] = export_onnx_teacher(net, root / f"{h}.onnx", head=h)
         ts = root / f"{h}.ts"
@@ -410,3 +419,61 @@ def test_onnx_teacher_params_and_mflops_are_counted_from_the_graph(heads):
         c = onnx_cost(heads[("onnx", h)], (3, 16, 16))
         assert c["params"] == count_params(heads["net"])
         assert c["mflops"] == pytest.approx(model_mflops(heads["net"], (3, 16, 16)), abs=0.005)
+
+
+# ---------------------------------------------------------------- every command takes every teacher
+FOREIGN = dict(teacher_mean="0.5", teacher_std="0.5", teacher_outputs="probabilities", class_order="2,0,1")
+
+
+def test_compare_takes_the_teacher_options(heads, tmp_path):
+    """A teacher that needs its own view, outputs probabilities and orders its classes differently:
+    right only if compare applies all three."""
+    import edgekd
+
+    out = edgekd.compare(data=heads["data"], teacher=str(heads["permuted"]), student="tiny-cnn", methods=["soft"],
+                         epochs=1, seeds=1, run=tmp_path / "cmp", progress=False, **FOREIGN)
+    assert out.accuracy["teacher"] >= 0.9
+    wrong = edgekd.compare(data=heads["data"], teacher=str(heads["permuted"]), student="tiny-cnn", methods=["soft"],
+                           epochs=1, seeds=1, run=tmp_path / "cmp2", progress=False,
+                           **{**FOREIGN, "class_order": None})
+    assert wrong.accuracy["teacher"] < 0.5
+
+
+def test_select_teacher_takes_the_teacher_options(heads):
+    import edgekd
+
+    out = edgekd.select_teacher(teachers=[str(heads["permuted"]), str(heads[("onnx", "logits")])], data=heads["data"],
+                                student="tiny-cnn", n=16, progress=False, **{**FOREIGN, "teacher_outputs": "auto"})
+    acc = out.val_accuracy
+    assert acc[str(heads["permuted"])] >= 0.9
+    # one --class-order for every candidate: the logits teacher, in the data's order, is now scrambled
+    assert acc[str(heads[("onnx", "logits")])] < 0.5
+
+
+def test_select_student_takes_the_teacher_options(heads, tmp_path, monkeypatch):
+    import edgekd
+    from edgekd.search import timing
+
+    def fake(runner, model, config):
+        return {"latency_ms": {"p50": 0.01, "p90": 0.01}, "peak_rss_mb": 50.0, "model_bytes": model.stat().st_size,
+                "provider": "CPUExecutionProvider", "threads": 1}
+
+    monkeypatch.setattr(timing, "run_isolated", fake)
+    out = edgekd.select_student(target="cpu-arm", data=heads["data"], teacher=str(heads["permuted"]), trials=2,
+                                epochs=1, short_epochs=1, methods=["soft"], run=tmp_path / "sel", progress=False,
+                                **FOREIGN)
+    s = json.loads((out.run / "distill.json").read_text())
+    assert s["teacher"]["accuracy"] >= 0.9 and s["teacher"]["class_order"] == PERMUTED
+    assert s["teacher"]["outputs"] == "probabilities"
+
+
+@pytest.mark.parametrize("command", ["distill", "compare", "select-student", "select-teacher", "check-teacher"])
+def test_every_command_has_the_same_teacher_options(command):
+    from typer.main import get_command
+
+    from edgekd.cli import app
+
+    cmd = get_command(app).commands[command]
+    names = {o for p in cmd.params for o in getattr(p, "opts", [])}
+    assert {"--teacher", "--teacher-weights", "--teacher-input-size", "--teacher-mean", "--teacher-std",
+            "--teacher-outputs", "--class-order"} <= names

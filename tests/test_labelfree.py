@@ -118,3 +118,9 @@ def test_a_registry_teacher_is_refused_without_labels(tmp_path, edgekd_main):
 def test_labeled_fraction_out_of_range_names_the_range(tmp_path, edgekd_main):
     r = edgekd_main("distill", "--labeled-fraction", "-0.1", "--run", str(tmp_path / "run"))
     assert r.code == 2 and "in [0, 1]" in r.err
+
+
+def test_compare_refuses_no_labels_with_one_line(world, tmp_path, edgekd_main):
+    r = edgekd_main("compare", "--data", world["data"], "--teacher", str(world["onnx"]), "--labeled-fraction", "0",
+                    "--run", str(tmp_path / "run"))
+    assert r.code == 2 and "--labeled-fraction 0" in r.err and not (tmp_path / "run").exists()

@@ -23,7 +23,8 @@ from edgekd.errors import AuditFailed, BudgetFailed, CheckFailed, GoldenFailed
 if TYPE_CHECKING:
     from edgekd.deploy.targets import TargetProfile
 
-__all__ = ["distill", "check_teacher", "TeacherCheck", "compare", "select_teacher", "select_student", "export", "bench", "audit", "verify",
+__all__ = ["distill", "check_teacher", "TeacherCheck",
+           "compare", "select_teacher", "select_student", "export", "bench", "audit", "verify",
            "load_target", "list_targets", "teachers", "TeacherCosts", "report", "Result", "ReportResult", "DistillResult", "CompareResult", "TeacherSelection",
            "StudentSelection", "ExportResult", "BenchResult", "AuditResult", "VerifyResult"]
 

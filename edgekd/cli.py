@@ -73,8 +73,12 @@ NODE_RANK_OPT = typer.Option(None, help="torchrun --node-rank, with --rdzv-endpo
 # What a teacher returns and its class order: with T_FILES_OPT, T_SIZE_OPT, T_MEAN_OPT and T_STD_OPT these are the
 # teacher options of every command that takes a teacher (distill, compare, select-student, select-teacher,
 # check-teacher); `_teacher_kw` turns them into the API's keywords.
-T_OUTPUTS_OPT = typer.Option(defaults.TEACHER_OUTPUTS, help="What the teacher returns: auto | logits | probabilities | log-probabilities (auto: the last op, Softmax/LogSoftmax, and a sample of its outputs). Probabilities become log-probabilities before any loss.")
-CLASS_ORDER_OPT = typer.Option(None, help="The data class of each teacher output, in the teacher's order: indices (2,0,1: output 0 is class 2) or class names. check-teacher names it when another order fits far better.")
+T_OUTPUTS_OPT = typer.Option(defaults.TEACHER_OUTPUTS, help=(
+    "What the teacher returns: auto | logits | probabilities | log-probabilities (auto: the last op, "
+    "Softmax/LogSoftmax, and a sample of its outputs). Probabilities become log-probabilities before any loss."))
+CLASS_ORDER_OPT = typer.Option(None, help=(
+    "The data class of each teacher output, in the teacher's order: indices (2,0,1: output 0 is class 2) or "
+    "class names. check-teacher names it when another order fits far better."))
 
 
 def _teacher_kw(files, size, mean, std, outputs, class_order) -> dict:
@@ -232,7 +236,8 @@ def compare(
 @app.command("select-teacher")
 def select_teacher(
     student: Optional[str] = AUTO_STUDENT_OPT,
-    teacher: List[str] = typer.Option(..., help="Candidate teacher (as for distill: name, file, torchvision:ARCH / timm:NAME with --teacher-weights); repeat for each."),
+    teacher: List[str] = typer.Option(..., help=("Candidate teacher (as for distill: name, file, torchvision:ARCH / "
+                                                 "timm:NAME with --teacher-weights); repeat for each.")),
     teacher_weight_files: Optional[List[str]] = T_FILES_OPT, teacher_input_size: Optional[int] = T_SIZE_OPT,
     teacher_mean: Optional[str] = T_MEAN_OPT, teacher_std: Optional[str] = T_STD_OPT,
     teacher_outputs: str = T_OUTPUTS_OPT, class_order: Optional[str] = CLASS_ORDER_OPT,
@@ -299,7 +304,8 @@ def select_student_cmd(
 
 @app.command("check-teacher")
 def check_teacher_cmd(
-    teacher: List[str] = typer.Option(..., help="The teacher to check (file, or torchvision:ARCH / timm:NAME with --teacher-weights); repeatable."),
+    teacher: List[str] = typer.Option(..., help=("The teacher to check (file, or torchvision:ARCH / timm:NAME with "
+                                                 "--teacher-weights); repeatable.")),
     data: str = DATA_OPT, data_dir: Optional[Path] = DATA_DIR_OPT, download: bool = DOWNLOAD_OPT,
     input_size: Optional[int] = INPUT_SIZE_OPT,
     teacher_weight_files: Optional[List[str]] = T_FILES_OPT, teacher_input_size: Optional[int] = T_SIZE_OPT,
@@ -307,7 +313,8 @@ def check_teacher_cmd(
     teacher_outputs: str = T_OUTPUTS_OPT, class_order: Optional[str] = CLASS_ORDER_OPT,
     as_json: bool = JSON_OPT,
 ) -> None:
-    """Check a teacher in seconds before distilling: what it takes and returns, params, MFLOPs, accuracy in its view, host p50."""
+    """Check a teacher in seconds before distilling: what it takes and returns, params, MFLOPs, accuracy in its
+    view, host p50."""
     from edgekd import api
     from edgekd.tables import check_teacher_output
 

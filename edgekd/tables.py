@@ -40,7 +40,8 @@ def distill_table(s: dict[str, Any]) -> Table:
     cost = f", {mflops:,.3g} MFLOPs" if mflops is not None else ""
     t.add_row(f"teacher ({s['teacher']['arch']}{cost})", f"{s['teacher']['params']:,}", pct(acc["teacher"]))
     if acc["student_alone"] is not None:
-        t.add_row(f"student alone ({s['student']['arch']})", f"{s['student']['params']:,}", mean_std(acc["student_alone"]))
+        t.add_row(f"student alone ({s['student']['arch']})", f"{s['student']['params']:,}",
+                  mean_std(acc["student_alone"]))
     t.add_row(f"student distilled ({s['student']['arch']})", f"{s['student']['params']:,}", mean_std(acc["student"]))
     if acc.get("agreement"):
         t.add_row("  top-1 agreement with the teacher", "", mean_std(acc["agreement"]))

@@ -9,7 +9,6 @@ The teacher is a small CNN trained on a generated 3-class ImageFolder at 16 px w
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch

@@ -26,7 +26,6 @@ from edgekd.models import (
     count_params,
     create_student,
     create_teacher,
-    model_cost,
 )
 from edgekd.train.config import DistillConfig, check_resume, load_bundle
 from edgekd.train.datasets import (

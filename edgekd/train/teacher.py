@@ -198,7 +198,8 @@ def ensemble_accuracy(cfg: DistillConfig, teachers: list[nn.Module], ds: Dataset
     return float((logits.argmax(1) == torch.as_tensor(dataset_labels(ds))).float().mean())
 
 
-def ensemble_predictions(cfg: DistillConfig, teachers: list[nn.Module], ds: Dataset, bundle: DataBundle) -> torch.Tensor:
+def ensemble_predictions(cfg: DistillConfig, teachers: list[nn.Module], ds: Dataset,
+                         bundle: DataBundle) -> torch.Tensor:
     """Top-1 of what the student learns from (the teacher or the mixture, in its view) on `ds`:
     what a label-free run's student is scored against (top-1 agreement)."""
     view = _view_fn(cfg, bundle)

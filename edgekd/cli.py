@@ -45,7 +45,9 @@ DOWNLOAD_OPT = typer.Option(False, help="Let torchvision download the dataset in
 TEACHER_OPT = typer.Option(None, help="Registry name, teacher file (edgekd .pt, TorchScript, .onnx), or torchvision:ARCH / timm:NAME with --teacher-weights; repeat for several teachers (default: cnn; for distill, compare and select-student resnet-s on inputs of 28x28 and more).")
 TARGET_OPT = typer.Option(defaults.TARGET, help="Target profile name or .toml path; the student uses only its ops.")
 SEEDS_OPT = typer.Option(defaults.SEEDS, help="Seeds for mean ± std.")
-LF_OPT = typer.Option(defaults.LABELED_FRACTION, help="Keep labels for this share of the train set; the rest only the teacher labels.")
+LF_OPT = typer.Option(defaults.LABELED_FRACTION, help=(
+    "Keep labels for this share of the train set; the rest only the teacher labels. 0: no training label is read "
+    "(a teacher from outside; no student-alone control)."))
 RUN_OPT = typer.Option(None, help="Run folder (default: a new artifacts/<run-id>).")
 DEVICE_OPT = typer.Option(defaults.DEVICE, help="auto | cpu | cuda | cuda:N (auto: CUDA when available).")
 QUIET_OPT = typer.Option(False, "--quiet", "-q", help="No progress bars or per-epoch lines.")

@@ -121,6 +121,12 @@ def adapt_loaded(cfg: DistillConfig, bundle: DataBundle, loaded: list[LoadedTeac
 
     order = parse_class_order(cfg.class_order, bundle.labels)
     if not any(lt is not None for lt in loaded):
+        if order is not None:   # a teacher edgekd trains learns the data's own order
+            raise BadInput(f"--class-order {cfg.class_order}: for a teacher from outside; --teacher "
+                           f"{cfg.teacher_list[0]} is trained by this run in the data's class order")
+        if cfg.teacher_outputs not in ("auto", "logits"):
+            raise BadInput(f"--teacher-outputs {cfg.teacher_outputs}: for a teacher from outside; --teacher "
+                           f"{cfg.teacher_list[0]} is trained by this run and returns logits")
         return loaded
     sample = teacher_sample(cfg, bundle)
     return [lt if lt is None else adapt_outputs(lt, sample, outputs=cfg.teacher_outputs, class_order=order)

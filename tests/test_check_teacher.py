@@ -141,7 +141,8 @@ def test_check_teacher_api(world):
     assert r.accuracy >= 0.9 and r.warnings == [] and r.to_json()["teachers"][0]["returns"]["kind"] == "probabilities"
 
 
-@pytest.mark.parametrize("option", [("--class-order", "1,0,2,3,4,5,6,7,8,9"), ("--teacher-outputs", "probabilities")])
+@pytest.mark.parametrize("option", [("--class-order", "1,0,2,3,4,5,6,7,8,9"),
+                                    ("--teacher-outputs", "probabilities")])
 def test_teacher_output_options_for_a_registry_teacher_are_refused(edgekd_main, tmp_path, option):
     r = edgekd_main("distill", "--teacher", "cnn-small", *option, "--run", str(tmp_path / "run"))
     assert r.code == 2 and option[0] in r.err and "trained by this run" in r.err

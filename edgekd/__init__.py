@@ -21,7 +21,7 @@ __version__ = "0.1.0"
 # public name → the module that defines it
 _LAZY = {
     **{name: "edgekd.api" for name in (
-        "distill", "compare", "select_teacher", "select_student", "export", "audit", "verify",
+        "distill", "check_teacher", "TeacherCheck", "compare", "select_teacher", "select_student", "export", "audit", "verify",
         "load_target", "list_targets", "teachers", "TeacherCosts", "Result", "DistillResult", "CompareResult", "TeacherSelection",
         "StudentSelection", "ExportResult", "BenchResult", "AuditResult", "VerifyResult")},
     **{name: "edgekd.errors" for name in (

@@ -23,7 +23,8 @@ from edgekd.errors import AuditFailed, BudgetFailed, CheckFailed, GoldenFailed
 if TYPE_CHECKING:
     from edgekd.deploy.targets import TargetProfile
 
-__all__ = ["distill", "compare", "select_teacher", "select_student", "export", "bench", "audit", "verify",
+__all__ = ["distill", "check_teacher", "TeacherCheck",
+           "compare", "select_teacher", "select_student", "export", "bench", "audit", "verify",
            "load_target", "list_targets", "runner_setup", "teachers", "TeacherCosts", "report", "Result", "ReportResult", "DistillResult", "CompareResult", "TeacherSelection",
            "StudentSelection", "ExportResult", "BenchResult", "AuditResult", "VerifyResult"]
 
@@ -47,12 +48,13 @@ class DistillResult(Result):
 
     run: Path
     teacher_accuracy: float
-    student_alone: float
+    student_alone: float | None   # None with labeled_fraction 0: no control
     student: float
-    student_alone_std: float
+    student_alone_std: float | None
     student_std: float
     gap_closed: float | None
     is_main: bool = True     # False on the other ranks of a torchrun launch
+    agreement: float | None = None   # labeled_fraction 0: top-1 agreement with the teacher on test
 
 
 @dataclass(frozen=True)
@@ -160,6 +162,22 @@ def _teachers(teacher: str | Sequence[str] | None) -> str | tuple[str, ...] | No
     return teachers[0] if len(teachers) == 1 else teachers
 
 
+def _teacher_options(*, teacher_weight_files: Sequence[PathLike] = (),
+                     teacher_input_size: int | str | Sequence[int] | None = None,
+                     teacher_mean: str | None = None, teacher_std: str | None = None,
+                     teacher_outputs: str = defaults.TEACHER_OUTPUTS,
+                     class_order: str | Sequence[int] | None = None) -> dict[str, Any]:
+    """The teacher options every command takes (distill, compare, select_student, select_teacher,
+    check_teacher), as DistillConfig fields: weights files for torchvision:/timm: teachers, the
+    teacher's view, what it outputs (`edgekd.teachers.OUTPUT_KINDS`) and its class order."""
+    from edgekd.data import parse_hw
+
+    order = class_order if class_order is None or isinstance(class_order, str) else ",".join(map(str, class_order))
+    return dict(teacher_weight_files=tuple(str(f) for f in teacher_weight_files),
+                teacher_input_size=parse_hw(teacher_input_size, option="--teacher-input-size"),
+                teacher_mean=teacher_mean, teacher_std=teacher_std, teacher_outputs=teacher_outputs, class_order=order)
+
+
 def distill(*, data: str = defaults.DATA, data_dir: PathLike | None = None, download: bool = False,
             teacher: str | Sequence[str] | None = None, teacher_mode: str = defaults.TEACHER_MODE,
             teacher_weights: Sequence[float] | None = None, student: str | None = None,
@@ -177,7 +195,9 @@ def distill(*, data: str = defaults.DATA, data_dir: PathLike | None = None, down
             teacher_weight_files: Sequence[PathLike] = (), teacher_input_size: int | str | Sequence[int] | None = None,
             teacher_mean: str | None = None, teacher_std: str | None = None,
             input_size: int | str | Sequence[int] | None = None, resize: str | None = None,
-            unlabeled: Sequence[PathLike] = (), augment: bool = False, deterministic: bool = False) -> DistillResult:
+            unlabeled: Sequence[PathLike] = (), augment: bool = False, deterministic: bool = False,
+            teacher_outputs: str = defaults.TEACHER_OUTPUTS,
+            class_order: str | Sequence[int] | None = None) -> DistillResult:
     """Train (or load) the teacher, then per seed the student alone and distilled; writes the run.
 
     `device` auto|cpu|cuda|cuda:N; `lr` is the rate at batch defaults.BASE_BATCH, scaled linearly
@@ -192,6 +212,8 @@ def distill(*, data: str = defaults.DATA, data_dir: PathLike | None = None, down
     give the teacher's own view; `input_size` (N, "HxW" or (H, W)), `resize` (stretch | pad | crop; None: stretch),
     `unlabeled` (folders of images without labels, added to the transfer set) and `augment` are for
     ImageFolder data; `deterministic`: deterministic kernels, so a resumed CUDA run repeats an uninterrupted one.
+    `teacher_outputs` and `class_order` say how to read a foreign teacher's outputs (`edgekd.teachers`);
+    `labeled_fraction` 0 distils from the teacher alone (no control; `ce` refused).
     """
     from edgekd.data import parse_hw
     from edgekd.train.config import DistillConfig
@@ -206,15 +228,15 @@ def distill(*, data: str = defaults.DATA, data_dir: PathLike | None = None, down
         loss_options=dict(loss_options or {}), run=Path(run) if run is not None else None, resume=resume,
         progress=progress, device=device, precision=precision, channels_last=channels_last, lr_schedule=lr_schedule,
         warmup_epochs=warmup_epochs, compile=compile, tensorboard=Path(tensorboard) if tensorboard else None,
-        teacher_weight_files=tuple(str(f) for f in teacher_weight_files),
-        teacher_input_size=parse_hw(teacher_input_size, option="--teacher-input-size"), teacher_mean=teacher_mean,
-        teacher_std=teacher_std, input_size=parse_hw(input_size), resize=resize,
-        unlabeled=tuple(str(u) for u in unlabeled), augment=augment,
-        deterministic=deterministic)
-    return _distill_result(cfg)
+        input_size=parse_hw(input_size), resize=resize, unlabeled=tuple(str(u) for u in unlabeled), augment=augment,
+        deterministic=deterministic,
+        **_teacher_options(teacher_weight_files=teacher_weight_files, teacher_input_size=teacher_input_size,
+                           teacher_mean=teacher_mean, teacher_std=teacher_std, teacher_outputs=teacher_outputs,
+                           class_order=class_order))
+    return _run_distill(cfg)
 
 
-def _distill_result(cfg: Any) -> DistillResult:
+def _run_distill(cfg: Any) -> DistillResult:
     """Run one DistillConfig (joining and leaving torchrun's process group when under it)."""
     from edgekd.train import distributed as dist
     from edgekd.train.distill import distill as run_distill
@@ -227,11 +249,17 @@ def _distill_result(cfg: Any) -> DistillResult:
         dist.shutdown(wait=False)  # a failing rank must not wait at a barrier its peers may never reach
         raise
     dist.shutdown()
+    return _distill_result(summary, main)
+
+
+def _distill_result(summary: dict[str, Any], main: bool) -> DistillResult:
     acc = summary["accuracy"]
+    alone = acc["student_alone"] or {}   # None when label-free (no control)
     return DistillResult(data=summary, run=Path(summary["run"]), teacher_accuracy=acc["teacher"],
-                         student_alone=acc["student_alone"]["mean"], student=acc["student"]["mean"],
-                         student_alone_std=acc["student_alone"]["std"], student_std=acc["student"]["std"],
-                         gap_closed=summary["gap_closed"], is_main=main)
+                         student_alone=alone.get("mean"), student=acc["student"]["mean"],
+                         student_alone_std=alone.get("std"), student_std=acc["student"]["std"],
+                         gap_closed=summary["gap_closed"], is_main=main,
+                         agreement=(acc.get("agreement") or {}).get("mean"))
 
 
 def compare(*, data: str = defaults.DATA, data_dir: PathLike | None = None, download: bool = False,
@@ -240,7 +268,10 @@ def compare(*, data: str = defaults.DATA, data_dir: PathLike | None = None, down
             temperature: float | None = None, epochs: int | None = None,
             teacher_epochs: int | None = None, seeds: int = defaults.SEEDS,
             labeled_fraction: float = defaults.LABELED_FRACTION, run: PathLike | None = None,
-            progress: bool = True, device: str = defaults.DEVICE) -> CompareResult:
+            progress: bool = True, device: str = defaults.DEVICE, teacher_weight_files: Sequence[PathLike] = (),
+            teacher_input_size: int | str | Sequence[int] | None = None, teacher_mean: str | None = None, teacher_std: str | None = None,
+            teacher_outputs: str = defaults.TEACHER_OUTPUTS,
+            class_order: str | Sequence[int] | None = None) -> CompareResult:
     """The seminar table: the teacher once, the student alone, then each method (default: all),
     same seeds and budget; writes compare.json and compare.png. Options left None follow the
     data, as in `distill`."""
@@ -252,7 +283,11 @@ def compare(*, data: str = defaults.DATA, data_dir: PathLike | None = None, down
                         student=student,
                         target=str(target), temperature=temperature, epochs=epochs, teacher_epochs=teacher_epochs,
                         seeds=seeds, labeled_fraction=labeled_fraction,
-                        run=Path(run) if run is not None else None, progress=progress, device=device)
+                        run=Path(run) if run is not None else None, progress=progress, device=device,
+                        **_teacher_options(teacher_weight_files=teacher_weight_files,
+                                           teacher_input_size=teacher_input_size, teacher_mean=teacher_mean,
+                                           teacher_std=teacher_std, teacher_outputs=teacher_outputs,
+                                           class_order=class_order))
     from edgekd.progress import quieted
 
     with quieted(not progress):
@@ -268,7 +303,10 @@ def select_teacher(*, teachers: Sequence[str], student: str | None = None, data:
                    warmup_steps: int = defaults.SELECT_TEACHER_WARMUP_STEPS,
                    teacher_epochs: int | None = None, labeled_fraction: float = defaults.LABELED_FRACTION,
                    higher_is_better: bool = False, seed: int = 0, run: PathLike | None = None,
-                   progress: bool = True) -> TeacherSelection:
+                   progress: bool = True, teacher_weight_files: Sequence[PathLike] = (),
+                   teacher_input_size: int | str | Sequence[int] | None = None, teacher_mean: str | None = None,
+                   teacher_std: str | None = None, teacher_outputs: str = defaults.TEACHER_OUTPUTS,
+                   class_order: str | Sequence[int] | None = None) -> TeacherSelection:
     """Rank candidate teachers for `student` before any distillation (GRACE score + baselines).
     student, temperature and teacher_epochs left None come from the data (`defaults.recipe`)."""
     from edgekd.search.teacher import select_teachers
@@ -277,7 +315,11 @@ def select_teacher(*, teachers: Sequence[str], student: str | None = None, data:
                              download=download, target=str(target), run=Path(run) if run is not None else None,
                              temperature=temperature, n=n, warmup_steps=warmup_steps, teacher_epochs=teacher_epochs,
                              seed=seed, progress=progress, higher_is_better=higher_is_better,
-                             labeled_fraction=labeled_fraction)
+                             labeled_fraction=labeled_fraction,
+                             teacher_options=_teacher_options(
+                                 teacher_weight_files=teacher_weight_files, teacher_input_size=teacher_input_size,
+                                 teacher_mean=teacher_mean, teacher_std=teacher_std, teacher_outputs=teacher_outputs,
+                                 class_order=class_order))
     rows = sorted(result["teachers"], key=lambda r: r["rank"])
     return TeacherSelection(data=result, ranking=[r["teacher"] for r in rows],
                             grace={r["teacher"]: r["grace"]["score"] for r in rows},
@@ -292,7 +334,10 @@ def select_student(*, target: PathLike, teacher: str | Sequence[str] | None = No
                    teacher_epochs: int | None = None, temperature: float | None = None,
                    include: Sequence[str] | None = None, run: PathLike | None = None,
                    progress: bool = True, input_size: int | str | Sequence[int] | None = None,
-                   resize: str | None = None) -> StudentSelection:
+                   resize: str | None = None, teacher_weight_files: Sequence[PathLike] = (),
+                   teacher_input_size: int | str | Sequence[int] | None = None, teacher_mean: str | None = None,
+                   teacher_std: str | None = None, teacher_outputs: str = defaults.TEACHER_OUTPUTS,
+                   class_order: str | Sequence[int] | None = None) -> StudentSelection:
     """Search students built from the target's ops under its budget; saves the pick as a run.
     teacher, epochs, teacher_epochs, methods, temperature and `include` (registry students drawn
     first) left None come from the data (`defaults.recipe`), as in `distill`.
@@ -306,11 +351,47 @@ def select_student(*, target: PathLike, teacher: str | Sequence[str] | None = No
                         seed=seed, runner=runner, epochs=epochs, short_epochs=short_epochs, seeds=seeds,
                         methods=methods, teacher_epochs=teacher_epochs, temperature=temperature, include=include,
                         run=Path(run) if run is not None else None, progress=progress,
-                        input_size=parse_hw(input_size), resize=resize)
+                        input_size=parse_hw(input_size), resize=resize,
+                        teacher_options=_teacher_options(
+                            teacher_weight_files=teacher_weight_files, teacher_input_size=teacher_input_size,
+                            teacher_mean=teacher_mean, teacher_std=teacher_std, teacher_outputs=teacher_outputs,
+                            class_order=class_order))
     rec = result["recommended"]
     return StudentSelection(data=result, run=Path(result["run"]), recommended=rec["name"],
                             latency_p90_ms=rec["latency_p90_ms"], val_accuracy=rec["val_accuracy"],
                             test_accuracy=rec["test_accuracy"])
+
+
+@dataclass(frozen=True)
+class TeacherCheck(Result):
+    """`edgekd check-teacher`: per teacher what it takes and returns, params, MFLOPs, accuracy on
+    labeled images in its view and host p50; `warnings` (a preprocessing mismatch, a class order)."""
+
+    accuracy: float
+    warnings: list[str]
+
+
+def check_teacher(*, teacher: str | Sequence[str], data: str = defaults.DATA, data_dir: PathLike | None = None,
+                  download: bool = False, input_size: int | str | Sequence[int] | None = None,
+                  resize: str | None = None, teacher_weight_files: Sequence[PathLike] = (),
+                  teacher_input_size: int | str | Sequence[int] | None = None, teacher_mean: str | None = None,
+                  teacher_std: str | None = None, teacher_outputs: str = defaults.TEACHER_OUTPUTS,
+                  class_order: str | Sequence[int] | None = None) -> TeacherCheck:
+    """Check a teacher from outside in seconds, before any training, as distill does first.
+    `accuracy` is the first teacher's, on the labeled validation images (at most
+    defaults.CHECK_MAX_IMAGES) in the stated view."""
+    from edgekd.data import parse_hw
+    from edgekd.train.check_teacher import check_teacher as run_check
+    from edgekd.train.config import DistillConfig
+
+    cfg = DistillConfig(data=data, data_dir=_dir(data_dir), download=download, teacher=_teachers(teacher),
+                        input_size=parse_hw(input_size), resize=resize, progress=False,
+                        **_teacher_options(teacher_weight_files=teacher_weight_files,
+                                           teacher_input_size=teacher_input_size, teacher_mean=teacher_mean,
+                                           teacher_std=teacher_std, teacher_outputs=teacher_outputs,
+                                           class_order=class_order))
+    result = run_check(cfg)
+    return TeacherCheck(data=result, accuracy=result["teachers"][0]["accuracy"], warnings=list(result["warnings"]))
 
 
 # ---------------------------------------------------------------- deployment

@@ -45,7 +45,9 @@ DOWNLOAD_OPT = typer.Option(False, help="Let torchvision download the dataset in
 TEACHER_OPT = typer.Option(None, help="Registry name, teacher file (edgekd .pt, TorchScript, .onnx), or torchvision:ARCH / timm:NAME with --teacher-weights; repeat for several teachers (default: cnn; for distill, compare and select-student resnet-s on inputs of 28x28 and more).")
 TARGET_OPT = typer.Option(defaults.TARGET, help="Target profile name or .toml path; the student uses only its ops.")
 SEEDS_OPT = typer.Option(defaults.SEEDS, help="Seeds for mean ± std.")
-LF_OPT = typer.Option(defaults.LABELED_FRACTION, help="Keep labels for this share of the train set; the rest only the teacher labels.")
+LF_OPT = typer.Option(defaults.LABELED_FRACTION, help=(
+    "Keep labels for this share of the train set; the rest only the teacher labels. 0: no training label is read "
+    "(a teacher from outside; no student-alone control)."))
 RUN_OPT = typer.Option(None, help="Run folder (default: a new artifacts/<run-id>).")
 DEVICE_OPT = typer.Option(defaults.DEVICE, help="auto | cpu | cuda | cuda:N (auto: CUDA when available).")
 QUIET_OPT = typer.Option(False, "--quiet", "-q", help="No progress bars or per-epoch lines.")
@@ -95,6 +97,22 @@ def input_size_text(value: Optional[str], option: str = "--input-size"):
     return parse_hw(value, option=option)
 
 
+# What a teacher returns and its class order: with T_FILES_OPT, T_SIZE_OPT, T_MEAN_OPT and T_STD_OPT these are the
+# teacher options of every command that takes a teacher (distill, compare, select-student, select-teacher,
+# check-teacher); `_teacher_kw` turns them into the API's keywords.
+T_OUTPUTS_OPT = typer.Option(defaults.TEACHER_OUTPUTS, help=(
+    "What the teacher returns: auto | logits | probabilities | log-probabilities (auto: the last op, "
+    "Softmax/LogSoftmax, and a sample of its outputs). Probabilities become log-probabilities before any loss."))
+CLASS_ORDER_OPT = typer.Option(None, help=(
+    "The data class of each teacher output, in the teacher's order: indices (2,0,1: output 0 is class 2) or "
+    "class names. check-teacher names it when another order fits far better."))
+
+
+def _teacher_kw(files, size, mean, std, outputs, class_order) -> dict:
+    return dict(teacher_weight_files=tuple(files or ()), teacher_input_size=size, teacher_mean=mean,
+                teacher_std=std, teacher_outputs=outputs, class_order=class_order)
+
+
 @app.command()
 def distill(
     data: str = DATA_OPT, data_dir: Optional[Path] = DATA_DIR_OPT, download: bool = DOWNLOAD_OPT,
@@ -105,6 +123,7 @@ def distill(
     teacher_mean: Optional[str] = T_MEAN_OPT, teacher_std: Optional[str] = T_STD_OPT,
     input_size: Optional[str] = INPUT_SIZE_OPT, resize: Optional[str] = RESIZE_OPT,
     unlabeled: Optional[List[Path]] = UNLABELED_OPT, augment: bool = AUGMENT_OPT,
+    teacher_outputs: str = T_OUTPUTS_OPT, class_order: Optional[str] = CLASS_ORDER_OPT,
     student: Optional[str] = AUTO_STUDENT_OPT, target: str = TARGET_OPT,
     method: Optional[List[str]] = typer.Option(None, help="Loss NAME[:WEIGHT], repeatable: ce hard soft cosine fitnet at rkd rkd-d rkd-a. Default: soft:0.7 ce:0.3."),
     lr_schedule: str = typer.Option(defaults.LR_SCHEDULE, help="auto | cosine | warmup-cosine | constant (auto: cosine; warm-up above batch 64)."),
@@ -133,14 +152,9 @@ def distill(
     rdzv_endpoint: Optional[str] = RDZV_OPT, node_rank: Optional[int] = NODE_RANK_OPT, as_json: bool = JSON_OPT,
 ) -> None:
     """Train or load the teacher, then the student alone and distilled, over --seeds seeds."""
-    if (nproc > 1 or nnodes != "1") and "WORLD_SIZE" not in os.environ:
-        from edgekd.train import distributed as dist
-
-        dist.check_launch(nproc, device)
-        raise typer.Exit(dist.launch(_without_launch_options(sys.argv[1:]), nproc=nproc, nnodes=nnodes,
-                                     rdzv_endpoint=rdzv_endpoint, node_rank=node_rank))
+    _launch_if_asked(nproc, nnodes, rdzv_endpoint, node_rank, device)
     from edgekd import api
-    from edgekd.tables import distill_table
+    from edgekd.tables import distill_table, with_warnings
 
     result = api.distill(
         data=data, data_dir=data_dir, download=download, teacher=teacher or None,  # None: from the data
@@ -152,10 +166,23 @@ def distill(
         loss_options=_loss_options(loss_option), run=run, resume=resume, progress=progress and not as_json and not quiet,
         device=device, precision=precision, channels_last=channels_last, lr_schedule=lr_schedule,
         warmup_epochs=warmup_epochs, compile=compile, tensorboard=tensorboard, deterministic=deterministic,
+        teacher_outputs=teacher_outputs, class_order=class_order,
         **_byot(teacher_weight_files, teacher_input_size, teacher_mean, teacher_std, input_size, augment, resize,
                 unlabeled))
     if result.is_main:
-        _print(distill_table(result.to_json()), result.to_json(), as_json)
+        _print(with_warnings(distill_table(result.to_json()), result.data.get("warnings", [])), result.to_json(),
+               as_json)
+
+
+def _launch_if_asked(nproc: int, nnodes: str, rdzv_endpoint: Optional[str], node_rank: Optional[int],
+                     device: str) -> None:
+    """--nproc N / --nnodes: re-launch this command through torchrun, and exit with its code."""
+    if (nproc > 1 or nnodes != "1") and "WORLD_SIZE" not in os.environ:
+        from edgekd.train import distributed as dist
+
+        dist.check_launch(nproc, device)
+        raise typer.Exit(dist.launch(_without_launch_options(sys.argv[1:]), nproc=nproc, nnodes=nnodes,
+                                     rdzv_endpoint=rdzv_endpoint, node_rank=node_rank))
 
 
 def _pairs(option: str, items: Optional[List[str]]) -> dict[str, str]:
@@ -204,6 +231,9 @@ def _without_launch_options(argv: list[str]) -> list[str]:
 def compare(
     data: str = DATA_OPT, data_dir: Optional[Path] = DATA_DIR_OPT, download: bool = DOWNLOAD_OPT,
     teacher: Optional[List[str]] = TEACHER_OPT, student: Optional[str] = AUTO_STUDENT_OPT, target: str = TARGET_OPT,
+    teacher_weight_files: Optional[List[str]] = T_FILES_OPT, teacher_input_size: Optional[str] = T_SIZE_OPT,
+    teacher_mean: Optional[str] = T_MEAN_OPT, teacher_std: Optional[str] = T_STD_OPT,
+    teacher_outputs: str = T_OUTPUTS_OPT, class_order: Optional[str] = CLASS_ORDER_OPT,
     only: Optional[List[str]] = typer.Option(None, "--method", help="Methods for the table (repeatable); default: all of soft hard cosine fitnet fitnet+hint at rkd born-again dml."),
     temperature: Optional[float] = AUTO_TEMP_OPT, epochs: Optional[int] = AUTO_EPOCHS_OPT,
     teacher_epochs: Optional[int] = AUTO_T_EPOCHS_OPT, seeds: int = SEEDS_OPT,
@@ -220,14 +250,20 @@ def compare(
     result = api.compare(data=data, data_dir=data_dir, download=download, teacher=teacher or None,
                          student=student, target=target, methods=only or None, temperature=temperature,
                          epochs=epochs, teacher_epochs=teacher_epochs, seeds=seeds, labeled_fraction=labeled_fraction,
-                         run=run, progress=progress and not as_json and not quiet, device=device)
+                         run=run, progress=progress and not as_json and not quiet, device=device,
+                         **_teacher_kw(teacher_weight_files, teacher_input_size, teacher_mean, teacher_std,
+                                       teacher_outputs, class_order))
     _print(compare_table(result.to_json()), result.to_json(), as_json)
 
 
 @app.command("select-teacher")
 def select_teacher(
     student: Optional[str] = AUTO_STUDENT_OPT,
-    teacher: List[str] = typer.Option(..., help="Candidate teacher (name or .pt path); repeat for each."),
+    teacher: List[str] = typer.Option(..., help=("Candidate teacher (as for distill: name, file, torchvision:ARCH / "
+                                                 "timm:NAME with --teacher-weights); repeat for each.")),
+    teacher_weight_files: Optional[List[str]] = T_FILES_OPT, teacher_input_size: Optional[str] = T_SIZE_OPT,
+    teacher_mean: Optional[str] = T_MEAN_OPT, teacher_std: Optional[str] = T_STD_OPT,
+    teacher_outputs: str = T_OUTPUTS_OPT, class_order: Optional[str] = CLASS_ORDER_OPT,
     data: str = DATA_OPT, data_dir: Optional[Path] = DATA_DIR_OPT, download: bool = DOWNLOAD_OPT, target: str = TARGET_OPT,
     temperature: Optional[float] = AUTO_TEMP_OPT,
     n: int = typer.Option(defaults.SELECT_TEACHER_N, help="Examples whose per-example gradients are scored."),
@@ -247,7 +283,9 @@ def select_teacher(
                                 download=download, target=target, run=run, temperature=temperature, n=n,
                                 warmup_steps=warmup_steps, teacher_epochs=teacher_epochs, seed=seed,
                                 progress=progress and not as_json, higher_is_better=higher_is_better,
-                                labeled_fraction=labeled_fraction)
+                                labeled_fraction=labeled_fraction,
+                                **_teacher_kw(teacher_weight_files, teacher_input_size, teacher_mean, teacher_std,
+                                              teacher_outputs, class_order))
     _print(teacher_selection_table(result.to_json()), result.to_json(), as_json)
 
 
@@ -255,6 +293,9 @@ def select_teacher(
 def select_student_cmd(
     target: str = typer.Option(..., help="Target profile name or .toml path; every candidate uses only its ops."),
     teacher: Optional[List[str]] = TEACHER_OPT,
+    teacher_weight_files: Optional[List[str]] = T_FILES_OPT, teacher_input_size: Optional[str] = T_SIZE_OPT,
+    teacher_mean: Optional[str] = T_MEAN_OPT, teacher_std: Optional[str] = T_STD_OPT,
+    teacher_outputs: str = T_OUTPUTS_OPT, class_order: Optional[str] = CLASS_ORDER_OPT,
     budget_ms: Optional[float] = typer.Option(None, help="Latency budget (p90, ms); default: the profile's."),
     trials: int = typer.Option(defaults.SEARCH_TRIALS, help="Candidates to time (the predictor skips hopeless draws without timing)."),
     seed: int = typer.Option(0, help="Seed for sampling the search space (same seed, same result)."),
@@ -279,8 +320,34 @@ def select_student_cmd(
                                 epochs=epochs, short_epochs=short_epochs, seeds=seeds, methods=method or None,
                                 teacher_epochs=teacher_epochs, temperature=temperature, include=include or None,
                                 run=run, progress=progress and not as_json, input_size=input_size_text(input_size),
-                                resize=resize)
+                                resize=resize,
+                                **_teacher_kw(teacher_weight_files, teacher_input_size, teacher_mean, teacher_std,
+                                              teacher_outputs, class_order))
     _print(select_table(result.to_json()), result.to_json(), as_json)
+
+
+@app.command("check-teacher")
+def check_teacher_cmd(
+    teacher: List[str] = typer.Option(..., help=("The teacher to check (file, or torchvision:ARCH / timm:NAME with "
+                                                 "--teacher-weights); repeatable.")),
+    data: str = DATA_OPT, data_dir: Optional[Path] = DATA_DIR_OPT, download: bool = DOWNLOAD_OPT,
+    input_size: Optional[str] = INPUT_SIZE_OPT, resize: Optional[str] = RESIZE_OPT,
+    teacher_weight_files: Optional[List[str]] = T_FILES_OPT, teacher_input_size: Optional[str] = T_SIZE_OPT,
+    teacher_mean: Optional[str] = T_MEAN_OPT, teacher_std: Optional[str] = T_STD_OPT,
+    teacher_outputs: str = T_OUTPUTS_OPT, class_order: Optional[str] = CLASS_ORDER_OPT,
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Check a teacher in seconds before distilling: what it takes and returns, params, MFLOPs, accuracy in its
+    view, host p50."""
+    from edgekd import api
+    from edgekd.tables import check_teacher_output
+
+    result = api.check_teacher(teacher=list(teacher), data=data, data_dir=data_dir, download=download,
+                               input_size=input_size, resize=resize,
+                               **_teacher_kw(teacher_weight_files, teacher_input_size,
+                                                                    teacher_mean, teacher_std, teacher_outputs,
+                                                                    class_order))
+    _print(check_teacher_output(result.to_json()), result.to_json(), as_json)
 
 
 @app.command()

@@ -54,6 +54,16 @@ def channels_last_for(device: str) -> bool:
     return True
 LABELED_FRACTION = 1.0
 
+# ---------------------------------------------------------------- teachers from outside (check-teacher)
+TEACHER_OUTPUTS = "auto"       # auto | logits | probabilities | log-probabilities (auto: last op + a sample)
+PROB_FLOOR = 1e-30             # probabilities become log(max(p, PROB_FLOOR)) before any logit loss
+CHECK_MAX_IMAGES = 2000        # check-teacher scores the teacher on at most this many labeled images
+CHECK_TIMING_RUNS = 20         # check-teacher's host p50: at least this many batch-1 runs...
+CHECK_TIMING_SECONDS = 0.5     # ...and at least this long
+CLASS_ORDER_GAIN = 0.2         # another class order is named when it agrees with the labels this much more
+CHANCE_FACTOR = 2.0            # a teacher within this factor of chance (1/classes) is flagged
+LABEL_FREE_METHODS = ("soft:1.0",)   # --labeled-fraction 0 without --method: soft KD alone (ce needs labels)
+
 # ---------------------------------------------------------------- the data-dependent rule
 # distill reads these through `recipe` for every option left unset (None in DistillConfig).
 LARGE_INPUT = 28              # inputs at least this big (min of H, W) get the early-downsampling teacher

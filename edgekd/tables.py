@@ -37,14 +37,19 @@ def distill_table(s: dict[str, Any]) -> Table:
     t.add_column("test accuracy (mean ± std)", justify="right")
     acc = s["accuracy"]
     mflops = s["teacher"].get("mflops")
-    cost = f", {mflops:,.0f} MFLOPs" if mflops is not None else ""
+    cost = f", {mflops:,.3g} MFLOPs" if mflops is not None else ""
     t.add_row(f"teacher ({s['teacher']['arch']}{cost})", f"{s['teacher']['params']:,}", pct(acc["teacher"]))
-    t.add_row(f"student alone ({s['student']['arch']})", f"{s['student']['params']:,}", mean_std(acc["student_alone"]))
+    if acc["student_alone"] is not None:
+        t.add_row(f"student alone ({s['student']['arch']})", f"{s['student']['params']:,}",
+                  mean_std(acc["student_alone"]))
     t.add_row(f"student distilled ({s['student']['arch']})", f"{s['student']['params']:,}", mean_std(acc["student"]))
+    if acc.get("agreement"):
+        t.add_row("  top-1 agreement with the teacher", "", mean_std(acc["agreement"]))
     t.caption = f"gap closed by distillation: {pct(s['gap_closed'])}   run: {s.get('run', '')}"
     ips = s.get("images_per_s", {})
     if "student" in ips:
-        t.caption += (f"\ntraining images/s: alone {ips.get('student_alone', 0):.0f}, distilled {ips['student']:.0f} "
+        alone = f"alone {ips['student_alone']:.0f}, " if "student_alone" in ips else ""
+        t.caption += (f"\ntraining images/s: {alone}distilled {ips['student']:.0f} "
                       f"(teacher {ips.get('teacher', '?')})")
     views = (s["teacher"].get("view"), s["student"].get("view"))
     if all(views):  # never silent about what each model saw: H×W and how the images got there
@@ -56,12 +61,51 @@ def distill_table(s: dict[str, Any]) -> Table:
         t.caption += (f"\ntop-1 agreement with the teacher on {ag['n']} held-out unlabeled images: "
                       f"alone {mean_std(ag['student_alone'])}, distilled {mean_std(ag['student'])}")
     v = s.get("verdict")
-    if v and v["distillation"] == "lost":
+    if v and v["distillation"] == "label-free":
+        t.caption += (f"\nlabel-free: {v['note']}; the student is {100 * v['delta']:+.2f} points from the teacher, "
+                      f"top-1 agreement {mean_std(v['agreement'])}")
+    elif v and v["distillation"] == "lost":
         t.caption += (f"\ndistillation LOST to the student alone: {100 * v['delta']:+.2f} points (spread "
                       f"{100 * v['spread']:.2f}); recommended: {v['recommended_student']} (by {v['recommended_by']})")
     elif v:
         t.caption += f"\ndistillation {v['distillation']} ({100 * v['delta']:+.2f} points); recommended: {v['recommended_student']}"
     return t
+
+
+def with_warnings(table: Table, warnings: list[str]):
+    """The table with each warning in red above it (what a run must not hide)."""
+    from rich.console import Group
+    from rich.text import Text
+
+    if not warnings:
+        return table
+    return Group(*[Text(f"WARNING: {w}", style="bold red") for w in warnings], table)
+
+
+def check_teacher_output(r: dict[str, Any]):
+    """`edgekd check-teacher`: one column per teacher, its warnings above the table."""
+    t = Table(title=f"check-teacher on {r['data']['name']} ({r['data']['num_classes']} classes)")
+    t.add_column("")
+    for c in r["teachers"]:
+        t.add_column(f"{c['teacher']} ({c['kind']})")
+
+    def shape(d: dict[str, Any]) -> str:
+        return f"{d.get('name', '') + ' ' if d.get('name') else ''}{'×'.join(map(str, d['shape']))} {d['dtype']}"
+
+    rows = {"takes": lambda c: shape(c["takes"]),
+            "returns": lambda c: f"{shape(c['returns'])}: {c['returns']['kind']} ({c['returns']['how']})",
+            "view": lambda c: f"{'×'.join(map(str, c['view']['input_size']))} px, mean "
+                              f"{','.join(f'{v:.3g}' for v in c['view']['mean'])}, std "
+                              f"{','.join(f'{v:.3g}' for v in c['view']['std'])}",
+            "params": lambda c: f"{c['params']:,}",
+            "forward MFLOPs": lambda c: "—" if c.get("mflops") is None else f"{c['mflops']:,.1f}",
+            "accuracy": lambda c: f"{pct(c['accuracy'])} on {c['scored_on']['n']} {c['scored_on']['split']} images "
+                                  f"(chance {pct(c['chance'])})",
+            "class order": lambda c: ",".join(map(str, c["class_order"])) if c["class_order"] else "as the data's",
+            "host p50": lambda c: ms(c.get("host_p50_ms"))}
+    for name, fn in rows.items():
+        t.add_row(name, *[fn(c) for c in r["teachers"]])
+    return with_warnings(t, r["warnings"])
 
 
 def teachers_table(r: dict[str, Any]) -> Table:
@@ -126,7 +170,7 @@ def export_table(m: dict[str, Any]) -> Table:
                                f"top-1 {pct(p['top1_agreement'])}  {'passed' if p['passed'] else 'FAILED'}")
     _provider_rows(t, m)
     a = m["accuracy"]
-    t.add_row("accuracy", f"teacher {pct(a['teacher'])}  student alone {pct(a['student_alone'])}  "
+    t.add_row("accuracy", f"teacher {pct(a['teacher'])}  student alone {pct(a.get('student_alone'))}  "
                           f"student {pct(a['student'])}  student (ONNX) {pct(a['student_onnx'])}")
     for name, v in m.get("variants", {}).items():
         t.add_row(name, f"{v['path']}  {v['bytes']:,} B  accuracy {pct(v['accuracy'])}  top-1 agreement "

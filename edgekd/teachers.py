@@ -529,3 +529,195 @@ def teacher_onnx(spec: dict[str, Any], out: Path, *, channels: int, num_classes:
     if loaded is None:
         raise BadInput(f"teacher '{s.ref}' is trained by a run; its teacher.pt is missing")
     return export_onnx(loaded.model, out, input_shape=(channels, *view.size), opset=opset)
+
+
+# ---------------------------------------------------------------- what a teacher returns
+OUTPUT_KINDS = ("auto", "logits", "probabilities", "log-probabilities")
+_PASS_THROUGH = ("Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Cast")   # ops that keep the values
+
+
+def graph_output_kind(model: Any) -> str | None:
+    """What the model's last op says it returns: 'probabilities' (Softmax), 'log-probabilities'
+    (LogSoftmax), or None (no such op found). Read from the ONNX graph, the TorchScript graph,
+    or an eager model's last registered module."""
+    import torch
+    from torch import nn
+
+    if hasattr(model, "session"):  # edgekd's OnnxTeacher
+        return _onnx_output_kind(model.path)
+    names = {"softmax": "probabilities", "log_softmax": "log-probabilities"}
+    if isinstance(model, torch.jit.ScriptModule):
+        try:
+            graph = model.inlined_graph   # held: its nodes are invalid once the graph is freed
+            return names.get(graph.return_node().inputsAt(0).node().kind().split("::")[-1])
+        except Exception:  # a graph torch cannot inline: say nothing
+            return None
+    last = list(model.modules())[-1] if isinstance(model, nn.Module) else None
+    return ("probabilities" if isinstance(last, nn.Softmax) else
+            "log-probabilities" if isinstance(last, nn.LogSoftmax) else None)
+
+
+def _onnx_output_kind(path: str | Path) -> str | None:
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    producer = {o: n for n in graph.node for o in n.output}
+    node = producer.get(graph.output[0].name)
+    while node is not None and node.op_type in _PASS_THROUGH:
+        node = producer.get(node.input[0])
+    if node is None:
+        return None
+    return {"Softmax": "probabilities", "LogSoftmax": "log-probabilities"}.get(node.op_type)
+
+
+def sample_kind(y: "torch.Tensor", *, tol: float = 1e-3) -> str:
+    """What a sample of outputs (batch, classes) looks like: rows ≥ 0 summing to 1 are
+    probabilities, rows ≤ 0 whose logsumexp is 0 are log-probabilities, anything else logits."""
+    y = y.detach().double()
+    if bool((y >= -1e-6).all()) and bool(((y.sum(1) - 1).abs() <= tol).all()):
+        return "probabilities"
+    if bool((y <= 1e-6).all()) and bool((y.logsumexp(1).abs() <= tol).all()):
+        return "log-probabilities"
+    return "logits"
+
+
+def resolve_output_kind(requested: str, declared: str | None, sample: "torch.Tensor", *, ref: str) -> tuple[str, str]:
+    """(kind, how it was decided). `auto` takes what a sample of real outputs shows (the graph's
+    last op is named beside it); a kind given explicitly must not contradict the sample."""
+    if requested not in OUTPUT_KINDS:
+        raise BadInput(f"--teacher-outputs {requested}: valid: {', '.join(OUTPUT_KINDS)}")
+    seen = sample_kind(sample)
+    op = {"probabilities": "Softmax", "log-probabilities": "LogSoftmax"}.get(declared or "")
+    evidence = {"probabilities": "rows ≥ 0 summing to 1", "log-probabilities": "rows ≤ 0 with logsumexp 0",
+                "logits": "rows that are neither probabilities nor log-probabilities"}[seen]
+    how = (f"last op {op}; " if op else "") + f"a sample of {len(sample)} outputs: {evidence}"
+    if requested == "auto":
+        return seen, f"auto: {how}"
+    lo, hi = float(sample.min()), float(sample.max())
+    wrong = {"probabilities": lo < -1e-6 or hi > 1 + 1e-6,      # not in [0, 1]: not probabilities
+             "log-probabilities": hi > 1e-6,                     # above 0: not a log of a probability
+             "logits": seen == "probabilities"}[requested]       # probabilities read as logits: the flat-target bug
+    if wrong:
+        raise BadInput(f"--teacher-outputs {requested}: --teacher {ref} returns values in [{lo:.3g}, {hi:.3g}] on a "
+                       f"sample of {len(sample)} images, {evidence} (looks like {seen}); use --teacher-outputs auto "
+                       f"or {seen}")
+    return requested, f"given; {how}"
+
+
+def parse_class_order(text: str | Sequence[int] | None, labels: Sequence[str]) -> list[int] | None:
+    """--class-order: the data class of each teacher output, in the teacher's output order, as
+    indices (`2,0,1`: output 0 is class 2) or class names; a permutation of the data's classes."""
+    if text is None:
+        return None
+    items = [t.strip() for t in text.split(",")] if isinstance(text, str) else list(text)
+    names = [str(x) for x in labels]
+    try:
+        order = [int(t) for t in items]
+    except (TypeError, ValueError):
+        order = [names.index(t) if t in names else -1 for t in items]
+    if sorted(order) != list(range(len(names))):
+        raise BadInput(f"--class-order '{text}': expected a permutation of the {len(names)} classes, as indices "
+                       f"0..{len(names) - 1} (e.g. {','.join(map(str, reversed(range(len(names)))))}) or names "
+                       f"({','.join(names[:8])}{'…' if len(names) > 8 else ''})")
+    return None if order == list(range(len(names))) else order
+
+
+class OutputAdapter:
+    """A forward hook that turns a teacher's outputs into logits in the data's class order:
+    probabilities → log(max(p, PROB_FLOOR)); log-probabilities kept (log-softmax of logits z is
+    z − logsumexp(z): the same logits up to a per-row constant, which softmax-based losses
+    ignore); then the columns reordered so that column c is data class c."""
+
+    def __init__(self, kind: str, order: Sequence[int] | None = None):
+        import torch
+
+        self.kind = kind
+        self.index = None if order is None else torch.as_tensor(sorted(range(len(order)), key=lambda i: order[i]))
+
+    def __call__(self, module: Any, inputs: Any, out: "torch.Tensor") -> "torch.Tensor":
+        import torch
+
+        from edgekd import defaults
+
+        if self.kind == "probabilities":
+            out = torch.log(out.float().clamp_min(defaults.PROB_FLOOR))
+        if self.index is not None:
+            out = out[:, self.index.to(out.device)]
+        return out
+
+
+def adapt_outputs(lt: LoadedTeacher, sample: "torch.Tensor", *, outputs: str = "auto",
+                  class_order: Sequence[int] | None = None) -> LoadedTeacher:
+    """Decide what `lt` returns (`outputs`, checked on `sample`: images in the teacher's view) and
+    hook the model so that everything downstream (losses, the cache, accuracy) reads logits in
+    the data's class order. Recorded in `lt.info` (distill.json's teacher.outputs, class_order)."""
+    import torch
+
+    with torch.inference_mode():
+        y = lt.model.eval()(sample)
+    kind, how = resolve_output_kind(outputs, graph_output_kind(lt.model), y, ref=lt.spec.ref)
+    if kind != "logits" or class_order is not None:
+        if isinstance(lt.model, torch.jit.ScriptModule):   # no hooks on a loaded ScriptModule: wrap it
+            lt.model = _adapted_script(lt.model, OutputAdapter(kind, class_order))
+        else:   # a hook keeps the module names that feature taps address
+            lt.model.register_forward_hook(OutputAdapter(kind, class_order))
+    lt.info.update({"outputs": kind, "outputs_how": how, "class_order": list(class_order) if class_order else None})
+    return lt
+
+
+def _adapted_script(script: Any, adapter: OutputAdapter) -> "nn.Module":
+    from torch import nn
+
+    class AdaptedScript(nn.Module):
+        """A TorchScript teacher whose outputs go through `adapter` (`script`: the file's module)."""
+
+        def __init__(self):
+            super().__init__()
+            self.script = script
+
+        def forward(self, x):
+            return adapter(self, (x,), self.script(x))
+
+    return AdaptedScript().eval()
+
+
+# ---------------------------------------------------------------- cost of an ONNX teacher
+def onnx_cost(path: str | Path, input_shape: Sequence[int]) -> dict[str, Any]:
+    """{"params", "mflops"} of an ONNX classifier for one input of `input_shape` (C, H, W): params
+    are the initializers' elements; MFLOPs are 2 × the multiply-adds of Conv (output elements ×
+    C_in/group × kernel), Gemm and MatMul (output elements × the shared dimension), with the
+    shapes from onnx shape inference at batch 1, as `models.layer_macs` counts a PyTorch model."""
+    import numpy as np
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    params = int(sum(int(np.prod(t.dims, dtype=np.int64)) for t in model.graph.initializer))
+    inp = model.graph.input[0]
+    for d, v in zip(inp.type.tensor_type.shape.dim, (1, *input_shape)):
+        d.ClearField("dim_param")
+        d.dim_value = int(v)
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
+    except Exception:  # an op onnx cannot infer: params only
+        return {"params": params}
+    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
+              for v in [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]}
+    shapes.update({t.name: list(t.dims) for t in model.graph.initializer})
+    macs = sum(_node_macs(n, shapes) for n in inferred.graph.node)
+    return {"params": params, "mflops": round(2 * macs / 1e6, 2)}
+
+
+def _node_macs(node: Any, shapes: dict[str, list[int]]) -> int:
+    import numpy as np
+
+    out = shapes.get(node.output[0]) if node.output else None
+    if not out or 0 in out or node.op_type not in ("Conv", "Gemm", "MatMul"):
+        return 0
+    w = shapes.get(node.input[1], [])
+    if node.op_type == "Conv" and len(w) >= 3:
+        return int(np.prod(out, dtype=np.int64)) * int(np.prod(w[1:], dtype=np.int64))
+    a = shapes.get(node.input[0], [])
+    if node.op_type == "Gemm" and a:
+        trans_a = any(at.name == "transA" and at.i for at in node.attribute)
+        return int(np.prod(out, dtype=np.int64)) * a[0 if trans_a else -1]
+    return int(np.prod(out, dtype=np.int64)) * a[-1] if a else 0

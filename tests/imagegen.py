@@ -66,3 +66,50 @@ def finetune_resnet18(root: Path, *, size: int, steps: int = 6, seed: int = 0):
             if done == steps:
                 break
     return model.eval()
+
+
+def tiny_teacher(root: Path, *, size: int = 16, epochs: int = 30, seed: int = 0):
+    """A small CNN trained on the ImageFolder at `size` px with mean = std = 0.5 (its own view,
+    unlike the data's statistics): a teacher from outside that is right on nearly every image."""
+    import torch
+    from torchvision import datasets
+    from torchvision import transforms as T
+
+    torch.manual_seed(seed)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, 2, 1), torch.nn.ReLU(), torch.nn.Conv2d(8, 16, 3, 2, 1),
+                              torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(16 * (size // 4) ** 2, len(CLASSES)))
+    ds = datasets.ImageFolder(str(root), transform=T.Compose([T.Resize((size, size)), T.ToTensor(),
+                                                                T.Normalize((0.5,) * 3, (0.5,) * 3)]))
+    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
+    for _ in range(epochs):
+        for x, y in torch.utils.data.DataLoader(ds, batch_size=20, shuffle=True):
+            loss = torch.nn.functional.cross_entropy(net(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return net.eval()
+
+
+HEADS = ("logits", "probabilities", "log-probabilities")
+
+
+def with_head(net, head: str):
+    """`net` returning logits, probabilities (a Softmax at the end) or log-probabilities (LogSoftmax)."""
+    import torch
+
+    extra = {"logits": [], "probabilities": [torch.nn.Softmax(1)], "log-probabilities": [torch.nn.LogSoftmax(1)]}
+    return torch.nn.Sequential(net, *extra[head]).eval()
+
+
+def export_onnx_teacher(net, path: Path, *, head: str, size: int = 16) -> Path:
+    """`net` with `head` exported by torch.onnx.export, input N×3×size×size with a dynamic batch."""
+    import warnings
+
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(with_head(net, head), torch.zeros(1, 3, size, size), str(path), input_names=["input"],
+                          output_names=["out"], dynamic_axes={"input": {0: "batch"}, "out": {0: "batch"}},
+                          opset_version=17, dynamo=False)
+    return path

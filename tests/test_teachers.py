@@ -8,6 +8,7 @@ is exit 2 with one line and no run folder.
 
 from __future__ import annotations
 
+import json
 import pickle
 from dataclasses import replace
 from pathlib import Path
@@ -316,3 +317,163 @@ def test_readme_worked_example(tmp_path):
     assert manifest["views"]["teacher"]["mean"] == [0.485, 0.456, 0.406]
     assert manifest["model"]["inputs"][0]["shape"][1:] == [3, 16, 16]
     assert manifest["bench"]["latency_ms"]["p50"] > 0 and manifest["deployable"]
+
+
+# ---------------------------------------------------------------- what a teacher returns (--teacher-outputs)
+PERMUTED = [2, 0, 1]   # the permuted teacher's output i is data class PERMUTED[i]
+
+
+@pytest.fixture(scope="module")
+def heads(tmp_path_factory):
+    """One small CNN teacher (trained at 16 px, mean = std = 0.5) as ONNX and TorchScript files
+    returning logits, probabilities (Softmax at the end) and log-probabilities (LogSoftmax)."""
+    from imagegen import HEADS, export_onnx_teacher, tiny_teacher, with_head
+
+    root = tmp_path_factory.mktemp("heads")
+    data = make_imagefolder(root / "images", n=10, size=16)
+    torch.set_num_threads(1)
+    net = tiny_teacher(data, epochs=10)
+    out = {"data": f"imagefolder:{data}", "net": net, "root": root}
+    permuted = tiny_teacher(data, epochs=10)   # the same weights, its head's rows in PERMUTED order
+    with torch.no_grad():
+        permuted[-1].weight.copy_(net[-1].weight[PERMUTED])
+        permuted[-1].bias.copy_(net[-1].bias[PERMUTED])
+    out["permuted"] = export_onnx_teacher(permuted, root / "permuted.onnx", head="probabilities")
+    for h in HEADS:
+        out[("onnx", h)] = export_onnx_teacher(net, root / f"{h}.onnx", head=h)
+        ts = root / f"{h}.ts"
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.jit.trace(with_head(net, h), torch.zeros(1, 3, 16, 16)).save(str(ts))
+        out[("torchscript", h)] = ts
+    return out
+
+
+def heads_cfg(heads, teacher, tmp_path, **kw) -> DistillConfig:
+    return DistillConfig(**{**dict(data=heads["data"], input_size=16, teacher=str(teacher), teacher_mean="0.5",
+                                   teacher_std="0.5", student="tiny-cnn", epochs=1, seeds=1, run=tmp_path / "run",
+                                   progress=False), **kw})
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_auto_detects_each_output_kind_and_soft_kd_gets_the_same_targets(heads, tmp_path, fmt):
+    """Probabilities and log-probabilities become logits up to a per-row constant: the cached
+    teacher outputs give soft KD (T = 4) the same targets as the logits teacher, within 1e-5."""
+    from edgekd.train.losses import build_objective
+    from edgekd.train.teacher import check_teacher_paths, teacher_source
+    from imagegen import HEADS
+
+    T = 4.0
+    targets = {}
+    for h in HEADS:
+        cfg = heads_cfg(heads, heads[(fmt, h)], tmp_path, temperature=T)
+        bundle = load_bundle(cfg)
+        [lt] = check_teacher_paths(cfg, bundle)
+        assert lt.info["outputs"] == h, lt.info["outputs_how"]
+        if h != "logits":   # the graph's last op is named (ONNX and TorchScript)
+            assert ("Softmax" if h == "probabilities" else "LogSoftmax") in lt.info["outputs_how"]
+        src = teacher_source(cfg, bundle, [lt.model], build_objective(["soft"], temperature=T))
+        targets[h] = torch.softmax(src.cache["logits"] / T, dim=1)
+    for h in ("probabilities", "log-probabilities"):
+        assert torch.allclose(targets[h], targets["logits"], atol=1e-5), (h, (targets[h] - targets["logits"]).abs().max())
+    # Without the conversion, the same probabilities read as logits give a much flatter target.
+    flat = torch.softmax(torch.softmax(torch.log(targets["logits"]) * T, dim=1) / T, dim=1)
+    assert (flat.max(1).values < targets["logits"].max(1).values - 0.1).float().mean() > 0.5
+
+
+def test_distill_records_the_output_kind_in_distill_json_and_the_manifest(heads, tmp_path):
+    from edgekd.deploy.export import export_run
+
+    s = distill(heads_cfg(heads, heads[("onnx", "probabilities")], tmp_path))
+    assert s["teacher"]["outputs"] == "probabilities" and s["teacher"]["class_order"] is None
+    assert s["teacher"]["params"] == sum(p.numel() for p in heads["net"].parameters()) > 0
+    m = export_run(target="cpu-arm", run=tmp_path / "run")
+    assert m["teacher"] == {"outputs": "probabilities", "class_order": None}
+
+
+@pytest.mark.parametrize("given,head", [("probabilities", "logits"), ("logits", "probabilities"),
+                                        ("log-probabilities", "logits")])
+def test_an_output_kind_the_sample_contradicts_is_exit_2_and_no_run_folder(heads, tmp_path, edgekd_main, given, head):
+    r = edgekd_main("distill", "--teacher", str(heads[("onnx", head)]), "--data", heads["data"], "--input-size", "16",
+                    "--teacher-outputs", given, "--student", "tiny-cnn", "--epochs", "1", "--seeds", "1",
+                    "--run", str(tmp_path / "run"))
+    assert r.code == 2 and f"--teacher-outputs {given}" in r.err and "Traceback" not in r.err
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_output_kind_given_and_consistent_is_used(heads, tmp_path):
+    from edgekd.train.teacher import check_teacher_paths
+
+    cfg = heads_cfg(heads, heads[("onnx", "log-probabilities")], tmp_path, teacher_outputs="log-probabilities")
+    [lt] = check_teacher_paths(cfg, load_bundle(cfg))
+    assert lt.info["outputs"] == "log-probabilities" and lt.info["outputs_how"].startswith("given")
+
+
+def test_onnx_teacher_params_and_mflops_are_counted_from_the_graph(heads):
+    from edgekd.models import count_params, model_mflops
+    from edgekd.teachers import onnx_cost
+
+    for h in ("logits", "probabilities"):
+        c = onnx_cost(heads[("onnx", h)], (3, 16, 16))
+        assert c["params"] == count_params(heads["net"])
+        assert c["mflops"] == pytest.approx(model_mflops(heads["net"], (3, 16, 16)), abs=0.005)
+
+
+# ---------------------------------------------------------------- every command takes every teacher
+FOREIGN = dict(teacher_mean="0.5", teacher_std="0.5", teacher_outputs="probabilities", class_order="2,0,1")
+
+
+def test_compare_takes_the_teacher_options(heads, tmp_path):
+    """A teacher that needs its own view, outputs probabilities and orders its classes differently:
+    right only if compare applies all three."""
+    import edgekd
+
+    out = edgekd.compare(data=heads["data"], teacher=str(heads["permuted"]), student="tiny-cnn", methods=["soft"],
+                         epochs=1, seeds=1, run=tmp_path / "cmp", progress=False, **FOREIGN)
+    assert out.accuracy["teacher"] >= 0.9
+    wrong = edgekd.compare(data=heads["data"], teacher=str(heads["permuted"]), student="tiny-cnn", methods=["soft"],
+                           epochs=1, seeds=1, run=tmp_path / "cmp2", progress=False,
+                           **{**FOREIGN, "class_order": None})
+    assert wrong.accuracy["teacher"] < 0.5
+
+
+def test_select_teacher_takes_the_teacher_options(heads):
+    import edgekd
+
+    out = edgekd.select_teacher(teachers=[str(heads["permuted"]), str(heads[("onnx", "logits")])], data=heads["data"],
+                                student="tiny-cnn", n=16, progress=False, **{**FOREIGN, "teacher_outputs": "auto"})
+    acc = out.val_accuracy
+    assert acc[str(heads["permuted"])] >= 0.9
+    # one --class-order for every candidate: the logits teacher, in the data's order, is now scrambled
+    assert acc[str(heads[("onnx", "logits")])] < 0.5
+
+
+def test_select_student_takes_the_teacher_options(heads, tmp_path, monkeypatch):
+    import edgekd
+    from edgekd.search import timing
+
+    def fake(runner, model, config, target=None):
+        return {"latency_ms": {"p50": 0.01, "p90": 0.01}, "peak_rss_mb": 50.0, "model_bytes": model.stat().st_size,
+                "provider": "CPUExecutionProvider", "threads": 1}
+
+    monkeypatch.setattr(timing, "run_isolated", fake)
+    out = edgekd.select_student(target="cpu-arm", data=heads["data"], teacher=str(heads["permuted"]), trials=2,
+                                epochs=1, short_epochs=1, methods=["soft"], run=tmp_path / "sel", progress=False,
+                                **FOREIGN)
+    s = json.loads((out.run / "distill.json").read_text())
+    assert s["teacher"]["accuracy"] >= 0.9 and s["teacher"]["class_order"] == PERMUTED
+    assert s["teacher"]["outputs"] == "probabilities"
+
+
+@pytest.mark.parametrize("command", ["distill", "compare", "select-student", "select-teacher", "check-teacher"])
+def test_every_command_has_the_same_teacher_options(command):
+    from typer.main import get_command
+
+    from edgekd.cli import app
+
+    cmd = get_command(app).commands[command]
+    names = {o for p in cmd.params for o in getattr(p, "opts", [])}
+    assert {"--teacher", "--teacher-weights", "--teacher-input-size", "--teacher-mean", "--teacher-std",
+            "--teacher-outputs", "--class-order"} <= names

@@ -282,8 +282,12 @@ def _manifest(run_dir, out_dir, target, model_path, golden, student, bundle, aud
         "parity": parity.to_dict(),
         # What the student sees (the model's input) and what its teacher saw: resolution distillation.
         "views": {"student": distilled.get("student", {}).get("view"), "teacher": distilled.get("teacher", {}).get("view")},
+        # How the teacher's outputs were read (logits / probabilities / log-probabilities, class order).
+        "teacher": {"outputs": distilled.get("teacher", {}).get("outputs", "logits"),   # edgekd's own: logits
+                    "class_order": distilled.get("teacher", {}).get("class_order")},
         "accuracy": {"teacher": distilled["accuracy"]["teacher"],
-                     "student_alone": chosen["student_alone"], "student": chosen["student"],
+                     "student_alone": chosen.get("student_alone"), "student": chosen["student"],
+                     **({"agreement": chosen["agreement"]} if "agreement" in chosen else {}),
                      "student_torch_recomputed": float((ref.argmax(1) == y).mean()),
                      "student_onnx": onnx_acc, "n_test": int(len(y))},
         "recommended": "fp32",

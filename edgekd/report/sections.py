@@ -138,16 +138,25 @@ def accuracy(runs: list[RunData]) -> Section:
                 f"s{p['seed']}: {100 * p['student_alone']:.1f} → {100 * p['student']:.1f}"
                 for p in _get(r.distill, "per_seed", default=[]) if "student_alone" in p and "student" in p)) or "—"
                 for r in runs]]
+    if any(_acc(r).get("agreement") for r in runs):   # label-free runs: the student against the teacher
+        rows.insert(3, ["top-1 agreement with the teacher"] + [_ms(_acc(r).get("agreement")) for r in runs])
+    label_free = all(_acc(r).get("student_alone") is None and "agreement" in _acc(r) for r in runs)
+    if label_free:   # no labels, no control: no student-alone row, no gap to close
+        rows = [row for row in rows if not row[0].startswith(("student alone", "gap closed", "per seed"))]
     series = []
     for r in runs:
         a = _acc(r)
         vals = [a.get("teacher"), _get(a, "student_alone", "mean"), _get(a, "student", "mean")]
         errs = [0.0, _get(a, "student_alone", "std", default=0.0), _get(a, "student", "std", default=0.0)]
-        series.append((r.label, [100 * v if isinstance(v, (int, float)) else None for v in vals],
-                       [100 * e for e in errs]))
-    fig = svg.bar_chart(["teacher", "student alone", "distilled"], series, title="Test accuracy (mean ± std over seeds)",
-                        y_label="accuracy (%)")
-    note = '<p class="muted">Gap closed = (distilled − alone) / (teacher − alone), on the means.</p>'
+        keep = [0, 2] if label_free else [0, 1, 2]
+        series.append((r.label, [100 * vals[i] if isinstance(vals[i], (int, float)) else None for i in keep],
+                       [100 * (errs[i] or 0.0) for i in keep]))
+    groups = ["teacher", "student alone", "distilled"]
+    fig = svg.bar_chart([groups[0], groups[2]] if label_free else groups, series,
+                        title="Test accuracy (mean ± std over seeds)", y_label="accuracy (%)")
+    note = ('<p class="muted">Label-free (labeled fraction 0): no student-alone control can exist; the student '
+            'is shown against the teacher.</p>' if label_free else
+            '<p class="muted">Gap closed = (distilled − alone) / (teacher − alone), on the means.</p>')
     return Section("accuracy", "Accuracy", table(["", *[esc(r.label) for r in runs]], rows) + note +
                    charts(chart("accuracy", fig)))
 
@@ -373,7 +382,10 @@ def whats_missing(runs: list[RunData]) -> Section:
 def _summary_line(run: RunData) -> str:
     a = _acc(run)
     parts = []
-    if a:
+    if a and a.get("student_alone") is None and "student" in a:   # label-free: no control, the teacher instead
+        parts.append(f"label-free: distilled {_ms(a.get('student'))} (teacher {pct(a.get('teacher'))}), top-1 "
+                     f"agreement with the teacher {_ms(a.get('agreement'))}; no student-alone control (no labels)")
+    elif a:
         parts.append(f"distilled {_ms(a.get('student'))} against {_ms(a.get('student_alone'))} alone "
                      f"(teacher {pct(a.get('teacher'))}), gap closed {pct(_get(run.distill, 'gap_closed'), 1)}")
     elif run.metrics:
@@ -393,4 +405,7 @@ def _summary_line(run: RunData) -> str:
 def summary(runs: list[RunData]) -> Section:
     """The verdict first, as a run page's header does: accuracy and, per target, deployable or not."""
     items = "".join(f"<li>{(f'<b>{esc(r.label)}</b>: ') if len(runs) > 1 else ''}{_summary_line(r)}</li>" for r in runs)
-    return Section("summary", "Summary", f"<ul>{items}</ul>")
+    # What distill flagged about the teacher (check-teacher): first, in red, never below the fold.
+    warns = "".join(f'<p class="fail"><b>WARNING</b>: {(esc(r.label) + ": ") if len(runs) > 1 else ""}{esc(w)}</p>'
+                    for r in runs for w in (_get(r.distill, "warnings") or []))
+    return Section("summary", "Summary", f"{warns}<ul>{items}</ul>")

@@ -232,7 +232,7 @@ def select_student(*, target: str | Path, teacher: str | list[str] | None = None
                    temperature: float | None = None, min_seconds: float = TIMING_MIN_SECONDS,
                    include: tuple[str, ...] | None = None, data_dir: Path | None = None,
                    download: bool = False, input_size: tuple[int, int] | None = None,
-                   resize: str | None = None) -> dict[str, Any]:
+                   resize: str | None = None, teacher_options: dict[str, Any] | None = None) -> dict[str, Any]:
     """Search the student for `target`: audit, predict, time, successive halving; write the run.
 
     teacher, epochs, teacher_epochs, methods, temperature and `include` (registry students drawn
@@ -251,7 +251,7 @@ def select_student(*, target: str | Path, teacher: str | list[str] | None = None
     get_runner(runner, profile)  # a bad runner spec or a missing runtime is bad input before anything is paid for
     cfg = _config(data=data, data_dir=data_dir, download=download, target=str(target), epochs=epochs, teacher=teacher,
                   methods=methods, temperature=temperature, teacher_epochs=teacher_epochs, seeds=seeds, run=run,
-                  progress=progress, input_size=input_size, resize=resize)
+                  progress=progress, input_size=input_size, resize=resize, **(teacher_options or {}))
     cfg, bundle, short, include = _for_data(cfg, check, include)
 
     # 1–3. candidates drawn, audited, predicted, timed; budget misses dropped before any training
@@ -321,7 +321,7 @@ def _train(cfg, bundle, profile, survivors: list[Candidate], run_dir: Path, *, s
     objective = build_objective(list(cfg.methods), temperature=cfg.temperature)
     teachers = obtain_teachers(cfg, bundle, run_dir)
     models = [m for m, _ in teachers]
-    teacher_acc = ensemble_accuracy(cfg, models, bundle.test)
+    teacher_acc = ensemble_accuracy(cfg, models, bundle.test, bundle)   # in the teacher's view
     mask, labeled_only = labeled_subset(cfg, bundle)
     source = teacher_source(cfg, bundle, models, objective) if objective.needs_teacher else None
     seconds["teacher"] = time.perf_counter() - t0

@@ -309,6 +309,13 @@ def _check_args(teachers: list[str], n: int, warmup_steps: int) -> None:
         raise BadInput(f"--warmup-steps {warmup_steps}: must be >= 0")
 
 
+def _paired_weights(teachers: list[str], files: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
+    """Each candidate's --teacher-weights (one file per torchvision:/timm: candidate, in order)."""
+    from edgekd.teachers import parse_specs
+
+    return {spec.ref: (spec.weights,) if spec.weights else () for spec in parse_specs(teachers, files)}
+
+
 def rank_rows(rows: list[dict[str, Any]], *, higher_is_better: bool) -> list[dict[str, Any]]:
     """Rows sorted best first by GRACE score (ties keep the order given), each with its `rank`."""
     sign = -1.0 if higher_is_better else 1.0
@@ -319,24 +326,28 @@ def rank_rows(rows: list[dict[str, Any]], *, higher_is_better: bool) -> list[dic
 
 
 def _score_teacher(spec: str, cfg, bundle, root: Path, *, x, y, init_pred, warm, proj_dim: int, n_splits: int,
-                   seed: int) -> dict[str, Any]:
+                   seed: int, weights: tuple[str, ...] = ()) -> dict[str, Any]:
     """One candidate: obtain it (a registry teacher is built with its own explicit seed,
     `defaults.TEACHER_SEED`, so it gets the weights `edgekd distill` gives it), then score it."""
     import torch
 
-    from edgekd.train.datasets import accuracy
     from edgekd.train.teacher import obtain_teacher
 
-    teacher, info = obtain_teacher(replace(cfg, teacher=spec), bundle, root / _slug(spec))
+    from edgekd.teachers import convert
+    from edgekd.train.teacher import ensemble_accuracy, views
+
+    teacher, info = obtain_teacher(replace(cfg, teacher=spec, teacher_weight_files=weights), bundle,
+                                   root / _slug(spec))
     with torch.no_grad():
-        t_logits = teacher.eval()(x)
+        t_logits = teacher.eval()(convert(x, *views(cfg, bundle)))   # in the teacher's own view
     if t_logits.shape[1] != bundle.num_classes:
         raise BadInput(f"teacher '{spec}' has {t_logits.shape[1]} classes, "
                        f"data {bundle.name} has {bundle.num_classes}", params=["data"])
     grace = grace_score(student=warm, teacher_logits=t_logits, inputs=x, labels=y, temperature=cfg.temperature,
                         proj_dim=proj_dim, n_splits=n_splits, seed=seed)
     return {"teacher": spec, **{k: v for k, v in info.items() if k != "source"}, "source": info.get("source"),
-            "params": sum(p.numel() for p in teacher.parameters()), "val_accuracy": accuracy(teacher, bundle.val),
+            "params": sum(p.numel() for p in teacher.parameters()),
+            "val_accuracy": ensemble_accuracy(cfg, [teacher], bundle.val, bundle),
             "agreement_at_init": float((t_logits.argmax(1) == init_pred).float().mean()), "grace": grace}
 
 
@@ -354,7 +365,8 @@ def select_teachers(*, student: str | None = None, teachers: list[str], data: st
                     seed: int = 0, progress: bool = True, higher_is_better: bool = HIGHER_IS_BETTER,
                     labeled_fraction: float = defaults.LABELED_FRACTION, proj_dim: int = PROJ_DIM,
                     n_splits: int = N_SPLITS, data_dir: Path | None = None, download: bool = False,
-                    lr: float = defaults.LR, batch_size: int = defaults.BATCH_SIZE) -> dict[str, Any]:
+                    lr: float = defaults.LR, batch_size: int = defaults.BATCH_SIZE,
+                    teacher_options: dict[str, Any] | None = None) -> dict[str, Any]:
     """Rank candidate teachers for `student` by GRACE, with two plain baselines beside it.
 
     Each teacher is a registry name (trained as `edgekd distill` trains it) or a teacher .pt
@@ -375,7 +387,7 @@ def select_teachers(*, student: str | None = None, teachers: list[str], data: st
     _check_args(teachers, n, warmup_steps)
     cfg = DistillConfig(data=data, data_dir=None if data_dir is None else Path(data_dir), download=download, student=student, target=target,
                         temperature=temperature, teacher_epochs=teacher_epochs, lr=lr, batch_size=batch_size,
-                        labeled_fraction=labeled_fraction, progress=progress)
+                        labeled_fraction=labeled_fraction, progress=progress, **(teacher_options or {}))
     cfg.validate()
     profile, bundle = load_target(target), load_data(data, data_dir=data_dir, download=download)
     cfg = cfg.for_data(bundle)
@@ -385,13 +397,13 @@ def select_teachers(*, student: str | None = None, teachers: list[str], data: st
     warm = warm_up(copy.deepcopy(init), bundle, steps=warmup_steps, labeled_fraction=labeled_fraction,
                    lr=lr, batch_size=batch_size, seed=seed)
 
-    rows = []  # one per teacher, in the order given
+    rows, paired = [], _paired_weights(teachers, cfg.teacher_weight_files)  # one row per teacher, in order
     with tempfile.TemporaryDirectory(prefix="edgekd-teachers-") as scratch:
         root = Path(run) / "teachers" if run is not None else Path(scratch)
         for spec in tqdm(teachers, desc="teachers", unit="teacher", disable=None if progress else True,
                          leave=False):
             rows.append(_score_teacher(spec, cfg, bundle, root, x=x, y=y, init_pred=init_pred, warm=warm,
-                                       proj_dim=proj_dim, n_splits=n_splits, seed=seed))
+                                       proj_dim=proj_dim, n_splits=n_splits, seed=seed, weights=paired[spec]))
     ranked = rank_rows(rows, higher_is_better=higher_is_better)
     result = {
         "student": cfg.student, "data": bundle.name, "target": profile.name, "temperature": cfg.temperature,

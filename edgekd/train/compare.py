@@ -54,6 +54,10 @@ def compare(cfg, *, methods: tuple[str, ...] = DEFAULT) -> dict[str, Any]:
     if unknown:
         raise BadInput(f"unknown compare method(s) {', '.join(unknown)}; valid: {', '.join(METHODS)}")
     cfg.validate()
+    if cfg.labeled_fraction == 0:
+        raise BadInput("labeled_fraction 0: compare measures each method against the student trained alone and "
+                       "with ce terms, which need labels; distill from the teacher alone with distill",
+                       params=["labeled_fraction"])
     target = load_target(cfg.target)
     bundle = load_bundle(cfg)
     cfg = cfg.for_data(bundle)  # options left unset follow the data (defaults.recipe)

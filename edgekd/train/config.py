@@ -40,6 +40,8 @@ class DistillConfig:
     input_size: tuple[int, int] | None = None             # imagefolder: the student's (H, W) (None = default)
     resize: str | None = None                             # imagefolder: stretch | pad | crop (None: defaults.RESIZE)
     unlabeled: tuple[str, ...] = ()                       # folders of unlabeled images added to the transfer set
+    teacher_outputs: str = defaults.TEACHER_OUTPUTS       # auto | logits | probabilities | log-probabilities
+    class_order: str | None = None                        # the data class of each teacher output (indices or names)
     augment: bool = False                                 # random train transform; the teacher then runs live
     hint_epochs: int = 0                                  # FitNets stage 1 (needs a fitnet term)
     generations: int = 0                                  # born-again self-distillation: K generations
@@ -111,6 +113,8 @@ class DistillConfig:
 
         rule = defaults.recipe(n_train=len(bundle.train), input_shape=bundle.input_shape,
                                num_classes=bundle.num_classes)
+        if self.labeled_fraction == 0:
+            rule = {**rule, "methods": defaults.LABEL_FREE_METHODS}   # no labels: no ce term
         out = replace(self, **{k: rule[k] for k in FROM_DATA if getattr(self, k) is None})
         size = teacher_size(parse_specs(out.teacher_list, list(out.teacher_weight_files)), out.teacher_input_size)
         return replace(out, teacher_input_size=size)
@@ -140,13 +144,42 @@ class DistillConfig:
 
         if self.resize is not None and self.resize not in RESIZE_POLICIES:
             raise BadInput(f"resize '{self.resize}': valid: {', '.join(RESIZE_POLICIES)}", params=["resize"])
-        for key, value, ok, valid in (("labeled_fraction", self.labeled_fraction, 0 < self.labeled_fraction <= 1,
-                                       "in (0, 1]"), ("lr", self.lr, self.lr > 0, "> 0"),
+        self._validate_teacher_io()
+        self._validate_label_free()
+        for key, value, ok, valid in (("labeled_fraction", self.labeled_fraction, 0 <= self.labeled_fraction <= 1,
+                                       "in [0, 1]"), ("lr", self.lr, self.lr > 0, "> 0"),
                                       ("temperature", self.temperature,
                                        self.temperature is None or self.temperature > 0, "> 0")):
             if not ok:
                 raise BadInput(f"{key} {value}: must be {valid}", params=[key])
         self._validate_training()
+
+    def _validate_label_free(self) -> None:
+        """labeled_fraction 0: distillation from the teacher alone; what needs a label is refused."""
+        from edgekd.models import TEACHERS
+
+        if self.labeled_fraction != 0:
+            return
+        named = {m.partition(":")[0] for m in self.methods or ()}
+        for bad, why, params in (
+                ("ce" in named, "methods ce: labeled_fraction 0 leaves no label for ce; distill from the teacher "
+                                "alone with soft and/or hard", ["methods", "labeled_fraction"]),
+                (self.online, "online: deep mutual learning trains on labels; labeled_fraction 0 leaves none",
+                 ["online", "labeled_fraction"]),
+                (self.generations > 0, "generations: born-again starts from the student trained alone on labels; "
+                                       "labeled_fraction 0 leaves none", ["generations", "labeled_fraction"]),
+                (any(t in TEACHERS for t in self.teacher_list) or self.teacher is None,
+                 "teacher: labeled_fraction 0 needs a teacher from outside (a file, or torchvision:/timm: with "
+                 "its weights file); a registry teacher is trained on labels", ["teacher", "labeled_fraction"])):
+            if bad:
+                raise BadInput(why, params=params)
+
+    def _validate_teacher_io(self) -> None:
+        from edgekd.teachers import OUTPUT_KINDS
+
+        if self.teacher_outputs not in OUTPUT_KINDS:
+            raise BadInput(f"teacher_outputs {self.teacher_outputs}: valid: {', '.join(OUTPUT_KINDS)}",
+                           params=["teacher_outputs"])
 
     def _validate_training(self) -> None:
         from edgekd.train.distributed import resolve_device
@@ -194,7 +227,7 @@ RESUME_KEYS = ("data", "teacher", "student", "target", "methods", "temperature",
                "lr", "batch_size", "labeled_fraction", "hint_epochs", "generations", "online", "peers",
                "teacher_mode", "teacher_weights", "loss_options", "student_taps", "teacher_taps", "lr_schedule",
                "warmup_epochs", "teacher_weight_files", "teacher_input_size", "teacher_mean", "teacher_std",
-               "input_size", "augment", "resize", "unlabeled")
+               "input_size", "augment", "resize", "unlabeled", "teacher_outputs", "class_order")
 
 
 def check_resume(cfg: DistillConfig) -> None:

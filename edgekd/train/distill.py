@@ -26,7 +26,6 @@ from edgekd.models import (
     count_params,
     create_student,
     create_teacher,
-    model_cost,
 )
 from edgekd.train.config import DistillConfig, check_resume, load_bundle
 from edgekd.train.datasets import (
@@ -126,7 +125,21 @@ def train_control(cfg: DistillConfig, bundle: DataBundle, target: TargetProfile,
     return row
 
 
-def labeled_subset(cfg: DistillConfig, bundle: DataBundle) -> tuple[np.ndarray, Dataset]:
+def control_row(cfg: DistillConfig, bundle: DataBundle, target: TargetProfile, run_dir: Path, seed: int,
+                labeled_only: Dataset | None, controls: list[dict[str, Any]] | None) -> dict[str, Any]:
+    """The seed's control row: trained here, reused from `controls`, or (no labels) none at all."""
+    if cfg.labeled_fraction == 0:
+        return {"seed": seed}   # label-free: no student-alone control can exist
+    if controls is None:
+        return train_control(cfg, bundle, target, run_dir, seed, labeled_only)
+    return {k: v for k, v in controls[seed].items() if k.startswith(("seed", "student_alone", "_student_alone"))}
+
+
+def labeled_subset(cfg: DistillConfig, bundle: DataBundle) -> tuple[np.ndarray, Dataset | None]:
+    """The labeled mask over the train set and the labeled samples cycled to its length; with
+    labeled_fraction 0 an all-False mask and no subset, and no training label is read."""
+    if cfg.labeled_fraction == 0:
+        return np.zeros(len(bundle.train), dtype=bool), None
     mask = labeled_mask(dataset_labels(bundle.train), cfg.labeled_fraction)
     return mask, Repeated(torch.utils.data.Subset(bundle.train, np.flatnonzero(mask).tolist()), len(mask))
 
@@ -143,11 +156,10 @@ def train_students(cfg: DistillConfig, bundle: DataBundle, target: TargetProfile
                                 overrides=cfg.teacher_taps)
     results = []
     for seed in range(cfg.seeds):
-        row = train_control(cfg, bundle, target, run_dir, seed, labeled_only) if controls is None else \
-            {k: v for k, v in controls[seed].items() if k.startswith(("seed", "student_alone", "_student_alone"))}
+        row = control_row(cfg, bundle, target, run_dir, seed, labeled_only, controls)
         gens = [(None, source)] if cfg.generations == 0 else [
             (g, None) for g in range(1, cfg.generations + 1)]
-        prev = row["_student_alone_model"]
+        prev = row.get("_student_alone_model")
         for gen, src in gens:
             # Born-again: generation g learns from generation g-1 of the same architecture,
             # starting from the student trained alone (generation 0).
@@ -230,6 +242,7 @@ def _distill(cfg: DistillConfig) -> dict[str, Any]:
     probe = make_student(cfg, bundle, target, 0)
     ops = check_student_ops(probe, input_shape=bundle.input_shape, target=target)
     loaded = check_teacher_paths(cfg, bundle)  # before any folder is made
+    checks = teacher_checks(cfg, bundle, loaded)
     check_taps(cfg, bundle, probe, objective, loaded)
     if cfg.resume:
         check_resume(cfg)
@@ -246,23 +259,62 @@ def _distill(cfg: DistillConfig) -> dict[str, Any]:
         rows = train_mutual(cfg, bundle, target, run_dir, peers=cfg.peers)
     else:
         rows = train_students(cfg, bundle, target, models, run_dir, objective)
+    if cfg.labeled_fraction == 0:
+        add_agreement(cfg, bundle, models, rows)
     best = max(rows, key=lambda r: (r["student_val"], -r["seed"]))
     kw = getattr(probe, "net_kwargs", None)  # a strided stem's stride is not in the weights
     save_student(run_dir / "student.pt", cfg, bundle, best["_student_model"], seed=best["seed"], ops=ops, net_kwargs=kw)
-    save_student(run_dir / "student_alone.pt", cfg, bundle, best["_student_alone_model"], seed=best["seed"], ops=ops,
-                 net_kwargs=kw)
+    if "_student_alone_model" in best:  # none when label-free
+        save_student(run_dir / "student_alone.pt", cfg, bundle, best["_student_alone_model"], seed=best["seed"],
+                     ops=ops, net_kwargs=kw)
     summary = summarise(cfg, bundle, target, teachers, teacher_acc, rows, best, probe, ops)
-    agree = pool_agreement(cfg, bundle, models,
-                           {k: [r[f"_{k}_model"] for r in rows] for k in ("student_alone", "student")})
+    kinds = [k for k in ("student_alone", "student") if f"_{k}_model" in best]  # no control when label-free
+    agree = pool_agreement(cfg, bundle, models, {k: [r[f"_{k}_model"] for r in rows] for k in kinds})
     if agree is not None:  # scored without labels: the held-out share of the --unlabeled pool
         summary["agreement"] = {"n": agree["n"], "on": "held-out share of the --unlabeled pool",
-                                **{k: mean_std(agree[k]) for k in ("student_alone", "student")}}
+                                **{k: mean_std(agree[k]) for k in kinds}}
+    summary.update(teacher_check_record(checks, summary, cfg))
     summary["training"] = cfg.training_record()
     summary["wall_seconds"] = time.perf_counter() - t_start
     artifacts.write_json(run_dir / "distill.json", summary)
     artifacts.set_latest(run_dir)
     summary["run"] = str(run_dir)
     return summary
+
+
+def teacher_checks(cfg: DistillConfig, bundle: DataBundle, loaded: list) -> list[dict[str, Any]]:
+    """check-teacher's check of every teacher from outside, before any training; what it flags
+    is printed at once (rank 0), whatever --quiet says, and recorded in distill.json."""
+    import sys
+
+    from edgekd.train import distributed as dist
+    from edgekd.train.check_teacher import check_teachers
+
+    checks = check_teachers(cfg, bundle, loaded)
+    for w in (w for c in checks for w in c["warnings"]):
+        if dist.is_main():
+            print(f"edgekd: WARNING: {w}", file=sys.stderr, flush=True)
+    return checks
+
+
+def teacher_check_record(checks: list[dict[str, Any]], summary: dict[str, Any], cfg: DistillConfig) -> dict:
+    """distill.json's `teacher_check` and `warnings` (the check's, and a teacher below the control)."""
+    from edgekd.train.check_teacher import below_control
+
+    alone = summary["accuracy"]["student_alone"]
+    warns = [w for c in checks for w in c["warnings"]] + below_control(
+        summary["accuracy"]["teacher"], alone["mean"] if alone else None, cfg.teacher_list[0])
+    return {"teacher_check": checks, "warnings": warns}
+
+
+def add_agreement(cfg: DistillConfig, bundle: DataBundle, models: list[nn.Module], rows: list[dict[str, Any]]) -> None:
+    """Label-free runs: each seed's top-1 agreement with the teacher on the test images."""
+    from edgekd.train.datasets import predict
+    from edgekd.train.teacher import ensemble_predictions
+
+    t = ensemble_predictions(cfg, models, bundle.test, bundle)
+    for row in rows:
+        row["agreement"] = float((predict(row["_student_model"], bundle.test).argmax(1) == t).float().mean())
 
 
 def method_label(cfg: DistillConfig) -> str:
@@ -293,8 +345,17 @@ def verdict(rows: list[dict[str, Any]], alone: dict[str, float], kd: dict[str, f
             "recommended_by": "mean validation accuracy over seeds"}
 
 
+def label_free_verdict(kd: dict[str, float], agreement: dict[str, float], teacher_acc: float) -> dict[str, Any]:
+    """--labeled-fraction 0: no control to beat; the student against the teacher instead."""
+    return {"distillation": "label-free", "delta": kd["mean"] - teacher_acc, "spread": kd["std"],
+            "agreement": agreement, "recommended_student": "student.pt",
+            "recommended_by": "the only student (no labels: no student-alone control)",
+            "note": "student-alone control skipped: --labeled-fraction 0 leaves no training label"}
+
+
 def summarise(cfg, bundle, target, teachers, teacher_acc, rows, best, probe, ops) -> dict[str, Any]:
-    alone = mean_std([r["student_alone"] for r in rows])
+    label_free = cfg.labeled_fraction == 0
+    alone = None if label_free else mean_std([r["student_alone"] for r in rows])
     kd = mean_std([r["student"] for r in rows])
     clean_rows = [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows]
     sview, tview = views(cfg, bundle)
@@ -308,11 +369,13 @@ def summarise(cfg, bundle, target, teachers, teacher_acc, rows, best, probe, ops
         "student": {"arch": cfg.student, "params": count_params(probe), "ops": ops,
                     "view": {**sview.to_dict(), **resize},
                     "ops_notes": getattr(probe, "ops_notes", []), "chosen_seed": best["seed"]},
-        "accuracy": {"teacher": teacher_acc, "student_alone": alone, "student": kd},
-        "gap_closed": gap_closed(teacher_acc, alone["mean"], kd["mean"]),
-        "verdict": verdict(rows, alone, kd),
+        "accuracy": {"teacher": teacher_acc, "student_alone": alone, "student": kd,
+                     **({"agreement": mean_std([r["agreement"] for r in rows])} if label_free else {})},
+        "gap_closed": None if label_free else gap_closed(teacher_acc, alone["mean"], kd["mean"]),
+        "verdict": label_free_verdict(kd, mean_std([r["agreement"] for r in rows]), teacher_acc) if label_free
+        else verdict(rows, alone, kd),
         "per_seed": clean_rows,
-        "seconds": {"student_alone": sum(r["student_alone_seconds"] for r in rows),
+        "seconds": {"student_alone": sum(r.get("student_alone_seconds", 0.0) for r in rows),
                     "student": sum(r["student_seconds"] for r in rows)},
         "images_per_s": images_per_s(cfg, bundle, rows),
         "provenance": provenance(device=getattr(cfg, "device", "cpu")),
@@ -320,11 +383,11 @@ def summarise(cfg, bundle, target, teachers, teacher_acc, rows, best, probe, ops
 
 
 def _teacher_cost(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, Any]:
-    """Params and MFLOPs at the teacher's own input size; params only for a TorchScript or ONNX
-    teacher (no forward hooks to count with)."""
-    if isinstance(model, torch.jit.ScriptModule) or hasattr(model, "session"):
-        return {"params": count_params(model)}
-    return model_cost(model, input_shape)
+    """Params and MFLOPs at the teacher's own input size: counted from the graph for an ONNX
+    teacher, params only for TorchScript (no forward hooks to count with)."""
+    from edgekd.train.check_teacher import cost
+
+    return cost(model, input_shape)
 
 
 def images_per_s(cfg: DistillConfig, bundle: DataBundle, rows: list[dict[str, Any]]) -> dict[str, Any]:

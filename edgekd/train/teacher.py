@@ -122,8 +122,38 @@ def check_teacher_paths(cfg: DistillConfig, bundle: DataBundle | None = None) ->
             raise BadInput(f"--method {feats[0]}: a feature loss taps the first teacher's modules, and "
                            f"--teacher {specs[0].ref} is {specs[0].kind} (no modules to tap); use a PyTorch "
                            f"teacher first, or logit losses (soft, hard, ce)")
-    return [load_teacher_spec(s, channels=bundle.input_shape[0], num_classes=bundle.num_classes, view=tview)
-            for s in specs]
+    loaded = [load_teacher_spec(s, channels=bundle.input_shape[0], num_classes=bundle.num_classes, view=tview)
+              for s in specs]
+    return adapt_loaded(cfg, bundle, loaded)
+
+
+def adapt_loaded(cfg: DistillConfig, bundle: DataBundle, loaded: list[LoadedTeacher | None]) -> list:
+    """Each teacher from outside hooked to return logits in the data's class order
+    (--teacher-outputs, --class-order; `edgekd.teachers.adapt_outputs`), decided on a few
+    validation images in the teacher's view (never a training label)."""
+    from edgekd.teachers import adapt_outputs, parse_class_order
+
+    order = parse_class_order(cfg.class_order, bundle.labels)
+    if not any(lt is not None for lt in loaded):
+        if order is not None:   # a teacher edgekd trains learns the data's own order
+            raise BadInput(f"--class-order {cfg.class_order}: for a teacher from outside; --teacher "
+                           f"{cfg.teacher_list[0]} is trained by this run in the data's class order")
+        if cfg.teacher_outputs not in ("auto", "logits"):
+            raise BadInput(f"--teacher-outputs {cfg.teacher_outputs}: for a teacher from outside; --teacher "
+                           f"{cfg.teacher_list[0]} is trained by this run and returns logits")
+        return loaded
+    sample = teacher_sample(cfg, bundle)
+    return [lt if lt is None else adapt_outputs(lt, sample, outputs=cfg.teacher_outputs, class_order=order)
+            for lt in loaded]
+
+
+def teacher_sample(cfg: DistillConfig, bundle: DataBundle, n: int = 16) -> torch.Tensor:
+    """The first `n` validation images (test where there is no val) in the teacher's view."""
+    from edgekd.train.datasets import _indexed_batches
+
+    ds = bundle.val if bundle.val is not None and len(bundle.val) else bundle.test
+    x, _ = next(_indexed_batches(ds, list(range(min(n, len(ds))))))
+    return convert(x, *views(cfg, bundle))
 
 
 def obtain_teachers(cfg: DistillConfig, bundle: DataBundle, run_dir: Path,
@@ -207,6 +237,20 @@ def pool_agreement(cfg: DistillConfig, bundle: DataBundle, teachers: list[nn.Mod
     for key, models in students.items():
         out[key] = [float((predict(m, pool).argmax(1) == t).float().mean()) for m in models]
     return out
+
+def ensemble_predictions(cfg: DistillConfig, teachers: list[nn.Module], ds: Dataset,
+                         bundle: DataBundle) -> torch.Tensor:
+    """Top-1 of what the student learns from (the teacher or the mixture, in its view) on `ds`:
+    what a label-free run's student is scored against (top-1 agreement)."""
+    view = _view_fn(cfg, bundle)
+    hi = teacher_data(cfg, bundle) if ds is bundle.test else None
+    if hi is not None:
+        ds, view = hi.test, partial(convert, src=data_view(hi), dst=views(cfg, bundle)[1])
+    src = TeacherSource(teachers, mode=cfg.teacher_mode, weights=cfg.teacher_weights, temperature=cfg.temperature,
+                        view=view)
+    from edgekd.train.datasets import _indexed_batches
+
+    return torch.cat([src.live(x)[0].argmax(1).cpu() for x, _ in _indexed_batches(ds, list(range(len(ds))))])
 
 
 def resolve_taps(model: nn.Module, objective: Objective, overrides: dict[str, str] | None = None) -> dict[str, str]:

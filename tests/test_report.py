@@ -1,5 +1,5 @@
 """`edgekd report`: the page holds what the run folder holds, says what is missing, and never fails
-on a partial run. Synthetic runs (tests/report_fixtures.py) cover every part and every absence;
+on a partial run. Synthetic runs (tests/helpers/report_fixtures.py) cover every part and every absence;
 one real tiny pipeline (distill → export int8 → bench) checks the page against the real writers."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import report_fixtures as fx
+from helpers import report_fixtures as fx
 from conftest import REPO, snapshot
 
 from edgekd.report import make_report

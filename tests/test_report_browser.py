@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 
 import pytest
-import report_fixtures as fx
+from helpers import report_fixtures as fx
 
 from edgekd.report import make_report
 from edgekd.report.browser import Chromium, find_chromium, inspect

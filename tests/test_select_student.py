@@ -425,7 +425,7 @@ def test_select_student_takes_what_it_is_not_given_from_the_data(monkeypatch, tm
     from edgekd import defaults
     from edgekd.train.config import DistillConfig
 
-    from test_data import write_mnist
+    from helpers.data import write_mnist
 
     seen: dict = {}
     for_data = DistillConfig.for_data

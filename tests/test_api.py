@@ -304,6 +304,7 @@ def test_cli_defaults_equal_the_api_defaults():
 
 
 # ---------------------------------------------------------------- the README example
+@pytest.mark.integration
 def test_readme_from_python_example_runs(tmp_path):
     text = (REPO / "README.md").read_text()
     section = text.split("## From Python", 1)[1].split("\n## ", 1)[0]

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.integration  # every test starts torchrun or the edgekd command
 TINY = ["--epochs", "4", "--seeds", "1", "--student", "tiny-cnn", "--no-progress", "--json"]
 
 

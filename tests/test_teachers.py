@@ -292,6 +292,7 @@ def readme_example() -> str:
     return after.split("```bash\n", 1)[1].split("\n```", 1)[0]
 
 
+@pytest.mark.integration
 def test_readme_worked_example(tmp_path):
     """The README's bring-your-own-teacher block, verbatim, at small scale: fine-tune resnet18,
     save its state_dict, distil at half its resolution for cpu-arm, export, bench."""

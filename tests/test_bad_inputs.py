@@ -28,6 +28,7 @@ import pytest
 
 from helpers.fs import snapshot
 from helpers.tiny_run import PROFILE, REPO, TARGETS_ENV, TinyRun, edit
+
 # Tiny training settings; the teacher is given separately because --teacher is repeatable.
 TINY = ["--epochs", "1", "--teacher-epochs", "1", "--seeds", "1", "--student", "tiny-cnn", "--no-progress"]
 TEACHER = ["--teacher", "cnn-small"]
@@ -355,7 +356,8 @@ CASES = [
     Case("student-pt-corrupt", corrupt_student, 2, "student.pt: not an edgekd checkpoint"),
     Case("student-pt-truncated", truncated_student, 2, "student.pt: not an edgekd checkpoint"),
     Case("student-pt-is-a-teacher", student_is_teacher, 2, "a teacher checkpoint, not a student"),
-    Case("student-pt-other-arch", student_edited(arch="tiny-cnn"), 2, "weights do not fit student 'tiny-cnn'"),  # run: small-cnn
+    Case("student-pt-other-arch", student_edited(arch="tiny-cnn"), 2,  # the shared run's student is small-cnn
+         "weights do not fit student 'tiny-cnn'"),
     Case("student-pt-unknown-arch", student_edited(arch="nosuch"), 2, "unknown student 'nosuch'"),
     Case("student-pt-missing-fields", student_edited(in_channels=None, num_classes=None), 2, "student.pt"),
     Case("teacher-pt-missing-fields", teacher_edited(num_classes=None), 2, "edited.pt"),

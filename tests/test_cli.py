@@ -19,8 +19,8 @@ import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
-from typing import Any, Callable
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 import onnx
@@ -28,7 +28,7 @@ import pytest
 
 from helpers.fs import snapshot
 from helpers.tiny_run import FLAGS as TINY
-from helpers.tiny_run import PROFILE, REPO, TEST_PROFILE, TARGETS_ENV, TinyRun, edit
+from helpers.tiny_run import PROFILE, REPO, TARGETS_ENV, TEST_PROFILE, TinyRun, edit
 
 
 # ---------------------------------------------------------------- helpers
@@ -53,7 +53,8 @@ class Result:
         return [line for line in self.err.splitlines() if line.strip()]
 
     def __str__(self) -> str:  # what an assert shows
-        return f"edgekd {' '.join(self.args)} → {self.code}\n--- stderr\n{self.err[-3000:]}\n--- stdout\n{self.out[-2000:]}"
+        return (f"edgekd {' '.join(self.args)} → {self.code}\n--- stderr\n{self.err[-3000:]}"
+                f"\n--- stdout\n{self.out[-2000:]}")
 
 
 def edgekd(cwd: Path, env: dict, *args) -> Result:
@@ -303,7 +304,8 @@ def test_distill_for_a_target_without_the_student_ops_is_bad_input(tmp_path: Pat
     r = edgekd_main("distill", *TINY, "--target", "cpu-arm-xnnpack")
     assert r.code == 2, str(r)
     assert len(r.err_lines) == 1 and "GlobalAveragePool" in r.err
-    assert not (tmp_path / "artifacts").exists(), "nothing may be trained or written for a student the target cannot run"
+    assert not (tmp_path / "artifacts").exists(), \
+        "nothing may be trained or written for a student the target cannot run"
 
 
 # ---------------------------------------------------------------- failed checks: exit 1 with the numbers

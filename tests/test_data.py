@@ -20,6 +20,7 @@ import torch
 
 from edgekd import data
 from edgekd.errors import BadInput
+
 from helpers.data import write_idx, write_mnist
 
 torch.set_num_threads(1)

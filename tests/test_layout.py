@@ -237,7 +237,8 @@ def imports_of_test_modules(source: str) -> list[tuple[int, str]]:
 
 
 def test_imports_of_test_modules_are_found():
-    src = "import os\nfrom test_quantize import tiny_convnet\ndef f():\n    import test_data.x\nfrom helpers import fs\n"
+    src = ("import os\nfrom test_quantize import tiny_convnet\n"
+           "def f():\n    import test_data.x\nfrom helpers import fs\n")
     assert imports_of_test_modules(src) == [(2, "test_quantize"), (4, "test_data.x")]
 
 

@@ -22,6 +22,7 @@ from edgekd.deploy.audit import audit_model, real_partition
 from edgekd.deploy.export import provider_parity
 from edgekd.deploy.targets import load_target
 from edgekd.errors import BadInput
+
 from helpers.onnx_models import tiny_convnet
 
 REPO = Path(__file__).resolve().parent.parent

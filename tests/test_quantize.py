@@ -8,10 +8,11 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, numpy_helper
 
 from edgekd.deploy.quantize import quantize_int8, read_quant_info
 from edgekd.errors import BadInput
+
 from helpers.onnx_models import tiny_convnet
 
 

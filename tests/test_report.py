@@ -19,6 +19,7 @@ import pytest
 
 from edgekd.report import make_report
 from edgekd.report.load import decode_raw
+
 from helpers import report_fixtures as fx
 from helpers.fs import snapshot
 from helpers.tiny_run import REPO

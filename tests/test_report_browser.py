@@ -7,10 +7,11 @@ from __future__ import annotations
 import re
 
 import pytest
-from helpers import report_fixtures as fx
 
 from edgekd.report import make_report
 from edgekd.report.browser import Chromium, find_chromium, inspect
+
+from helpers import report_fixtures as fx
 
 pytestmark = pytest.mark.integration  # headless Chromium
 CHROMIUM = find_chromium()

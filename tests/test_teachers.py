@@ -19,6 +19,7 @@ from edgekd.errors import BadInput
 from edgekd.teachers import TeacherSpec, View, load_teacher_spec, parse_specs, read_state_dict
 from edgekd.train.config import DistillConfig, load_bundle
 from edgekd.train.distill import distill
+
 from helpers.imagegen import finetune_resnet18, make_imagefolder
 
 STUDENT_PX, TEACHER_PX = 16, 32   # resolution distillation: the teacher sees 2× the student's size

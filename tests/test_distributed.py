@@ -38,12 +38,9 @@ def test_first_step_gradients_match_between_1_and_2_processes(tmp_path: Path) ->
 
 
 @pytest.fixture(scope="module")
-def teacher_pt(tmp_path_factory) -> Path:
-    work = tmp_path_factory.mktemp("teacher")
-    r = _edgekd(work, "distill", "--teacher", "cnn-small", "--teacher-epochs", "3", "--epochs", "1", "--seeds", "1",
-                "--student", "tiny-cnn", "--run", "t", "--no-progress")
-    assert r.returncode == 0, r.stderr[-2000:]
-    return work / "t" / "teacher.pt"
+def teacher_pt(tiny_run) -> Path:
+    """A trained cnn-small teacher: the session's shared tiny run's (read only)."""
+    return tiny_run.run / "teacher.pt"
 
 
 def test_two_processes_reach_the_accuracy_of_one(tmp_path: Path, teacher_pt: Path) -> None:

@@ -28,7 +28,9 @@ import pytest
 
 from helpers.fs import snapshot
 from helpers.tiny_run import FLAGS as TINY
-from helpers.tiny_run import PROFILE, REPO, TARGETS_ENV, TEST_PROFILE, TinyRun, edit
+from helpers.tiny_run import PROFILE, REPO, TARGETS_ENV, TinyRun, edit, relaxed_profile
+
+TEST_PROFILE = relaxed_profile()
 
 
 # ---------------------------------------------------------------- helpers

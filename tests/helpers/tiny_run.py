@@ -40,8 +40,11 @@ def edit(text: str, old: str, new: str) -> str:
     return text.replace(old, new)
 
 
-TEST_PROFILE = edit(edit(PROFILE, "int8_min_top1_agreement = 0.99", "int8_min_top1_agreement = 0.5"),
-                    "latency_p90_ms = 5.0", "latency_p90_ms = 1000.0")
+def relaxed_profile() -> str:
+    """cpu-arm.toml with the two numbers above changed (a function, so that an edited profile fails
+    the tests that use it, not the import of conftest.py)."""
+    return edit(edit(PROFILE, "int8_min_top1_agreement = 0.99", "int8_min_top1_agreement = 0.5"),
+                "latency_p90_ms = 5.0", "latency_p90_ms = 1000.0")
 
 
 @dataclass(frozen=True)
@@ -75,7 +78,7 @@ def make_tiny_run(root: Path) -> TinyRun:
     work, targets = root / "work", root / "targets"
     work.mkdir(parents=True)
     shutil.copytree(REPO / "targets", targets)
-    (targets / "cpu-arm.toml").write_text(TEST_PROFILE, encoding="utf-8")
+    (targets / "cpu-arm.toml").write_text(relaxed_profile(), encoding="utf-8")
     cwd, env = Path.cwd(), os.environ.get(TARGETS_ENV)
     os.chdir(work)
     os.environ[TARGETS_ENV] = str(targets)

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from helpers.fs import snapshot  # noqa: F401  (older test files import it from here)
+from helpers.fs import snapshot  # older test files import it from here
 from helpers.tiny_run import TinyRun, make_tiny_run
 
 REPO = Path(__file__).resolve().parent.parent
@@ -87,10 +88,16 @@ def edgekd_main(capsys, monkeypatch):
 
 
 @pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory) -> TinyRun:
+def tiny_run(tmp_path_factory) -> Iterator[TinyRun]:
     """distill → export int8 → bench → verify on tiny settings, once a session (helpers/tiny_run.py).
-    Read-only: a test that writes into a run works on `tiny_run.copy(tmp_path / "run")`."""
+    Read-only: a test that writes into a run works on `tiny_run.copy(tmp_path / "run")`. At the end
+    of the session the working folder must be as it was made: any change is an error naming the files."""
     import torch
 
     torch.set_num_threads(1)
-    return make_tiny_run(tmp_path_factory.mktemp("tiny-run"))
+    run = make_tiny_run(tmp_path_factory.mktemp("tiny-run"))
+    before = snapshot(run.work)
+    yield run
+    after = snapshot(run.work)
+    changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+    assert changed == [], f"a test changed the shared tiny run (copy it first): {changed}"

@@ -139,7 +139,6 @@ OPSET = 17
 # long (benchmarks/README.md, "exporters").
 EXPORTER = "torchscript"
 EXPORTERS = ("torchscript", "dynamo")
-PARITY_MIN_SAMPLES = 256
 GOLDEN_SAMPLES = 128
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"

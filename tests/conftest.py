@@ -1,17 +1,23 @@
-"""Shared fixtures: one torch thread, EDGEKD_TARGETS left as found, and the CLI run in-process.
+"""Shared fixtures: one torch thread, EDGEKD_TARGETS left as found, the CLI run in-process, and
+the one tiny run shared by the tests that only read a run (`tiny_run`, made at most once a session).
 
 Kept small on purpose: every test file in tests/ sees this, so nothing here may
-import torch eagerly or change the environment for longer than one test.
+import torch eagerly or change the environment for longer than one test. Helpers that test
+files import live in tests/helpers/, never in a test file or here.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from helpers.fs import snapshot  # older test files import it from here
+from helpers.tiny_run import TinyRun, make_tiny_run
 
 REPO = Path(__file__).resolve().parent.parent
 TARGETS_ENV = "EDGEKD_TARGETS"
@@ -60,23 +66,6 @@ def _edgekd_targets_untouched():
         os.environ[TARGETS_ENV] = before
 
 
-def snapshot(folder: Path) -> dict[str, str]:
-    """Every path under `folder` with its content hash (symlinks by target, folders as 'dir'):
-    equal snapshots mean nothing changed. Test files import it: `from conftest import snapshot`."""
-    import hashlib
-
-    out = {}
-    for p in sorted(folder.rglob("*")):
-        rel = str(p.relative_to(folder))
-        if p.is_symlink():
-            out[rel] = "-> " + os.readlink(p)
-        elif p.is_file():
-            out[rel] = hashlib.sha256(p.read_bytes()).hexdigest()
-        else:
-            out[rel] = "dir"
-    return out
-
-
 @dataclass
 class CliResult:
     code: int
@@ -106,3 +95,19 @@ def edgekd_main(capsys, monkeypatch):
         return CliResult(code=code, out=captured.out, err=captured.err)
 
     return run
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Iterator[TinyRun]:
+    """distill → export int8 → bench → verify on tiny settings, once a session (helpers/tiny_run.py).
+    Read-only: a test that writes into a run works on `tiny_run.copy(tmp_path / "run")`. At the end
+    of the session the working folder must be as it was made: any change is an error naming the files."""
+    import torch
+
+    torch.set_num_threads(1)
+    run = make_tiny_run(tmp_path_factory.mktemp("tiny-run"))
+    before = snapshot(run.work)
+    yield run
+    after = snapshot(run.work)
+    changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+    assert changed == [], f"a test changed the shared tiny run (copy it first): {changed}"

@@ -1,8 +1,8 @@
 """A corpus of bad inputs, one table: each case is the command, the exit code design.md
 promises (2 for bad input, 1 for a failed check) and a fragment of the one line it prints.
 
-Every case runs against one small run made once per module (distill with tiny settings,
-then export --target cpu-arm, as subprocesses in a temporary working folder). The CLI runs
+Every case runs against the session's shared tiny run (conftest.py's `tiny_run`: distill, export
+--target cpu-arm --quantize int8, bench, in a working folder of its own). The CLI runs
 in-process (`edgekd_main` from conftest.py) with that folder as cwd, so a case that wrote
 anything there (a new run, a moved `latest`, a changed file) shows up in the folder's
 snapshot. For every case: the exit code, exactly one line on stderr holding the fragment,
@@ -25,10 +25,10 @@ from typing import Callable
 
 import numpy as np
 import pytest
-from conftest import snapshot
 
-REPO = Path(__file__).resolve().parent.parent
-PROFILE = (REPO / "targets" / "cpu-arm.toml").read_text(encoding="utf-8")
+from helpers.fs import snapshot
+from helpers.tiny_run import PROFILE, REPO, TARGETS_ENV, TinyRun, edit
+
 # Tiny training settings; the teacher is given separately because --teacher is repeatable.
 TINY = ["--epochs", "1", "--teacher-epochs", "1", "--seeds", "1", "--student", "tiny-cnn", "--no-progress"]
 TEACHER = ["--teacher", "cnn-small"]
@@ -47,11 +47,6 @@ def cli(cwd: Path, *args) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=600)
 
 
-def edit(text: str, old: str, new: str) -> str:
-    assert text.count(old) == 1, f"cpu-arm.toml no longer holds {old!r} exactly once"
-    return text.replace(old, new)
-
-
 @dataclass
 class Fixture:
     work: Path     # cwd of every command; holds artifacts/<run> and artifacts/latest
@@ -66,16 +61,12 @@ class Fixture:
         return dest
 
 
-@pytest.fixture(scope="module")
-def fx(tmp_path_factory) -> Fixture:
-    work = tmp_path_factory.mktemp("bad-inputs")
-    for args in (["distill", *TINY, *TEACHER], ["export", "--target", "cpu-arm"]):
-        proc = cli(work, *args)
-        if proc.returncode != 0:
-            pytest.fail(f"fixture run `edgekd {' '.join(args)}` failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    run = (work / "artifacts" / "latest").resolve()
-    assert (run / "student.pt").is_file() and (run / "cpu-arm" / "manifest.json").is_file()
-    return Fixture(work=work, run=run)
+@pytest.fixture
+def fx(tiny_run: TinyRun, monkeypatch) -> Fixture:
+    """The shared run, with the shipped profiles (EDGEKD_TARGETS unset) as a user has them."""
+    monkeypatch.delenv(TARGETS_ENV, raising=False)
+    assert (tiny_run.run / "student.pt").is_file() and (tiny_run.out / "manifest.json").is_file()
+    return Fixture(work=tiny_run.work, run=tiny_run.run)
 
 
 # ---------------------------------------------------------------- builders of inputs
@@ -365,7 +356,8 @@ CASES = [
     Case("student-pt-corrupt", corrupt_student, 2, "student.pt: not an edgekd checkpoint"),
     Case("student-pt-truncated", truncated_student, 2, "student.pt: not an edgekd checkpoint"),
     Case("student-pt-is-a-teacher", student_is_teacher, 2, "a teacher checkpoint, not a student"),
-    Case("student-pt-other-arch", student_edited(arch="small-cnn"), 2, "weights do not fit student 'small-cnn'"),
+    Case("student-pt-other-arch", student_edited(arch="tiny-cnn"), 2,  # the shared run's student is small-cnn
+         "weights do not fit student 'tiny-cnn'"),
     Case("student-pt-unknown-arch", student_edited(arch="nosuch"), 2, "unknown student 'nosuch'"),
     Case("student-pt-missing-fields", student_edited(in_channels=None, num_classes=None), 2, "student.pt"),
     Case("teacher-pt-missing-fields", teacher_edited(num_classes=None), 2, "edited.pt"),
@@ -461,6 +453,7 @@ def test_bad_input(case: Case, fx: Fixture, tmp_path: Path, edgekd_main, monkeyp
     assert snapshot(tmp_path) == inputs_before, "a failed command changed its own inputs"
 
 
+@pytest.mark.integration
 def test_a_subprocess_gives_the_same_answer_as_in_process(fx: Fixture, tmp_path: Path) -> None:
     """The in-process runner stands for the real command: spot-check one case of each exit code."""
     for args, code, fragment in ((["distill", *TINY, *TEACHER, "--seeds", "0"], 2, "--seeds 0"),

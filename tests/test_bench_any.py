@@ -184,9 +184,7 @@ def _fake_run(root: Path, model: Path, targets: list[str]) -> Path:
 
 
 def test_targets_side_by_side_in_one_table_and_one_recommendation(tmp_path: Path) -> None:
-    import sys
-    sys.path.insert(0, str(Path(__file__).parent))
-    from test_quantize import tiny_convnet
+    from helpers.onnx_models import tiny_convnet
 
     model = tiny_convnet(tmp_path / "m.onnx")
     run = _fake_run(tmp_path, model, ["cpu-x86", "cpu-arm"])

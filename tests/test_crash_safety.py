@@ -131,6 +131,7 @@ def _kill_mid_phase(work: Path, run: Path, phase_ckpt: str) -> int:
     return epoch if epoch is not None and 1 <= epoch < EPOCHS and not (run / "student.pt").exists() else 0
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("phase_ckpt", ["alone-seed0.pt", "kd-seed0.pt"], ids=["kill-in-control", "kill-in-kd"])
 def test_sigkill_mid_phase_then_resume_matches_an_uninterrupted_run(ref: Path, tmp_path: Path, phase_ckpt: str) -> None:
     for attempt in range(KILL_ATTEMPTS):
@@ -278,9 +279,9 @@ def exported(ref: Path, tmp_path_factory) -> Path:
     text = (REPO / "targets" / "cpu-arm.toml").read_text()
     assert "int8_min_top1_agreement = 0.99" in text
     (work / "cpu-arm.toml").write_text(text.replace("int8_min_top1_agreement = 0.99", "int8_min_top1_agreement = 0.0"))
-    proc = edgekd(work, "export", "--run", run, "--target", work / "cpu-arm.toml", "--quantize", "int8")
-    if proc.returncode != 0:
-        pytest.fail(f"export failed:\n{show(proc)}")
+    import edgekd  # in-process (a child process would add only its start-up): export writes nothing outside `run`
+
+    edgekd.export(target=work / "cpu-arm.toml", run=run, quantize="int8")
     return run
 
 
@@ -296,7 +297,8 @@ def _named(node, found: list) -> list:
     return found
 
 
-def test_the_manifest_names_only_whole_existing_files_and_verify_checks_each(exported: Path, tmp_path: Path) -> None:
+def test_the_manifest_names_only_whole_existing_files_and_verify_checks_each(exported: Path, tmp_path: Path,
+                                                                            edgekd_main) -> None:
     out = exported / "cpu-arm"
     named = _named(json.loads((out / "manifest.json").read_text()), [])
     paths = sorted(e["path"] for e in named)
@@ -307,9 +309,9 @@ def test_the_manifest_names_only_whole_existing_files_and_verify_checks_each(exp
         assert sha(f) == e["sha256"] and f.stat().st_size == e["bytes"], e["path"]
     assert temp_files(exported) == []
 
-    proc = edgekd(tmp_path, "verify", exported, "--json")
-    assert proc.returncode == 0, show(proc)
-    assert sorted(json.loads(proc.stdout)["checked"]) == sorted(f"cpu-arm/{p}" for p in paths)
+    r = edgekd_main("verify", exported, "--json")
+    assert r.code == 0, r.err
+    assert sorted(json.loads(r.out)["checked"]) == sorted(f"cpu-arm/{p}" for p in paths)
 
 
 def test_distill_over_an_exported_run_leaves_no_stale_export(exported: Path, tmp_path: Path, edgekd_main,
@@ -341,7 +343,7 @@ def test_distill_over_an_exported_run_leaves_no_stale_export(exported: Path, tmp
 
 
 @pytest.mark.parametrize("damage", ["tamper", "delete"])
-def test_verify_fails_on_every_named_file(exported: Path, tmp_path: Path, damage: str) -> None:
+def test_verify_fails_on_every_named_file(exported: Path, tmp_path: Path, damage: str, edgekd_main) -> None:
     named = sorted(e["path"] for e in _named(json.loads((exported / "cpu-arm" / "manifest.json").read_text()), []))
     for i, name in enumerate(named):
         run = shutil.copytree(exported, tmp_path / f"run{i}")
@@ -352,13 +354,14 @@ def test_verify_fails_on_every_named_file(exported: Path, tmp_path: Path, damage
             f.write_bytes(bytes(data))
         else:
             f.unlink()
-        proc = edgekd(tmp_path, "verify", run)
-        assert proc.returncode == 1, f"{damage} {name}: {show(proc)}"
-        assert len(err_lines(proc)) == 1 and "Traceback" not in proc.stderr, show(proc)
-        assert f"cpu-arm/{name}" in proc.stderr and ("sha256 differs" if damage == "tamper" else "missing") in proc.stderr
+        r = edgekd_main("verify", run)
+        assert r.code == 1, f"{damage} {name}: {r}"
+        assert len(r.err_lines) == 1 and "Traceback" not in r.err, r
+        assert f"cpu-arm/{name}" in r.err and ("sha256 differs" if damage == "tamper" else "missing") in r.err
 
 
 # ---------------------------------------------------------------- concurrency
+@pytest.mark.integration
 def test_two_runs_started_at_once_do_not_clobber_each_other(tmp_path: Path) -> None:
     base = ["--epochs", "1", "--teacher-epochs", "1", "--teacher", "cnn-small", "--student", "tiny-cnn", "--no-progress"]
     procs = {seeds: subprocess.Popen(cmd("distill", *base, "--seeds", seeds, "--json"), cwd=tmp_path, env=child_env(),

@@ -24,6 +24,7 @@ def _edgekd(cwd: Path, *args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.integration
 def test_first_step_gradients_match_between_1_and_2_processes(tmp_path: Path) -> None:
     """Same global batch and seed: DDP's averaged gradients equal one process's (BatchNorm over the global batch)."""
     probe = ROOT / "tests" / "dist_probe.py"
@@ -40,14 +41,12 @@ def test_first_step_gradients_match_between_1_and_2_processes(tmp_path: Path) ->
 
 
 @pytest.fixture(scope="module")
-def teacher_pt(tmp_path_factory) -> Path:
-    work = tmp_path_factory.mktemp("teacher")
-    r = _edgekd(work, "distill", "--teacher", "cnn-small", "--teacher-epochs", "3", "--epochs", "1", "--seeds", "1",
-                "--student", "tiny-cnn", "--run", "t", "--no-progress", "--device", "cpu")
-    assert r.returncode == 0, r.stderr[-2000:]
-    return work / "t" / "teacher.pt"
+def teacher_pt(tiny_run) -> Path:
+    """A trained cnn-small teacher: the session's shared tiny run's (read only)."""
+    return tiny_run.run / "teacher.pt"
 
 
+@pytest.mark.integration
 def test_two_processes_reach_the_accuracy_of_one(tmp_path: Path, teacher_pt: Path) -> None:
     r1 = _edgekd(tmp_path, "distill", "--teacher", str(teacher_pt), "--run", "one", *TINY)
     r2 = _edgekd(tmp_path, "distill", "--teacher", str(teacher_pt), "--run", "two", "--nproc", "2", *TINY)
@@ -63,6 +62,7 @@ def test_two_processes_reach_the_accuracy_of_one(tmp_path: Path, teacher_pt: Pat
     assert r2.stdout.count('"gap_closed"') == 1
 
 
+@pytest.mark.integration
 def test_online_dml_on_two_processes_matches_one(tmp_path: Path, teacher_pt: Path) -> None:
     """--online --nproc 2: every peer is DDP-wrapped, so the peers stay in step across ranks and the
     two-process run computes what one process computes (same global batch, global-batch BatchNorm)."""
@@ -83,6 +83,7 @@ def test_online_dml_on_two_processes_matches_one(tmp_path: Path, teacher_pt: Pat
     assert dml == [(f"dml/seed0/peer{k}", e) for e in (1, 2, 3) for k in (1, 2)]  # rank 0 alone wrote, once
 
 
+@pytest.mark.integration
 def test_dml_peers_stay_identical_across_ranks_and_equal_one_process(tmp_path: Path) -> None:
     probe = ROOT / "tests" / "dml_probe.py"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
@@ -158,6 +159,7 @@ def test_cache_and_accuracy_over_simulated_ranks_equal_one_rank_exactly(monkeypa
         assert [sum(c[k] for _, c in parts) for k in (0, 1)] == one_counts
 
 
+@pytest.mark.integration
 def test_cache_and_accuracy_on_two_gloo_ranks_equal_one_process_exactly(tmp_path: Path) -> None:
     probe = ROOT / "tests" / "dist_probe.py"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
@@ -196,6 +198,7 @@ def _rank_of(pid: int) -> int | None:
     return int(got[0]) if got else None
 
 
+@pytest.mark.integration
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="finds the worker processes through /proc (Linux)")
 def test_a_rank_killed_mid_epoch_fails_the_command_and_the_run_resumes(tmp_path: Path, teacher_pt: Path) -> None:
     run = tmp_path / "killed"
@@ -227,6 +230,7 @@ def test_a_rank_killed_mid_epoch_fails_the_command_and_the_run_resumes(tmp_path:
     assert (run / "distill.json").is_file()
 
 
+@pytest.mark.integration
 def test_bad_input_in_the_ranks_is_exit_2_naming_the_rank(tmp_path: Path) -> None:
     r = _edgekd(tmp_path, "distill", "--nproc", "2", "--epochs", "0", "--run", "bad", "--device", "cpu",
                 "--no-progress")

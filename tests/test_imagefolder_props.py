@@ -328,6 +328,7 @@ def test_every_corrupt_file_is_bad_input(tmp_path: Path, make) -> None:
     check_one_line(e.value)
 
 
+@pytest.mark.integration
 def test_a_corrupt_tiff_through_the_cli_is_one_line(tmp_path: Path) -> None:
     import subprocess
     import sys

@@ -219,3 +219,32 @@ def test_public_classes_have_docstrings():
             if isinstance(node, ast.ClassDef) and not node.name.startswith("_") and not ast.get_docstring(node):
                 missing.append(f"{name}.{node.name}")
     assert missing == []
+
+
+# ---------------------------------------------------------------- the tests' own layout
+def imports_of_test_modules(source: str) -> list[tuple[int, str]]:
+    """(line, module) for every import of a `test_*` module in `source`, function-level ones included."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and not node.level:
+            names = [node.module or ""]
+        else:
+            continue
+        found += [(node.lineno, n) for n in names if n.split(".")[0].startswith("test_")]
+    return found
+
+
+def test_imports_of_test_modules_are_found():
+    src = ("import os\nfrom test_quantize import tiny_convnet\n"
+           "def f():\n    import test_data.x\nfrom helpers import fs\n")
+    assert imports_of_test_modules(src) == [(2, "test_quantize"), (4, "test_data.x")]
+
+
+def test_no_test_file_imports_another():
+    """Shared helpers live in tests/helpers/ (or are conftest fixtures): importing a test file runs its
+    module code (and its tests' imports) and ties the two files together."""
+    bad = [f"{p.relative_to(REPO)}:{line} imports {name}" for p in sorted((REPO / "tests").rglob("*.py"))
+           for line, name in imports_of_test_modules(p.read_text(encoding="utf-8"))]
+    assert bad == [], "move the shared code to tests/helpers/: " + "; ".join(bad)

@@ -175,6 +175,23 @@ def test_ort_session_on_a_corrupt_file_is_bad_input(tmp_path: Path) -> None:
         ort_session(tmp_path / "absent.onnx")
 
 
+def test_session_report_lives_exactly_as_long_as_its_session(tmp_path: Path) -> None:
+    """The report is tied to the session object, not to its id(): it is there while the session lives,
+    gone once it is collected, and never handed to another object (a reused id used to get a stale one)."""
+    import gc
+
+    from edgekd.deploy import parity
+
+    sess = ort_session(tiny_onnx(tmp_path / "m.onnx", ["batch", 3, 4]))
+    report = parity.session_report(sess)
+    assert report.get("provider") == "CPUExecutionProvider", report
+    assert parity.session_report(object()) == {} and parity.session_report(None) == {}
+    before = len(parity._REPORTS)
+    del sess
+    gc.collect()
+    assert len(parity._REPORTS) == before - 1
+
+
 @pytest.mark.parametrize("atol", [1e-4, float("inf")])
 def test_export_parity_and_the_agent_golden_check_follow_one_convention(atol: float) -> None:
     """parity.compare (export) and the agent's compare_outputs (golden on a device) give the same

@@ -13,7 +13,6 @@ GPU tests are marked `gpu` and skip without a CUDA provider.
 from __future__ import annotations
 
 import importlib.util
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -26,8 +25,7 @@ from edgekd.deploy.export import provider_parity
 from edgekd.deploy.targets import load_target
 from edgekd.errors import BadInput
 
-sys.path.insert(0, str(Path(__file__).parent))
-from test_quantize import tiny_convnet  # noqa: E402
+from helpers.onnx_models import tiny_convnet
 
 REPO = Path(__file__).resolve().parent.parent
 OPENVINO = "onnxruntime-ep-openvino"

@@ -1,6 +1,6 @@
 """`edgekd report`: the page holds what the run folder holds, says what is missing, and never fails
-on a partial run. Synthetic runs (tests/report_fixtures.py) cover every part and every absence;
-one real tiny pipeline (distill → export int8 → bench) checks the page against the real writers."""
+on a partial run. Synthetic runs (tests/helpers/report_fixtures.py) cover every part and every absence;
+the session's shared tiny run (distill → export int8 → bench) checks the page against the real writers."""
 
 from __future__ import annotations
 
@@ -16,11 +16,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import report_fixtures as fx
-from conftest import REPO, snapshot
 
 from edgekd.report import make_report
 from edgekd.report.load import decode_raw
+
+from helpers import report_fixtures as fx
+from helpers.fs import snapshot
+from helpers.tiny_run import REPO
 
 ALWAYS = ("summary", "recipe", "accuracy", "curves", "targets", "teacher-vs-student", "missing")
 
@@ -242,34 +244,12 @@ def test_report_does_not_import_torch(tmp_path):
 
 # ---------------------------------------------------------------- a real run
 @pytest.fixture(scope="module")
-def real_run(tmp_path_factory) -> Path:
-    """distill (tiny) → export --quantize int8 → bench, in process, as the README's main command does."""
-    from edgekd.bench.run import bench_run
-    from edgekd.deploy.export import export_run
-    from edgekd.errors import CheckFailed
-    from edgekd.train.config import DistillConfig
-    from edgekd.train.distill import distill
-
-    root = tmp_path_factory.mktemp("real")
-    cwd = Path.cwd()
-    os.chdir(root)  # artifacts/latest lands here, not in the repository
-    try:
-        run = root / "run"
-        distill(DistillConfig(teacher="cnn-small", epochs=2, teacher_epochs=2, seeds=2, run=run, progress=False))
-        # A 2-epoch student may miss the int8 top-1 floor or a budget: that is a failed check, and
-        # the report must show it, so the run goes on.
-        for step in (lambda: export_run(target="cpu-arm", run=run, quantize="int8"),
-                     lambda: bench_run(target="cpu-arm", run=run, min_seconds=0.05)):
-            try:
-                step()
-            except CheckFailed:
-                pass
-    finally:
-        os.chdir(cwd)
-    return run
+def real_run(tiny_run, tmp_path_factory) -> Path:
+    """A copy of the session's shared tiny run (distill → export --quantize int8 → bench, through the API,
+    as the README's main command does): the report is written into the run folder."""
+    return tiny_run.copy(tmp_path_factory.mktemp("real") / "run")
 
 
-@pytest.mark.slow  # ~50 s of CPU (teacher, 4 students, export, bench); the synthetic runs above cover every part fast
 def test_real_run_report_matches_its_files(real_run):
     _, page = report_of(real_run)
     text = page.plain

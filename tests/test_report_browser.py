@@ -7,11 +7,13 @@ from __future__ import annotations
 import re
 
 import pytest
-import report_fixtures as fx
 
 from edgekd.report import make_report
 from edgekd.report.browser import Chromium, find_chromium, inspect
 
+from helpers import report_fixtures as fx
+
+pytestmark = pytest.mark.integration  # headless Chromium
 CHROMIUM = find_chromium()
 needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (apt-get install chromium; "
                                                               ".ci/run installs it)")

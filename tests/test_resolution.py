@@ -12,7 +12,8 @@ from edgekd.errors import BadInput
 from edgekd.models import STUDENTS, create_student, forward_macs, stem_stride_for
 from edgekd.teachers import View, convert, teacher_view
 from edgekd.train.config import DistillConfig
-from imagegen import make_imagefolder
+
+from helpers.imagegen import make_imagefolder
 
 
 # ---------------------------------------------------------------- views

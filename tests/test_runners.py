@@ -197,6 +197,7 @@ def qemu_ready_root() -> Path:
     return runners.qemu_root()
 
 
+@pytest.mark.integration
 def test_qemu_runner_checks_golden_on_the_arm_build(model: Path, golden: Path, capsys) -> None:
     """Runs parity on PyPI's aarch64 onnxruntime under qemu-user."""
     root = qemu_ready_root()
@@ -251,6 +252,7 @@ def _ssh_runner(sshd, device_tmp: Path, **kwargs) -> SshRunner:
     return SshRunner(url, **opts)
 
 
+@pytest.mark.integration
 def test_ssh_runner_runs_the_agent_on_the_device(sshd, tmp_path: Path, model: Path, golden: Path,
                                                  monkeypatch) -> None:
     url, d = sshd
@@ -266,6 +268,7 @@ def test_ssh_runner_runs_the_agent_on_the_device(sshd, tmp_path: Path, model: Pa
     assert runner.last_device_dir and not Path(runner.last_device_dir).exists()
 
 
+@pytest.mark.integration
 def test_ssh_runner_removes_the_device_dir(sshd, device_tmp: Path, model: Path, golden: Path) -> None:
     runner = _ssh_runner(sshd, device_tmp)
     runner.run(model=model, config=CONFIG, golden=golden)
@@ -273,6 +276,7 @@ def test_ssh_runner_removes_the_device_dir(sshd, device_tmp: Path, model: Path, 
     assert list(device_tmp.iterdir()) == []
 
 
+@pytest.mark.integration
 def test_ssh_runner_removes_the_device_dir_after_an_agent_error(sshd, tmp_path: Path, device_tmp: Path,
                                                                  model: Path) -> None:
     wrong = _golden(tmp_path / "wrong.npz", model, shape=(3, 8, 8))
@@ -283,6 +287,7 @@ def test_ssh_runner_removes_the_device_dir_after_an_agent_error(sshd, tmp_path: 
     assert list(device_tmp.iterdir()) == []
 
 
+@pytest.mark.integration
 def test_ssh_runner_names_missing_onnxruntime(sshd, device_tmp: Path, model: Path) -> None:
     python = _python_without_onnxruntime()
     runner = _ssh_runner(sshd, device_tmp, python=python)
@@ -292,6 +297,7 @@ def test_ssh_runner_names_missing_onnxruntime(sshd, device_tmp: Path, model: Pat
     assert list(device_tmp.iterdir()) == []
 
 
+@pytest.mark.integration
 def test_ssh_runner_refuses_an_unknown_host_key(sshd, tmp_path: Path, device_tmp: Path, model: Path) -> None:
     empty = tmp_path / "empty_known_hosts"
     empty.write_text("")
@@ -301,6 +307,7 @@ def test_ssh_runner_refuses_an_unknown_host_key(sshd, tmp_path: Path, device_tmp
     assert not (tmp_path / "empty_known_hosts").read_text()  # BatchMode + strict: nothing was added
 
 
+@pytest.mark.integration
 def test_ssh_runner_reports_auth_failure(sshd, tmp_path: Path, device_tmp: Path, model: Path) -> None:
     stranger = tmp_path / "stranger_key"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(stranger)], check=True)
@@ -308,6 +315,7 @@ def test_ssh_runner_reports_auth_failure(sshd, tmp_path: Path, device_tmp: Path,
         _ssh_runner(sshd, device_tmp, identity=stranger).run(model=model, config=CONFIG)
 
 
+@pytest.mark.integration
 def test_ssh_runner_reports_an_unreachable_port(sshd, device_tmp: Path, model: Path) -> None:
     url, d = sshd
     closed = _free_port()
@@ -317,6 +325,7 @@ def test_ssh_runner_reports_an_unreachable_port(sshd, device_tmp: Path, model: P
         runner.run(model=model, config=CONFIG)
 
 
+@pytest.mark.integration
 def test_ssh_runner_never_passes_local_names_to_the_remote_shell(sshd, tmp_path: Path, device_tmp: Path,
                                                                   model: Path) -> None:
     hostile = tmp_path / "m; touch PWNED; $(touch PWNED2) 'x.onnx"

@@ -57,7 +57,7 @@ def small_model(path: Path) -> Path:
     """tests/test_quantize's tiny convnet, written at IR version 8 so that older runtimes read it."""
     import onnx
 
-    from test_quantize import tiny_convnet
+    from helpers.onnx_models import tiny_convnet
 
     model = onnx.load(str(tiny_convnet(path)))
     model.ir_version = 8

@@ -25,19 +25,11 @@ from edgekd.models import onnx_proto, student_net
 from edgekd.search import halving, pareto, predictor, timing
 from edgekd.search import space as sspace
 from edgekd.search import student as ss
+from helpers.timing import fake_latency
 
 torch.set_num_threads(1)
 
 TINY = dict(teacher="cnn-small", teacher_epochs=1, epochs=2, trials=5, progress=False, include=())
-
-
-def fake_latency(path: Path) -> float:
-    """A deterministic 'runner': 2 µs per node plus 1 ns per weight, from the exported graph."""
-    import onnx
-
-    g = onnx.load(str(path)).graph
-    weights = sum(int(np.prod(t.dims)) for t in g.initializer)
-    return 0.002 * len(g.node) + 1e-6 * weights
 
 
 @pytest.fixture
@@ -425,7 +417,7 @@ def test_select_student_takes_what_it_is_not_given_from_the_data(monkeypatch, tm
     from edgekd import defaults
     from edgekd.train.config import DistillConfig
 
-    from test_data import write_mnist
+    from helpers.data import write_mnist
 
     seen: dict = {}
     for_data = DistillConfig.for_data

@@ -226,7 +226,7 @@ def test_select_teachers_takes_student_temperature_and_teacher_epochs_from_the_d
     from edgekd import defaults
     from edgekd.train.config import DistillConfig
 
-    from test_data import write_mnist
+    from helpers.data import write_mnist
 
     seen = {}
     for_data = DistillConfig.for_data

@@ -20,7 +20,8 @@ from edgekd.errors import BadInput
 from edgekd.teachers import TeacherSpec, View, load_teacher_spec, parse_specs, read_state_dict
 from edgekd.train.config import DistillConfig, load_bundle
 from edgekd.train.distill import distill
-from imagegen import finetune_resnet18, make_imagefolder
+
+from helpers.imagegen import finetune_resnet18, make_imagefolder
 
 STUDENT_PX, TEACHER_PX = 16, 32   # resolution distillation: the teacher sees 2× the student's size
 
@@ -293,6 +294,7 @@ def readme_example() -> str:
     return after.split("```bash\n", 1)[1].split("\n```", 1)[0]
 
 
+@pytest.mark.integration
 def test_readme_worked_example(tmp_path):
     """The README's bring-your-own-teacher block, verbatim, at small scale: fine-tune resnet18,
     save its state_dict, distil at half its resolution for cpu-arm, export, bench."""
@@ -327,7 +329,7 @@ PERMUTED = [2, 0, 1]   # the permuted teacher's output i is data class PERMUTED[
 def heads(tmp_path_factory):
     """One small CNN teacher (trained at 16 px, mean = std = 0.5) as ONNX and TorchScript files
     returning logits, probabilities (Softmax at the end) and log-probabilities (LogSoftmax)."""
-    from imagegen import HEADS, export_onnx_teacher, tiny_teacher, with_head
+    from helpers.imagegen import HEADS, export_onnx_teacher, tiny_teacher, with_head
 
     root = tmp_path_factory.mktemp("heads")
     data = make_imagefolder(root / "images", n=10, size=16)
@@ -363,7 +365,7 @@ def test_auto_detects_each_output_kind_and_soft_kd_gets_the_same_targets(heads, 
     teacher outputs give soft KD (T = 4) the same targets as the logits teacher, within 1e-5."""
     from edgekd.train.losses import build_objective
     from edgekd.train.teacher import check_teacher_paths, teacher_source
-    from imagegen import HEADS
+    from helpers.imagegen import HEADS
 
     T = 4.0
     targets = {}

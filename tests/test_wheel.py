@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.integration  # builds and installs a wheel, runs it in child processes
 PROFILES = sorted(p.stem for p in (REPO / "targets").glob("*.toml"))
 TINY = ["--data", "digits", "--epochs", "1", "--seeds", "1", "--teacher-epochs", "1", "--teacher", "cnn-small",
         "--no-progress"]

@@ -1,6 +1,6 @@
 """Where the bench agent runs: here, under qemu's aarch64 emulation, or on a device over ssh.
 
-Every runner runs the same standalone script, `edgekd/agent.py`, in its own
+Every runner runs the same standalone script, `edgekd/bench/agent.py`, in its own
 process, and returns the same JSON: the agent's object plus `runner` (the
 spec). The agent measures; runners only move files and classify failures.
 

@@ -7,6 +7,7 @@ the caller raises a single CheckFailed listing them all.
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -97,16 +98,23 @@ def ort_session(model: str | Path, *, threads: int = 1, providers: list[dict] | 
         if e.kind in ("model", "session"):
             raise BadInput(f"{model}: ONNX Runtime cannot load it ({str(e).split(': ', 1)[-1][:200]})") from None
         raise BadInput(str(e)) from None
-    _REPORTS[id(session)] = report
+    _REPORTS[session] = report
     return session
 
 
-_REPORTS: dict[int, dict] = {}
+# Each session's report lives exactly as long as the session: keyed weakly by the session object itself,
+# so an entry goes when its session is collected and a later session can never be handed it (an id() key
+# could be reused by the next object at the same address).
+_REPORTS: weakref.WeakKeyDictionary[Any, dict] = weakref.WeakKeyDictionary()
 
 
 def session_report(session) -> dict:
-    """What a session from `ort_session` runs on: provider, device, vendor, EP version, precision, fallback."""
-    return _REPORTS.get(id(session), {})
+    """What a session from `ort_session` runs on: provider, device, vendor, EP version, precision, fallback
+    ({} for a session that `ort_session` did not make)."""
+    try:
+        return _REPORTS.get(session, {})
+    except TypeError:  # not weak-referenceable, so not one of ours
+        return {}
 
 
 def ort_run(session, inputs: np.ndarray, *, batch_size: int = 256) -> np.ndarray:

@@ -67,13 +67,6 @@ def _host(b: dict) -> str:
                + (f"; {have}" if have else ""))
 
 
-def _short(v: Any, limit: int = 300) -> str:
-    import json
-
-    text = json.dumps(v, default=str)
-    return text if len(text) <= limit else text[:limit] + "…"
-
-
 def audit_table(runs: list[RunData], name: str) -> str:
     def row(label: str, f) -> list[str]:
         return [label] + [f(_m(r, name), _b(r, name)) if _t(r, name) else "not exported" for r in runs]

@@ -29,7 +29,6 @@ METHODS: dict[str, dict[str, Any]] = {
     "born-again": dict(methods=("soft:0.7", "ce:0.3"), generations=2),
     "dml": dict(online=True, peers=2),
 }
-SEMINAR = ("soft", "cosine", "fitnet")          # the course's seminar rows
 DEFAULT = ("soft", "hard", "cosine", "fitnet", "fitnet+hint", "at", "rkd", "born-again", "dml")
 
 

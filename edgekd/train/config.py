@@ -29,7 +29,7 @@ class DistillConfig:
     data_dir: Path | None = None                          # None: ./data, then the system folder
     download: bool = False
     teacher: str | tuple[str, ...] | None = defaults.TEACHER  # several = multi-teacher distillation
-    teacher_mode: str = "mean"                            # mean | weighted | confidence
+    teacher_mode: str = defaults.TEACHER_MODE             # mean | weighted | confidence
     teacher_weights: list[float] | None = None
     # Foreign teachers (edgekd.teachers): weights files paired in order with torchvision:/timm: teachers,
     # and the teacher's own view of the input (None = the data's).
@@ -47,7 +47,7 @@ class DistillConfig:
     generations: int = 0                                  # born-again self-distillation: K generations
     cache_teacher: bool = True                            # cache teacher outputs when inputs are deterministic
     online: bool = False                                  # deep mutual learning, no pretrained teacher
-    peers: int = 2
+    peers: int = defaults.PEERS
     loss_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     student_taps: dict[str, str] = field(default_factory=dict)   # role -> module name overrides
     teacher_taps: dict[str, str] = field(default_factory=dict)

@@ -39,8 +39,8 @@ def _one_torch_thread():
 @pytest.fixture(autouse=True)
 def _cpu_unless_marked_gpu(request, monkeypatch):
     """A test not marked `gpu` means the CPU: on a GPU host the processes it starts see no GPU
-    (CUDA_VISIBLE_DEVICES=''), so their `--device auto` resolves to the CPU as it does here. Tests
-    that train in this process pass device="cpu" themselves (torch may already have counted the GPUs)."""
+    (CUDA_VISIBLE_DEVICES=''), so their `--device auto` resolves to the CPU as it does here; in this process
+    `edgekd.train.distributed.resolve_device` reads the same variable, even after torch counted the GPUs."""
     if request.node.get_closest_marker("gpu") is None:
         monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     yield

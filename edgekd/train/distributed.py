@@ -65,7 +65,9 @@ def resolve_device(spec: str = "auto") -> str:
                        f"(choose the GPUs with CUDA_VISIBLE_DEVICES)")
     import torch
 
-    n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    # CUDA_VISIBLE_DEVICES='' hides every GPU, even from a process whose torch already counted them.
+    hidden = os.environ.get("CUDA_VISIBLE_DEVICES") == ""
+    n = 0 if hidden or not torch.cuda.is_available() else torch.cuda.device_count()
     if spec == "auto":
         if n == 0:
             return "cpu"

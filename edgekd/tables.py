@@ -55,6 +55,8 @@ def distill_table(s: dict[str, Any]) -> Table:
                       f"{100 * v['spread']:.2f}); recommended: {v['recommended_student']} (by {v['recommended_by']})")
     elif v:
         t.caption += f"\ndistillation {v['distillation']} ({100 * v['delta']:+.2f} points); recommended: {v['recommended_student']}"
+    if v and v.get("try"):
+        t.caption += f"\nto measure DKD, DIST, TTM and logit standardisation against it on this data:\n  {v['try']}"
     return t
 
 

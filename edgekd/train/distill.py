@@ -243,6 +243,9 @@ def _distill(cfg: DistillConfig) -> dict[str, Any]:
     save_student(run_dir / "student_alone.pt", cfg, bundle, best["_student_alone_model"], seed=best["seed"], ops=ops,
                  net_kwargs=kw)
     summary = summarise(cfg, bundle, target, teachers, teacher_acc, rows, best, probe, ops)
+    from edgekd.train.advice import suggestion
+
+    summary["verdict"]["try"] = suggestion(cfg, run_dir, summary["verdict"])  # None when distillation helped
     summary["training"] = cfg.training_record()
     summary["wall_seconds"] = time.perf_counter() - t_start
     artifacts.write_json(run_dir / "distill.json", summary)

@@ -110,6 +110,7 @@ def compare(cfg, *, methods: tuple[str, ...] = DEFAULT) -> dict[str, Any]:
     rows = [{"method": "teacher", "params": sum(count_params(t) for t in teachers), "accuracy": {"mean": teacher_acc, "std": 0.0, "n": 1},
              "seconds": teacher_s},
             {"method": "student alone", "params": count_params(probe), "accuracy": alone,
+             "per_seed": [r["student_alone"] for r in controls],
              "seconds": sum(r["student_alone_seconds"] for r in controls)}]
     shared = _SharedCache(cfg, bundle, teachers, run_dir)
     for name, over in overrides.items():

@@ -184,7 +184,10 @@ def _without_launch_options(argv: list[str]) -> list[str]:
 def compare(
     data: str = DATA_OPT, data_dir: Optional[Path] = DATA_DIR_OPT, download: bool = DOWNLOAD_OPT,
     teacher: Optional[List[str]] = TEACHER_OPT, student: Optional[str] = AUTO_STUDENT_OPT, target: str = TARGET_OPT,
-    only: Optional[List[str]] = typer.Option(None, "--method", help="Methods for the table (repeatable): soft dkd dist ttm hard cosine fitnet fitnet+hint at rkd born-again dml, or NAME.KEY=VALUE with a loss option (soft.standardize=true, ttm.wttm=true); default: all but dkd dist ttm."),
+    only: Optional[List[str]] = typer.Option(
+        None, "--method", help="Methods for the table (repeatable): soft dkd dist ttm hard cosine fitnet fitnet+hint "
+        "at rkd born-again dml, or NAME.KEY=VALUE with a loss option (soft.standardize=true, ttm.wttm=true); "
+        "default: all but dkd dist ttm."),
     temperature: Optional[float] = AUTO_TEMP_OPT, epochs: Optional[int] = AUTO_EPOCHS_OPT,
     teacher_epochs: Optional[int] = AUTO_T_EPOCHS_OPT, seeds: int = SEEDS_OPT,
     labeled_fraction: float = LF_OPT, run: Optional[Path] = RUN_OPT,

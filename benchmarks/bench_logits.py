@@ -3,11 +3,12 @@ the student alone, through `edgekd compare` (teacher trained once, its logits ca
 
     .venv/bin/python benchmarks/bench_logits.py --data digits [--fractions 1 0.1] [--seeds 3] [--epochs N]
     .venv/bin/python benchmarks/bench_logits.py --data fashion-mnist --fractions 1 --seeds 1 --epochs 4
+    .venv/bin/python benchmarks/bench_logits.py --data imagefolder:DIR --name rgb16   # bench_travel.write_rgb16(DIR)
 
 Prints, per labeled fraction, each method's test accuracy as mean ± std (sample std over seeds) and
 median, its gap closed ((method − alone) / (teacher − alone)), its difference to the student alone
 against their combined spread √(sd² + sd_alone²), and wall time; writes
-benchmarks/results/logits_{data}_{full|lfF}.json. Options left out follow the data (defaults.recipe).
+benchmarks/results/logits_{name}_{full|lfF}.json. Options left out follow the data (defaults.recipe).
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", default="digits")
     ap.add_argument("--data-dir", default=None)
+    ap.add_argument("--name", default=None, help="the results' file name part (default: from --data)")
     ap.add_argument("--teacher", default=None, help="a teacher file to reuse (default: train the data's teacher)")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--epochs", type=int, default=None)
@@ -71,7 +73,7 @@ def main() -> None:
             result = edgekd.compare(data=args.data, data_dir=args.data_dir, teacher=args.teacher, seeds=args.seeds,
                                     epochs=args.epochs, labeled_fraction=lf, methods=args.method or list(LOGIT),
                                     run=Path(tmp) / "run", progress=False).to_json()
-        name = args.data.replace(":", "_").replace("/", "_")
+        name = args.name or args.data.replace(":", "_").replace("/", "_")
         result["run"] = f"(temporary) benchmarks/results/logits_{name}_{tag}.json"
         (out / f"logits_{name}_{tag}.json").write_text(json.dumps(result, indent=2) + "\n")
         report(result)

@@ -85,6 +85,9 @@ def compare_table(r: dict[str, Any]) -> Table:
                   "" if beats is None else ("yes" if beats else "no"), f"{row['params']:,}", f"{row['seconds']:.1f} s")
     t.caption = ("'beats alone' = mean − alone mean > √(sd² + sd_alone²); gap closed = (student − alone) / "
                  f"(teacher − alone).  {r['run']}/compare.json, compare.png")
+    cache = r.get("teacher_cache")
+    if cache and cache.get("built"):
+        t.caption += f"\nteacher logits cached once for every logit-only row ({cache['seconds']:.1f} s)"
     return t
 
 

@@ -270,17 +270,18 @@ def compare(*, data: str = defaults.DATA, data_dir: PathLike | None = None, down
             labeled_fraction: float = defaults.LABELED_FRACTION, run: PathLike | None = None,
             progress: bool = True, device: str = defaults.DEVICE, teacher_weight_files: Sequence[PathLike] = (),
             teacher_input_size: int | str | Sequence[int] | None = None, teacher_mean: str | None = None, teacher_std: str | None = None,
-            teacher_outputs: str = defaults.TEACHER_OUTPUTS,
-            class_order: str | Sequence[int] | None = None) -> CompareResult:
+            teacher_outputs: str = defaults.TEACHER_OUTPUTS, class_order: str | Sequence[int] | None = None,
+            input_size: int | str | Sequence[int] | None = None, resize: str | None = None) -> CompareResult:
     """The seminar table: the teacher once, the student alone, then each method (default: all),
     same seeds and budget; writes compare.json and compare.png. Options left None follow the
-    data, as in `distill`."""
+    data, as in `distill`; `input_size` and `resize` as in `distill` (ImageFolder data)."""
+    from edgekd.data import parse_hw
     from edgekd.train.compare import DEFAULT
     from edgekd.train.compare import compare as run_compare
     from edgekd.train.config import DistillConfig
 
     cfg = DistillConfig(data=data, data_dir=_dir(data_dir), download=download, teacher=_teachers(teacher),
-                        student=student,
+                        student=student, input_size=parse_hw(input_size), resize=resize,
                         target=str(target), temperature=temperature, epochs=epochs, teacher_epochs=teacher_epochs,
                         seeds=seeds, labeled_fraction=labeled_fraction,
                         run=Path(run) if run is not None else None, progress=progress, device=device,

@@ -234,7 +234,11 @@ def compare(
     teacher_weight_files: Optional[List[str]] = T_FILES_OPT, teacher_input_size: Optional[str] = T_SIZE_OPT,
     teacher_mean: Optional[str] = T_MEAN_OPT, teacher_std: Optional[str] = T_STD_OPT,
     teacher_outputs: str = T_OUTPUTS_OPT, class_order: Optional[str] = CLASS_ORDER_OPT,
-    only: Optional[List[str]] = typer.Option(None, "--method", help="Methods for the table (repeatable); default: all of soft hard cosine fitnet fitnet+hint at rkd born-again dml."),
+    input_size: Optional[str] = INPUT_SIZE_OPT, resize: Optional[str] = RESIZE_OPT,
+    only: Optional[List[str]] = typer.Option(
+        None, "--method", help="Methods for the table (repeatable): soft dkd dist ttm hard cosine fitnet fitnet+hint "
+        "at rkd born-again dml, or NAME.KEY=VALUE with a loss option (soft.standardize=true, ttm.wttm=true); "
+        "default: all but dkd dist ttm."),
     temperature: Optional[float] = AUTO_TEMP_OPT, epochs: Optional[int] = AUTO_EPOCHS_OPT,
     teacher_epochs: Optional[int] = AUTO_T_EPOCHS_OPT, seeds: int = SEEDS_OPT,
     labeled_fraction: float = LF_OPT, run: Optional[Path] = RUN_OPT,
@@ -251,6 +255,7 @@ def compare(
                          student=student, target=target, methods=only or None, temperature=temperature,
                          epochs=epochs, teacher_epochs=teacher_epochs, seeds=seeds, labeled_fraction=labeled_fraction,
                          run=run, progress=progress and not as_json and not quiet, device=device,
+                         input_size=input_size_text(input_size), resize=resize,
                          **_teacher_kw(teacher_weight_files, teacher_input_size, teacher_mean, teacher_std,
                                        teacher_outputs, class_order))
     _print(compare_table(result.to_json()), result.to_json(), as_json)

@@ -27,6 +27,14 @@ STUDENT = "small-cnn"
 # distillation
 METHODS = ("soft:0.7", "ce:0.3")  # Hinton KD: w_soft * KL * T^2 + w_ce * CE
 TEMPERATURE = 4.0
+# modern logit losses (edgekd.train.losses): the papers' settings
+DKD_ALPHA = 1.0                # DKD (Zhao et al. 2022): target-class term weight
+DKD_BETA = 8.0                 # non-target-class term weight (CIFAR-100 setting)
+# DKD's warm-up of its weight is 20 of 240 epochs in mdistiller; edgekd's runs are 4-30 epochs, so the
+# warm-up is this fraction of the run's optimizer steps (a linear ramp), whatever the run's length.
+DKD_WARMUP = 20 / 240
+DIST_BETA = 1.0                # DIST (Huang et al. 2022): inter-class (per sample) relation weight
+DIST_GAMMA = 1.0               # intra-class (per class, over the batch) relation weight
 EPOCHS = 30
 TEACHER_EPOCHS = 15
 TEACHER_MODE = "mean"          # several teachers: mean | weighted | confidence

@@ -69,6 +69,8 @@ def distill_table(s: dict[str, Any]) -> Table:
                       f"{100 * v['spread']:.2f}); recommended: {v['recommended_student']} (by {v['recommended_by']})")
     elif v:
         t.caption += f"\ndistillation {v['distillation']} ({100 * v['delta']:+.2f} points); recommended: {v['recommended_student']}"
+    if v and v.get("try"):
+        t.caption += f"\nto measure DKD, DIST, TTM and logit standardisation against it on this data:\n  {v['try']}"
     return t
 
 
@@ -133,6 +135,9 @@ def compare_table(r: dict[str, Any]) -> Table:
                   "" if beats is None else ("yes" if beats else "no"), f"{row['params']:,}", f"{row['seconds']:.1f} s")
     t.caption = ("'beats alone' = mean − alone mean > √(sd² + sd_alone²); gap closed = (student − alone) / "
                  f"(teacher − alone).  {r['run']}/compare.json, compare.png")
+    cache = r.get("teacher_cache")
+    if cache and cache.get("built"):
+        t.caption += f"\nteacher logits cached once for every logit-only row ({cache['seconds']:.1f} s)"
     return t
 
 

@@ -91,6 +91,89 @@ def check_soft():
         build_objective(["soft"], soft={"standardize": "yes"})
 
 
+def zscore(a: np.ndarray) -> np.ndarray:  # logit standardisation: sample std (ddof=1), as torch.std
+    return (a - a.mean(axis=1, keepdims=True)) / a.std(axis=1, ddof=1, keepdims=True)
+
+
+def kl_rows(p: np.ndarray, q: np.ndarray) -> np.ndarray:
+    return np.sum(np.where(p > 0, p * (np.log(np.where(p > 0, p, 1)) - np.log(q)), 0.0), axis=1)
+
+
+def dkd_hand(s: np.ndarray, t_: np.ndarray, y: np.ndarray, tau: float, alpha: float = 1.0, beta: float = 8.0):
+    y = np.where(y >= 0, y, t_.argmax(axis=1))          # unlabeled: the teacher's argmax
+    p, q = softmax(t_ / tau), softmax(s / tau)
+    out = []
+    for i in range(len(s)):
+        py, qy = p[i, y[i]], q[i, y[i]]
+        tckd = py * np.log(py / qy) + (1 - py) * np.log((1 - py) / (1 - qy))
+        others = [j for j in range(s.shape[1]) if j != y[i]]
+        ph, qh = p[i, others] / (1 - py), q[i, others] / (1 - qy)
+        out.append(alpha * tckd + beta * np.sum(ph * np.log(ph / qh)))
+    return tau * tau * np.mean(out)
+
+
+def check_dkd():
+    tau = 2.0
+    want = dkd_hand(S, T, Y, tau)
+    assert run("dkd", batch(), temperature=tau) == pytest.approx(want, rel=1e-5)
+    assert run("dkd", batch(), temperature=tau, dkd={"alpha": 0.5, "beta": 2.0}) == pytest.approx(
+        dkd_hand(S, T, Y, tau, 0.5, 2.0), rel=1e-5)
+    # α = 1, β = 1 − p_y^t per sample would be Hinton's KD; with β = 1 it is not (the decoupling)
+    assert run("dkd", batch(), temperature=tau, dkd={"beta": 1.0}) != pytest.approx(
+        run("soft", batch(), temperature=tau), rel=1e-3)
+    got = run("dkd", batch(), temperature=tau, dkd={"standardize": True})
+    assert got == pytest.approx(dkd_hand(zscore(S), zscore(T), Y, tau), rel=1e-5)
+    assert got != pytest.approx(want, rel=1e-3)
+
+
+def pearson(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def dist_hand(s: np.ndarray, t_: np.ndarray, tau: float, beta: float = 1.0, gamma: float = 1.0) -> float:
+    q, p = softmax(s / tau), softmax(t_ / tau)
+    inter = 1 - np.mean([pearson(q[i], p[i]) for i in range(len(q))])
+    intra = 1 - np.mean([pearson(q[:, c], p[:, c]) for c in range(q.shape[1])])
+    return tau * tau * (beta * inter + gamma * intra)
+
+
+def check_dist():
+    tau = 2.0
+    want = dist_hand(S, T, tau)
+    assert run("dist", batch(), temperature=tau) == pytest.approx(want, rel=1e-5)
+    assert run("dist", batch(), temperature=tau, dist={"beta": 2.0, "gamma": 0.0}) == pytest.approx(
+        dist_hand(S, T, tau, 2.0, 0.0), rel=1e-5)
+    got = run("dist", batch(), temperature=tau, dist={"standardize": True})
+    assert got == pytest.approx(dist_hand(zscore(S), zscore(T), tau), rel=1e-5) and got != pytest.approx(want, rel=1e-3)
+    # a student whose softened probabilities equal the teacher's gives 0
+    b0 = KDBatch(student_logits=t(T), labels=torch.tensor(Y), teacher_logits=t(T))
+    assert run("dist", b0, temperature=tau) == pytest.approx(0.0, abs=1e-4)  # float32, times τ²
+
+
+def ttm_hand(s: np.ndarray, t_: np.ndarray, gamma: float, weighted: bool) -> float:
+    pg = softmax(t_) ** gamma
+    u = pg.sum(axis=1)
+    kl = kl_rows(pg / u[:, None], softmax(s))
+    return float(np.mean(u * kl if weighted else kl))
+
+
+def check_ttm():
+    tau = 2.0
+    want = ttm_hand(S, T, 1 / tau, False)  # γ defaults to 1/T
+    assert run("ttm", batch(), temperature=tau) == pytest.approx(want, rel=1e-5)
+    # γ = 1/T is KD with the temperature on the teacher only: KL(softmax(t/T) ‖ softmax(s))
+    assert want == pytest.approx(np.mean(kl_rows(softmax(T / tau), softmax(S))), rel=1e-9)
+    assert run("ttm", batch(), ttm={"gamma": 0.1}) == pytest.approx(ttm_hand(S, T, 0.1, False), rel=1e-5)
+    w = run("ttm", batch(), ttm={"gamma": 0.1, "wttm": True})
+    assert w == pytest.approx(ttm_hand(S, T, 0.1, True), rel=1e-5) and w > 1.5 * run("ttm", batch(), ttm={"gamma": 0.1})
+    got = run("ttm", batch(), temperature=tau, ttm={"standardize": True})
+    assert got == pytest.approx(ttm_hand(zscore(S), zscore(T), 1 / tau, False), rel=1e-5)
+    with pytest.raises(BadInput, match="ttm.gamma"):
+        build_objective(["ttm"], ttm={"gamma": 0})
+    with pytest.raises(BadInput, match="--method ttm: bad option"):
+        build_objective(["ttm"], ttm={"wttm": "yes"})
+
+
 HS = np.array([[1.0, 2.0], [0.0, 1.0], [3.0, -1.0]])             # student hidden, D=2
 HT = np.array([[2.0, 1.0], [1.0, 1.0], [-1.0, 2.0]])             # teacher hidden, D=2
 HT3 = np.array([[1.0, 0.0, 2.0], [0.5, 1.0, 0.0], [1.0, 1.0, 1.0]])  # teacher hidden, D=3
@@ -192,7 +275,8 @@ def check_rkd_a():
 
 
 HAND_CHECKED = {
-    "ce": check_ce, "hard": check_hard, "soft": check_soft, "cosine": check_cosine,
+    "ce": check_ce, "hard": check_hard, "soft": check_soft, "dkd": check_dkd, "dist": check_dist, "ttm": check_ttm,
+    "cosine": check_cosine,
     "fitnet": check_fitnet, "at": check_at, "rkd": check_rkd, "rkd-d": check_rkd_d, "rkd-a": check_rkd_a,
 }
 
@@ -413,3 +497,169 @@ def test_dml_matches_hand_and_detaches_peers():
 def test_dml_needs_two_students():
     with pytest.raises(BadInput, match="at least 2"):
         dml_losses([t(S)], torch.tensor(Y))
+
+
+# ---------------------------------------------------------------- against the reference implementations
+# Each function below is the reference code's formula, transcribed (names kept, framework glue removed), run
+# on the same random tensors as edgekd's loss. Float64, so the comparison is of formulas, not of rounding.
+import torch.nn.functional as F  # noqa: E402
+
+
+def mdistiller_dkd_loss(logits_student, logits_teacher, target, alpha, beta, temperature):
+    """megvii-research/mdistiller, mdistiller/distillers/DKD.py: dkd_loss (size_average=False → reduction='sum')."""
+    gt_mask = torch.zeros_like(logits_student).scatter_(1, target.reshape(-1).unsqueeze(1), 1).bool()
+    other_mask = torch.ones_like(logits_student).scatter_(1, target.reshape(-1).unsqueeze(1), 0).bool()
+
+    def cat_mask(t_, mask1, mask2):
+        return torch.cat([(t_ * mask1).sum(dim=1, keepdims=True), (t_ * mask2).sum(1, keepdims=True)], dim=1)
+
+    pred_student = cat_mask(F.softmax(logits_student / temperature, dim=1), gt_mask, other_mask)
+    pred_teacher = cat_mask(F.softmax(logits_teacher / temperature, dim=1), gt_mask, other_mask)
+    log_pred_student = torch.log(pred_student)
+    tckd_loss = F.kl_div(log_pred_student, pred_teacher, reduction="sum") * (temperature**2) / target.shape[0]
+    pred_teacher_part2 = F.softmax(logits_teacher / temperature - 1000.0 * gt_mask, dim=1)
+    log_pred_student_part2 = F.log_softmax(logits_student / temperature - 1000.0 * gt_mask, dim=1)
+    nckd_loss = F.kl_div(log_pred_student_part2, pred_teacher_part2, reduction="sum") * (temperature**2) \
+        / target.shape[0]
+    return alpha * tckd_loss + beta * nckd_loss
+
+
+def torchdistill_dist_loss(student_logits, teacher_logits, beta=1.0, gamma=1.0, tau=1.0, eps=1e-8):
+    """yoshitomo-matsubara/torchdistill, torchdistill/losses/mid_level.py: DISTLoss.forward."""
+    def pearson_correlation(y_s, y_t, eps):
+        return F.cosine_similarity(y_s - y_s.mean(1).unsqueeze(1), y_t - y_t.mean(1).unsqueeze(1), eps=eps)
+
+    def inter_class_relation(y_s, y_t):
+        return 1 - pearson_correlation(y_s, y_t, eps).mean()
+
+    def intra_class_relation(y_s, y_t):
+        return inter_class_relation(y_s.transpose(0, 1), y_t.transpose(0, 1))
+
+    y_s = (student_logits / tau).softmax(dim=1)
+    y_t = (teacher_logits / tau).softmax(dim=1)
+    inter_loss = tau ** 2 * inter_class_relation(y_s, y_t)
+    intra_loss = tau ** 2 * intra_class_relation(y_s, y_t)
+    return beta * inter_loss + gamma * intra_loss
+
+
+def official_ttm(y_s, y_t, l, weighted):
+    """zkxufo/TTM, distiller_zoo/ttm.py (TTM.forward) and distiller_zoo/wttm.py (WTTM.forward)."""
+    p_s = F.log_softmax(y_s, dim=1)
+    p_t = torch.pow(torch.softmax(y_t, dim=1), l)
+    norm = torch.sum(p_t, dim=1)
+    p_t = p_t / norm.unsqueeze(1)
+    KL = torch.sum(F.kl_div(p_s, p_t, reduction="none"), dim=1)
+    return torch.mean(norm * KL) if weighted else torch.mean(KL)
+
+
+def ls_normalize(logit):
+    """sunshangquan/logit-standardization-KD, mdistiller/distillers/KD.py: normalize (z-score, torch.std)."""
+    mean = logit.mean(dim=-1, keepdims=True)
+    stdv = logit.std(dim=-1, keepdims=True)
+    return (logit - mean) / (1e-7 + stdv)
+
+
+def _random_batch(seed: int, n: int = 16, c: int = 10, scale: float = 3.0):
+    g = torch.Generator().manual_seed(seed)
+    s = torch.randn(n, c, generator=g, dtype=torch.float64) * scale
+    t_ = torch.randn(n, c, generator=g, dtype=torch.float64) * scale
+    y = torch.randint(0, c, (n,), generator=g)
+    return s, t_, y
+
+
+def _ours(name: str, s, t_, y, **kwargs) -> float:
+    with torch.no_grad():
+        return float(build_objective([name], **kwargs)(KDBatch(student_logits=s, labels=y, teacher_logits=t_)))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("standardize", [False, True])
+def test_dkd_matches_mdistiller(seed, standardize):
+    s, t_, y = _random_batch(seed)
+    f = ls_normalize if standardize else (lambda z: z)
+    for tau, alpha, beta in ((4.0, 1.0, 8.0), (1.0, 2.0, 0.5)):
+        want = float(mdistiller_dkd_loss(f(s), f(t_), y, alpha, beta, tau))
+        got = _ours("dkd", s, t_, y, temperature=tau, dkd={"alpha": alpha, "beta": beta, "standardize": standardize})
+        assert got == pytest.approx(want, rel=1e-6)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("standardize", [False, True])
+def test_dist_matches_torchdistill(seed, standardize):
+    s, t_, y = _random_batch(seed)
+    f = ls_normalize if standardize else (lambda z: z)
+    for tau, beta, gamma in ((4.0, 1.0, 1.0), (1.0, 2.0, 0.5)):
+        want = float(torchdistill_dist_loss(f(s), f(t_), beta, gamma, tau))
+        got = _ours("dist", s, t_, y, temperature=tau, dist={"beta": beta, "gamma": gamma, "standardize": standardize})
+        assert got == pytest.approx(want, rel=1e-6)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_ttm_and_wttm_match_the_official_code(seed, weighted):
+    s, t_, y = _random_batch(seed)
+    for gamma in (0.1, 0.25, 1.0):
+        want = float(official_ttm(s, t_, gamma, weighted))
+        assert _ours("ttm", s, t_, y, ttm={"gamma": gamma, "wttm": weighted}) == pytest.approx(want, rel=1e-6)
+    want = float(official_ttm(ls_normalize(s), ls_normalize(t_), 0.25, weighted))
+    assert _ours("ttm", s, t_, y, temperature=4.0, ttm={"wttm": weighted, "standardize": True}) == pytest.approx(
+        want, rel=1e-6)
+
+
+def test_soft_standardize_matches_the_logit_standardization_code():
+    s, t_, y = _random_batch(3)
+    tau = 2.0
+    want = float(F.kl_div(F.log_softmax(ls_normalize(s) / tau, 1), F.softmax(ls_normalize(t_) / tau, 1),
+                          reduction="batchmean") * tau * tau)
+    assert _ours("soft", s, t_, y, temperature=tau, soft={"standardize": True}) == pytest.approx(want, rel=1e-6)
+
+
+# ---------------------------------------------------------------- DKD's warm-up, scaled to the run
+def test_dkd_warmup_is_a_linear_ramp_over_a_fraction_of_the_run():
+    b = batch()
+    full = run("dkd", b)
+    obj = build_objective(["dkd"], dkd={"warmup": 0.25})
+    ramp = []
+    for step in range(40):                  # a run of 40 steps: the warm-up is its first 10
+        obj.set_progress(step, 40)
+        with torch.no_grad():
+            ramp.append(float(obj(b)) / full)
+    assert ramp[:10] == pytest.approx([(k + 1) / 10 for k in range(10)], rel=1e-5)
+    assert ramp[10:] == pytest.approx([1.0] * 30, rel=1e-6)
+    # the same fraction of a 400-step run: 100 warm-up steps, whatever the epochs
+    obj.set_progress(49, 400)
+    with torch.no_grad():
+        assert float(obj(b)) / full == pytest.approx(0.5, rel=1e-5)
+    # the default is mdistiller's 20 of 240 epochs; 0 turns it off
+    d = build_objective(["dkd"]).losses[0]
+    d.set_progress(0, 240)
+    assert d.warmup == pytest.approx(20 / 240) and d.ramp() == pytest.approx(1 / 20)
+    off = build_objective(["dkd"], dkd={"warmup": 0}).losses[0]
+    off.set_progress(0, 240)
+    assert off.ramp() == 1.0
+    with pytest.raises(BadInput, match="dkd.warmup"):
+        build_objective(["dkd"], dkd={"warmup": 1.5})
+
+
+def test_the_training_loop_drives_the_dkd_warmup():
+    from edgekd.models import create_student
+    from edgekd.train.datasets import Indexed
+    from edgekd.train.loop import Phase, fit
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(48, 1, 8, 8, generator=g), torch.randint(0, 3, (48,), generator=g)
+    ds = torch.utils.data.TensorDataset(x, y)
+    obj = build_objective(["dkd", "ce"], dkd={"warmup": 0.5})
+    seen: list[tuple[int, int]] = []
+    dkd = obj.losses[0]
+    original = dkd.set_progress
+    dkd.set_progress = lambda step, total: (seen.append((step, total)), original(step, total))  # type: ignore
+    ph = Phase("kd/seed0", create_student("tiny-cnn", in_channels=1, num_classes=3), obj, Indexed(ds), None,
+               epochs=3, seed=0, batch_size=16, teacher_logits=torch.randn(48, 3, generator=g))
+    fit(ph, progress=False)
+    assert seen == [(k, 9) for k in range(9)]           # 3 epochs × 3 steps, in order
+    assert dkd.ramp() == 1.0 and dkd.step == 8
+    dkd.set_progress(3, 9)                               # warm-up: round(0.5 × 9) = 4 steps
+    assert dkd.ramp() == pytest.approx(1.0)
+    dkd.set_progress(1, 9)
+    assert dkd.ramp() == pytest.approx(0.5)

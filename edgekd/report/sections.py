@@ -388,6 +388,11 @@ def _summary_line(run: RunData) -> str:
     elif a:
         parts.append(f"distilled {_ms(a.get('student'))} against {_ms(a.get('student_alone'))} alone "
                      f"(teacher {pct(a.get('teacher'))}), gap closed {pct(_get(run.distill, 'gap_closed'), 1)}")
+        v = _get(run.distill, "verdict") or {}
+        if v.get("try"):
+            parts.append(f"distillation {esc(v['distillation'])} ({100 * v['delta']:+.2f} points, spread "
+                         f"{100 * v['spread']:.2f}): to measure the other logit methods on this data, run "
+                         f"<code>{esc(v['try'])}</code>")
     elif run.metrics:
         last = max(run.metrics, key=lambda r: r.get("time", 0))
         parts.append(f"training: {esc(last['phase'])} epoch {esc(last['epoch'])}/{esc(last.get('epochs', '?'))}")

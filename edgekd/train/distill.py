@@ -274,6 +274,9 @@ def _distill(cfg: DistillConfig) -> dict[str, Any]:
         summary["agreement"] = {"n": agree["n"], "on": "held-out share of the --unlabeled pool",
                                 **{k: mean_std(agree[k]) for k in kinds}}
     summary.update(teacher_check_record(checks, summary, cfg))
+    from edgekd.train.advice import suggestion
+
+    summary["verdict"]["try"] = suggestion(cfg, run_dir, summary["verdict"])  # None when distillation helped
     summary["training"] = cfg.training_record()
     summary["wall_seconds"] = time.perf_counter() - t_start
     artifacts.write_json(run_dir / "distill.json", summary)

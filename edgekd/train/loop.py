@@ -338,6 +338,7 @@ def _run_stage(ph: Phase, terms_fn, params: list, epochs: int, *, stage: str, ck
             for step, (x, y, idx) in enumerate(batches(ph.train, batch_size=ph.batch_size, shuffle=True,
                                                        seed=ph.seed, epoch=epoch, device=ph.options.device)):
                 lr = opt.param_groups[0]["lr"]
+                ph.objective.set_progress(done, epochs * spe)  # schedules inside losses (DKD's warm-up)
                 ep.add(_step(ph, terms_fn, nets, x, y, idx, opt, sched, scaler, extra, epoch, step), len(x))
                 done += 1
                 if ph.max_steps is not None and done >= ph.max_steps:

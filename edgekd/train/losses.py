@@ -38,7 +38,6 @@ from edgekd.train.features import (
     params_feeding,
 )
 
-HINT_EPOCHS = 0          # FitNets stage 1 (hint training) epochs; 0 = no hint stage
 COMBINE_MODES = ("mean", "weighted", "confidence")
 
 
@@ -99,18 +98,13 @@ class HardLabel(nn.Module):
         return F.cross_entropy(b.student_logits, _teacher_logits(b, "hard").argmax(dim=1))
 
 
-class SoftTarget(nn.Module):
-    """Hinton's knowledge distillation (Hinton, Vinyals & Dean 2015, arXiv 1503.02531).
+class LogitLoss(nn.Module):
+    """Base of the losses that read the teacher's logits alone: temperature T and logit standardisation.
 
-        L = T² · KL( softmax(t/T) ‖ softmax(s/T) )
-          = T² · Σ_i p_i^T (log p_i^T − log q_i^T),   averaged over the batch.
-
-    The T² keeps the gradient scale independent of T, so it can be mixed with CE.
-
-    `standardize=True` (`--loss-option soft.standardize=true`): logit standardisation (Sun et al.
+    `standardize=True` (`--loss-option NAME.standardize=true`): logit standardisation (Sun et al.
     2024, arXiv 2403.01427). Each sample's logits become z-scores, (z − mean(z)) / std(z), before
-    the temperature, for teacher and student alike, so the student matches the teacher's
-    *ranking and relative gaps* instead of its logit scale, which a small student may not reach.
+    the loss's own transform (the temperature), for teacher and student alike, so the student matches
+    the teacher's *ranking and relative gaps* instead of its logit scale, which a small student may not reach.
     """
 
     needs_teacher = True
@@ -120,18 +114,169 @@ class SoftTarget(nn.Module):
         super().__init__()
         if not isinstance(standardize, bool):
             raise TypeError(f"standardize must be true or false, not {standardize!r}")
-        self.temperature, self.standardize = temperature, standardize
+        if not temperature > 0:
+            raise BadInput(f"temperature {temperature}: must be > 0")
+        self.temperature, self.standardize = float(temperature), standardize
 
-    def _scaled(self, z: torch.Tensor) -> torch.Tensor:
+    def _z(self, z: torch.Tensor) -> torch.Tensor:
         if self.standardize:
             z = (z - z.mean(dim=1, keepdim=True)) / (z.std(dim=1, keepdim=True) + 1e-7)
-        return z / self.temperature
+        return z
+
+    def _scaled(self, z: torch.Tensor) -> torch.Tensor:
+        return self._z(z) / self.temperature
+
+
+class SoftTarget(LogitLoss):
+    """Hinton's knowledge distillation (Hinton, Vinyals & Dean 2015, arXiv 1503.02531).
+
+        L = T² · KL( softmax(t/T) ‖ softmax(s/T) )
+          = T² · Σ_i p_i^T (log p_i^T − log q_i^T),   averaged over the batch.
+
+    The T² keeps the gradient scale independent of T, so it can be mixed with CE.
+    `standardize=True`: logit standardisation first (see `LogitLoss`).
+    """
 
     def forward(self, b: KDBatch) -> torch.Tensor:
         T = self.temperature
         log_q = F.log_softmax(self._scaled(b.student_logits), dim=1)
         log_p = F.log_softmax(self._scaled(_teacher_logits(b, "soft")), dim=1)
         return F.kl_div(log_q, log_p, reduction="batchmean", log_target=True) * T * T
+
+
+def _fraction(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise BadInput(f"--loss-option {name}={value!r}: valid: a fraction of the run's steps in [0, 1]")
+    return float(value)
+
+
+def _finite(name: str, value: Any, *, positive: bool = False) -> float:
+    ok = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+    if not ok or value < 0 or (positive and value == 0):
+        raise BadInput(f"--loss-option {name}={value!r}: valid: a finite number {'> 0' if positive else '>= 0'}")
+    return float(value)
+
+
+class DecoupledKD(LogitLoss):
+    """Decoupled knowledge distillation, DKD (Zhao et al., CVPR 2022, arXiv 2203.08679).
+
+    With p = softmax(t/T), q = softmax(s/T) and y the sample's class:
+        b = (p_y, 1 − p_y)                     binary target / non-target probabilities
+        p̂_j = p_j / (1 − p_y),  j ≠ y          the distribution among the non-target classes
+        TCKD = KL(b^t ‖ b^s),   NCKD = KL(p̂^t ‖ p̂^s)
+        L = w(step) · T² · (α · TCKD + β · NCKD),   averaged over the batch
+
+    α = 1, β = 8, T = 4 (`--temperature`) as in the paper and mdistiller (`mdistiller/distillers/DKD.py`,
+    whose total is CE + this term). Hinton's KD is TCKD + (1 − p_y^t) · NCKD: DKD frees NCKD from the
+    teacher's confidence. w ramps linearly from 0 to 1 over the first `warmup` of the run's optimizer steps
+    (mdistiller: min(epoch / 20, 1) over 240 epochs; here the same share of the run, `Objective.set_progress`);
+    outside a training loop (no progress set) w = 1. A sample without a label (y = −1) takes the teacher's
+    argmax as y. `standardize=True`: logit standardisation first (see `LogitLoss`).
+    """
+
+    def __init__(self, temperature: float = defaults.TEMPERATURE, *, alpha: float = defaults.DKD_ALPHA,
+                 beta: float = defaults.DKD_BETA, warmup: float = defaults.DKD_WARMUP, standardize: bool = False):
+        super().__init__(temperature, standardize)
+        self.alpha, self.beta = _finite("dkd.alpha", alpha), _finite("dkd.beta", beta)
+        self.warmup = _fraction("dkd.warmup", warmup)
+        self.step: int | None = None
+        self.total: int | None = None
+
+    def set_progress(self, step: int, total: int) -> None:
+        """The optimizer step about to run (0-based) out of the run's `total`."""
+        self.step, self.total = step, total
+
+    def ramp(self) -> float:
+        if self.step is None or self.total is None or self.warmup == 0:
+            return 1.0
+        warm = max(1, round(self.warmup * self.total))
+        return min(1.0, (self.step + 1) / warm)
+
+    def forward(self, b: KDBatch) -> torch.Tensor:
+        t = _teacher_logits(b, "dkd")
+        y = torch.where(b.labels >= 0, b.labels, t.argmax(dim=1))
+        zs, zt = self._scaled(b.student_logits), self._scaled(t)
+        gt = F.one_hot(y, zs.shape[1]).bool()
+        tckd = _kl_rows(_binary_log(zt, gt), _binary_log(zs, gt))
+        # non-target distributions: the target logit pushed far down (as mdistiller, −1000 after /T)
+        nckd = _kl_rows(F.log_softmax(zt - 1000.0 * gt, dim=1), F.log_softmax(zs - 1000.0 * gt, dim=1))
+        T = self.temperature
+        return self.ramp() * T * T * (self.alpha * tckd + self.beta * nckd).mean()
+
+
+def _binary_log(z: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
+    """(N, 2): log p_y and log(1 − p_y) of softmax(z), computed in log space."""
+    log_p = F.log_softmax(z, dim=1)
+    return torch.stack([log_p.masked_fill(~gt, -math.inf).logsumexp(dim=1),
+                        log_p.masked_fill(gt, -math.inf).logsumexp(dim=1)], dim=1)
+
+
+def _kl_rows(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
+    """KL(p ‖ q) per row from log-probabilities; a row's zero-probability entries add nothing."""
+    return F.kl_div(log_q, log_p, reduction="none", log_target=True).sum(dim=1)
+
+
+def _pearson_rows(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    a, b = a - a.mean(dim=1, keepdim=True), b - b.mean(dim=1, keepdim=True)
+    return (a * b).sum(dim=1) / (a.norm(dim=1) * b.norm(dim=1) + eps)
+
+
+class DIST(LogitLoss):
+    """DIST, knowledge distillation from a stronger teacher (Huang et al., NeurIPS 2022, arXiv 2205.10536).
+
+    With Q = softmax(s/τ), P = softmax(t/τ) as (N, C) matrices and ρ the Pearson correlation:
+        inter = 1 − mean_n ρ(Q_n,:, P_n,:)      each sample's class ranking (rows)
+        intra = 1 − mean_c ρ(Q_:,c, P_:,c)      each class's ranking of the batch's samples (columns)
+        L = τ² · (β · inter + γ · intra)
+
+    β = γ = 1 as in the paper; τ is `--temperature` (the paper's CIFAR-100 setting is τ = 4, edgekd's
+    default T; torchdistill's `DISTLoss` defaults to τ = 1, its ImageNet setting). ρ is a cosine of the
+    centred vectors with 1e-8 added to the norms' product, as in torchdistill. Needs no labels.
+    `standardize=True`: logit standardisation first (see `LogitLoss`).
+    """
+
+    def __init__(self, temperature: float = defaults.TEMPERATURE, *, beta: float = defaults.DIST_BETA,
+                 gamma: float = defaults.DIST_GAMMA, standardize: bool = False):
+        super().__init__(temperature, standardize)
+        self.beta, self.gamma = _finite("dist.beta", beta), _finite("dist.gamma", gamma)
+
+    def forward(self, b: KDBatch) -> torch.Tensor:
+        q = F.softmax(self._scaled(b.student_logits), dim=1)
+        p = F.softmax(self._scaled(_teacher_logits(b, "dist")), dim=1)
+        inter = 1 - _pearson_rows(q, p).mean()
+        intra = 1 - _pearson_rows(q.t(), p.t()).mean()
+        return self.temperature ** 2 * (self.beta * inter + self.gamma * intra)
+
+
+class TransformedTeacher(LogitLoss):
+    """Transformed teacher matching, TTM, and its sample-weighted form WTTM (Zheng & Yang, ICLR 2024,
+    arXiv 2402.11148; official code github.com/zkxufo/TTM, `distiller_zoo/ttm.py` and `wttm.py`).
+
+    The teacher's probabilities p = softmax(t) raised to a power γ and renormalised; the student at T = 1:
+        p̃ = p^γ / Σ_c p_c^γ  ( = softmax(γ·t) ),   q = softmax(s)
+        TTM:  L = mean_n KL(p̃_n ‖ q_n)
+        WTTM: L = mean_n U_γ(p_n) · KL(p̃_n ‖ q_n),   U_γ(p) = Σ_c p_c^γ   (`wttm=True`)
+
+    γ = 1/T is Hinton's KD with the temperature taken off the student (the paper shows the student's
+    temperature acts as a Rényi-entropy regulariser); γ defaults to 1/`--temperature`. U_γ is larger
+    for a less confident teacher, so WTTM leans on the samples where the teacher says more than the label.
+    `standardize=True`: logit standardisation of both logits first (see `LogitLoss`).
+    """
+
+    def __init__(self, temperature: float = defaults.TEMPERATURE, *, gamma: float | None = None,
+                 wttm: bool = False, standardize: bool = False):
+        super().__init__(temperature, standardize)
+        if not isinstance(wttm, bool):
+            raise TypeError(f"wttm must be true or false, not {wttm!r}")
+        self.gamma = 1.0 / self.temperature if gamma is None else _finite("ttm.gamma", gamma, positive=True)
+        self.wttm = wttm
+
+    def forward(self, b: KDBatch) -> torch.Tensor:
+        log_q = F.log_softmax(self._z(b.student_logits), dim=1)
+        log_p_gamma = self.gamma * F.log_softmax(self._z(_teacher_logits(b, "ttm")), dim=1)  # log p^γ
+        log_u = log_p_gamma.logsumexp(dim=1)                                                  # log U_γ(p)
+        kl = _kl_rows(log_p_gamma - log_u.unsqueeze(1), log_q)
+        return (log_u.exp() * kl).mean() if self.wttm else kl.mean()
 
 
 # ================================================================ feature losses
@@ -376,6 +521,9 @@ LOSSES: dict[str, type[nn.Module]] = {
     "ce": CrossEntropy,
     "hard": HardLabel,
     "soft": SoftTarget,
+    "dkd": DecoupledKD,
+    "dist": DIST,
+    "ttm": TransformedTeacher,
     "cosine": CosineHidden,
     "fitnet": FitNet,
     "at": AttentionTransfer,
@@ -439,6 +587,13 @@ class Objective(nn.Module):
     def forward(self, b: KDBatch) -> torch.Tensor:
         return sum(self.terms(b).values())
 
+    def set_progress(self, step: int, total: int) -> None:
+        """The training loop's position: optimizer step `step` (0-based) of `total` in this run.
+        Losses with a schedule (DKD's warm-up) read it; the others ignore it."""
+        for m in self.losses:
+            if hasattr(m, "set_progress"):
+                m.set_progress(step, total)
+
     def describe(self) -> str:
         return " + ".join(f"{w:g}·{n}" for n, w in zip(self.names, self.weights))
 
@@ -478,7 +633,7 @@ def build_objective(methods: list[str] | tuple[str, ...], *, temperature: float 
     for spec in methods:
         name, w = parse_method(spec)
         cls = LOSSES[name]
-        kwargs = {"temperature": temperature} if name == "soft" else {}
+        kwargs = {"temperature": temperature} if issubclass(cls, LogitLoss) else {}
         kwargs.update(loss_kwargs.get(name, {}))
         try:
             parts.append((name, w, cls(**kwargs)))

@@ -15,6 +15,7 @@ from edgekd import __version__, artifacts, defaults
 from edgekd.checks import Failure
 from edgekd.deploy.targets import TargetProfile, load_target
 from edgekd.errors import AuditFailed, BadInput, ParityFailed
+from edgekd.run.manifest import amend
 
 MOBILE_PROVIDERS = {"NnapiExecutionProvider", "CoreMLExecutionProvider", "QNNExecutionProvider",
                     "XnnpackExecutionProvider"}
@@ -219,8 +220,8 @@ def export_run(*, target: str | Path | TargetProfile = defaults.TARGET, run: str
     # model is still deployable and stays the recommendation.
     lines = [f"{f.kind}: {f}" for f in failures] + [f"int8 {f.kind}: {f}" for f in int8_failures]
     manifest["checks"] = {"passed": not failures, "failures": lines}
-    manifest["deployable"] = not failures
-    artifacts.write_json(artifacts.manifest_path(run_dir, target.name), manifest)
+    # amend recomputes `deployable` from the checks, parity and audit it holds
+    manifest = amend(artifacts.manifest_path(run_dir, target.name), new=True, **manifest).to_json()
     if lines:
         error = AuditFailed if any(f.kind == "audit" for f in failures + int8_failures) else ParityFailed
         raise error(f"export {target.name}: " + "; ".join(lines), failures=failures + int8_failures)

@@ -1,0 +1,138 @@
+"""The run folder as a typed contract (edgekd/run): round trips, one-line errors, schema 0, and `amend`."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+
+from edgekd.errors import BadInput
+from edgekd.run import bench as run_bench
+from edgekd.run import manifest as run_manifest
+from edgekd.run.schema import SCHEMA_VERSION
+
+REPO = Path(__file__).resolve().parent.parent
+
+# What export wrote before the contract existed (schema 0: no schema_version), keys beyond the typed ones included.
+LEGACY_MANIFEST = {
+    "edgekd_version": "0.1.0", "target": "cpu-arm",
+    "target_profile": {"name": "cpu-arm", "path": "/nowhere/cpu-arm.toml"},
+    "model": {"path": "model.onnx", "sha256": "ab" * 32, "bytes": 1234, "opset": 17, "params": 99,
+              "inputs": [{"name": "input", "shape": ["batch", 1, 8, 8], "dtype": "float32"}],
+              "outputs": [{"name": "logits", "shape": ["batch", 10], "dtype": "float32"}],
+              "preprocessing": {"mean": [0.0], "std": [1.0]}, "labels": ["0", "1"], "exporter": "torchscript"},
+    "golden": {"path": "golden.npz", "sha256": "cd" * 32, "bytes": 10, "n": 64},
+    "ops": {"used": ["Conv", "Relu"], "unsupported": [], "coverage": 1.0, "partition": {"ran": True, "passed": True}},
+    "parity": {"n": 64, "max_abs_diff": 1e-6, "max_rel_diff": 1e-5, "top1_agreement": 1.0, "passed": True,
+               "atol": None},
+    "views": {"student": None, "teacher": None},
+    "accuracy": {"teacher": 0.9, "student_alone": 0.7, "student": 0.8, "student_onnx": 0.8, "n_test": 64},
+    "recommended": "fp32",
+    "checks": {"passed": True, "failures": []},
+    "deployable": True,
+}
+
+FP32 = {"provider": "CPUExecutionProvider", "threads": 1, "latency_ms": {"p50": 0.1, "p90": 0.2, "p99": 0.3},
+        "peak_rss_mb": 50.0, "init_ms": 3.0, "first_run_ms": 1.0, "golden": {"passed": True, "top1_agreement": 1.0}}
+BENCH = {"runner": "local", "target": "cpu-arm", "fp32": FP32, "int8": None, "recommended": "fp32", "notes": [],
+         "budget": {"passed": True, "checks": []}, "host": {"cpu": "x"}}
+
+
+def _write(path: Path, obj: dict) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj))
+    return path
+
+
+def test_legacy_manifest_loads_and_round_trips_exactly(tmp_path):
+    m = run_manifest.load_manifest(_write(tmp_path / "cpu-arm" / "manifest.json", LEGACY_MANIFEST))
+    assert m.schema_version is None  # schema 0
+    assert m.parity.max_abs_diff == 1e-6 and m.model.bytes == 1234 and m.golden.extra == {"n": 64}
+    assert m.extra["views"] == {"student": None, "teacher": None}  # untyped keys are kept
+    assert m.to_json() == LEGACY_MANIFEST
+
+
+def test_bench_file_round_trips_and_picks_the_recommended_measure():
+    b = run_bench.from_json(BENCH)
+    assert b.to_json() == BENCH
+    assert b.int8 is None and b.chosen.p("p90") == 0.2 and b.budget.passed
+
+
+def test_missing_field_is_one_line_naming_file_and_field(tmp_path):
+    broken = copy.deepcopy(LEGACY_MANIFEST)
+    del broken["parity"]["max_abs_diff"]
+    path = _write(tmp_path / "manifest.json", broken)
+    with pytest.raises(BadInput) as e:
+        run_manifest.load_manifest(path)
+    msg = str(e.value)
+    assert "\n" not in msg and str(path) in msg and "'parity.max_abs_diff' missing" in msg
+    assert f"written by schema 0, this edgekd reads {SCHEMA_VERSION}" in msg
+
+
+def test_missing_nested_field_of_bench_file_names_it():
+    broken = copy.deepcopy(BENCH)
+    del broken["fp32"]["latency_ms"]
+    with pytest.raises(BadInput, match=r"file b\.json: field 'fp32\.latency_ms' missing"):
+        run_bench.from_json(broken, "b.json")
+
+
+def test_other_schema_version_is_bad_input(tmp_path):
+    path = _write(tmp_path / "manifest.json", {**LEGACY_MANIFEST, "schema_version": SCHEMA_VERSION + 1})
+    with pytest.raises(BadInput, match=rf"{path}: field 'schema_version' is {SCHEMA_VERSION + 1}"):
+        run_manifest.load_manifest(path)
+
+
+def test_mistyped_field_is_bad_input():
+    with pytest.raises(BadInput, match=r"field 'parity\.passed' is str, not bool"):
+        run_manifest.from_json({**LEGACY_MANIFEST, "parity": {**LEGACY_MANIFEST["parity"], "passed": "yes"}}, "m")
+
+
+def test_amend_stamps_the_schema_and_keeps_everything(tmp_path):
+    path = _write(tmp_path / "manifest.json", LEGACY_MANIFEST)
+    m = run_manifest.amend(path, across_targets={"targets": ["cpu-arm"]})
+    on_disk = json.loads(path.read_text())
+    assert on_disk == m.to_json() and on_disk["schema_version"] == SCHEMA_VERSION
+    assert {k: v for k, v in on_disk.items() if k not in ("schema_version", "across_targets")} == LEGACY_MANIFEST
+    assert run_manifest.load_manifest(path) == m
+
+
+def test_failed_parity_cannot_be_made_deployable_by_a_bench_merge(tmp_path):
+    failed = copy.deepcopy(LEGACY_MANIFEST)
+    failed["parity"]["passed"] = False
+    failed["checks"] = {"passed": True, "failures": []}  # even were the export verdict wrong
+    path = _write(tmp_path / "manifest.json", failed)
+    m = run_manifest.amend(path, bench=FP32 | {"runner": "local"}, budget={"passed": True, "checks": []},
+                           recommended="fp32", deployable=True)
+    assert m.deployable is False and json.loads(path.read_text())["deployable"] is False
+    assert "parity failed" in m.failed()
+
+
+@pytest.mark.parametrize("sections, reason", [
+    ({"budget": {"passed": False, "checks": []}}, "budget failed"),
+    ({"bench": FP32 | {"runner": "local", "golden": {"passed": False}}}, "golden check of the fp32 model failed"),
+    ({"ops": {"used": ["Foo"], "unsupported": [{"op": "Foo"}]}}, "audit failed"),
+    ({"checks": {"passed": False, "failures": ["parity: x"]}}, "export checks failed"),
+])
+def test_deployable_follows_each_part(tmp_path, sections, reason):
+    path = _write(tmp_path / "manifest.json", LEGACY_MANIFEST)
+    assert run_manifest.amend(path).deployable is True
+    m = run_manifest.amend(path, **sections)
+    assert m.deployable is False and m.failed() == [reason]
+
+
+def test_int8_golden_judges_an_int8_recommendation(tmp_path):
+    variant = {"path": "model.int8.onnx", "sha256": "ef" * 32, "bytes": 10, "parity": {"passed": True},
+               "golden": {"passed": False}}
+    path = _write(tmp_path / "manifest.json", {**LEGACY_MANIFEST, "variants": {"int8": variant}})
+    assert run_manifest.amend(path, recommended="fp32").deployable is True  # fp32 deployed: int8's miss reported
+    assert run_manifest.amend(path, recommended="int8").deployable is False
+
+
+def test_amend_new_checks_what_export_would_write(tmp_path):
+    incomplete = {k: v for k, v in LEGACY_MANIFEST.items() if k != "accuracy"}
+    path = tmp_path / "manifest.json"
+    with pytest.raises(BadInput, match="field 'accuracy' missing"):
+        run_manifest.amend(path, new=True, **incomplete)
+    assert not path.exists()  # nothing written

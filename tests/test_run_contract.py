@@ -136,3 +136,13 @@ def test_amend_new_checks_what_export_would_write(tmp_path):
     with pytest.raises(BadInput, match="field 'accuracy' missing"):
         run_manifest.amend(path, new=True, **incomplete)
     assert not path.exists()  # nothing written
+
+
+def test_docs_run_folder_is_current():
+    from edgekd.run.docs import render
+
+    text = render()
+    for name in ("parity.max_abs_diff", "deployable", "variants.<name>.golden", "fp32.latency_ms", "schema_version"):
+        assert f"| `{name}` |" in text
+    committed = (REPO / "docs" / "run-folder.md").read_text(encoding="utf-8")
+    assert committed == text, "docs/run-folder.md is stale: run `python scripts/gen_run_docs.py`"

@@ -137,7 +137,7 @@ def bench_run(*, target: str | Path | None = None, run: str | Path | None = None
               "budget": {"passed": all(c["passed"] for c in checks), "checks": checks}, "host": host_cpu()}
     if compare:
         result["comparison"] = _compare(run_dir, out_dir, prof, manifest, fp32, cfg)
-    write_bench(out_dir / "bench.json", result)
+    result = write_bench(out_dir / "bench.json", result).to_json()  # what the file holds, schema_version too
     _merge(run_dir, prof, manifest, result)
     _raise_failures(prof, runner, checks, fp32, int8)
     return result

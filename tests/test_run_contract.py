@@ -146,3 +146,39 @@ def test_docs_run_folder_is_current():
         assert f"| `{name}` |" in text
     committed = (REPO / "docs" / "run-folder.md").read_text(encoding="utf-8")
     assert committed == text, "docs/run-folder.md is stale: run `python scripts/gen_run_docs.py`"
+
+
+LEGACY_DISTILL = {
+    "data": {"name": "digits", "num_classes": 10, "input_shape": [1, 8, 8], "labels": list("0123456789"),
+             "preprocessing": {"mean": [0.0], "std": [1.0]}, "split": {"method": "stratified"}},
+    "target": "cpu-arm", "methods": ["soft:0.7", "ce:0.3"],
+    "teacher": {"arch": "cnn-small", "view": {"input_size": [8, 8]}},
+    "student": {"arch": "small-cnn-s", "params": 10, "chosen_seed": 1, "view": {"input_size": [8, 8]}},
+    "accuracy": {"teacher": 0.9, "student_alone": {"mean": 0.7, "std": 0.0, "n": 2},
+                 "student": {"mean": 0.8, "std": 0.0, "n": 2}},
+    "verdict": {"recommended_student": "student.pt"},
+    "per_seed": [{"seed": 0, "student": 0.79, "student_alone": 0.7}, {"seed": 1, "student": 0.81, "student_alone": 0.7}],
+    "provenance": {"world_size": 1, "backend": None},
+}
+
+
+def test_legacy_distill_summary_round_trips_and_names_its_kept_seed(tmp_path):
+    from edgekd.run import distill as run_distill
+
+    d = run_distill.load_distill(_write(tmp_path / "distill.json", LEGACY_DISTILL))
+    assert d.to_json() == LEGACY_DISTILL and d.accuracy.teacher == 0.9 and d.chosen()["student"] == 0.81
+    written = run_distill.write_distill(tmp_path / "again.json", LEGACY_DISTILL)
+    assert json.loads((tmp_path / "again.json").read_text()) == {**LEGACY_DISTILL, "schema_version": SCHEMA_VERSION}
+    assert run_distill.load_distill(tmp_path / "again.json") == written
+
+
+def test_distill_summary_without_the_kept_seed_or_a_field_is_bad_input(tmp_path):
+    from edgekd.run import distill as run_distill
+
+    lost = {**LEGACY_DISTILL, "per_seed": [{"seed": 0}]}
+    with pytest.raises(BadInput, match=r"field 'per_seed' has no row for student.chosen_seed 1"):
+        run_distill.from_json(lost, "d.json").chosen("d.json")
+    no_teacher = copy.deepcopy(LEGACY_DISTILL)
+    del no_teacher["accuracy"]["teacher"]
+    with pytest.raises(BadInput, match=r"file d.json: field 'accuracy.teacher' missing; written by schema 0"):
+        run_distill.from_json(no_teacher, "d.json")

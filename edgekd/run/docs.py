@@ -16,7 +16,7 @@ HEADER = f"""# The run folder
 This page is for people who write tooling that reads what edgekd writes (a device-side loader, a CI gate, a
 dashboard). Each file below is a frozen dataclass in `edgekd/run/`: export, bench and the Python API read
 and write it through these (the HTML report and the CLI tables still read the JSON directly, and
-`config.json`, `distill.json` and `metrics.jsonl` are not typed yet).
+`config.json` and `metrics.jsonl` are not typed yet).
 
 - Each file below carries `schema_version` (this edgekd writes and reads **{SCHEMA_VERSION}**). A file without it
   was written by an edgekd from before the contract: it is read as schema {LEGACY_VERSION}, and loads
@@ -31,7 +31,8 @@ and write it through these (the HTML report and the CLI tables still read the JS
 - `manifest.json` is written only through `edgekd.run.manifest.amend`, which recomputes `deployable`.
 """
 
-FILES = (("`<run>/<target>/manifest.json`", "edgekd.run.manifest", "Manifest"),
+FILES = (("`<run>/distill.json`", "edgekd.run.distill", "DistillSummary"),
+         ("`<run>/<target>/manifest.json`", "edgekd.run.manifest", "Manifest"),
          ("`<run>/<target>/bench.json`", "edgekd.run.bench", "BenchFile"))
 
 

@@ -182,3 +182,16 @@ def test_distill_summary_without_the_kept_seed_or_a_field_is_bad_input(tmp_path)
     del no_teacher["accuracy"]["teacher"]
     with pytest.raises(BadInput, match=r"file d.json: field 'accuracy.teacher' missing; written by schema 0"):
         run_distill.from_json(no_teacher, "d.json")
+
+
+def test_metrics_line_keeps_the_schema_keys_in_order_and_checks_them():
+    from edgekd.run.metrics import KEYS, line
+    from edgekd.train.metrics import KEYS as WRITTEN
+
+    row = {"phase": "kd/seed0", "stage": "main", "epoch": 1, "epochs": 2, "loss": 0.5, "terms": {"ce": 0.5},
+           "val_acc": None, "lr": 0.003, "seconds": 1.0, "images_per_s": 10.0, "time": 1.0, "peers_val_acc": [0.1]}
+    assert WRITTEN == KEYS and tuple(line(row).to_json()) == KEYS  # the summary row's extra key is dropped
+    with pytest.raises(BadInput, match=r"file m.jsonl: field 'epoch' is str, not int"):
+        line({**row, "epoch": "1"}, "m.jsonl")
+    with pytest.raises(BadInput, match=r"field 'lr' missing"):
+        line({k: v for k, v in row.items() if k != "lr"})

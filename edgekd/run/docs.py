@@ -15,12 +15,14 @@ HEADER = f"""# The run folder
 
 This page is for people who write tooling that reads what edgekd writes (a device-side loader, a CI gate, a
 dashboard). Each file below is a frozen dataclass in `edgekd/run/`: export, bench and the Python API read
-and write it through these (the HTML report and the CLI tables still read the JSON directly, and
-`config.json` and `metrics.jsonl` are not typed yet).
+and write it through these (`verify`, the HTML report and the CLI tables still read the JSON directly, and
+`config.json` is not typed yet).
 
-- Each file below carries `schema_version` (this edgekd writes and reads **{SCHEMA_VERSION}**). A file without it
+- Each JSON file below carries `schema_version` (this edgekd writes and reads **{SCHEMA_VERSION}**). A file without it
   was written by an edgekd from before the contract: it is read as schema {LEGACY_VERSION}, and loads
   wherever the fields below are present (they are what that edgekd wrote). Any other version is refused.
+- The lines of `metrics.jsonl` carry no version of their own (they are appended while training runs and
+  hold exactly the fields listed); read them with the version of the run's `distill.json`.
 - A missing or mistyped field is refused with one line naming the file and the field, for example
   `file RUN/cpu-arm/manifest.json: field 'parity.max_abs_diff' missing; written by schema {LEGACY_VERSION}, this edgekd
   reads {SCHEMA_VERSION}` (exit 2).
@@ -33,7 +35,8 @@ and write it through these (the HTML report and the CLI tables still read the JS
 
 FILES = (("`<run>/distill.json`", "edgekd.run.distill", "DistillSummary"),
          ("`<run>/<target>/manifest.json`", "edgekd.run.manifest", "Manifest"),
-         ("`<run>/<target>/bench.json`", "edgekd.run.bench", "BenchFile"))
+         ("`<run>/<target>/bench.json`", "edgekd.run.bench", "BenchFile"),
+         ("`<run>/metrics.jsonl` (one JSON object per line)", "edgekd.run.metrics", "MetricsLine"))
 
 
 def _type_name(hint: Any) -> str:

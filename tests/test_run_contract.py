@@ -195,3 +195,10 @@ def test_metrics_line_keeps_the_schema_keys_in_order_and_checks_them():
         line({**row, "epoch": "1"}, "m.jsonl")
     with pytest.raises(BadInput, match=r"field 'lr' missing"):
         line({k: v for k, v in row.items() if k != "lr"})
+
+
+def test_an_optional_field_written_as_null_round_trips():
+    with_nulls = {**LEGACY_MANIFEST, "bench": None, "variants": None}
+    m = run_manifest.from_json(with_nulls)
+    assert m.bench is None and m.variants is None and m.to_json() == with_nulls
+    assert run_manifest.from_json(LEGACY_MANIFEST).to_json() == LEGACY_MANIFEST  # and absent stays absent

@@ -50,12 +50,12 @@ class Record:
             if f.name == "extra":
                 continue
             name = f"{where}.{f.name}" if where else f.name
-            if f.name not in obj:
-                if f.metadata.get("optional"):
-                    continue
+            if f.name not in obj and not f.metadata.get("optional"):
                 raise _error(source, name, "missing", version)
+            if obj.get(f.name) is None and f.metadata.get("optional"):
+                continue  # absent, or null: None here; a null stays in `extra`, so it is written back
             values[f.name] = _convert(hints[f.name], obj[f.name], source=source, where=name, version=version)
-        extra = {k: v for k, v in obj.items() if k not in values and k not in _names(cls)}
+        extra = {k: v for k, v in obj.items() if k not in values}
         return cls(**values, extra=extra)  # type: ignore[call-arg]
 
     def to_json(self) -> dict[str, Any]:
@@ -68,10 +68,6 @@ class Record:
                 continue
             out[f.name] = _dump(value)
         return {**out, **self.extra}
-
-
-def _names(cls: type) -> set[str]:
-    return {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
 
 
 def _error(source: str | Path, name: str, what: str, version: int) -> BadInput:

@@ -22,6 +22,8 @@ from edgekd.errors import AuditFailed, BudgetFailed, CheckFailed, GoldenFailed
 
 if TYPE_CHECKING:
     from edgekd.deploy.targets import TargetProfile
+    from edgekd.run.bench import BenchFile
+    from edgekd.run.manifest import Manifest
 
 __all__ = ["distill", "check_teacher", "TeacherCheck",
            "compare", "select_teacher", "select_student", "export", "bench", "audit", "verify",
@@ -402,14 +404,15 @@ def export(*, target: PathLike | TargetProfile = defaults.TARGET, run: PathLike 
     manifest. Raises AuditFailed or ParityFailed (with `result`) after writing the manifest."""
     from edgekd import artifacts
     from edgekd.deploy.export import export_run
+    from edgekd.run.manifest import from_json, load_manifest
 
     try:
         manifest = export_run(target=target, run=run, quantize=quantize, batch=batch, exporter=exporter)
     except CheckFailed as e:
-        _attach(e, _partial(lambda: _export_result(artifacts.load_manifest(
-            artifacts.resolve_run(run), _target_name(target)), artifacts.resolve_run(run))))
+        _attach(e, _partial(lambda: _export_result(load_manifest(artifacts.manifest_path(
+            artifacts.resolve_run(run), _target_name(target))), artifacts.resolve_run(run))))
         raise
-    return _export_result(manifest, artifacts.resolve_run(run))
+    return _export_result(from_json(manifest), artifacts.resolve_run(run))
 
 
 def _target_name(target: PathLike | TargetProfile) -> str:
@@ -419,21 +422,21 @@ def _target_name(target: PathLike | TargetProfile) -> str:
 
 
 def _partial(make: Any) -> Result | None:
-    """The result a failed stage left on disk, or None where it left none (the error still stands)."""
+    """The result a failed stage left on disk, or None where it left none or one that breaks the
+    run-folder contract (BadInput from edgekd.run, naming the file and field); the error still stands."""
     from edgekd.errors import EdgekdError
 
     try:
         return make()
-    except (EdgekdError, KeyError, TypeError, OSError):
+    except (EdgekdError, OSError):
         return None
 
 
-def _export_result(manifest: dict[str, Any], run_dir: Path) -> ExportResult:
-    out = run_dir / manifest["target"]
-    return ExportResult(data=manifest, target=manifest["target"], model=out / manifest["model"]["path"],
-                        deployable=bool(manifest["deployable"]), max_abs_diff=manifest["parity"]["max_abs_diff"],
-                        top1_agreement=manifest["parity"]["top1_agreement"],
-                        student_onnx_accuracy=manifest["accuracy"]["student_onnx"])
+def _export_result(manifest: Manifest, run_dir: Path) -> ExportResult:
+    return ExportResult(data=manifest.to_json(), target=manifest.target,
+                        model=run_dir / manifest.target / manifest.model.path, deployable=manifest.deployable,
+                        max_abs_diff=manifest.parity.max_abs_diff, top1_agreement=manifest.parity.top1_agreement,
+                        student_onnx_accuracy=manifest.accuracy.student_onnx)
 
 
 def bench(*, model: PathLike | None = None, target: PathLike | Sequence[PathLike] | None = None,
@@ -443,16 +446,15 @@ def bench(*, model: PathLike | None = None, target: PathLike | Sequence[PathLike
     """Time a run's exported model (or any ONNX `model`) through each target profile's execution
     providers on `runner` and check the budgets; several targets give a side-by-side table.
     Raises BudgetFailed or GoldenFailed (with `result`) after every measurement is written."""
-    from edgekd import artifacts
     from edgekd.bench.run import bench_any
+    from edgekd.run.bench import load_bench
 
     targets = [target] if isinstance(target, (str, Path)) else list(target or [])
     try:
         data = bench_any(model=model, targets=targets, run=run, runner=runner, compare=compare,
                          min_seconds=min_seconds, shapes=list(shapes or []), inputs=inputs, profile=profile)
     except CheckFailed as e:  # one run target: bench.json is written before the check fails
-        _attach(e, _partial(lambda: _bench_result({"mode": "run", **artifacts.read_json(
-            _bench_file(run, targets[0] if targets else None))})))
+        _attach(e, _partial(lambda: _run_bench_result(load_bench(_bench_file(run, targets[0] if targets else None)))))
         raise
     result = _bench_result(data)
     if data.get("failures"):  # several targets or a model: every row measured, then fail once
@@ -472,7 +474,20 @@ def _bench_file(run: PathLike | None, target: PathLike | None) -> Path:
     return run_dir / pick_target(run_dir, target).name / "bench.json"
 
 
+def _run_bench_result(b: BenchFile, data: dict[str, Any] | None = None) -> BenchResult:
+    """One run target's bench, from its typed bench.json (`data`: what the command returned, if it did)."""
+    data = {"mode": "run", **b.to_json()} if data is None else data
+    return BenchResult(data=data, mode="run", target=b.target, runner=b.runner, provider=b.chosen.provider,
+                       latency_p50_ms=b.chosen.p("p50"), latency_p90_ms=b.chosen.p("p90"),
+                       peak_rss_mb=b.chosen.peak_rss_mb, recommended=b.recommended,
+                       budget_passed=b.budget.passed, notes=list(b.notes))
+
+
 def _bench_result(data: dict[str, Any]) -> BenchResult:
+    if data.get("mode", "run") == "run":
+        from edgekd.run.bench import from_json
+
+        return _run_bench_result(from_json({k: v for k, v in data.items() if k != "mode"}, "bench.json"), data)
     first = data if data.get("mode", "run") == "run" else data["results"][0]
     recommended = first.get("recommended", "fp32")
     chosen = first["int8"] if recommended == "int8" and first.get("int8") else first["fp32"]

@@ -1,4 +1,4 @@
-"""Run folders, atomic writes and the manifest.
+"""Run folders, atomic writes, manifest paths and `verify`.
 
 Every file goes to a temporary name in its final folder, is fsynced, then
 renamed over the target, so a killed command never leaves half a file.
@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
-from edgekd import __version__, defaults
+from edgekd import defaults
 from edgekd.checks import Failure
 from edgekd.errors import BadInput, VerifyFailed
 
@@ -208,15 +208,9 @@ def manifest_path(run_dir: Path, target: str) -> Path:
 
 
 def load_manifest(run_dir: Path, target: str) -> dict[str, Any]:
+    """The manifest as raw JSON (for `verify` and tests). The stages read the typed one,
+    `edgekd.run.manifest.load_manifest`, and write it only through `edgekd.run.manifest.amend`."""
     return read_json(manifest_path(run_dir, target))
-
-
-def update_manifest(run_dir: Path, target: str, **fields: Any) -> dict[str, Any]:
-    path = manifest_path(run_dir, target)
-    manifest = read_json(path) if path.exists() else {"edgekd_version": __version__, "target": target}
-    manifest.update(fields)
-    write_json(path, manifest)
-    return manifest
 
 
 def _named_files(manifest: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:

@@ -205,19 +205,11 @@ def make_run(tmp_path: Path) -> Path:
     out.mkdir(parents=True)
     (out / "model.onnx").write_bytes(b"onnx bytes")
     (out / "model.int8.onnx").write_bytes(b"int8 bytes")
-    artifacts.update_manifest(run, "cpu-arm",
-                              model={**artifacts.file_entry(out / "model.onnx", out), "opset": 17},
-                              variants={"int8": artifacts.file_entry(out / "model.int8.onnx", out)})
+    artifacts.write_json(artifacts.manifest_path(run, "cpu-arm"), {
+        "edgekd_version": __version__, "target": "cpu-arm",
+        "model": {**artifacts.file_entry(out / "model.onnx", out), "opset": 17},
+        "variants": {"int8": artifacts.file_entry(out / "model.int8.onnx", out)}})
     return run
-
-
-def test_update_manifest_starts_with_version_and_target(tmp_path: Path) -> None:
-    run = make_run(tmp_path)
-    m = artifacts.load_manifest(run, "cpu-arm")
-    assert m["edgekd_version"] == __version__ and m["target"] == "cpu-arm"
-    artifacts.update_manifest(run, "cpu-arm", deployable=True)
-    m2 = artifacts.load_manifest(run, "cpu-arm")
-    assert m2["deployable"] is True and m2["model"] == m["model"]  # merged, not replaced
 
 
 def test_verify_passes_on_a_good_run(tmp_path: Path) -> None:

@@ -178,8 +178,16 @@ def _fake_run(root: Path, model: Path, targets: list[str]) -> Path:
         d.mkdir(parents=True)
         (d / "model.onnx").write_bytes(model.read_bytes())
         np.savez(d / "golden.npz", inputs=x, outputs=y)
-        artifacts.write_json(d / "manifest.json", {"target": t, "model": {"bytes": model.stat().st_size},
-                                                   "variants": {}, "checks": {"passed": True}})
+        # every field the run-folder contract (edgekd/run/manifest.py) requires, as export writes them
+        artifacts.write_json(d / "manifest.json", {
+            "edgekd_version": "0.1.0", "target": t,
+            "model": {**artifacts.file_entry(d / "model.onnx", d), "opset": 17, "params": 0,
+                      "inputs": [{"name": "input", "shape": ["batch", 1, 8, 8], "dtype": "float32"}],
+                      "outputs": [], "preprocessing": {}, "labels": []},
+            "ops": {"used": [], "unsupported": []},
+            "parity": {"max_abs_diff": 0.0, "top1_agreement": 1.0, "passed": True},
+            "accuracy": {"teacher": 0.0, "student_alone": 0.0, "student": 0.0, "student_onnx": 0.0},
+            "recommended": "fp32", "deployable": True, "variants": {}, "checks": {"passed": True, "failures": []}})
     return run
 
 

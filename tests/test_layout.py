@@ -21,7 +21,7 @@ import tomllib
 
 REPO = Path(__file__).resolve().parent.parent
 PKG = REPO / "edgekd"
-SUBPACKAGES = ("train", "deploy", "bench", "search", "report")
+SUBPACKAGES = ("train", "deploy", "bench", "search", "report", "run")
 MAX_FUNCTION_LINES = 60
 # Files whose functions this test holds to MAX_FUNCTION_LINES (the rest is reported only).
 OWNED = ("__init__.py", "api.py", "cli.py", "errors.py", "checks.py", "provenance.py", "search/space.py",
@@ -159,6 +159,13 @@ def test_no_cycle_between_subpackages():
 def test_deployment_never_imports_training_or_search(low):
     bad = [(src, dst) for src, targets in graph().items() if subpackage(src) == low
            for dst in targets if subpackage(dst) in ("train", "search")]
+    assert bad == []
+
+
+def test_the_run_contract_imports_no_stage():
+    """edgekd/run (the run folder's typed files) sits below every stage: they all read and write through it."""
+    bad = [(src, dst) for src, targets in graph().items() if subpackage(src) == "run"
+           for dst in targets if subpackage(dst) not in (None, "run")]
     assert bad == []
 
 

@@ -20,6 +20,8 @@ from edgekd.checks import Failure, budget_failures, budget_limits, check_budget
 from edgekd.deploy.targets import TargetProfile, load_target
 from edgekd.errors import BadInput, BudgetFailed, CheckFailed, GoldenFailed
 from edgekd.provenance import host_cpu
+from edgekd.run.bench import load_bench, write_bench
+from edgekd.run.manifest import Manifest, amend, load_manifest
 
 
 def pick_target(run_dir: Path, target: str | Path | None) -> TargetProfile:
@@ -29,7 +31,8 @@ def pick_target(run_dir: Path, target: str | Path | None) -> TargetProfile:
     exported = sorted(p.parent.name for p in run_dir.glob(f"*/{artifacts.MANIFEST}"))
     if len(exported) == 1:
         # The profile the export used, which may have been a .toml path outside targets/.
-        saved = artifacts.load_manifest(run_dir, exported[0]).get("target_profile", {}).get("path")
+        saved_profile = load_manifest(artifacts.manifest_path(run_dir, exported[0])).extra.get("target_profile")
+        saved = (saved_profile or {}).get("path")
         if saved and Path(saved).is_file():
             return load_target(saved)
     if not exported:
@@ -86,14 +89,14 @@ def _teacher_onnx(run_dir: Path, out_dir: Path, input_shape, opset: int) -> Path
                         opset=opset)
 
 
-def _recommend(manifest: dict, fp32: dict, int8: dict | None) -> tuple[str, list[str]]:
+def _recommend(manifest: Manifest, fp32: dict, int8: dict | None) -> tuple[str, list[str]]:
     """int8 only when it is within its tolerances and smaller or faster here."""
-    if int8 is None:
+    if int8 is None or not manifest.variants or "int8" not in manifest.variants:
         return "fp32", []
-    v = manifest["variants"]["int8"]
-    ok = v["parity"]["passed"] and int8.get("golden", {}).get("passed", True)
+    v = manifest.variants["int8"]
+    ok = v.parity.get("passed") and int8.get("golden", {}).get("passed", True)
     faster = int8["latency_ms"]["p50"] < fp32["latency_ms"]["p50"]
-    smaller = v["bytes"] < manifest["model"]["bytes"]
+    smaller = v.bytes < manifest.model.bytes
     notes = [] if faster else [
         f"int8 is slower than fp32 on this host ({int8['latency_ms']['p50']:.4f} ms vs "
         f"{fp32['latency_ms']['p50']:.4f} ms p50 at batch 1, {int8.get('machine', '?')})"]
@@ -110,12 +113,12 @@ def bench_run(*, target: str | Path | None = None, run: str | Path | None = None
     run_dir = artifacts.resolve_run(run)
     prof = pick_target(run_dir, target)
     out_dir = run_dir / prof.name
-    manifest = artifacts.load_manifest(run_dir, prof.name)
+    manifest = load_manifest(artifacts.manifest_path(run_dir, prof.name))
     runner_obj = get_runner(runner, prof)
     cfg = {**agent_config(prof, min_seconds=min_seconds), "profile": profile}
     fp32 = runner_obj.run(model=out_dir / "model.onnx", config=cfg, golden=out_dir / "golden.npz")
     int8 = None
-    if "int8" in manifest.get("variants", {}):
+    if manifest.variants and "int8" in manifest.variants:
         # int8 is held to top-1 agreement with the fp32 golden outputs, not to fp32's atol.
         int8 = runner_obj.run(model=out_dir / "model.int8.onnx", golden=out_dir / "golden.npz",
                               config={**agent_config(prof, int8=True, min_seconds=min_seconds), "atol": 1e9,
@@ -124,7 +127,8 @@ def bench_run(*, target: str | Path | None = None, run: str | Path | None = None
     if fp32.get("note"):
         notes.append(fp32["note"])
     chosen = int8 if recommended == "int8" else fp32
-    size_mb = (manifest["variants"]["int8"] if recommended == "int8" else manifest["model"])["bytes"] / 2**20
+    chosen_file = manifest.variants["int8"] if recommended == "int8" and manifest.variants else manifest.model
+    size_mb = chosen_file.bytes / 2**20
     limits = budget_limits(prof.budget, emulated=bool(chosen.get("emulated")))
     checks = check_budget(limits, latency_p90_ms=chosen["latency_ms"]["p90"], peak_memory_mb=chosen["peak_rss_mb"],
                           model_size_mb=size_mb)
@@ -133,7 +137,7 @@ def bench_run(*, target: str | Path | None = None, run: str | Path | None = None
               "budget": {"passed": all(c["passed"] for c in checks), "checks": checks}, "host": host_cpu()}
     if compare:
         result["comparison"] = _compare(run_dir, out_dir, prof, manifest, fp32, cfg)
-    artifacts.write_json(out_dir / "bench.json", result)
+    result = write_bench(out_dir / "bench.json", result).to_json()  # what the file holds, schema_version too
     _merge(run_dir, prof, manifest, result)
     _raise_failures(prof, runner, checks, fp32, int8)
     return result
@@ -152,12 +156,12 @@ def _raise_failures(prof: TargetProfile, runner: str, checks: list[dict], fp32: 
     raise error(f"bench {prof.name} on {runner}: " + "; ".join(lines), failures=budget + golden)
 
 
-def _compare(run_dir: Path, out_dir: Path, prof: TargetProfile, manifest: dict, fp32: dict, cfg: dict) -> dict:
+def _compare(run_dir: Path, out_dir: Path, prof: TargetProfile, manifest: Manifest, fp32: dict, cfg: dict) -> dict:
     """Teacher through ONNX Runtime and the eager PyTorch student, with the student's thread count."""
     from edgekd.bench.runners import LocalRunner
     from edgekd.checkpoints import load_student
 
-    shape = tuple(manifest["model"]["inputs"][0]["shape"][1:])
+    shape = tuple(manifest.model.inputs[0]["shape"][1:])
     threads = int(fp32["threads"])
     local_cfg = {**cfg, "intra_op_threads": threads, "batches": [1]}
     # in the target's runtime (its runtime environment where the profile names a package), as the student
@@ -169,14 +173,16 @@ def _compare(run_dir: Path, out_dir: Path, prof: TargetProfile, manifest: dict, 
             "student_eager_ms": eager, "teacher_onnx_raw": teacher.get("latency_raw"),
             "teacher_over_student": teacher_ms / student_ms,
             "onnx_over_eager": student_ms / eager["p50"],
-            "accuracy_points_lost": 100 * (manifest["accuracy"]["teacher"] - manifest["accuracy"]["student_onnx"]),
+            "accuracy_points_lost": 100 * (manifest.accuracy.teacher - manifest.accuracy.student_onnx),
             "note": "same host and thread count; on the qemu/ssh runners the student figure is from there"
                     if fp32.get("runner", "local") != "local" else "same host and thread count"}
 
 
-def _merge(run_dir: Path, prof: TargetProfile, manifest: dict, result: dict) -> None:
+def _merge(run_dir: Path, prof: TargetProfile, manifest: Manifest, result: dict) -> None:
+    """bench's sections of the manifest; `amend` recomputes `deployable` (it stays false after a failed
+    export check, and judges the recommended model's budget and golden check)."""
     fp32 = result["fp32"]
-    manifest["bench"] = {
+    bench = {
         "runner": result["runner"], "provider": fp32["provider"], "provider_requested": fp32.get("provider_requested"),
         "threads": fp32["threads"], "threads_requested": fp32.get("threads_requested"),
         "emulated": bool(fp32.get("emulated", False)), "machine": fp32.get("machine"),
@@ -185,19 +191,15 @@ def _merge(run_dir: Path, prof: TargetProfile, manifest: dict, result: dict) -> 
         "execution": fp32.get("execution"), "precision": fp32.get("precision"), "fallback": fp32.get("fallback"),
         "fallback_reasons": fp32.get("fallback_reasons", []),
     }
-    if result["int8"] is not None:
-        manifest["variants"]["int8"]["latency_ms"] = result["int8"]["latency_ms"]
-        manifest["variants"]["int8"]["golden"] = result["int8"].get("golden")
+    sections: dict[str, Any] = {}
+    if result["int8"] is not None and manifest.variants:
+        int8 = {**manifest.variants["int8"].to_json(), "latency_ms": result["int8"]["latency_ms"],
+                "golden": result["int8"].get("golden")}
+        sections["variants"] = {**{k: v.to_json() for k, v in manifest.variants.items()}, "int8": int8}
     if "comparison" in result:
-        manifest["bench"]["comparison"] = result["comparison"]
-    manifest["recommended"] = result["recommended"]
-    manifest["budget"] = result["budget"]
-    manifest["notes"] = result["notes"]
-    # Deployability is about the model we recommend; a failed int8 variant is reported, not fatal.
-    chosen = result["int8"] if result["recommended"] == "int8" else result["fp32"]
-    golden_ok = chosen.get("golden", {}).get("passed", True)
-    manifest["deployable"] = bool(manifest.get("checks", {}).get("passed", True) and result["budget"]["passed"] and golden_ok)
-    artifacts.write_json(artifacts.manifest_path(run_dir, prof.name), manifest)
+        bench["comparison"] = result["comparison"]
+    amend(artifacts.manifest_path(run_dir, prof.name), bench=bench, recommended=result["recommended"],
+          budget=result["budget"], notes=result["notes"], **sections)
 
 
 # ---------------------------------------------------------------- several targets, one table
@@ -250,15 +252,13 @@ def bench_targets(*, targets: list[str | Path], run: str | Path | None = None, r
         except CheckFailed as e:  # keep going: the table shows every target, then we fail
             failures.append(str(e))
             records += [f.to_dict() for f in e.failures]
-            results.append(artifacts.read_json(run_dir / load_target(t).name / "bench.json"))
+            results.append(load_bench(run_dir / load_target(t).name / "bench.json").to_json())
     rows = side_by_side(results)
     best = best_row(rows)
     across = {"targets": [r["target"] for r in results], "rows": rows,
               "recommended": None if best is None else {"target": best["target"], "variant": best["variant"]}}
     for r in results:
-        manifest = artifacts.load_manifest(run_dir, r["target"])
-        manifest["across_targets"] = across
-        artifacts.write_json(artifacts.manifest_path(run_dir, r["target"]), manifest)
+        amend(artifacts.manifest_path(run_dir, r["target"]), across_targets=across)
     # A failed target does not stop the others; the caller shows the table, then fails on these.
     return {"results": results, **across, "failures": failures, "failure_records": records}
 

@@ -15,6 +15,8 @@ from edgekd import __version__, artifacts, defaults
 from edgekd.checks import Failure
 from edgekd.deploy.targets import TargetProfile, load_target
 from edgekd.errors import AuditFailed, BadInput, ParityFailed
+from edgekd.run.distill import DistillSummary, load_distill
+from edgekd.run.manifest import amend
 
 MOBILE_PROVIDERS = {"NnapiExecutionProvider", "CoreMLExecutionProvider", "QNNExecutionProvider",
                     "XnnpackExecutionProvider"}
@@ -219,8 +221,8 @@ def export_run(*, target: str | Path | TargetProfile = defaults.TARGET, run: str
     # model is still deployable and stays the recommendation.
     lines = [f"{f.kind}: {f}" for f in failures] + [f"int8 {f.kind}: {f}" for f in int8_failures]
     manifest["checks"] = {"passed": not failures, "failures": lines}
-    manifest["deployable"] = not failures
-    artifacts.write_json(artifacts.manifest_path(run_dir, target.name), manifest)
+    # amend recomputes `deployable` from the checks, parity and audit it holds
+    manifest = amend(artifacts.manifest_path(run_dir, target.name), new=True, **manifest).to_json()
     if lines:
         error = AuditFailed if any(f.kind == "audit" for f in failures + int8_failures) else ParityFailed
         raise error(f"export {target.name}: " + "; ".join(lines), failures=failures + int8_failures)
@@ -249,23 +251,17 @@ def _check_options(target: TargetProfile, *, quantize: str | None, exporter: str
     return target
 
 
-def _distilled(run_dir: Path) -> dict[str, Any]:
-    """distill.json, checked for what the manifest takes from it."""
-    path = run_dir / "distill.json"
-    d = artifacts.read_json(path)
-    try:
-        seed = d["student"]["chosen_seed"]
-        d["_chosen"] = next(r for r in d["per_seed"] if r["seed"] == seed)
-        float(d["accuracy"]["teacher"])
-    except (KeyError, TypeError, StopIteration, ValueError):
-        raise BadInput(f"{path}: not a distill summary (needs accuracy.teacher, student.chosen_seed, per_seed)") from None
-    return d
+def _distilled(run_dir: Path) -> DistillSummary:
+    """distill.json, checked against the run-folder contract (BadInput names the file and the field)."""
+    summary = load_distill(run_dir / "distill.json")
+    summary.chosen(run_dir / "distill.json")  # the kept seed has its row
+    return summary
 
 
 def _manifest(run_dir, out_dir, target, model_path, golden, student, bundle, audit, parity, onnx_acc,
               params, y, ref, distilled) -> dict[str, Any]:
     inputs, outputs = io_spec(model_path)
-    chosen = distilled["_chosen"]
+    chosen = distilled.chosen()
     return {
         "edgekd_version": __version__,
         "target": target.name,
@@ -281,11 +277,12 @@ def _manifest(run_dir, out_dir, target, model_path, golden, student, bundle, aud
                 "partition": audit.partition},
         "parity": parity.to_dict(),
         # What the student sees (the model's input) and what its teacher saw: resolution distillation.
-        "views": {"student": distilled.get("student", {}).get("view"), "teacher": distilled.get("teacher", {}).get("view")},
+        "views": {"student": distilled.student.extra.get("view"),
+                  "teacher": (distilled.extra.get("teacher") or {}).get("view")},
         # How the teacher's outputs were read (logits / probabilities / log-probabilities, class order).
-        "teacher": {"outputs": distilled.get("teacher", {}).get("outputs", "logits"),   # edgekd's own: logits
-                    "class_order": distilled.get("teacher", {}).get("class_order")},
-        "accuracy": {"teacher": distilled["accuracy"]["teacher"],
+        "teacher": {"outputs": (distilled.extra.get("teacher") or {}).get("outputs", "logits"),  # edgekd's: logits
+                    "class_order": (distilled.extra.get("teacher") or {}).get("class_order")},
+        "accuracy": {"teacher": distilled.accuracy.teacher,
                      "student_alone": chosen.get("student_alone"), "student": chosen["student"],
                      **({"agreement": chosen["agreement"]} if "agreement" in chosen else {}),
                      "student_torch_recomputed": float((ref.argmax(1) == y).mean()),
@@ -295,11 +292,11 @@ def _manifest(run_dir, out_dir, target, model_path, golden, student, bundle, aud
     }
 
 
-def _student_choice(distilled: dict[str, Any]) -> dict[str, Any]:
+def _student_choice(distilled: DistillSummary) -> dict[str, Any]:
     """Which of the run's two students to deploy: distill's verdict (mean validation accuracy,
     distilled vs alone). The exported model is student.pt; where the control did better, the
     manifest says so and names student_alone.pt."""
-    v = distilled.get("verdict") or {}
+    v = distilled.verdict or {}
     rec = v.get("recommended_student", "student.pt")
     return {"exported": "student.pt", "recommended": rec, "distillation": v.get("distillation"),
             "by": v.get("recommended_by"), "val": v.get("val"),

@@ -47,6 +47,7 @@ import numpy as np
 from edgekd import artifacts, defaults
 from edgekd.checks import BudgetLimits, budget_failures, budget_limits, check_budget
 from edgekd.errors import AuditFailed, BadInput, BudgetFailed, CheckFailed
+from edgekd.run.distill import write_distill
 from edgekd.search.halving import ETA, SHORT_FRACTION, Trainer, successive_halving
 from edgekd.search.pareto import PLOT_FILE, RESULT_FILE, fronts, plot, select_table
 from edgekd.search.predictor import (
@@ -279,7 +280,7 @@ def select_student(*, target: str | Path, teacher: str | list[str] | None = None
     result = _result(cfg, bundle, profile, cands, budget, predictor, finalists, halving, rec, seconds,
                      teacher_acc=teacher_acc, runner=runner, seed=seed, trials=trials, short=short, run_dir=run_dir)
     summary["wall_seconds"] = seconds["total"]
-    artifacts.write_json(run_dir / "distill.json", summary)
+    summary = write_distill(run_dir / "distill.json", summary).to_json()  # as `edgekd distill` writes it
     artifacts.write_json(run_dir / RESULT_FILE, result)
     plot(run_dir / PLOT_FILE, result)
     artifacts.set_latest(run_dir)

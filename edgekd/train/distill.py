@@ -21,6 +21,7 @@ from edgekd.data import DataBundle
 from edgekd.deploy.targets import TargetProfile, load_target
 from edgekd.errors import BadInput
 from edgekd.provenance import provenance
+from edgekd.run.distill import write_distill
 from edgekd.models import (
     check_student_ops,
     count_params,
@@ -279,7 +280,7 @@ def _distill(cfg: DistillConfig) -> dict[str, Any]:
     summary["verdict"]["try"] = suggestion(cfg, run_dir, summary["verdict"])  # None when distillation helped
     summary["training"] = cfg.training_record()
     summary["wall_seconds"] = time.perf_counter() - t_start
-    artifacts.write_json(run_dir / "distill.json", summary)
+    summary = write_distill(run_dir / "distill.json", summary).to_json()  # checked against the run-folder contract
     artifacts.set_latest(run_dir)
     summary["run"] = str(run_dir)
     return summary

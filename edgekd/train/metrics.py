@@ -21,9 +21,11 @@ from typing import Any
 
 from edgekd import artifacts, ranks
 from edgekd.errors import BadInput
+from edgekd.run import metrics as run_metrics
 
 FILE = "metrics.jsonl"
-KEYS = ("phase", "stage", "epoch", "epochs", "loss", "terms", "val_acc", "lr", "seconds", "images_per_s", "time")
+# the keys of a line, in order: edgekd/run/metrics.py (the run-folder contract) declares them
+KEYS = run_metrics.KEYS
 
 
 _SHARED: dict[tuple[str, str], "MetricsLog"] = {}
@@ -87,7 +89,7 @@ class MetricsLog:
         """Append one epoch's row (keys exactly KEYS) and mirror its scalars to TensorBoard."""
         if not ranks.is_main():
             return
-        row = {k: row[k] for k in KEYS}
+        row = run_metrics.line(row, self.path or "metrics.jsonl").to_json()  # the contract's keys, checked
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with open(self.path, "a") as f:

@@ -54,16 +54,39 @@ def __dir__() -> list[str]:
     return sorted(set(globals()) | set(__all__))
 
 
-if TYPE_CHECKING:  # what type checkers and IDEs see  # noqa: I001
+if TYPE_CHECKING:  # what type checkers and IDEs see
     from edgekd.api import (  # noqa: F401
-        AuditResult, BenchResult, CompareResult, DistillResult, ExportResult, Result, StudentSelection,
-        TeacherSelection, VerifyResult, audit, bench, compare, distill, export, list_targets, load_target,
-        select_student, select_teacher, verify,
+        AuditResult,
+        BenchResult,
+        CompareResult,
+        DistillResult,
+        ExportResult,
+        Result,
+        StudentSelection,
+        TeacherSelection,
+        VerifyResult,
+        audit,
+        bench,
+        compare,
+        distill,
+        export,
+        list_targets,
+        load_target,
+        select_student,
+        select_teacher,
+        verify,
     )
     from edgekd.checks import Failure  # noqa: F401
     from edgekd.deploy.targets import TargetProfile  # noqa: F401
     from edgekd.errors import (  # noqa: F401
-        AuditFailed, BadInput, BudgetFailed, CheckFailed, EdgekdError, GoldenFailed, ParityFailed, VerifyFailed,
+        AuditFailed,
+        BadInput,
+        BudgetFailed,
+        CheckFailed,
+        EdgekdError,
+        GoldenFailed,
+        ParityFailed,
+        VerifyFailed,
     )
     from edgekd.models import STUDENTS, TEACHERS  # noqa: F401
     from edgekd.train.losses import LOSSES  # noqa: F401

@@ -25,6 +25,7 @@ from edgekd.models import onnx_proto, student_net
 from edgekd.search import halving, pareto, predictor, timing
 from edgekd.search import space as sspace
 from edgekd.search import student as ss
+
 from helpers.timing import fake_latency
 
 torch.set_num_threads(1)

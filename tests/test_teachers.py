@@ -365,6 +365,7 @@ def test_auto_detects_each_output_kind_and_soft_kd_gets_the_same_targets(heads, 
     teacher outputs give soft KD (T = 4) the same targets as the logits teacher, within 1e-5."""
     from edgekd.train.losses import build_objective
     from edgekd.train.teacher import check_teacher_paths, teacher_source
+
     from helpers.imagegen import HEADS
 
     T = 4.0

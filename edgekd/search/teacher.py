@@ -331,10 +331,8 @@ def _score_teacher(spec: str, cfg, bundle, root: Path, *, x, y, init_pred, warm,
     `defaults.TEACHER_SEED`, so it gets the weights `edgekd distill` gives it), then score it."""
     import torch
 
-    from edgekd.train.teacher import obtain_teacher
-
     from edgekd.teachers import convert
-    from edgekd.train.teacher import ensemble_accuracy, views
+    from edgekd.train.teacher import ensemble_accuracy, obtain_teacher, views
 
     teacher, info = obtain_teacher(replace(cfg, teacher=spec, teacher_weight_files=weights), bundle,
                                    root / _slug(spec))

@@ -21,9 +21,9 @@ __version__ = "0.1.0"
 # public name → the module that defines it
 _LAZY = {
     **{name: "edgekd.api" for name in (
-        "distill", "check_teacher", "TeacherCheck", "compare", "select_teacher", "select_student", "export", "audit", "verify",
-        "load_target", "list_targets", "teachers", "TeacherCosts", "Result", "DistillResult", "CompareResult", "TeacherSelection",
-        "StudentSelection", "ExportResult", "BenchResult", "AuditResult", "VerifyResult")},
+        "distill", "check_teacher", "TeacherCheck", "compare", "select_teacher", "select_student", "export", "audit",
+        "verify", "load_target", "list_targets", "teachers", "TeacherCosts", "Result", "DistillResult", "CompareResult",
+        "TeacherSelection", "StudentSelection", "ExportResult", "BenchResult", "AuditResult", "VerifyResult")},
     **{name: "edgekd.errors" for name in (
         "EdgekdError", "BadInput", "CheckFailed", "ParityFailed", "AuditFailed", "BudgetFailed", "GoldenFailed",
         "VerifyFailed")},

@@ -272,7 +272,8 @@ class SshRunner(Runner):
 
     # ------------------------------------------------------------ commands
     def _options(self) -> list[str]:
-        opts = ["-o", "BatchMode=yes", "-o", f"StrictHostKeyChecking={'yes' if self.strict_host_keys else 'accept-new'}",
+        host_keys = "yes" if self.strict_host_keys else "accept-new"
+        opts = ["-o", "BatchMode=yes", "-o", f"StrictHostKeyChecking={host_keys}",
                 "-o", f"ConnectTimeout={self.connect_timeout}", "-o", "LogLevel=ERROR",
                 "-o", "PasswordAuthentication=no", "-o", "KbdInteractiveAuthentication=no"]
         if self.known_hosts:

@@ -39,7 +39,9 @@ def main() -> None:
     cfg = DistillConfig(epochs=args.epochs, progress=False, teacher_epochs=3)
     with tempfile.TemporaryDirectory() as tmp:
         teachers = [m for m, _ in obtain_teachers(cfg, bundle, Path(tmp))]
-    kd_obj = lambda: build_objective(list(cfg.methods), temperature=cfg.temperature)
+
+    def kd_obj():
+        return build_objective(list(cfg.methods), temperature=cfg.temperature)
 
     def timed(kind: str) -> tuple[float, float]:
         """(seconds building the teacher cache, seconds training)."""
@@ -73,8 +75,9 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     med = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
-    print(f"training: student alone {med['alone']:.2f} s, KD cached {med['cached']:.2f} s (+ {med['cached_build']:.2f} s "
-          f"building the cache once), KD live teacher {med['live']:.2f} s ({args.epochs} epochs, median of {args.repeats})")
+    print(f"training: student alone {med['alone']:.2f} s, KD cached {med['cached']:.2f} s "
+          f"(+ {med['cached_build']:.2f} s building the cache once), KD live teacher {med['live']:.2f} s "
+          f"({args.epochs} epochs, median of {args.repeats})")
     print(f"cached ÷ alone = {ratio_c:.3f} (goal ≤ 1.15); with the one-time cache build = {ratio_ct:.3f}; "
           f"live teacher ÷ alone = {ratio_l:.3f}")
 

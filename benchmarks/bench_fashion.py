@@ -72,7 +72,8 @@ def _distill(args, teacher_pt: str, fraction: float, run: Path) -> dict:
     shutil.rmtree(run, ignore_errors=True)   # this script's own scratch folder: a rerun starts clean
     t0 = time.perf_counter()
     s = distill(DistillConfig(data="fashion-mnist", data_dir=args.data_dir, **{**FROM_DATA, "teacher": teacher_pt},
-                              seeds=args.seeds, epochs=args.epochs, teacher_epochs=None, labeled_fraction=fraction, run=run, progress=args.progress))
+                              seeds=args.seeds, epochs=args.epochs, teacher_epochs=None, labeled_fraction=fraction,
+                              run=run, progress=args.progress))
     acc = s["accuracy"]
     return {"labeled_fraction": fraction, "student": s["student"]["arch"], "params": s["student"]["params"],
             "epochs": s["epochs"], "seeds": s["seeds"], "temperature": s["temperature"], "methods": s["methods"],
@@ -101,19 +102,22 @@ def _print(result: dict) -> None:
     t = result.get("teacher")
     if t:
         print(f"teacher {t['arch']} ({t['params']:,} params, {t['mflops']:.0f} MFLOPs), {t['epochs']} epochs: "
-              f"test {100 * t['test_accuracy']:.2f}%, {t['seconds'] / 60:.1f} min, {t['train_images_per_s']:.0f} images/s")
+              f"test {100 * t['test_accuracy']:.2f}%, {t['seconds'] / 60:.1f} min, "
+              f"{t['train_images_per_s']:.0f} images/s")
     for r in result["runs"]:
         a, d = r["student_alone"], r["student_distilled"]
         gap = "—" if r["gap_closed"] is None else f"{100 * r['gap_closed']:.0f}%"
-        print(f"labels {100 * r['labeled_fraction']:g}%: {r['student']} ({r['params']:,} params), {r['epochs']} epochs, "
-              f"{r['seeds']} seeds: alone {100 * a['mean']:.2f} ± {100 * a['std']:.2f}%, distilled "
-              f"{100 * d['mean']:.2f} ± {100 * d['std']:.2f}%, gap closed {gap}, {r['verdict']['distillation']}, "
-              f"{r['seconds'] / 60:.1f} min")
+        print(f"labels {100 * r['labeled_fraction']:g}%: {r['student']} ({r['params']:,} params), "
+              f"{r['epochs']} epochs, {r['seeds']} seeds: alone {100 * a['mean']:.2f} ± {100 * a['std']:.2f}%, "
+              f"distilled {100 * d['mean']:.2f} ± {100 * d['std']:.2f}%, gap closed {gap}, "
+              f"{r['verdict']['distillation']}, {r['seconds'] / 60:.1f} min")
     for target, d in result.get("deploy", {}).items():
         print(f"{target} ({d['runner']}{', emulated: answers only' if d['emulated'] else ''}): ONNX p50 "
-              f"{d['p50_ms']:.3f} ms, max |diff| {d['max_abs_diff']:.1e}, top-1 agreement {100 * d['top1_agreement']:.2f}%")
+              f"{d['p50_ms']:.3f} ms, max |diff| {d['max_abs_diff']:.1e}, "
+              f"top-1 agreement {100 * d['top1_agreement']:.2f}%")
     if "pipeline_seconds" in result:
-        print(f"default pipeline (teacher, distill with all labels, export + bench): {result['pipeline_seconds'] / 60:.1f} min")
+        print("default pipeline (teacher, distill with all labels, export + bench): "
+              f"{result['pipeline_seconds'] / 60:.1f} min")
     if "wall_seconds" in result:
         print(f"wall time, end to end: {result['wall_seconds'] / 60:.1f} min")
     print("Zalando's table: " + "; ".join(f"{n} {100 * a:.1f}%" for n, a in ZALANDO))
@@ -151,7 +155,8 @@ def step_ratio(args, bundle) -> dict:
     cnn = statistics.median(times["cnn"])
     out = {"threads": args.threads, "rounds": args.rounds, "batch": 64, "models": {}}
     for name, t in times.items():
-        out["models"][name] = {**model_cost(models[name], bundle.input_shape), "images_per_s": 64 / statistics.median(t),
+        out["models"][name] = {**model_cost(models[name], bundle.input_shape),
+                               "images_per_s": 64 / statistics.median(t),
                                "step_time_vs_cnn": statistics.median(t) / cnn}
         print(f"{name}: {out['models'][name]['mflops']:.1f} MFLOPs, {64 / statistics.median(t):.0f} images/s here, "
               f"step time {statistics.median(t) / cnn:.3f}x cnn's", flush=True)

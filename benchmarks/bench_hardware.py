@@ -56,7 +56,8 @@ def main() -> None:
             "per_repeat": rows, "threads": min(target.intra_op_threads, __import__("os").cpu_count()),
             "accuracy_fp32_onnx": manifest["accuracy"]["student_onnx"],
             "accuracy_int8": manifest["variants"]["int8"]["accuracy"],
-            "accuracy_change_points": 100 * (manifest["variants"]["int8"]["accuracy"] - manifest["accuracy"]["student_onnx"]),
+            "accuracy_change_points": 100 * (manifest["variants"]["int8"]["accuracy"]
+                                             - manifest["accuracy"]["student_onnx"]),
             "bytes": {"fp32": manifest["model"]["bytes"], "int8": manifest["variants"]["int8"]["bytes"]},
         }
         if qemu_setup_info() is None:
@@ -75,12 +76,14 @@ def main() -> None:
     print(f"int8 ÷ fp32 latency, batch 1, local, {result['threads']} threads: {result['int8_over_fp32']:.3f} "
           f"[fp32 {med['fp32_p50_ms']:.4f} ms, int8 {med['int8_p50_ms']:.4f} ms, median of {args.repeats}]")
     print(f"accuracy: fp32 ONNX {100 * result['accuracy_fp32_onnx']:.2f}%, int8 {100 * result['accuracy_int8']:.2f}% "
-          f"({result['accuracy_change_points']:+.2f} points); size {result['bytes']['fp32']:,} B → {result['bytes']['int8']:,} B")
+          f"({result['accuracy_change_points']:+.2f} points); "
+          f"size {result['bytes']['fp32']:,} B → {result['bytes']['int8']:,} B")
     q = result["qemu"]
     if isinstance(q, dict):
-        print(f"ARM build ({q['machine']}, onnxruntime {q['onnxruntime']}) vs PyTorch on {q['fp32_vs_pytorch']['n']} golden "
-              f"samples: fp32 max abs diff {q['fp32_vs_pytorch']['max_abs_diff']:.3g}, top-1 {q['fp32_vs_pytorch']['top1_agreement']:.4f}; "
-              f"int8 max abs diff {q['int8_vs_pytorch']['max_abs_diff']:.3g}, top-1 {q['int8_vs_pytorch']['top1_agreement']:.4f}")
+        fp32, int8 = q["fp32_vs_pytorch"], q["int8_vs_pytorch"]
+        print(f"ARM build ({q['machine']}, onnxruntime {q['onnxruntime']}) vs PyTorch on {fp32['n']} golden "
+              f"samples: fp32 max abs diff {fp32['max_abs_diff']:.3g}, top-1 {fp32['top1_agreement']:.4f}; "
+              f"int8 max abs diff {int8['max_abs_diff']:.3g}, top-1 {int8['top1_agreement']:.4f}")
     else:
         print(f"qemu: {q}")
 

@@ -96,7 +96,8 @@ def main() -> None:
     dest.write_text(json.dumps(result, indent=2) + "\n")
     print(f"README main command wall time:            {result['main_command_wall_s']:.1f} s (goal ≤ 180 s)")
     print(f"ORT ÷ eager student latency (batch 1, {args.threads} thr): {result['ort_over_eager']:.3f} (goal ≤ 0.5)"
-          f"   [ORT {ratios['medians']['student_ort_ms']:.4f} ms, eager {ratios['medians']['student_eager_ms']:.4f} ms]")
+          f"   [ORT {ratios['medians']['student_ort_ms']:.4f} ms, "
+          f"eager {ratios['medians']['student_eager_ms']:.4f} ms]")
     print(f"teacher ÷ student latency, both ORT:      {result['teacher_over_student']:.1f}× (goal ≥ 10×)"
           f"   [teacher {ratios['medians']['teacher_ort_ms']:.4f} ms]")
     print(f"accuracy points lost (teacher − student ONNX): {result['points_lost']:.2f} (goal ≤ 2)")

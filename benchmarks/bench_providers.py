@@ -45,7 +45,8 @@ def _models(tmp: Path) -> dict[str, tuple[Path, np.ndarray, np.ndarray]]:
 
     x = np.random.default_rng(0).standard_normal((256, *SHAPE)).astype(np.float32)
     out = {}
-    for kind, make, name in (("student", create_student, defaults.STUDENT), ("teacher", create_teacher, defaults.TEACHER)):
+    for kind, make, name in (("student", create_student, defaults.STUDENT),
+                             ("teacher", create_teacher, defaults.TEACHER)):
         torch.manual_seed(0)
         model = make(name, in_channels=1, num_classes=10).eval()
         path = tmp / f"{kind}.onnx"
@@ -145,7 +146,8 @@ def partition_section(tmp: Path) -> dict:
             path = tmp / f"part-{name}.onnx"
             write_onnx(create_student(name, in_channels=1, num_classes=10), str(path), input_shape=SHAPE, opset=17)
             p = real_partition(path, prof)
-            out[target][name] = {"share": p["share"], "nodes": p["nodes"]} if p.get("ran") else {"unavailable": p["reason"]}
+            out[target][name] = ({"share": p["share"], "nodes": p["nodes"]} if p.get("ran")
+                                 else {"unavailable": p["reason"]})
     return out
 
 
@@ -216,7 +218,8 @@ def exporter_section(tmp: Path, rounds: int) -> dict:
     from edgekd.models import create_student, create_teacher, write_onnx
 
     out = {}
-    for label, make, name in (("student", create_student, defaults.STUDENT), ("teacher", create_teacher, defaults.TEACHER)):
+    for label, make, name in (("student", create_student, defaults.STUDENT),
+                              ("teacher", create_teacher, defaults.TEACHER)):
         model = make(name, in_channels=1, num_classes=10)
         times: dict[str, list[float]] = {e: [] for e in defaults.EXPORTERS}
         for _ in range(rounds):

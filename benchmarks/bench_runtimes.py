@@ -1,6 +1,7 @@
 """Issue 21's benchmarks: OpenVINO through onnxruntime-openvino in its runtime environment.
 
-    .venv/bin/python benchmarks/bench_runtimes.py [--rounds 3] [--min-seconds 0.5] [--out benchmarks/results/runtimes.json]
+    .venv/bin/python benchmarks/bench_runtimes.py [--rounds 3] [--min-seconds 0.5]
+        [--out benchmarks/results/runtimes.json]
 
 Needs `edgekd runner setup intel-openvino` (and, for section 4, the wheel cache that `.ci/run` fills).
 
@@ -105,7 +106,8 @@ def latency_section(models: dict, profiles: dict, rounds: int, min_seconds: floa
                                  "provider": last[k]["provider"], "fallback": last[k]["fallback"],
                                  "onnxruntime": last[k]["onnxruntime_version"],
                                  "precision": "int8" if variant == "int8" else last[k]["precision"],
-                                 "parity": {x: last[k]["golden"][x] for x in ("max_abs_diff", "top1_agreement", "passed")}}
+                                 "parity": {x: last[k]["golden"][x]
+                                            for x in ("max_abs_diff", "top1_agreement", "passed")}}
                              for k, v in p50.items()}
         section[label] = {"model": m["name"], "input": m["shape"], **rows}
     return section
@@ -170,7 +172,8 @@ def main() -> None:
             row = m[variant]
             ov, cpu = row["OpenVINO EP"], row["CPU EP (same runtime)"]
             print(f"{label:22s} {variant}: OpenVINO {ov['p50_ms']:.4f} ms ÷ CPU {cpu['p50_ms']:.4f} ms = "
-                  f"{ov['ratio_to_cpu_same_runtime']:.2f}×; host CPU {row['CPU EP (host onnxruntime)']['p50_ms']:.4f} ms; "
+                  f"{ov['ratio_to_cpu_same_runtime']:.2f}×; "
+                  f"host CPU {row['CPU EP (host onnxruntime)']['p50_ms']:.4f} ms; "
                   f"parity OV {ov['parity']}")
     print(json.dumps(result["partition"], indent=1))
     print(json.dumps(result["setup"]))

@@ -128,8 +128,9 @@ def main() -> None:
     }
     result = {
         "command": "python benchmarks/bench_select_student.py " + " ".join(sys.argv[1:]),
-        "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
-                    "torch": torch.__version__, "onnxruntime": onnxruntime.__version__, "runner": "local"},
+        "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+                    "python": platform.python_version(), "torch": torch.__version__,
+                    "onnxruntime": onnxruntime.__version__, "runner": "local"},
         "settings": vars(args),
         "teacher": {"arch": "cnn", "epochs": args.teacher_epochs, "seconds": t_teacher,
                     "test_accuracy": default["accuracy"]["teacher"]},
@@ -240,7 +241,8 @@ def report(r: dict) -> None:
         a, b, c = sc["a"], sc["b"], sc["c"]
         label = f"{name}: {sc['budget_ms']:.4g} ms"
         t.add_row(label, "default small-cnn", acc(d["test"]), acc(d["student_alone"]),
-                  f"{a['default']['latency_ms']['p50']:.4f}", f"{a['default']['latency_ms']['p90']:.4f}", f"{d['params']:,}")
+                  f"{a['default']['latency_ms']['p50']:.4f}", f"{a['default']['latency_ms']['p90']:.4f}",
+                  f"{d['params']:,}")
         x = a["picked"]
         t.add_row("", f"picked {x['name']}", acc(x["test"]), acc(x["student_alone"]), f"{x['latency_ms']['p50']:.4f}",
                   f"{x['latency_ms']['p90']:.4f}", f"{x['params']:,}", end_section=True)

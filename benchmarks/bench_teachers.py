@@ -96,7 +96,8 @@ def throughput(data: Path, files: Path, *, epochs: int, repeats: int) -> dict:
         cfg = kinds.get(kind, base)
         model = make_student(cfg, bundle, target, 0)
         if kind == "alone":
-            ph, build = Phase("alone", model, build_objective(["ce"]), Indexed(bundle.train), bundle.val, epochs, 0), 0.0
+            ph = Phase("alone", model, build_objective(["ce"]), Indexed(bundle.train), bundle.val, epochs, 0)
+            build = 0.0
         else:
             obj = build_objective(list(cfg.methods), temperature=cfg.temperature)
             t0 = time.perf_counter()
@@ -129,8 +130,9 @@ def accuracy(data: Path, files: Path, *, epochs: int, seeds: int, run: Path, tem
                               teacher_weight_files=(str(files / "resnet18.pt"),), teacher_input_size=64,
                               teacher_mean="imagenet", teacher_std="imagenet", run=run, progress=False,
                               temperature=temperature))
-    return {"temperature": temperature, "teacher": s["accuracy"]["teacher"], "student_alone": s["accuracy"]["student_alone"],
-            "student_distilled": s["accuracy"]["student"], "gap_closed": s["gap_closed"],
+    return {"temperature": temperature, "teacher": s["accuracy"]["teacher"],
+            "student_alone": s["accuracy"]["student_alone"], "student_distilled": s["accuracy"]["student"],
+            "gap_closed": s["gap_closed"],
             "per_seed": [{k: r[k] for k in ("seed", "student_alone", "student")} for r in s["per_seed"]],
             "test_images": s["data"]["split"]["sizes"]["test"], "objective": s["objective"]}
 
@@ -169,10 +171,10 @@ def main() -> None:
           f"live ONNX {ips['onnx_live']:.0f}, cache {ips['cache']:.0f} "
           f"({thr['images_per_s_cache_with_build']:.0f} counting the one-time cache build)")
     for a in acc:
-        print(f"student small-cnn-s at 32 px, teacher resnet18 at 64 px, T={a['temperature']:g} ({a['test_images']} test "
-              f"images, {args.seeds} seeds): teacher {a['teacher']:.3f}; alone {a['student_alone']['mean']:.3f} ± "
-              f"{a['student_alone']['std']:.3f}; distilled {a['student_distilled']['mean']:.3f} ± "
-              f"{a['student_distilled']['std']:.3f}")
+        print(f"student small-cnn-s at 32 px, teacher resnet18 at 64 px, T={a['temperature']:g} "
+              f"({a['test_images']} test images, {args.seeds} seeds): teacher {a['teacher']:.3f}; "
+              f"alone {a['student_alone']['mean']:.3f} ± {a['student_alone']['std']:.3f}; "
+              f"distilled {a['student_distilled']['mean']:.3f} ± {a['student_distilled']['std']:.3f}")
 
 
 if __name__ == "__main__":

@@ -161,7 +161,8 @@ def main() -> None:
     result = {"data": source, "threads": args.threads, "batch": args.batch, "repeats": args.repeats,
               "torch": torch.__version__, "models": {}}
     flops = sgemm_flops()
-    for role, name, n in (("teacher", args.teacher, args.teacher_images), ("student", args.student, args.student_images)):
+    for role, name, n in (("teacher", args.teacher, args.teacher_images),
+                          ("student", args.student, args.student_images)):
         if args.only not in (None, role):
             continue
         def build(name=name, role=role):
@@ -184,9 +185,10 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
     for role, m in result["models"].items():
-        print(f"{role} {m['name']}: plain {m['images_per_s']['plain']:.0f} img/s, edgekd {m['images_per_s']['edgekd']:.0f} "
-              f"img/s, ratio {m['edgekd_over_plain']:.2f}; channels_last ×{m['channels_last_speedup_edgekd']:.2f} "
-              f"(edgekd) ×{m['channels_last_speedup_plain']:.2f} (plain)"
+        print(f"{role} {m['name']}: plain {m['images_per_s']['plain']:.0f} img/s, "
+              f"edgekd {m['images_per_s']['edgekd']:.0f} img/s, ratio {m['edgekd_over_plain']:.2f}; "
+              f"channels_last ×{m['channels_last_speedup_edgekd']:.2f} (edgekd) "
+              f"×{m['channels_last_speedup_plain']:.2f} (plain)"
               + (f"; bf16 ×{m['bf16_speedup_plain']:.2f}" if "bf16_speedup_plain" in m else "")
               + (f"; compile ×{m['compile_speedup_plain']:.2f}" if args.compile else "")
               + f"; {m['train_flops_per_image'] / 1e6:.1f} MFLOP/img, edgekd at "

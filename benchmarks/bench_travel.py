@@ -83,17 +83,19 @@ def run_one(data: str, fraction: float, seeds: int, run: Path, teacher: str | No
     acc = r["accuracy"]
     return {"labeled_fraction": fraction, "teacher": r["teacher"]["arch"], "student": r["student"]["arch"],
             "input_shape": r["data"]["input_shape"], "epochs": r["epochs"], "seeds": r["seeds"],
-            "teacher_accuracy": acc["teacher"], "student_alone": acc["student_alone"], "student_distilled": acc["student"],
-            "gap_closed": r["gap_closed"], "verdict": r["verdict"]["distillation"],
+            "teacher_accuracy": acc["teacher"], "student_alone": acc["student_alone"],
+            "student_distilled": acc["student"], "gap_closed": r["gap_closed"], "verdict": r["verdict"]["distillation"],
             "recommended": r["verdict"]["recommended_student"], "seconds": time.perf_counter() - t0, "run": str(run)}
 
 
 def line(name: str, r: dict) -> str:
     a, d = r["student_alone"], r["student_distilled"]
     gap = "—" if r["gap_closed"] is None else f"{100 * r['gap_closed']:+.0f}%"
-    return (f"{name:12s} labels {100 * r['labeled_fraction']:>4g}%  teacher {r['teacher']} {100 * r['teacher_accuracy']:.2f}%  "
-            f"{r['student']} alone {100 * a['mean']:.2f} ± {100 * a['std']:.2f}%  distilled {100 * d['mean']:.2f} ± "
-            f"{100 * d['std']:.2f}%  gap closed {gap}  {r['verdict']}  ({r['seconds'] / 60:.1f} min)")
+    return (f"{name:12s} labels {100 * r['labeled_fraction']:>4g}%  "
+            f"teacher {r['teacher']} {100 * r['teacher_accuracy']:.2f}%  "
+            f"{r['student']} alone {100 * a['mean']:.2f} ± {100 * a['std']:.2f}%  "
+            f"distilled {100 * d['mean']:.2f} ± {100 * d['std']:.2f}%  gap closed {gap}  {r['verdict']}  "
+            f"({r['seconds'] / 60:.1f} min)")
 
 
 def main() -> None:

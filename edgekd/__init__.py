@@ -21,9 +21,9 @@ __version__ = "0.1.0"
 # public name → the module that defines it
 _LAZY = {
     **{name: "edgekd.api" for name in (
-        "distill", "check_teacher", "TeacherCheck", "compare", "select_teacher", "select_student", "export", "audit", "verify",
-        "load_target", "list_targets", "teachers", "TeacherCosts", "Result", "DistillResult", "CompareResult", "TeacherSelection",
-        "StudentSelection", "ExportResult", "BenchResult", "AuditResult", "VerifyResult")},
+        "distill", "check_teacher", "TeacherCheck", "compare", "select_teacher", "select_student", "export", "audit",
+        "verify", "load_target", "list_targets", "teachers", "TeacherCosts", "Result", "DistillResult", "CompareResult",
+        "TeacherSelection", "StudentSelection", "ExportResult", "BenchResult", "AuditResult", "VerifyResult")},
     **{name: "edgekd.errors" for name in (
         "EdgekdError", "BadInput", "CheckFailed", "ParityFailed", "AuditFailed", "BudgetFailed", "GoldenFailed",
         "VerifyFailed")},
@@ -54,16 +54,39 @@ def __dir__() -> list[str]:
     return sorted(set(globals()) | set(__all__))
 
 
-if TYPE_CHECKING:  # what type checkers and IDEs see  # noqa: I001
+if TYPE_CHECKING:  # what type checkers and IDEs see
     from edgekd.api import (  # noqa: F401
-        AuditResult, BenchResult, CompareResult, DistillResult, ExportResult, Result, StudentSelection,
-        TeacherSelection, VerifyResult, audit, bench, compare, distill, export, list_targets, load_target,
-        select_student, select_teacher, verify,
+        AuditResult,
+        BenchResult,
+        CompareResult,
+        DistillResult,
+        ExportResult,
+        Result,
+        StudentSelection,
+        TeacherSelection,
+        VerifyResult,
+        audit,
+        bench,
+        compare,
+        distill,
+        export,
+        list_targets,
+        load_target,
+        select_student,
+        select_teacher,
+        verify,
     )
     from edgekd.checks import Failure  # noqa: F401
     from edgekd.deploy.targets import TargetProfile  # noqa: F401
     from edgekd.errors import (  # noqa: F401
-        AuditFailed, BadInput, BudgetFailed, CheckFailed, EdgekdError, GoldenFailed, ParityFailed, VerifyFailed,
+        AuditFailed,
+        BadInput,
+        BudgetFailed,
+        CheckFailed,
+        EdgekdError,
+        GoldenFailed,
+        ParityFailed,
+        VerifyFailed,
     )
     from edgekd.models import STUDENTS, TEACHERS  # noqa: F401
     from edgekd.train.losses import LOSSES  # noqa: F401

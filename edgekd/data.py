@@ -349,7 +349,8 @@ class InMemory:
         return x.mul_(self._a).add_(self._b), self.all_labels.index_select(0, rows)
 
 
-def _in_memory_bundle(name: str, parts: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]], *, scale: float, mean: list[float], std: list[float], **info: Any) -> DataBundle:
+def _in_memory_bundle(name: str, parts: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]], *, scale: float,
+                      mean: list[float], std: list[float], **info: Any) -> DataBundle:
     """A DataBundle of InMemory views; `parts[split] = (pixels N×C×H×W, labels, indices)`."""
     views = {s: InMemory(p, y, i, scale=scale, mean=mean, std=std) for s, (p, y, i) in parts.items()}
     return DataBundle(name=name, train=views["train"], val=views["val"], test=views["test"],
@@ -635,7 +636,8 @@ def load_image_file(path: str):
     from PIL import Image
 
     try:
-        with open(path, "rb") as f, warnings.catch_warnings(), _quiet_stderr(str(path).lower().endswith((".tif", ".tiff"))):
+        tiff = str(path).lower().endswith((".tif", ".tiff"))
+        with open(path, "rb") as f, warnings.catch_warnings(), _quiet_stderr(tiff):
             warnings.simplefilter("ignore")  # Pillow warns on some corrupt files before raising
             image = Image.open(f)
             # Single-band images stay grayscale (the bundle decides the channels); the rest become RGB.
@@ -664,7 +666,8 @@ def _open_image_folder(folder: Path) -> Any:
 
 def _sample_images(base: Any, indices: np.ndarray) -> list[Any]:
     """Up to IMAGEFOLDER_STATS_SAMPLES train images, spread evenly: the data's size, mode and statistics."""
-    picks = np.unique(indices[np.linspace(0, len(indices) - 1, min(IMAGEFOLDER_STATS_SAMPLES, len(indices))).astype(int)])
+    spread = np.linspace(0, len(indices) - 1, min(IMAGEFOLDER_STATS_SAMPLES, len(indices))).astype(int)
+    picks = np.unique(indices[spread])
     return [base[int(i)][0] for i in picks]
 
 
@@ -854,7 +857,8 @@ def load_imagefolder_bundle(*, root: str | Path, seed: int = defaults.SPLIT_SEED
     transform = _to_tensor_transform(mean, std, size=fit.size, mode=mode, resize=resize, fill=fit.fill)
     train_tf = _to_tensor_transform(mean, std, size=fit.size, mode=mode, augment=True, crop=True) \
         if augment else transform
-    views = {s: SplitView(bases[b], idx, train_tf if s == "train" else transform, y[b]) for s, (b, idx) in where.items()}
+    views = {s: SplitView(bases[b], idx, train_tf if s == "train" else transform, y[b])
+             for s, (b, idx) in where.items()}
     pool = views.pop("unlabeled_test", None)
     return DataBundle(name=f"imagefolder:{root}", **views, input_shape=shape, mean=mean, std=std, scale=PIXEL_SCALE,
                       unlabeled_test=pool, **info)
@@ -909,7 +913,8 @@ def load_data(name: str = defaults.DATA, *, data_dir: str | Path | None = None,
     defaults.IN_MEMORY_BYTES) apply to imagefolder:DIR only.
     """
     if augment and name not in AUGMENTABLE and not name.startswith("imagefolder:"):
-        raise BadInput(f"augmentation is not available for --data '{name}'; available for: {', '.join(AUGMENTABLE)}, imagefolder:DIR")
+        raise BadInput(f"augmentation is not available for --data '{name}'; "
+                       f"available for: {', '.join(AUGMENTABLE)}, imagefolder:DIR")
     if name.startswith("imagefolder:"):
         folder = name.split(":", 1)[1]
         if not folder:

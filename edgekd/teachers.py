@@ -355,9 +355,9 @@ def _check_io(spec: TeacherSpec, *, classes: int | None, channels: int | None, d
 
 # ---------------------------------------------------------------- TorchScript and ONNX
 def _load_torchscript(spec: TeacherSpec, *, channels: int, num_classes: int, view: View) -> "nn.Module":
-    import torch
-
     import warnings
+
+    import torch
 
     try:
         with warnings.catch_warnings():

@@ -220,7 +220,8 @@ def test_missing_onnxruntime_is_named(tmp_path: Path, model: Path) -> None:
         pytest.skip(f"need a python without onnxruntime at {sys_python}")
     rc, out, err = run_agent(tmp_path, model, FAST, python=sys_python)
     assert rc == 2 and out["error"]["kind"] == "missing_runtime"
-    assert "ModuleNotFoundError" in out["error"]["message"] and "pip install onnxruntime numpy" in out["error"]["message"]
+    message = out["error"]["message"]
+    assert "ModuleNotFoundError" in message and "pip install onnxruntime numpy" in message
     assert "Traceback" not in err
 
 

@@ -269,7 +269,8 @@ def test_unchecked_caveats_are_listed_in_notes():
     report = audit_model(_model([helper.make_node("Split", ["x"], ["a", "b"], name="split", axis=1,
                                                   num_outputs=2)],
                                 [_f32("x", [1, 4])], [_f32("a", None), _f32("b", None)], opset=18),
-                         _profile({"Split"}, {"Split": "Only on Tuesdays. Input split should be constant if provided."}))
+                         _profile({"Split"},
+                                  {"Split": "Only on Tuesdays. Input split should be constant if provided."}))
     assert report.passed
     assert report.notes == ["Split: caveat not checked: Only on Tuesdays."]
 
@@ -409,7 +410,8 @@ def test_real_partition_counts_nodes_per_provider(tmp_path) -> None:
     from edgekd.deploy.audit import real_partition
 
     graph = helper.make_graph(
-        [helper.make_node("Relu", ["input"], ["r"], name="relu"), helper.make_node("Sigmoid", ["r"], ["logits"], name="sig")],
+        [helper.make_node("Relu", ["input"], ["r"], name="relu"),
+         helper.make_node("Sigmoid", ["r"], ["logits"], name="sig")],
         "g", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 4])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 4])])
     path = tmp_path / "two.onnx"

@@ -15,6 +15,7 @@ import torch
 
 from edgekd.models import count_params, model_mflops
 from edgekd.train.check_teacher import below_control, class_order_check
+
 from helpers.imagegen import CLASSES, export_onnx_teacher, make_imagefolder, tiny_teacher
 
 VIEW = ("--teacher-mean", "0.5", "--teacher-std", "0.5")

@@ -21,7 +21,8 @@ CASES = [
 
 
 @pytest.mark.parametrize("args,fragment", CASES, ids=[c[1][:24] for c in CASES])
-def test_bad_taps_and_options_are_exit_2_before_any_run(edgekd_main, tmp_path: Path, monkeypatch, args, fragment) -> None:
+def test_bad_taps_and_options_are_exit_2_before_any_run(edgekd_main, tmp_path: Path, monkeypatch, args,
+                                                        fragment) -> None:
     monkeypatch.chdir(tmp_path)
     r = edgekd_main("distill", *TINY, "--run", "r", *args)
     assert r.code == 2, r

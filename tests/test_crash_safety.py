@@ -327,7 +327,8 @@ def test_distill_over_an_exported_run_leaves_no_stale_export(exported: Path, tmp
     monkeypatch.chdir(tmp_path)
     r = edgekd_main("distill", "--run", run, "--epochs", "2", *ARGS[2:])
     if r.code == 2:  # refusing to overwrite an existing run is one good answer
-        assert len(r.err_lines) == 1 and {str(p.relative_to(run)): sha(p) for p in run.rglob("*") if p.is_file()} == before
+        after = {str(p.relative_to(run)): sha(p) for p in run.rglob("*") if p.is_file()}
+        assert len(r.err_lines) == 1 and after == before
         return
     assert r.code == 0, r.err
     if not (run / "cpu-arm" / "manifest.json").exists():
@@ -363,7 +364,8 @@ def test_verify_fails_on_every_named_file(exported: Path, tmp_path: Path, damage
 # ---------------------------------------------------------------- concurrency
 @pytest.mark.integration
 def test_two_runs_started_at_once_do_not_clobber_each_other(tmp_path: Path) -> None:
-    base = ["--epochs", "1", "--teacher-epochs", "1", "--teacher", "cnn-small", "--student", "tiny-cnn", "--no-progress"]
+    base = ["--epochs", "1", "--teacher-epochs", "1", "--teacher", "cnn-small", "--student", "tiny-cnn",
+            "--no-progress"]
     procs = {seeds: subprocess.Popen(cmd("distill", *base, "--seeds", seeds, "--json"), cwd=tmp_path, env=child_env(),
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for seeds in ("1", "2")}
@@ -487,7 +489,8 @@ def test_a_nan_at_epoch_2_keeps_the_epoch_1_checkpoint(tmp_path: Path) -> None:
     torch.set_num_threads(1)
     steps_per_epoch = 4
     g = torch.Generator().manual_seed(0)
-    x, y = torch.randn(16 * steps_per_epoch, 1, 8, 8, generator=g), torch.randint(0, 10, (16 * steps_per_epoch,), generator=g)
+    x = torch.randn(16 * steps_per_epoch, 1, 8, 8, generator=g)
+    y = torch.randint(0, 10, (16 * steps_per_epoch,), generator=g)
     ds = torch.utils.data.TensorDataset(x, y)
 
     class NanAt(Objective):

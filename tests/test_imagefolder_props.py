@@ -56,7 +56,8 @@ def _png_claiming(width: int, height: int) -> bytes:
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 9)) + chunk(b"IEND", b"")
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 9))
+            + chunk(b"IEND", b""))
 
 
 # kind -> (extension, whether it is a readable image)
@@ -234,8 +235,8 @@ def renamed(split: list | None, like: list) -> list | None:
 
 
 @SETTINGS
-@given(clean=st.sampled_from([True, True, False]), with_val=st.booleans(), same_classes=st.sampled_from([True, True, False]),
-       seed=st.integers(0, 2**16), data=st.data())
+@given(clean=st.sampled_from([True, True, False]), with_val=st.booleans(),
+       same_classes=st.sampled_from([True, True, False]), seed=st.integers(0, 2**16), data=st.data())
 def test_odd_split_folders_give_a_bundle_or_one_line_of_bad_input(clean, with_val, same_classes, seed, data) -> None:
     """The train/ test/ [val/] layout, with the same class names in each split or not."""
     train, test = data.draw(classes(clean=clean), "train"), data.draw(classes(clean=clean), "test")

@@ -19,6 +19,7 @@ from torch.utils.data import Dataset
 import edgekd.train.distill as distill_mod
 from edgekd.train.config import DistillConfig, load_bundle
 from edgekd.train.distill import distill
+
 from helpers.imagegen import export_onnx_teacher, make_imagefolder, tiny_teacher
 
 

@@ -12,10 +12,10 @@ import pytest
 import torch
 from torch.utils.data import Dataset, Subset, TensorDataset
 
+from edgekd import defaults
 from edgekd.errors import BadInput
 from edgekd.models import create_student
 from edgekd.train.datasets import Indexed, Repeated, batches, in_memory, loader
-from edgekd import defaults
 from edgekd.train.loop import Phase, TrainOptions, _lr_factor, fit
 from edgekd.train.losses import build_objective
 from edgekd.train.metrics import KEYS, MetricsLog

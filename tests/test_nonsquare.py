@@ -17,6 +17,7 @@ import torch
 from edgekd import defaults
 from edgekd.data import Fit, load_data, native_size, parse_hw
 from edgekd.errors import BadInput
+
 from helpers.imagegen import make_imagefolder
 
 TINY = ["--epochs", "1", "--teacher-epochs", "1", "--seeds", "1", "--teacher", "cnn-small", "--no-progress"]
@@ -287,6 +288,7 @@ def test_select_student_searches_times_and_saves_a_non_square_pick_that_exports(
     per-side stem (4×8), the pick is saved as a run, and export/parity/golden take its H×W."""
     from edgekd.search import student as ss
     from edgekd.search import timing
+
     from helpers.timing import fake_latency
 
     monkeypatch.setattr(timing, "run_isolated", lambda runner, model, config, target=None: {

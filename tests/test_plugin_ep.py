@@ -272,7 +272,8 @@ def test_golden_check_uses_the_tolerances_of_the_precision_that_ran(tmp_path: Pa
     np.savez(tmp_path / "golden.npz", inputs=x, outputs=y + 0.01)          # a bf16-sized error
     text = profile_text("cpu-x86")
     fp32 = load_target(write_profile(tmp_path, text, "fp32"))
-    bf16_text = text.replace('{ name = "CPUExecutionProvider" }', '{ name = "CPUExecutionProvider", precision = "bf16" }')
+    bf16_text = text.replace('{ name = "CPUExecutionProvider" }',
+                             '{ name = "CPUExecutionProvider", precision = "bf16" }')
     bf16 = load_target(write_profile(tmp_path, bf16_text + "\n[parity.bf16]\natol = 0.05\nrtol = 0.01\n"
                                                             "min_top1_agreement = 0.9\n", "bf16"))
     fast = dict(min_runs=5, min_seconds=0.01, warmup=1, batches=(1,))

@@ -35,7 +35,8 @@ def test_a_bar_off_a_terminal_prints_one_line_when_it_ends(capsys) -> None:
 
 def test_bar_with_lines_prints_one_line_per_item(capsys) -> None:
     list(progress.bar(["a", "b"], desc="rungs", unit="rung", lines=True))
-    assert [line.split(" |")[0] for line in capsys.readouterr().err.splitlines()] == ["rungs: rung 1/2", "rungs: rung 2/2"]
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split(" |")[0] for line in lines] == ["rungs: rung 1/2", "rungs: rung 2/2"]
 
 
 @pytest.mark.parametrize("how", ["set_quiet", "quieted", "disabled"])

@@ -37,7 +37,8 @@ class _Page(HTMLParser):
         self.text: list[str] = []
         self.feed(html)
 
-    BLOCKS = frozenset({"td", "th", "tr", "li", "p", "div", "h1", "h2", "h3", "br", "section", "figure", "text", "title"})
+    BLOCKS = frozenset({"td", "th", "tr", "li", "p", "div", "h1", "h2", "h3", "br", "section", "figure", "text",
+                        "title"})
 
     def handle_starttag(self, tag, attrs):
         if tag in self.BLOCKS:

@@ -17,8 +17,8 @@ pytestmark = pytest.mark.integration  # headless Chromium
 CHROMIUM = find_chromium()
 needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (apt-get install chromium; "
                                                               ".ci/run installs it)")
-FULL_SECTIONS = ["summary", "recipe", "accuracy", "curves", "targets", "teacher-vs-student", "seminar", "select-student",
-                 "select-teacher", "missing"]
+FULL_SECTIONS = ["summary", "recipe", "accuracy", "curves", "targets", "teacher-vs-student", "seminar",
+                 "select-student", "select-teacher", "missing"]
 
 # Anything that would make the browser fetch: absolute and protocol-relative URLs, CSS imports and
 # url(), and the elements that load resources.

@@ -342,8 +342,8 @@ def test_ssh_runner_never_passes_local_names_to_the_remote_shell(sshd, tmp_path:
 def test_run_json_reads_the_last_json_line_and_names_what_failed(tmp_path: Path) -> None:
     from edgekd.bench.proc import run_json
 
-    reply = run_json([sys.executable, "-c", "import sys,json; print('noise'); print(json.dumps({'a': sys.stdin.read()}))"],
-                     timeout=30, what="probe", input="hi")
+    script = "import sys,json; print('noise'); print(json.dumps({'a': sys.stdin.read()}))"
+    reply = run_json([sys.executable, "-c", script], timeout=30, what="probe", input="hi")
     assert reply.rc == 0 and reply.obj == {"a": "hi"}
     assert run_json([sys.executable, "-c", "print('not json')"], timeout=30, what="probe").obj is None
     with pytest.raises(BadInput, match="probe: program 'no-such-program-x' not found"):

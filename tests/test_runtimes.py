@@ -74,7 +74,8 @@ def relu_then(path: Path, node, *, out_type: int | None = None, out_shape=(2, 6)
     graph = helper.make_graph(
         [helper.make_node("Relu", ["x"], ["r"]), node], "g",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(in_shape)), *extra_inputs],
-        [helper.make_tensor_value_info("y", out_type or TensorProto.FLOAT, None if out_shape is None else list(out_shape))])
+        [helper.make_tensor_value_info("y", out_type or TensorProto.FLOAT,
+                                       None if out_shape is None else list(out_shape))])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     model.ir_version = 8
     onnx.save(model, str(path))

@@ -1,5 +1,5 @@
-"""edgekd.search (student, space, predictor, halving, pareto): search space from the target's ops, MACs by hand, the latency predictor,
-successive halving, the budget failure, reproducibility and the run that export continues from.
+"""edgekd.search (student, space, predictor, halving, pareto): search space from the target's ops, MACs by hand,
+the latency predictor, successive halving, the budget failure, reproducibility and the run that export continues from.
 
 Timing goes through a fake runner (latency from the exported graph) except in one test,
 so the searches are deterministic and fast; the real local runner is checked on its own.
@@ -25,6 +25,7 @@ from edgekd.models import onnx_proto, student_net
 from edgekd.search import halving, pareto, predictor, timing
 from edgekd.search import space as sspace
 from edgekd.search import student as ss
+
 from helpers.timing import fake_latency
 
 torch.set_num_threads(1)
@@ -143,7 +144,8 @@ def test_spearman_by_hand():
 
 def fake_latency_of(c, bundle, profile, folder: Path) -> float:
     model = sspace.build(c, bundle, profile.ops_allow)
-    return fake_latency(artifacts.write_bytes(folder / f"{c.name}.onnx", onnx_proto(model, (1, 8, 8)).SerializeToString()))
+    onnx_bytes = onnx_proto(model, (1, 8, 8)).SerializeToString()
+    return fake_latency(artifacts.write_bytes(folder / f"{c.name}.onnx", onnx_bytes))
 
 
 def test_safety_factor_follows_the_predictors_over_prediction():
@@ -163,7 +165,8 @@ def test_hopeless_draws_are_skipped_untimed_and_replaced(fake_runner, digits, tm
     true = []
     for i, (_, kw) in enumerate(first):
         model = student_net(in_channels=1, num_classes=10, target_ops=profile.ops_allow, **kw)
-        true.append(fake_latency(artifacts.write_bytes(tmp_path / f"{i}.onnx", onnx_proto(model, (1, 8, 8)).SerializeToString())))
+        onnx_bytes = onnx_proto(model, (1, 8, 8)).SerializeToString()
+        true.append(fake_latency(artifacts.write_bytes(tmp_path / f"{i}.onnx", onnx_bytes)))
     budget = float(np.quantile(true, 0.3))
     stream = sspace.candidate_stream(profile.ops_allow, seed=3)
     cands, _, report = ss.search(stream, digits, profile, trials=8, runner="local", budget_ms=budget,
@@ -176,7 +179,8 @@ def test_hopeless_draws_are_skipped_untimed_and_replaced(fake_runner, digits, tm
     assert all(c.measured is None and c.predicted_ms > predictor.MIN_SAFETY * budget for c in skipped)
     assert all(fake_latency_of(c, digits, profile, tmp_path) > budget for c in skipped)  # truly hopeless
     assert all(c.status == ("over budget" if c.p90 > budget else "timed") for c in timed)
-    assert [c.name for c in cands] == [n for n, _ in sspace.sample_candidates(profile.ops_allow, trials=len(cands), seed=3)[0]]
+    sampled = sspace.sample_candidates(profile.ops_allow, trials=len(cands), seed=3)[0]
+    assert [c.name for c in cands] == [n for n, _ in sampled]
     assert report["spearman_rho"] is not None and report["spearman_rho"] > 0.5
 
 

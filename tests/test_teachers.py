@@ -203,7 +203,8 @@ def _bad_inputs(world, tmp: Path) -> dict[str, tuple[list[str], str]]:
     gray = make_imagefolder(tmp / "gray", n=12, size=TEACHER_PX, gray=True)
     tv = ["--teacher", "torchvision:resnet18"]
     return {
-        "not-a-model": (["--teacher", str(tmp / "noise.bin")], "not an edgekd checkpoint, a TorchScript file or an ONNX model"),
+        "not-a-model": (["--teacher", str(tmp / "noise.bin")],
+                        "not an edgekd checkpoint, a TorchScript file or an ONNX model"),
         "bare-state-dict": (["--teacher", str(world["state_dict"])], "bare state_dict"),
         "weights-misfit": (tv + ["--teacher-weights", str(tmp / "misfit.pt")],
                            "'layer1.0.conv1.weight' is (32, 64, 3, 3) in the file, (64, 64, 3, 3)"),
@@ -365,6 +366,7 @@ def test_auto_detects_each_output_kind_and_soft_kd_gets_the_same_targets(heads, 
     teacher outputs give soft KD (T = 4) the same targets as the logits teacher, within 1e-5."""
     from edgekd.train.losses import build_objective
     from edgekd.train.teacher import check_teacher_paths, teacher_source
+
     from helpers.imagegen import HEADS
 
     T = 4.0
@@ -379,7 +381,8 @@ def test_auto_detects_each_output_kind_and_soft_kd_gets_the_same_targets(heads, 
         src = teacher_source(cfg, bundle, [lt.model], build_objective(["soft"], temperature=T))
         targets[h] = torch.softmax(src.cache["logits"] / T, dim=1)
     for h in ("probabilities", "log-probabilities"):
-        assert torch.allclose(targets[h], targets["logits"], atol=1e-5), (h, (targets[h] - targets["logits"]).abs().max())
+        gap = (targets[h] - targets["logits"]).abs().max()
+        assert torch.allclose(targets[h], targets["logits"], atol=1e-5), (h, gap)
     # Without the conversion, the same probabilities read as logits give a much flatter target.
     flat = torch.softmax(torch.softmax(torch.log(targets["logits"]) * T, dim=1) / T, dim=1)
     assert (flat.max(1).values < targets["logits"].max(1).values - 0.1).float().mean() > 0.5

@@ -25,13 +25,13 @@ from edgekd import defaults
 from edgekd.bench.proc import (  # noqa: F401  (AgentFailed, JsonReply: part of this module's API)
     AgentFailed,
     JsonReply,
-    describe_exit as _describe_exit,
-    existing_file as _existing_file,
-    last_json as _last_json,
-    last_line as _last_line,
-    run_cmd as _run,
     run_json,
 )
+from edgekd.bench.proc import describe_exit as _describe_exit
+from edgekd.bench.proc import existing_file as _existing_file
+from edgekd.bench.proc import last_json as _last_json
+from edgekd.bench.proc import last_line as _last_line
+from edgekd.bench.proc import run_cmd as _run
 from edgekd.bench.qemu import (  # noqa: F401  (re-exported: the runner's setup lives in qemu.py)
     QEMU_ROOT_ENV,
     _qemu_env,
@@ -272,7 +272,8 @@ class SshRunner(Runner):
 
     # ------------------------------------------------------------ commands
     def _options(self) -> list[str]:
-        opts = ["-o", "BatchMode=yes", "-o", f"StrictHostKeyChecking={'yes' if self.strict_host_keys else 'accept-new'}",
+        host_keys = "yes" if self.strict_host_keys else "accept-new"
+        opts = ["-o", "BatchMode=yes", "-o", f"StrictHostKeyChecking={host_keys}",
                 "-o", f"ConnectTimeout={self.connect_timeout}", "-o", "LogLevel=ERROR",
                 "-o", "PasswordAuthentication=no", "-o", "KbdInteractiveAuthentication=no"]
         if self.known_hosts:

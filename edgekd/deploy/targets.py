@@ -372,8 +372,9 @@ def _check_parity(path: Path, par: dict, precisions: list[str], providers: tuple
             reduced[p] = Tolerance(float(t["atol"]), float(t["rtol"]), float(t["min_top1_agreement"]))
     for i, prov in enumerate(providers):
         if prov.precision != "fp32" and prov.precision not in reduced:
-            raise _fail(path, f"parity.{prov.precision}", f"missing (required: runtime.providers[{i}] computes "
-                                                          f"in {prov.precision}; give its atol, rtol, min_top1_agreement)")
+            raise _fail(path, f"parity.{prov.precision}",
+                        f"missing (required: runtime.providers[{i}] computes in {prov.precision}; "
+                        "give its atol, rtol, min_top1_agreement)")
     flat = {k: float(v) for k, v in par.items() if k not in COMPUTE_PRECISIONS}
     return Parity(**flat, reduced=reduced)
 

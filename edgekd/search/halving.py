@@ -117,8 +117,8 @@ def successive_halving(trainer: Trainer, survivors: list[Candidate], *, epochs: 
             c.status = "trained"
         ranked = sorted(alive, key=Candidate.rank_key)
         keep = ranked if last else ranked[:max(1, math.ceil(len(alive) / ETA))]
-        log.append({"epochs": e, "candidates": [c.id for c in alive], "promoted": [c.id for c in keep] if not last else [],
-                    "seconds": time.perf_counter() - t0})
+        log.append({"epochs": e, "candidates": [c.id for c in alive],
+                    "promoted": [c.id for c in keep] if not last else [], "seconds": time.perf_counter() - t0})
         alive = keep
     for c in alive:
         c.status = "finalist"

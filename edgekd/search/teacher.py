@@ -331,10 +331,8 @@ def _score_teacher(spec: str, cfg, bundle, root: Path, *, x, y, init_pred, warm,
     `defaults.TEACHER_SEED`, so it gets the weights `edgekd distill` gives it), then score it."""
     import torch
 
-    from edgekd.train.teacher import obtain_teacher
-
     from edgekd.teachers import convert
-    from edgekd.train.teacher import ensemble_accuracy, views
+    from edgekd.train.teacher import ensemble_accuracy, obtain_teacher, views
 
     teacher, info = obtain_teacher(replace(cfg, teacher=spec, teacher_weight_files=weights), bundle,
                                    root / _slug(spec))
@@ -358,6 +356,22 @@ def _predict(model, x):
         return model(x).argmax(1)
 
 
+def _score_all(teachers: list[str], cfg, bundle, run: Path | None, *, progress: bool,
+               **score: Any) -> list[dict[str, Any]]:
+    """Score every candidate (`_score_teacher`, `score` its keywords): one row per teacher, in order.
+    With `run`, trained teachers are kept under run/teachers/<name>/; else in a scratch folder."""
+    from tqdm.auto import tqdm
+
+    paired = _paired_weights(teachers, cfg.teacher_weight_files)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="edgekd-teachers-") as scratch:
+        root = Path(run) / "teachers" if run is not None else Path(scratch)
+        for spec in tqdm(teachers, desc="teachers", unit="teacher", disable=None if progress else True,
+                         leave=False):
+            rows.append(_score_teacher(spec, cfg, bundle, root, weights=paired[spec], **score))
+    return rows
+
+
 def select_teachers(*, student: str | None = None, teachers: list[str], data: str = defaults.DATA,
                     target: str = defaults.TARGET, run: Path | None = None,
                     temperature: float | None = None, n: int = N_EXAMPLES,
@@ -376,8 +390,6 @@ def select_teachers(*, student: str | None = None, teachers: list[str], data: st
     result goes to run/teacher_selection.json. `ranking` orders by GRACE, lowest first unless
     `higher_is_better`. student, temperature, teacher_epochs left None: from `defaults.recipe`.
     """
-    from tqdm.auto import tqdm
-
     from edgekd.data import load_data
     from edgekd.deploy.targets import load_target
     from edgekd.train.config import DistillConfig
@@ -385,9 +397,10 @@ def select_teachers(*, student: str | None = None, teachers: list[str], data: st
 
     t0 = time.perf_counter()
     _check_args(teachers, n, warmup_steps)
-    cfg = DistillConfig(data=data, data_dir=None if data_dir is None else Path(data_dir), download=download, student=student, target=target,
-                        temperature=temperature, teacher_epochs=teacher_epochs, lr=lr, batch_size=batch_size,
-                        labeled_fraction=labeled_fraction, progress=progress, **(teacher_options or {}))
+    cfg = DistillConfig(data=data, data_dir=None if data_dir is None else Path(data_dir), download=download,
+                        student=student, target=target, temperature=temperature, teacher_epochs=teacher_epochs,
+                        lr=lr, batch_size=batch_size, labeled_fraction=labeled_fraction, progress=progress,
+                        **(teacher_options or {}))
     cfg.validate()
     profile, bundle = load_target(target), load_data(data, data_dir=data_dir, download=download)
     cfg = cfg.for_data(bundle)
@@ -397,13 +410,8 @@ def select_teachers(*, student: str | None = None, teachers: list[str], data: st
     warm = warm_up(copy.deepcopy(init), bundle, steps=warmup_steps, labeled_fraction=labeled_fraction,
                    lr=lr, batch_size=batch_size, seed=seed)
 
-    rows, paired = [], _paired_weights(teachers, cfg.teacher_weight_files)  # one row per teacher, in order
-    with tempfile.TemporaryDirectory(prefix="edgekd-teachers-") as scratch:
-        root = Path(run) / "teachers" if run is not None else Path(scratch)
-        for spec in tqdm(teachers, desc="teachers", unit="teacher", disable=None if progress else True,
-                         leave=False):
-            rows.append(_score_teacher(spec, cfg, bundle, root, x=x, y=y, init_pred=init_pred, warm=warm,
-                                       proj_dim=proj_dim, n_splits=n_splits, seed=seed, weights=paired[spec]))
+    rows = _score_all(teachers, cfg, bundle, run, progress=progress, x=x, y=y, init_pred=init_pred, warm=warm,
+                      proj_dim=proj_dim, n_splits=n_splits, seed=seed)
     ranked = rank_rows(rows, higher_is_better=higher_is_better)
     result = {
         "student": cfg.student, "data": bundle.name, "target": profile.name, "temperature": cfg.temperature,

@@ -1,1 +1,2 @@
-"""Training: configuration, the one training loop, teacher source and cache, losses, features, online and distributed."""
+"""Training: configuration, the one training loop, teacher source and cache, losses, features, online and
+distributed."""

@@ -10,7 +10,6 @@ from typing import Any
 from edgekd import artifacts, defaults
 from edgekd.errors import BadInput
 
-
 # Options that follow the data (`defaults.recipe`) when left None.
 FROM_DATA = ("teacher", "student", "methods", "temperature", "epochs", "teacher_epochs")
 

@@ -124,12 +124,17 @@ def test_the_table_says_distillation_lost():
 
 
 def test_the_manifest_names_the_student_distill_recommends():
+    from types import SimpleNamespace
+
     from edgekd.deploy.export import _student_choice
 
+    def run(verdict):  # the one attribute of a DistillSummary that _student_choice reads
+        return SimpleNamespace(verdict=verdict)
+
     lost = verdict([row(0, 0.90, 0.86, 0.91, 0.87)], {"mean": 0.90, "std": 0.0}, {"mean": 0.86, "std": 0.0})
-    c = _student_choice({"verdict": lost})
+    c = _student_choice(run(lost))
     assert (c["exported"], c["recommended"], c["distillation"]) == ("student.pt", "student_alone.pt", "lost")
     assert "student_alone.pt" in c["note"]
     helped = verdict([row(0, 0.80, 0.90, 0.80, 0.90)], {"mean": 0.80, "std": 0.0}, {"mean": 0.90, "std": 0.0})
-    assert _student_choice({"verdict": helped})["recommended"] == "student.pt"
-    assert _student_choice({})["recommended"] == "student.pt"   # a run from before the verdict existed
+    assert _student_choice(run(helped))["recommended"] == "student.pt"
+    assert _student_choice(run(None))["recommended"] == "student.pt"   # a run from before the verdict existed

@@ -565,7 +565,6 @@ def runner_setup(*, target: PathLike, wheels: PathLike | None = None, force: boo
         return setup_qemu(progress=progress, force=force)
     from edgekd.deploy.runtimes import setup_runtime
     from edgekd.deploy.targets import load_target as load
-
     from edgekd.errors import BadInput
 
     try:

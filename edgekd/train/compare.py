@@ -83,8 +83,8 @@ def compare(cfg, *, methods: tuple[str, ...] = DEFAULT) -> dict[str, Any]:
 
     from edgekd.deploy.targets import load_target
     from edgekd.models import check_student_ops
-    from edgekd.train.distill import count_params, labeled_subset, make_student, mean_std, train_control
     from edgekd.train.config import load_bundle
+    from edgekd.train.distill import count_params, labeled_subset, make_student, mean_std, train_control
     from edgekd.train.teacher import check_teacher_paths, ensemble_accuracy, obtain_teachers
 
     overrides = {m: method_overrides(m) for m in methods}

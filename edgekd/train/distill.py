@@ -20,14 +20,14 @@ from edgekd.checkpoints import save_student
 from edgekd.data import DataBundle
 from edgekd.deploy.targets import TargetProfile, load_target
 from edgekd.errors import BadInput
-from edgekd.provenance import provenance
-from edgekd.run.distill import write_distill
 from edgekd.models import (
     check_student_ops,
     count_params,
     create_student,
     create_teacher,
 )
+from edgekd.provenance import provenance
+from edgekd.run.distill import write_distill
 from edgekd.train.config import DistillConfig, check_resume, load_bundle
 from edgekd.train.datasets import (
     Indexed,

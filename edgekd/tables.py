@@ -237,7 +237,8 @@ def bench_table(r: dict[str, Any]) -> Table:
     lines = ["throughput (samples/s): " + ", ".join(f"batch {b}: {v:,.0f}" for b, v in (f.get("throughput") or {}).items())]
     if c:
         lines.append(f"student is {c['teacher_over_student']:.1f}× faster than the teacher (ONNX, same threads), "
-                     f"losing {c['accuracy_points_lost']:.2f} accuracy points; ONNX ÷ eager = {c['onnx_over_eager']:.2f}")
+                     f"losing {c['accuracy_points_lost']:.2f} accuracy points; ONNX ÷ eager = "
+                     f"{c['onnx_over_eager']:.2f}")
     for chk in r["budget"]["checks"]:
         state = f"skipped ({chk['skipped']})" if chk.get("skipped") else ("ok" if chk["passed"] else "FAILED")
         lines.append(f"budget {chk['name']}: {chk['value']:.4g} (limit {chk['limit']:g}) {state}")

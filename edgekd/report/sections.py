@@ -91,7 +91,8 @@ def _recipe_rows(run: RunData) -> dict[str, str]:
     return {
         "status": _status(run),
         "data": esc(data_name or "—"), "input (H×W)": _input(run), "split": _split(run), "teacher": _teacher(run),
-        "student": esc(f"{student['arch']} ({count(student.get('params'))} params, ops: {', '.join(student.get('ops', []))})")
+        "student": esc(f"{student['arch']} ({count(student.get('params'))} params, ops: "
+                       f"{', '.join(student.get('ops', []))})")
         if isinstance(student, dict) else esc(cfg.get("student", "—")),
         "methods (weights)": esc(s.get("objective") or ", ".join(s.get("methods", [])) or "—"),
         "temperature": num(s.get("temperature")), "epochs": num(s.get("epochs")),

@@ -73,7 +73,8 @@ def audit_table(runs: list[RunData], name: str) -> str:
 
     rows = [
         row("model", lambda m, b: esc(f"{_get(m, 'model', 'path', default='—')}, {size(_get(m, 'model', 'bytes'))}, "
-                                      f"{count(_get(m, 'model', 'params'))} params, opset {_get(m, 'model', 'opset', default='—')}")),
+                                      f"{count(_get(m, 'model', 'params'))} params, opset "
+                                      f"{_get(m, 'model', 'opset', default='—')}")),
         row("ops used", lambda m, b: esc(", ".join(_get(m, "ops", "used", default=[]) or []) or "—")),
         row("unsupported", lambda m, b: _unsupported(m)),
         row("coverage (nodes the target takes)", lambda m, b: pct(_get(m, "ops", "coverage"), 1)),
@@ -99,7 +100,8 @@ def parity_table(runs: list[RunData], name: str) -> str:
     def cell(p: Any) -> str:
         if not isinstance(p, dict):
             return "—"
-        return (f"n {p.get('n', '—')}, max abs {num(p.get('max_abs_diff'), 3)}, max rel {num(p.get('max_rel_diff'), 3)}, "
+        return (f"n {p.get('n', '—')}, max abs {num(p.get('max_abs_diff'), 3)}, max rel "
+                f"{num(p.get('max_rel_diff'), 3)}, "
                 f"top-1 {pct(p.get('top1_agreement'))} {mark(p.get('passed'))}")
 
     rows = [["fp32 vs PyTorch (test split)"] + [cell(_m(r, name).get("parity")) for r in runs],
@@ -231,7 +233,8 @@ def profile_tables(runs: list[RunData], name: str) -> str:
 
 def variants_table(runs: list[RunData], name: str) -> str:
     if not any(_get(_m(r, name), "variants", "int8") for r in runs):
-        return missing("No int8 variant: <code>edgekd export --target " + esc(name) + " --quantize int8</code> makes one.")
+        return missing("No int8 variant: <code>edgekd export --target " + esc(name) + " --quantize int8</code> makes "
+                                                                                      "one.")
 
     def cells(r: RunData) -> list[str]:
         m, b = _m(r, name), _b(r, name)

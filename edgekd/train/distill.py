@@ -63,7 +63,8 @@ def check_taps(cfg: DistillConfig, bundle: DataBundle, student: nn.Module, objec
             if role not in ROLES:
                 raise BadInput(f"{side} {role}=...: unknown role; valid: {', '.join(ROLES)}")
             if role not in objective.taps:
-                raise BadInput(f"{side} {role}=...: no --method reads '{role}' (the objective is {objective.describe()})")
+                raise BadInput(f"{side} {role}=...: no --method reads '{role}' (the objective is "
+                               f"{objective.describe()})")
     if not objective.taps:
         return
     resolve_taps(student, objective, cfg.student_taps)

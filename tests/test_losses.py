@@ -216,7 +216,8 @@ def check_fitnet():
     b = batch(feature_map=(FS, FT))
     obj = build_objective(["fitnet"]).prepare(b)
     conv = obj.losses[0].regressor[0]
-    assert isinstance(conv, nn.Conv2d) and conv.kernel_size == (1, 1) and (conv.in_channels, conv.out_channels) == (2, 3)
+    assert isinstance(conv, nn.Conv2d) and conv.kernel_size == (1, 1)
+    assert (conv.in_channels, conv.out_channels) == (2, 3)
     W, bias = np.array([[1.0, -1.0], [0.5, 0.5], [0.0, 2.0]]), np.array([0.0, 0.1, -0.1])
     with torch.no_grad():
         conv.weight.copy_(t(W).view(3, 2, 1, 1)), conv.bias.copy_(t(bias))
@@ -493,7 +494,8 @@ def test_dml_matches_hand_and_detaches_peers():
     out[0].backward()
     assert logits[0].grad.abs().sum() > 0
     assert logits[1].grad is None and logits[2].grad is None  # peers are targets, not trained by L_0
-    assert [float(v.detach()) for v in losses.MutualLoss()(logits, torch.tensor(Y))] == pytest.approx([float(v.detach()) for v in out])
+    assert ([float(v.detach()) for v in losses.MutualLoss()(logits, torch.tensor(Y))]
+            == pytest.approx([float(v.detach()) for v in out]))
 
 
 def test_dml_needs_two_students():

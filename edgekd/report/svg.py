@@ -87,7 +87,8 @@ class Frame:
     def y_axis(self, label: str, ticks: Sequence[float]) -> None:
         for t in ticks:
             y = self.py(t)
-            self.add(f'<line x1="{self.left}" x2="{self.width - PAD["right"]}" y1="{y:.1f}" y2="{y:.1f}" class="grid"/>')
+            self.add(f'<line x1="{self.left}" x2="{self.width - PAD["right"]}" y1="{y:.1f}" y2="{y:.1f}" '
+                     'class="grid"/>')
             self.add(f'<text x="{self.left - 5}" y="{y + 4:.1f}" text-anchor="end" class="tick">{fmt(t)}</text>')
         mid = (PAD["top"] + self.height - PAD["bottom"]) / 2
         self.add(f'<text transform="translate(13,{mid:.1f}) rotate(-90)" text-anchor="middle" class="axis">'
@@ -116,7 +117,8 @@ class Frame:
                 f'{body}{leg}</svg>')
 
 
-def _legend_rows(legend: Sequence[tuple[str, str, str]], width: int, left: int) -> list[list[tuple[str, str, str, float]]]:
+def _legend_rows(legend: Sequence[tuple[str, str, str]], width: int,
+                 left: int) -> list[list[tuple[str, str, str, float]]]:
     """Lay legend items left to right, wrapping to a new row instead of overlapping."""
     rows: list[list[tuple[str, str, str, float]]] = [[]]
     x = left

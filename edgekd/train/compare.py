@@ -110,7 +110,8 @@ def compare(cfg, *, methods: tuple[str, ...] = DEFAULT) -> dict[str, Any]:
     _, labeled_only = labeled_subset(cfg, bundle)
     controls = [train_control(cfg, bundle, target, run_dir, seed, labeled_only) for seed in range(cfg.seeds)]
     alone = mean_std([r["student_alone"] for r in controls])
-    rows = [{"method": "teacher", "params": sum(count_params(t) for t in teachers), "accuracy": {"mean": teacher_acc, "std": 0.0, "n": 1},
+    rows = [{"method": "teacher", "params": sum(count_params(t) for t in teachers),
+             "accuracy": {"mean": teacher_acc, "std": 0.0, "n": 1},
              "seconds": teacher_s},
             {"method": "student alone", "params": count_params(probe), "accuracy": alone,
              "per_seed": [r["student_alone"] for r in controls],

@@ -171,7 +171,8 @@ def train_students(cfg: DistillConfig, bundle: DataBundle, target: TargetProfile
             model = make_student(cfg, bundle, target, seed + 1000 * (gen or 0))
             name = f"kd/seed{seed}" if gen is None else f"kd/seed{seed}/gen{gen}"
             kd = Phase(name, model, obj, Indexed(bundle.train, mask), bundle.val, cfg.epochs, seed, cfg.lr,
-                       cfg.batch_size, source=src, student_taps=_student_taps(model, obj, cfg), hint_epochs=cfg.hint_epochs,
+                       cfg.batch_size, source=src, student_taps=_student_taps(model, obj, cfg),
+                       hint_epochs=cfg.hint_epochs,
                        options=cfg.train_options(run_dir))
             _fit_into(row, "student", kd, cfg, bundle, run_dir)
             if gen is not None:

@@ -27,7 +27,8 @@ if TYPE_CHECKING:
 
 __all__ = ["distill", "check_teacher", "TeacherCheck",
            "compare", "select_teacher", "select_student", "export", "bench", "audit", "verify",
-           "load_target", "list_targets", "runner_setup", "teachers", "TeacherCosts", "report", "Result", "ReportResult", "DistillResult", "CompareResult", "TeacherSelection",
+           "load_target", "list_targets", "runner_setup", "teachers", "TeacherCosts", "report", "Result",
+           "ReportResult", "DistillResult", "CompareResult", "TeacherSelection",
            "StudentSelection", "ExportResult", "BenchResult", "AuditResult", "VerifyResult"]
 
 PathLike = str | Path
@@ -271,7 +272,8 @@ def compare(*, data: str = defaults.DATA, data_dir: PathLike | None = None, down
             teacher_epochs: int | None = None, seeds: int = defaults.SEEDS,
             labeled_fraction: float = defaults.LABELED_FRACTION, run: PathLike | None = None,
             progress: bool = True, device: str = defaults.DEVICE, teacher_weight_files: Sequence[PathLike] = (),
-            teacher_input_size: int | str | Sequence[int] | None = None, teacher_mean: str | None = None, teacher_std: str | None = None,
+            teacher_input_size: int | str | Sequence[int] | None = None, teacher_mean: str | None = None,
+            teacher_std: str | None = None,
             teacher_outputs: str = defaults.TEACHER_OUTPUTS, class_order: str | Sequence[int] | None = None,
             input_size: int | str | Sequence[int] | None = None, resize: str | None = None) -> CompareResult:
     """The seminar table: the teacher once, the student alone, then each method (default: all),
@@ -565,7 +567,6 @@ def runner_setup(*, target: PathLike, wheels: PathLike | None = None, force: boo
         return setup_qemu(progress=progress, force=force)
     from edgekd.deploy.runtimes import setup_runtime
     from edgekd.deploy.targets import load_target as load
-
     from edgekd.errors import BadInput
 
     try:

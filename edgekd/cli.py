@@ -40,9 +40,14 @@ JSON_OPT = typer.Option(False, "--json", help="Print the result as JSON instead 
 
 # Options shared by `distill` and `compare` (typer reads them off the signature).
 DATA_OPT = typer.Option(defaults.DATA, help="digits | mnist | fashion-mnist | cifar10 | imagefolder:DIR")
-DATA_DIR_OPT = typer.Option(None, help="Folder with the dataset files (IDX files, directly or under torchvision's MNIST/raw, FashionMNIST/raw; cifar-10-batches-py). Default: ./data, and for fashion-mnist also /usr/share/datasets/fashion-mnist.")
+DATA_DIR_OPT = typer.Option(None, help=(
+    "Folder with the dataset files (IDX files, directly or under torchvision's MNIST/raw, FashionMNIST/raw; "
+    "cifar-10-batches-py). Default: ./data, and for fashion-mnist also /usr/share/datasets/fashion-mnist."))
 DOWNLOAD_OPT = typer.Option(False, help="Let torchvision download the dataset into --data-dir.")
-TEACHER_OPT = typer.Option(None, help="Registry name, teacher file (edgekd .pt, TorchScript, .onnx), or torchvision:ARCH / timm:NAME with --teacher-weights; repeat for several teachers (default: cnn; for distill, compare and select-student resnet-s on inputs of 28x28 and more).")
+TEACHER_OPT = typer.Option(None, help=(
+    "Registry name, teacher file (edgekd .pt, TorchScript, .onnx), or torchvision:ARCH / timm:NAME with "
+    "--teacher-weights; repeat for several teachers (default: cnn; for distill, compare and select-student resnet-s on "
+    "inputs of 28x28 and more)."))
 TARGET_OPT = typer.Option(defaults.TARGET, help="Target profile name or .toml path; the student uses only its ops.")
 SEEDS_OPT = typer.Option(defaults.SEEDS, help="Seeds for mean ± std.")
 LF_OPT = typer.Option(defaults.LABELED_FRACTION, help=(
@@ -53,18 +58,26 @@ DEVICE_OPT = typer.Option(defaults.DEVICE, help="auto | cpu | cuda | cuda:N (aut
 QUIET_OPT = typer.Option(False, "--quiet", "-q", help="No progress bars or per-epoch lines.")
 # distill and compare: unset options follow the data (defaults.recipe: teacher, student, epochs, T, losses)
 _RULE = "default: from the data, see `defaults.recipe`"
-AUTO_STUDENT_OPT = typer.Option(None, "--student", help=f"Student name from the registry ({_RULE}: small-cnn; wide-cnn for 10k+ train images or 28-32 px inputs; small-cnn-s above 32 px).")
-AUTO_EPOCHS_OPT = typer.Option(None, "--epochs", help=f"Student epochs; the control gets the same epochs and steps ({_RULE}: 30 for digits, 4 for Fashion-MNIST).")
-AUTO_T_EPOCHS_OPT = typer.Option(None, "--teacher-epochs", help=f"Epochs when training a teacher ({_RULE}: 15 for digits, 4 for Fashion-MNIST).")
-AUTO_TEMP_OPT = typer.Option(None, "--temperature", help=f"Softmax temperature T for soft labels ({_RULE}: {defaults.TEMPERATURE:g}).")
+AUTO_STUDENT_OPT = typer.Option(None, "--student", help=(
+    f"Student name from the registry ({_RULE}: small-cnn; wide-cnn for 10k+ train images or 28-32 px inputs; "
+    "small-cnn-s above 32 px)."))
+AUTO_EPOCHS_OPT = typer.Option(None, "--epochs", help=(
+    f"Student epochs; the control gets the same epochs and steps ({_RULE}: 30 for digits, 4 for Fashion-MNIST)."))
+AUTO_T_EPOCHS_OPT = typer.Option(None, "--teacher-epochs", help=(
+    f"Epochs when training a teacher ({_RULE}: 15 for digits, 4 for Fashion-MNIST)."))
+AUTO_TEMP_OPT = typer.Option(None, "--temperature", help=(
+    f"Softmax temperature T for soft labels ({_RULE}: {defaults.TEMPERATURE:g})."))
 
 
 # Foreign teachers and their view, ImageFolder size and augmentation (edgekd.teachers).
-T_FILES_OPT = typer.Option(None, "--teacher-weights", help="FILE of weights (state_dict or checkpoint) for each torchvision:ARCH / timm:NAME --teacher, in order.")
+T_FILES_OPT = typer.Option(None, "--teacher-weights", help=(
+    "FILE of weights (state_dict or checkpoint) for each torchvision:ARCH / timm:NAME --teacher, in order."))
 T_SIZE_OPT = typer.Option(None, help="The teacher sees each image at N (square) or HxW, e.g. 48x192 (default: an "
                           "ONNX teacher's fixed input dims, else the data's).")
-T_MEAN_OPT = typer.Option(None, help="The teacher's per-channel mean, comma-separated, or 'imagenet' (default: the data's).")
-T_STD_OPT = typer.Option(None, help="The teacher's per-channel std, comma-separated, or 'imagenet' (default: the data's).")
+T_MEAN_OPT = typer.Option(None, help=(
+    "The teacher's per-channel mean, comma-separated, or 'imagenet' (default: the data's)."))
+T_STD_OPT = typer.Option(None, help=(
+    "The teacher's per-channel std, comma-separated, or 'imagenet' (default: the data's)."))
 INPUT_SIZE_OPT = typer.Option(None, help="imagefolder: the student's input, N (square) or HxW in pixels, e.g. 16x64 "
                               "(default: the images' own HxW, scaled down keeping the aspect ratio to at most "
                               "32x32 = 1,024 pixels).")
@@ -73,7 +86,8 @@ RESIZE_OPT = typer.Option(None, help="imagefolder: how an image becomes HxW: str
 UNLABELED_OPT = typer.Option(None, help="imagefolder: a folder of unlabeled images (any tree) added to the transfer "
                              "set (the teacher labels them); repeatable. A held-out share scores agreement with the "
                              "teacher.")
-AUGMENT_OPT = typer.Option(False, help="Random-resized crop + flip on the train set (imagefolder, cifar10); the teacher runs live.")
+AUGMENT_OPT = typer.Option(False, help=(
+    "Random-resized crop + flip on the train set (imagefolder, cifar10); the teacher runs live."))
 DETERMINISTIC_OPT = typer.Option(False, "--deterministic",
                                  help="Deterministic kernels (CUDA): a resumed run repeats an uninterrupted one.")
 NPROC_OPT = typer.Option(1, help="Processes per node: launches through torchrun (gloo on CPU, NCCL on GPU).")
@@ -113,6 +127,29 @@ def _teacher_kw(files, size, mean, std, outputs, class_order) -> dict:
                 teacher_std=std, teacher_outputs=outputs, class_order=class_order)
 
 
+# distill's own options (module level: the signature stays short enough to read)
+METHOD_OPT = typer.Option(None, help=(
+    "Loss NAME[:WEIGHT], repeatable: ce hard soft cosine fitnet at rkd rkd-d rkd-a. Default: soft:0.7 ce:0.3."))
+LR_SCHEDULE_OPT = typer.Option(defaults.LR_SCHEDULE, help=(
+    "auto | cosine | warmup-cosine | constant (auto: cosine; warm-up above batch 64)."))
+PRECISION_OPT = typer.Option(defaults.PRECISION, help=(
+    "auto | fp32 | bf16 | fp16 autocast (auto: bf16 on CUDA, fp32 on CPU)."))
+CHANNELS_LAST_OPT = typer.Option(None, "--channels-last/--no-channels-last", help=(
+    "NHWC memory format (default: on; it won on CPU and GPU)."))
+COMPILE_OPT = typer.Option(False, "--compile", help=(
+    "torch.compile the models (refused: it did not win; see benchmarks/README.md)."))
+TENSORBOARD_OPT = typer.Option(None, help="Also write per-epoch scalars to this TensorBoard log folder.")
+LR_OPT = typer.Option(defaults.LR, help=(
+    f"Learning rate (AdamW) at batch {defaults.BASE_BATCH}; scaled linearly with --batch-size."))
+HINT_EPOCHS_OPT = typer.Option(0, help="FitNets stage 1: epochs training the student up to its tap on the hint loss.")
+GENERATIONS_OPT = typer.Option(0, help="Born-again self-distillation: K generations of the student teaching the next.")
+ONLINE_OPT = typer.Option(False, help="Online distillation: deep mutual learning of --peers students, no teacher.")
+STUDENT_TAP_OPT = typer.Option(None, help=(
+    "ROLE=MODULE: tap this student module for a feature loss (roles: hidden, feature_map)."))
+TEACHER_TAP_OPT = typer.Option(None, help="ROLE=MODULE: tap this teacher module (e.g. feature_map=layer3).")
+LOSS_OPTION_OPT = typer.Option(None, help="LOSS.KEY=VALUE, e.g. fitnet.kernel=3 or cosine.project=false.")
+
+
 @app.command()
 def distill(
     data: str = DATA_OPT, data_dir: Optional[Path] = DATA_DIR_OPT, download: bool = DOWNLOAD_OPT,
@@ -125,26 +162,26 @@ def distill(
     unlabeled: Optional[List[Path]] = UNLABELED_OPT, augment: bool = AUGMENT_OPT,
     teacher_outputs: str = T_OUTPUTS_OPT, class_order: Optional[str] = CLASS_ORDER_OPT,
     student: Optional[str] = AUTO_STUDENT_OPT, target: str = TARGET_OPT,
-    method: Optional[List[str]] = typer.Option(None, help="Loss NAME[:WEIGHT], repeatable: ce hard soft cosine fitnet at rkd rkd-d rkd-a. Default: soft:0.7 ce:0.3."),
-    lr_schedule: str = typer.Option(defaults.LR_SCHEDULE, help="auto | cosine | warmup-cosine | constant (auto: cosine; warm-up above batch 64)."),
+    method: Optional[List[str]] = METHOD_OPT,
+    lr_schedule: str = LR_SCHEDULE_OPT,
     warmup_epochs: float = typer.Option(defaults.WARMUP_EPOCHS, help="Linear warm-up of warmup-cosine, in epochs."),
-    precision: str = typer.Option(defaults.PRECISION, help="auto | fp32 | bf16 | fp16 autocast (auto: bf16 on CUDA, fp32 on CPU)."),
-    channels_last: Optional[bool] = typer.Option(None, "--channels-last/--no-channels-last", help="NHWC memory format (default: on; it won on CPU and GPU)."),
-    compile: bool = typer.Option(False, "--compile", help="torch.compile the models (refused: it did not win; see benchmarks/README.md)."),
-    tensorboard: Optional[Path] = typer.Option(None, help="Also write per-epoch scalars to this TensorBoard log folder."),
+    precision: str = PRECISION_OPT,
+    channels_last: Optional[bool] = CHANNELS_LAST_OPT,
+    compile: bool = COMPILE_OPT,
+    tensorboard: Optional[Path] = TENSORBOARD_OPT,
     deterministic: bool = DETERMINISTIC_OPT,
     temperature: Optional[float] = AUTO_TEMP_OPT, epochs: Optional[int] = AUTO_EPOCHS_OPT,
     teacher_epochs: Optional[int] = AUTO_T_EPOCHS_OPT, seeds: int = SEEDS_OPT,
-    lr: float = typer.Option(defaults.LR, help=f"Learning rate (AdamW) at batch {defaults.BASE_BATCH}; scaled linearly with --batch-size."),
+    lr: float = LR_OPT,
     batch_size: int = typer.Option(defaults.BATCH_SIZE, help="Batch size (global, over all processes)."),
-    hint_epochs: int = typer.Option(0, help="FitNets stage 1: epochs training the student up to its tap on the hint loss."),
-    generations: int = typer.Option(0, help="Born-again self-distillation: K generations of the student teaching the next."),
-    online: bool = typer.Option(False, help="Online distillation: deep mutual learning of --peers students, no teacher."),
+    hint_epochs: int = HINT_EPOCHS_OPT,
+    generations: int = GENERATIONS_OPT,
+    online: bool = ONLINE_OPT,
     peers: int = typer.Option(defaults.PEERS, help="Students trained together with --online."),
     cache_teacher: bool = typer.Option(True, help="Cache the teacher's outputs when inputs are deterministic."),
-    student_tap: Optional[List[str]] = typer.Option(None, help="ROLE=MODULE: tap this student module for a feature loss (roles: hidden, feature_map)."),
-    teacher_tap: Optional[List[str]] = typer.Option(None, help="ROLE=MODULE: tap this teacher module (e.g. feature_map=layer3)."),
-    loss_option: Optional[List[str]] = typer.Option(None, help="LOSS.KEY=VALUE, e.g. fitnet.kernel=3 or cosine.project=false."),
+    student_tap: Optional[List[str]] = STUDENT_TAP_OPT,
+    teacher_tap: Optional[List[str]] = TEACHER_TAP_OPT,
+    loss_option: Optional[List[str]] = LOSS_OPTION_OPT,
     run: Optional[Path] = RUN_OPT, quiet: bool = QUIET_OPT, labeled_fraction: float = LF_OPT,
     resume: bool = typer.Option(False, help="Continue from the run's last epoch checkpoints (needs --run)."),
     progress: bool = typer.Option(True, help="Show progress bars."),
@@ -163,8 +200,9 @@ def distill(
         seeds=seeds, lr=lr, batch_size=batch_size, labeled_fraction=labeled_fraction, hint_epochs=hint_epochs,
         generations=generations, online=online, peers=peers, cache_teacher=cache_teacher,
         student_taps=_pairs("--student-tap", student_tap), teacher_taps=_pairs("--teacher-tap", teacher_tap),
-        loss_options=_loss_options(loss_option), run=run, resume=resume, progress=progress and not as_json and not quiet,
-        device=device, precision=precision, channels_last=channels_last, lr_schedule=lr_schedule,
+        loss_options=_loss_options(loss_option), run=run, resume=resume,
+        progress=progress and not as_json and not quiet, device=device, precision=precision,
+        channels_last=channels_last, lr_schedule=lr_schedule,
         warmup_epochs=warmup_epochs, compile=compile, tensorboard=tensorboard, deterministic=deterministic,
         teacher_outputs=teacher_outputs, class_order=class_order,
         **_byot(teacher_weight_files, teacher_input_size, teacher_mean, teacher_std, input_size, augment, resize,
@@ -269,12 +307,14 @@ def select_teacher(
     teacher_weight_files: Optional[List[str]] = T_FILES_OPT, teacher_input_size: Optional[str] = T_SIZE_OPT,
     teacher_mean: Optional[str] = T_MEAN_OPT, teacher_std: Optional[str] = T_STD_OPT,
     teacher_outputs: str = T_OUTPUTS_OPT, class_order: Optional[str] = CLASS_ORDER_OPT,
-    data: str = DATA_OPT, data_dir: Optional[Path] = DATA_DIR_OPT, download: bool = DOWNLOAD_OPT, target: str = TARGET_OPT,
-    temperature: Optional[float] = AUTO_TEMP_OPT,
+    data: str = DATA_OPT, data_dir: Optional[Path] = DATA_DIR_OPT, download: bool = DOWNLOAD_OPT,
+    target: str = TARGET_OPT, temperature: Optional[float] = AUTO_TEMP_OPT,
     n: int = typer.Option(defaults.SELECT_TEACHER_N, help="Examples whose per-example gradients are scored."),
-    warmup_steps: int = typer.Option(defaults.SELECT_TEACHER_WARMUP_STEPS, help="CE steps on the student before scoring (0 = at initialisation)."),
+    warmup_steps: int = typer.Option(defaults.SELECT_TEACHER_WARMUP_STEPS, help="CE steps on the student before "
+                                                                                "scoring (0 = at initialisation)."),
     teacher_epochs: Optional[int] = AUTO_T_EPOCHS_OPT, labeled_fraction: float = LF_OPT,
-    higher_is_better: bool = typer.Option(False, help="Rank a higher GRACE score first (default: lower first, as measured)."),
+    higher_is_better: bool = typer.Option(False, help="Rank a higher GRACE score first (default: lower first, as "
+                                                      "measured)."),
     seed: int = typer.Option(0, help="Seed for the projection and the splits."),
     run: Optional[Path] = typer.Option(None, help="Keep the trained teachers and teacher_selection.json here."),
     progress: bool = typer.Option(True, help="Show progress bars."),
@@ -302,7 +342,8 @@ def select_student_cmd(
     teacher_mean: Optional[str] = T_MEAN_OPT, teacher_std: Optional[str] = T_STD_OPT,
     teacher_outputs: str = T_OUTPUTS_OPT, class_order: Optional[str] = CLASS_ORDER_OPT,
     budget_ms: Optional[float] = typer.Option(None, help="Latency budget (p90, ms); default: the profile's."),
-    trials: int = typer.Option(defaults.SEARCH_TRIALS, help="Candidates to time (the predictor skips hopeless draws without timing)."),
+    trials: int = typer.Option(defaults.SEARCH_TRIALS, help="Candidates to time (the predictor skips hopeless draws "
+                                                            "without timing)."),
     seed: int = typer.Option(0, help="Seed for sampling the search space (same seed, same result)."),
     runner: str = typer.Option(defaults.RUNNER, help="local | qemu | ssh://USER@HOST[:PORT]"),
     data: str = DATA_OPT, data_dir: Optional[Path] = DATA_DIR_OPT, download: bool = DOWNLOAD_OPT,
@@ -311,12 +352,14 @@ def select_student_cmd(
     seeds: int = typer.Option(defaults.SEARCH_SEEDS, help="Seeds per finalist."),
     method: Optional[List[str]] = typer.Option(None, help="Loss NAME[:WEIGHT], repeatable (default: soft:0.7 ce:0.3)."),
     teacher_epochs: Optional[int] = AUTO_T_EPOCHS_OPT, temperature: Optional[float] = AUTO_TEMP_OPT,
-    include: Optional[List[str]] = typer.Option(None, help=f"Registry student drawn first, repeatable ({_RULE}: the student distill would use)."),
+    include: Optional[List[str]] = typer.Option(None, help=f"Registry student drawn first, repeatable ({_RULE}: the "
+                                                           f"student distill would use)."),
     run: Optional[Path] = RUN_OPT, input_size: Optional[str] = INPUT_SIZE_OPT, resize: Optional[str] = RESIZE_OPT,
     progress: bool = typer.Option(True, help="Show progress bars."),
     as_json: bool = JSON_OPT,
 ) -> None:
-    """Search students built from the target's ops: predict, time, drop what misses the budget, distil the rest with successive halving."""
+    """Search students built from the target's ops: predict, time, drop what misses the budget, distil the rest with \
+successive halving."""
     from edgekd import api
     from edgekd.search.pareto import select_table
 
@@ -360,7 +403,8 @@ def export(
     target: str = typer.Option(..., help="Target profile name or .toml path."),
     run: Optional[Path] = typer.Option(None, help="Run folder (default: artifacts/latest)."),
     quantize: Optional[str] = typer.Option(None, help="Also make a static int8 QDQ variant: int8."),
-    batch: Optional[int] = typer.Option(None, help="Fix the batch axis to N (0 = dynamic). Default: dynamic, 1 for NNAPI."),
+    batch: Optional[int] = typer.Option(None, help="Fix the batch axis to N (0 = dynamic). Default: dynamic, 1 for "
+                                                   "NNAPI."),
     exporter: str = typer.Option(defaults.EXPORTER, help="torch → ONNX exporter: torchscript | dynamo (torch.export)."),
     as_json: bool = JSON_OPT,
 ) -> None:
@@ -465,9 +509,15 @@ def verify(run: Optional[Path] = typer.Argument(None, help="Run folder (default:
         console.print(f"verified {len(result.checked)} files in {result.run}: all match their manifests")
 
 
+REPORT_RUNS_ARG = typer.Argument(None, metavar="RUN", help=(
+    "Run folders (default: artifacts/latest); several make one comparison page."))
+REPORT_OUT_OPT = typer.Option(None, help=(
+    "Output file (default: RUN/report.html; several runs: artifacts/report-compare.html)."))
+
+
 @app.command()
-def report(runs: Optional[List[Path]] = typer.Argument(None, metavar="RUN", help="Run folders (default: artifacts/latest); several make one comparison page."),
-           out: Optional[Path] = typer.Option(None, help="Output file (default: RUN/report.html; several runs: artifacts/report-compare.html)."),
+def report(runs: Optional[List[Path]] = REPORT_RUNS_ARG,
+           out: Optional[Path] = REPORT_OUT_OPT,
            ) -> None:
     """Write one self-contained HTML page for a run, or several runs side by side (opens offline)."""
     from edgekd import api

@@ -68,7 +68,8 @@ def distill_table(s: dict[str, Any]) -> Table:
         t.caption += (f"\ndistillation LOST to the student alone: {100 * v['delta']:+.2f} points (spread "
                       f"{100 * v['spread']:.2f}); recommended: {v['recommended_student']} (by {v['recommended_by']})")
     elif v:
-        t.caption += f"\ndistillation {v['distillation']} ({100 * v['delta']:+.2f} points); recommended: {v['recommended_student']}"
+        t.caption += (f"\ndistillation {v['distillation']} ({100 * v['delta']:+.2f} points); "
+                      f"recommended: {v['recommended_student']}")
     if v and v.get("try"):
         t.caption += f"\nto measure DKD, DIST, TTM and logit standardisation against it on this data:\n  {v['try']}"
     return t
@@ -130,7 +131,8 @@ def compare_table(r: dict[str, Any]) -> Table:
         t.add_column(col, justify=j)
     for row in r["rows"]:
         beats = row.get("beats_alone_beyond_std")
-        t.add_row(row["method"], mean_std(row["accuracy"]) if row["accuracy"]["n"] > 1 else pct(row["accuracy"]["mean"]),
+        t.add_row(row["method"],
+                  mean_std(row["accuracy"]) if row["accuracy"]["n"] > 1 else pct(row["accuracy"]["mean"]),
                   pct(row.get("gap_closed")) if "gap_closed" in row else "",
                   "" if beats is None else ("yes" if beats else "no"), f"{row['params']:,}", f"{row['seconds']:.1f} s")
     t.caption = ("'beats alone' = mean − alone mean > √(sd² + sd_alone²); gap closed = (student − alone) / "
@@ -152,8 +154,8 @@ def teacher_selection_table(r: dict[str, Any]) -> Table:
         g = row["grace"]
         # GRACE can rank a near-useless teacher first (its soft labels are nearly uniform): flag it.
         weak = " [yellow](weak: val far below the best)[/yellow]" if row["val_accuracy"] < best_val - 0.10 else ""
-        t.add_row(str(row["rank"]), row["teacher"] + weak, f"{g['score']:.4g} ± {g['std']:.2g}", pct(row["val_accuracy"]),
-                  pct(row["agreement_at_init"]), f"{row['params']:,}")
+        t.add_row(str(row["rank"]), row["teacher"] + weak, f"{g['score']:.4g} ± {g['std']:.2g}",
+                  pct(row["val_accuracy"]), pct(row["agreement_at_init"]), f"{row['params']:,}")
     t.caption = ("GRACE: trace(Σ_train⁻¹ Σ_heldout) of projected per-example KD gradients at the student's init "
                  "(arXiv 2511.02833). Measured on digits, the teacher's own accuracy predicted the student better "
                  "with few labels: read both (benchmarks/README.md).")
@@ -224,20 +226,25 @@ def bench_table(r: dict[str, Any]) -> Table:
         cols.append(("student int8", r["int8"]))
     c = r.get("comparison")
     if c:
-        cols += [("teacher ONNX", {"latency_ms": c["teacher_onnx_ms"]}), ("student eager", {"latency_ms": c["student_eager_ms"]})]
+        cols += [("teacher ONNX", {"latency_ms": c["teacher_onnx_ms"]}),
+                 ("student eager", {"latency_ms": c["student_eager_ms"]})]
     t.add_column("batch 1")
     for name, _ in cols:
         t.add_column(name, justify="right")
     for key in ("p50", "p90", "p99", "mean"):
-        t.add_row(f"latency {key}", *[ms(x["latency_ms"].get(key)) if x["latency_ms"].get(key) is not None else "—" for _, x in cols])
+        t.add_row(f"latency {key}",
+                  *[ms(x["latency_ms"].get(key)) if x["latency_ms"].get(key) is not None else "—" for _, x in cols])
     t.add_row("init", *[ms(x.get("init_ms")) for _, x in cols])
     t.add_row("first run", *[ms(x.get("first_run_ms")) for _, x in cols])
     t.add_row("peak RSS", *[f"{x['peak_rss_mb']:.1f} MB" if "peak_rss_mb" in x else "—" for _, x in cols])
-    t.add_row("golden", *["—" if not x.get("golden") else ("ok" if x["golden"]["passed"] else "FAILED") for _, x in cols])
-    lines = ["throughput (samples/s): " + ", ".join(f"batch {b}: {v:,.0f}" for b, v in (f.get("throughput") or {}).items())]
+    t.add_row("golden", *["—" if not x.get("golden") else ("ok" if x["golden"]["passed"] else "FAILED")
+                          for _, x in cols])
+    lines = ["throughput (samples/s): "
+             + ", ".join(f"batch {b}: {v:,.0f}" for b, v in (f.get("throughput") or {}).items())]
     if c:
         lines.append(f"student is {c['teacher_over_student']:.1f}× faster than the teacher (ONNX, same threads), "
-                     f"losing {c['accuracy_points_lost']:.2f} accuracy points; ONNX ÷ eager = {c['onnx_over_eager']:.2f}")
+                     f"losing {c['accuracy_points_lost']:.2f} accuracy points; ONNX ÷ eager = "
+                     f"{c['onnx_over_eager']:.2f}")
     for chk in r["budget"]["checks"]:
         state = f"skipped ({chk['skipped']})" if chk.get("skipped") else ("ok" if chk["passed"] else "FAILED")
         lines.append(f"budget {chk['name']}: {chk['value']:.4g} (limit {chk['limit']:g}) {state}")
@@ -257,7 +264,8 @@ def side_by_side_table(rows: list[dict[str, Any]], *, title: str) -> Table:
         if r.get("fallback"):
             provider += " [bold red]FALLBACK[/bold red]"
         parity = "—" if r["parity_passed"] is None else (
-            f"{'ok' if r['parity_passed'] else 'FAILED'} (top-1 {r['top1_agreement']:.3f}, max {r['max_abs_diff']:.2g})")
+            f"{'ok' if r['parity_passed'] else 'FAILED'} "
+            f"(top-1 {r['top1_agreement']:.3f}, max {r['max_abs_diff']:.2g})")
         tp = "—" if r["throughput"] is None else f"{r['throughput']:,.0f}/s @{r['throughput_batch']}"
         t.add_row(r["target"], r["variant"], provider, r.get("runtime", "—"), r["precision"],
                   *[ms(r["latency_ms"][k]) for k in ("p50", "p90", "p99")], tp, f"{r['peak_rss_mb']:.1f} MB", parity)
@@ -288,7 +296,8 @@ def bench_output(result: dict[str, Any]) -> Any:
                  else "bench " + " vs ".join(result["targets"]))
         table = side_by_side_table(result["rows"], title=title)
         if result.get("recommended"):
-            table.caption = f"recommended across targets: {result['recommended']['target']} {result['recommended']['variant']}"
+            table.caption = (f"recommended across targets: {result['recommended']['target']} "
+                             f"{result['recommended']['variant']}")
         parts, results = [table], result["results"]
     for r in results:
         for variant in ("fp32", "int8"):
@@ -306,7 +315,8 @@ def targets_table(profiles: list[Any]) -> Table:
     for col in ("name", "arch", "opset", "providers", "runtime", "ops", "precisions", "description"):
         t.add_column(col)
     for p in profiles:
-        t.add_row(p.name, p.arch, str(p.opset), " → ".join(x.name.replace("ExecutionProvider", "") for x in p.providers),
+        t.add_row(p.name, p.arch, str(p.opset),
+                  " → ".join(x.name.replace("ExecutionProvider", "") for x in p.providers),
                   _runtime_cell(status(p)), str(len(p.ops_allow)), ", ".join(p.precisions), escape(p.description))
     return t
 

@@ -9,7 +9,6 @@ import html
 import json
 import re
 import shlex
-from pathlib import Path
 
 import pytest
 
@@ -55,8 +54,9 @@ def test_the_suggestion_carries_what_each_model_sees_and_how_the_teacher_reads(t
     assert pairs["--teacher-weights"] == "w.pt" and pairs["--teacher"] == "torchvision:resnet18"
     assert pairs["--teacher-outputs"] == "probabilities" and pairs["--class-order"] == "1,0"
     assert suggestion(cfg, tmp_path, {"distillation": "label-free"}) is None
-    from edgekd.cli import app
     from typer.testing import CliRunner
+
+    from edgekd.cli import app
 
     helptext = CliRunner().invoke(app, ["compare", "--help"], terminal_width=400).output
     assert all(flag in helptext for flag in pairs), "compare must accept every flag distill suggests"

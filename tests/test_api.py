@@ -253,8 +253,9 @@ def test_flag_text_maps_each_named_parameter_once():
 
 
 # ---------------------------------------------------------------- the CLI is a thin layer over the API
-CLI_TO_API = {"method": "methods", "only": "methods", "teacher_weight": "teacher_weights", "student_tap": "student_taps",
-              "teacher_tap": "teacher_taps", "loss_option": "loss_options", "name": "name"}
+CLI_TO_API = {"method": "methods", "only": "methods", "teacher_weight": "teacher_weights",
+              "student_tap": "student_taps", "teacher_tap": "teacher_taps", "loss_option": "loss_options",
+              "name": "name"}
 CLI_ONLY = {"as_json", "nproc", "nnodes", "rdzv_endpoint", "node_rank"}
 
 

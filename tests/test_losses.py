@@ -79,7 +79,9 @@ def check_soft():
     want = tau * tau * np.mean(np.sum(p * (np.log(p) - lq), axis=1))
     assert run("soft", batch(), temperature=tau) == pytest.approx(want, rel=1e-5)
     # logit standardisation (Sun et al. 2024): z-scores (sample std, ddof=1) before the temperature
-    z = lambda a: (a - a.mean(axis=1, keepdims=True)) / a.std(axis=1, ddof=1, keepdims=True)
+    def z(a):
+        return (a - a.mean(axis=1, keepdims=True)) / a.std(axis=1, ddof=1, keepdims=True)
+
     p, lq = softmax(z(T) / tau), log_softmax(z(S) / tau)
     want_ls = tau * tau * np.mean(np.sum(p * (np.log(p) - lq), axis=1))
     got = run("soft", batch(), temperature=tau, soft={"standardize": True})
@@ -214,7 +216,8 @@ def check_fitnet():
     b = batch(feature_map=(FS, FT))
     obj = build_objective(["fitnet"]).prepare(b)
     conv = obj.losses[0].regressor[0]
-    assert isinstance(conv, nn.Conv2d) and conv.kernel_size == (1, 1) and (conv.in_channels, conv.out_channels) == (2, 3)
+    assert isinstance(conv, nn.Conv2d) and conv.kernel_size == (1, 1)
+    assert (conv.in_channels, conv.out_channels) == (2, 3)
     W, bias = np.array([[1.0, -1.0], [0.5, 0.5], [0.0, 2.0]]), np.array([0.0, 0.1, -0.1])
     with torch.no_grad():
         conv.weight.copy_(t(W).view(3, 2, 1, 1)), conv.bias.copy_(t(bias))
@@ -491,7 +494,8 @@ def test_dml_matches_hand_and_detaches_peers():
     out[0].backward()
     assert logits[0].grad.abs().sum() > 0
     assert logits[1].grad is None and logits[2].grad is None  # peers are targets, not trained by L_0
-    assert [float(v.detach()) for v in losses.MutualLoss()(logits, torch.tensor(Y))] == pytest.approx([float(v.detach()) for v in out])
+    assert ([float(v.detach()) for v in losses.MutualLoss()(logits, torch.tensor(Y))]
+            == pytest.approx([float(v.detach()) for v in out]))
 
 
 def test_dml_needs_two_students():
@@ -542,10 +546,10 @@ def torchdistill_dist_loss(student_logits, teacher_logits, beta=1.0, gamma=1.0, 
     return beta * inter_loss + gamma * intra_loss
 
 
-def official_ttm(y_s, y_t, l, weighted):
+def official_ttm(y_s, y_t, exponent, weighted):
     """zkxufo/TTM, distiller_zoo/ttm.py (TTM.forward) and distiller_zoo/wttm.py (WTTM.forward)."""
     p_s = F.log_softmax(y_s, dim=1)
-    p_t = torch.pow(torch.softmax(y_t, dim=1), l)
+    p_t = torch.pow(torch.softmax(y_t, dim=1), exponent)  # the paper's l (gamma)
     norm = torch.sum(p_t, dim=1)
     p_t = p_t / norm.unsqueeze(1)
     KL = torch.sum(F.kl_div(p_s, p_t, reduction="none"), dim=1)

@@ -157,7 +157,8 @@ LEGACY_DISTILL = {
     "accuracy": {"teacher": 0.9, "student_alone": {"mean": 0.7, "std": 0.0, "n": 2},
                  "student": {"mean": 0.8, "std": 0.0, "n": 2}},
     "verdict": {"recommended_student": "student.pt"},
-    "per_seed": [{"seed": 0, "student": 0.79, "student_alone": 0.7}, {"seed": 1, "student": 0.81, "student_alone": 0.7}],
+    "per_seed": [{"seed": 0, "student": 0.79, "student_alone": 0.7},
+                 {"seed": 1, "student": 0.81, "student_alone": 0.7}],
     "provenance": {"world_size": 1, "backend": None},
 }
 

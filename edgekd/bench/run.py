@@ -276,7 +276,8 @@ def parse_shapes(specs: list[str] | None) -> dict[str, list[int]]:
     return out
 
 
-def bench_model(*, model: str | Path, targets: list[str | Path] | None = None, shapes: dict[str, list[int]] | None = None,
+def bench_model(*, model: str | Path, targets: list[str | Path] | None = None,
+                shapes: dict[str, list[int]] | None = None,
                 inputs: str | Path | None = None, runner: str = "local",
                 min_seconds: float = defaults.BENCH_MIN_SECONDS, profile: bool = False) -> dict[str, Any]:
     """Time any ONNX model through each target's providers, as onnxruntime_perf_test does:

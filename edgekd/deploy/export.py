@@ -127,7 +127,8 @@ def _through_failures(through: dict[str, Any]) -> list[Failure]:
             for d in through.get("failure_records", [])]
 
 
-def _int8_variant(out_dir: Path, model_path: Path, bundle, ref, x, y, target: TargetProfile) -> tuple[dict, list[Failure]]:
+def _int8_variant(out_dir: Path, model_path: Path, bundle, ref, x, y,
+                  target: TargetProfile) -> tuple[dict, list[Failure]]:
     from edgekd.data import to_arrays
     from edgekd.deploy.audit import audit_model
     from edgekd.deploy.quantize import quantize_int8, read_quant_info
@@ -137,7 +138,8 @@ def _int8_variant(out_dir: Path, model_path: Path, bundle, ref, x, y, target: Ta
                            per_channel=True, input_name=defaults.INPUT_NAME)
     p = target.parity
     report, acc = _parity(q_path, ref, x, y, atol=float("inf"), rtol=0.0,
-                          min_top1=0.99 if p.int8_min_top1_agreement is None else p.int8_min_top1_agreement, name="int8 logits")
+                          min_top1=0.99 if p.int8_min_top1_agreement is None else p.int8_min_top1_agreement,
+                          name="int8 logits")
     audit = audit_model(q_path, target)
     through = provider_parity(q_path, ref, x, target, int8=True)
     entry = {**artifacts.file_entry(q_path, out_dir), "parity": report.to_dict(), "accuracy": acc,

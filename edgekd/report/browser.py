@@ -34,11 +34,13 @@ INSPECT_JS = r"""
     key: el.dataset.section, visible: vis(el), height: el.getBoundingClientRect().height}));
   const charts = [...document.querySelectorAll('figure.chart')].map(fig => {
     const svg = fig.querySelector('svg'); const r = svg ? svg.getBoundingClientRect() : {width: 0, height: 0};
-    const boxes = svg ? [...svg.querySelectorAll('text')].filter(t => t.textContent.trim()).map(t => t.getBoundingClientRect()) : [];
+    const boxes = svg ? [...svg.querySelectorAll('text')].filter(t => t.textContent.trim())
+      .map(t => t.getBoundingClientRect()) : [];
     let overlaps = 0;
     for (let i = 0; i < boxes.length; i++) for (let j = i + 1; j < boxes.length; j++) {
       const a = boxes[i], b = boxes[j];
-      const w = Math.min(a.right, b.right) - Math.max(a.left, b.left), h = Math.min(a.bottom, b.bottom) - Math.max(a.top, b.top);
+      const w = Math.min(a.right, b.right) - Math.max(a.left, b.left),
+        h = Math.min(a.bottom, b.bottom) - Math.max(a.top, b.top);
       if (w > 2 && h > 2) overlaps++; }
     const outer = svg ? svg.getBoundingClientRect() : null;
     const clipped = boxes.filter(b => b.left < outer.left - 1 || b.right > outer.right + 1 ||
@@ -151,7 +153,8 @@ def _console_errors(events: list[dict[str, Any]]) -> list[str]:
         if m == "Runtime.exceptionThrown":
             out.append("exception: " + str(p.get("exceptionDetails", {}).get("text")))
         elif m == "Runtime.consoleAPICalled" and p.get("type") in ("error", "assert"):
-            out.append("console.error: " + " ".join(str(a.get("value", a.get("description"))) for a in p.get("args", [])))
+            out.append("console.error: "
+                       + " ".join(str(a.get("value", a.get("description"))) for a in p.get("args", [])))
         elif m == "Log.entryAdded" and p.get("entry", {}).get("level") == "error":
             out.append(f"log: {p['entry'].get('text')} {p['entry'].get('url', '')}".strip())
     return out

@@ -16,19 +16,33 @@ from typing import Any
 from edgekd import __version__
 
 CSS = """
-body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,"DejaVu Sans",sans-serif;margin:0;color:#1d2330;background:#f5f6f8}
-header{background:#1d2a3a;color:#fff;padding:16px 28px}header h1{margin:0;font-size:22px}header p{margin:4px 0 0;color:#c9d3df}
+body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,"DejaVu Sans",sans-serif;
+margin:0;color:#1d2330;background:#f5f6f8}
+header{background:#1d2a3a;color:#fff;padding:16px 28px}
+header h1{margin:0;font-size:22px}
+header p{margin:4px 0 0;color:#c9d3df}
 nav{padding:6px 28px;background:#e8ecf1;font-size:13px}nav a{margin-right:14px;color:#1d4f91;text-decoration:none}
 main{padding:8px 28px 40px;max-width:1500px}
 section{background:#fff;border:1px solid #dde2e8;border-radius:6px;margin:16px 0;padding:10px 18px 16px}
-h2{font-size:18px;margin:6px 0 10px;border-bottom:1px solid #e3e7ec;padding-bottom:4px}h3{font-size:15px;margin:14px 0 6px}
-table{border-collapse:collapse;margin:6px 0 10px;font-size:13px}th,td{border:1px solid #dde2e8;padding:3px 8px;text-align:left;vertical-align:top}
+h2{font-size:18px;margin:6px 0 10px;border-bottom:1px solid #e3e7ec;padding-bottom:4px}
+h3{font-size:15px;margin:14px 0 6px}
+table{border-collapse:collapse;margin:6px 0 10px;font-size:13px}
+th,td{border:1px solid #dde2e8;padding:3px 8px;text-align:left;vertical-align:top}
 th{background:#f0f3f6;font-weight:600}td.num{text-align:right;font-variant-numeric:tabular-nums}
-.charts{display:flex;flex-wrap:wrap;gap:12px;align-items:flex-start}figure.chart{margin:4px 0;padding:4px;border:1px solid #edf0f3;border-radius:4px;background:#fff}
-svg text{font-family:inherit}svg .tick{font-size:11px;fill:#333}svg .axis{font-size:12px;fill:#222}svg .ctitle{font-size:13px;font-weight:600;fill:#111}
-svg .legend{font-size:11.5px;fill:#222}svg .small{font-size:10px;fill:#444}svg .grid{stroke:#e6e9ee}svg .axisline{stroke:#888}
+.charts{display:flex;flex-wrap:wrap;gap:12px;align-items:flex-start}
+figure.chart{margin:4px 0;padding:4px;border:1px solid #edf0f3;border-radius:4px;background:#fff}
+svg text{font-family:inherit}
+svg .tick{font-size:11px;fill:#333}
+svg .axis{font-size:12px;fill:#222}
+svg .ctitle{font-size:13px;font-weight:600;fill:#111}
+svg .legend{font-size:11.5px;fill:#222}
+svg .small{font-size:10px;fill:#444}
+svg .grid{stroke:#e6e9ee}
+svg .axisline{stroke:#888}
 svg .err{stroke:#222;stroke-width:1.3;fill:none}svg .ref{stroke:#444;stroke-width:1.2;stroke-dasharray:6,4}
-.pass{color:#16803c;font-weight:600}.fail{color:#c0262d;font-weight:600}.missing{color:#8a5a00;background:#fff7e0;border-left:3px solid #e0a800;padding:4px 8px;margin:6px 0}
+.pass{color:#16803c;font-weight:600}
+.fail{color:#c0262d;font-weight:600}
+.missing{color:#8a5a00;background:#fff7e0;border-left:3px solid #e0a800;padding:4px 8px;margin:6px 0}
 .row{display:flex;flex-wrap:wrap;gap:8px 28px;align-items:flex-start}.cell{min-width:0;max-width:100%}
 h3.tname{font-size:16px;color:#1d4f91}header code{background:#2c3e55;color:#e6edf5}
 .pair{display:flex;flex-wrap:wrap;gap:0 16px}.pair>section{flex:1 1 480px;min-width:0}

@@ -60,7 +60,8 @@ def _provenance(run: RunData) -> dict[str, Any]:
 
 
 def _lr(run: RunData, cfg: dict[str, Any]) -> str:
-    """The learning rate used (distill.json's `training`: scaled with the batch, its schedule), else the configured one."""
+    """The learning rate used (distill.json's `training`: scaled with the batch, its schedule), else the configured
+    one."""
     t = _get(run.distill, "training") or {}
     if isinstance(t.get("lr"), (int, float)):
         extra = f" (base {num(t.get('lr_base'))} at batch {t.get('base_batch', '?')}, {t.get('lr_schedule', '?')}" + \
@@ -87,18 +88,21 @@ def _recipe_rows(run: RunData) -> dict[str, str]:
     data = s.get("data")
     data_name = data.get("name") if isinstance(data, dict) else data
     student = _get(run.distill, "student")
-    versions = ", ".join(f"{k} {prov[k]}" for k in ("edgekd", "torch", "torchvision", "onnxruntime", "python") if prov.get(k))
+    versions = ", ".join(f"{k} {prov[k]}" for k in ("edgekd", "torch", "torchvision", "onnxruntime", "python")
+                         if prov.get(k))
+    device = prov.get("device") or train.get("device") or cfg.get("device")
     return {
         "status": _status(run),
         "data": esc(data_name or "—"), "input (H×W)": _input(run), "split": _split(run), "teacher": _teacher(run),
-        "student": esc(f"{student['arch']} ({count(student.get('params'))} params, ops: {', '.join(student.get('ops', []))})")
+        "student": esc(f"{student['arch']} ({count(student.get('params'))} params, ops: "
+                       f"{', '.join(student.get('ops', []))})")
         if isinstance(student, dict) else esc(cfg.get("student", "—")),
         "methods (weights)": esc(s.get("objective") or ", ".join(s.get("methods", [])) or "—"),
         "temperature": num(s.get("temperature")), "epochs": num(s.get("epochs")),
         "teacher epochs": num(cfg.get("teacher_epochs")), "seeds": num(s.get("seeds")),
         "labeled fraction": num(s.get("labeled_fraction")),
         "learning rate, batch": _lr(run, cfg),
-        "device, precision": esc(f"{prov.get('device') or train.get('device') or cfg.get('device') or '— (not recorded)'}, "
+        "device, precision": esc(f"{device or '— (not recorded)'}, "
                                  f"{train.get('precision') or 'fp32'}"),
         "world size": esc(prov.get("world_size") or train.get("world_size") or "— (not recorded)"),
         "backend": esc(prov.get("backend") or train.get("backend") or "—"),
@@ -201,7 +205,8 @@ def _val_chart(run: RunData, phases: dict) -> str:
                        "opacity": 1 if group not in seen else 0.6})
         seen.add(group)
     return svg.line_chart(series, title=f"Validation accuracy per epoch — {run.label}", x_label="epoch",
-                          y_label="val accuracy (%)", x_ticks=_epoch_ticks([r for rows in phases.values() for r in rows]))
+                          y_label="val accuracy (%)",
+                          x_ticks=_epoch_ticks([r for rows in phases.values() for r in rows]))
 
 
 def _loss_chart(run: RunData, group: str, phases: dict) -> str:
@@ -266,7 +271,8 @@ def curves(runs: list[RunData]) -> Section:
             for group, dash in (("distilled", False), ("student alone", True)):
                 xs, ys = _mean_curve(r, group)
                 if xs:
-                    series.append({"name": f"{r.label}: {group}", "xs": xs, "ys": ys, "color": svg.color(i), "dash": dash})
+                    series.append({"name": f"{r.label}: {group}", "xs": xs, "ys": ys, "color": svg.color(i),
+                                   "dash": dash})
         body += charts(chart("val-acc-runs", svg.line_chart(
             series, title="Validation accuracy per epoch, mean over seeds, per run", x_label="epoch",
             y_label="val accuracy (%)", width=760, x_ticks=_epoch_ticks([m for r in runs for m in r.metrics]))))
@@ -291,7 +297,8 @@ def seminar(runs: list[RunData]) -> Section | None:
                 cells.append("—")
                 continue
             beats = row.get("beats_alone_beyond_std")
-            cells.append(_ms(row.get("accuracy")) + (f", gap closed {pct(row.get('gap_closed'), 0)}" if "gap_closed" in row else "")
+            cells.append(_ms(row.get("accuracy"))
+                         + (f", gap closed {pct(row.get('gap_closed'), 0)}" if "gap_closed" in row else "")
                          + (' <span class="pass">beats alone</span>' if beats else ""))
         objective = next((by[r.label][m].get("objective") for r in have if m in by[r.label]), "") or ""
         rows.append([f"{esc(m)}<br><span class=muted>{esc(objective)}</span>", *cells])
@@ -319,14 +326,16 @@ def select_student(runs: list[RunData]) -> Section | None:
         res = r.extra["select_student"]
         cands = res.get("candidates", [])
         front = set(_get(res, "pareto", "latency", default=[]))
-        pts = [{"x": _get(c, "measured", "latency_p90_ms"), "y": 100 * c["val_accuracy"] if "val_accuracy" in c else None,
+        pts = [{"x": _get(c, "measured", "latency_p90_ms"),
+                "y": 100 * c["val_accuracy"] if "val_accuracy" in c else None,
                 "name": f"#{c.get('id')} {c.get('name', '')}", "group": "on the front" if c.get("id") in front else
                 "off the front"} for c in cands]
         idx = [i for i, c in enumerate(cands) if c.get("id") in front]
         fig = svg.scatter(pts, title=f"select-student on {res.get('target')}: accuracy vs measured latency — {r.label}",
                           x_label="latency p90 (ms)", y_label="val accuracy (%)", front=idx)
         rec = res.get("recommended") or {}
-        rows = [[f"#{esc(c.get('id'))} {esc(c.get('name', ''))}" + (" <b>(recommended)</b>" if c.get("id") == rec.get("id") else ""),
+        rows = [[f"#{esc(c.get('id'))} {esc(c.get('name', ''))}"
+                 + (" <b>(recommended)</b>" if c.get("id") == rec.get("id") else ""),
                  num(_get(c, "measured", "latency_p90_ms"), 3), count(_get(c, "cost", "params")),
                  pct(c.get("val_accuracy")), pct(c.get("test_accuracy")), esc(c.get("status", ""))]
                 for c in cands if c.get("id") in front]
@@ -367,7 +376,8 @@ def _missing_lines(run: RunData) -> list[str]:
         if t.bench is None:
             out.append(f"{esc(name)}: not benchmarked: run <code>edgekd bench --target {esc(name)}</code>")
         if t.manifest and "variants" not in t.manifest:
-            out.append(f"{esc(name)}: no int8 variant (<code>edgekd export --target {esc(name)} --quantize int8</code>)")
+            out.append(f"{esc(name)}: no int8 variant "
+                       f"(<code>edgekd export --target {esc(name)} --quantize int8</code>)")
     return out + [esc(p) for p in run.problems]
 
 

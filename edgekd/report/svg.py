@@ -87,7 +87,8 @@ class Frame:
     def y_axis(self, label: str, ticks: Sequence[float]) -> None:
         for t in ticks:
             y = self.py(t)
-            self.add(f'<line x1="{self.left}" x2="{self.width - PAD["right"]}" y1="{y:.1f}" y2="{y:.1f}" class="grid"/>')
+            self.add(f'<line x1="{self.left}" x2="{self.width - PAD["right"]}" y1="{y:.1f}" y2="{y:.1f}" '
+                     'class="grid"/>')
             self.add(f'<text x="{self.left - 5}" y="{y + 4:.1f}" text-anchor="end" class="tick">{fmt(t)}</text>')
         mid = (PAD["top"] + self.height - PAD["bottom"]) / 2
         self.add(f'<text transform="translate(13,{mid:.1f}) rotate(-90)" text-anchor="middle" class="axis">'
@@ -98,7 +99,8 @@ class Frame:
         self.add(f'<line x1="{self.left}" x2="{self.width - PAD["right"]}" y1="{base}" y2="{base}" class="axisline"/>')
         for i, t in enumerate(ticks):
             text = texts[i] if texts else fmt(t)
-            self.add(f'<text x="{self.px(t):.1f}" y="{base + 15}" text-anchor="middle" class="tick">{escape(text)}</text>')
+            self.add(f'<text x="{self.px(t):.1f}" y="{base + 15}" text-anchor="middle" '
+                     f'class="tick">{escape(text)}</text>')
         self.add(f'<text x="{(self.left + self.width - PAD["right"]) / 2:.1f}" y="{self.height - 6}" '
                  f'text-anchor="middle" class="axis">{escape(label)}</text>')
 
@@ -115,7 +117,8 @@ class Frame:
                 f'{body}{leg}</svg>')
 
 
-def _legend_rows(legend: Sequence[tuple[str, str, str]], width: int, left: int) -> list[list[tuple[str, str, str, float]]]:
+def _legend_rows(legend: Sequence[tuple[str, str, str]], width: int,
+                 left: int) -> list[list[tuple[str, str, str, float]]]:
     """Lay legend items left to right, wrapping to a new row instead of overlapping."""
     rows: list[list[tuple[str, str, str, float]]] = [[]]
     x = left
@@ -161,7 +164,8 @@ def bar_chart(groups: Sequence[str], series: Sequence[tuple[str, Sequence[float 
             xc = gi - 0.4 + bw * (si + 0.5)
             x_l, x_r, top, base = f.px(xc - bw * 0.45), f.px(xc + bw * 0.45), f.py(v), f.py(ticks[0])
             fill = color(si if len(series) > 1 else gi)  # one series: a colour per category
-            f.add(f'<rect x="{x_l:.1f}" y="{min(top, base):.1f}" width="{x_r - x_l:.1f}" height="{abs(base - top):.1f}" '
+            f.add(f'<rect x="{x_l:.1f}" y="{min(top, base):.1f}" width="{x_r - x_l:.1f}" '
+                  f'height="{abs(base - top):.1f}" '
                   f'fill="{fill}"><title>{escape(name)} {escape(groups[gi])}: {v:.4g}'
                   f'{f" ± {e:.2g}" if e else ""}</title></rect>')
             if e:
@@ -201,7 +205,8 @@ def line_chart(series: Sequence[dict], *, title: str, x_label: str, y_label: str
         pts = [(f.px(x), f.py(y)) for x, y in zip(s["xs"], s["ys"]) if y is not None and math.isfinite(y)]
         dash = ' stroke-dasharray="5,3"' if s.get("dash") else ""
         f.add(f'<polyline points="{" ".join(f"{x:.1f},{y:.1f}" for x, y in pts)}" fill="none" stroke="{c}" '
-              f'stroke-width="{s.get("stroke", 2)}"{dash} opacity="{s.get("opacity", 1)}"><title>{escape(s["name"])}</title></polyline>')
+              f'stroke-width="{s.get("stroke", 2)}"{dash} '
+              f'opacity="{s.get("opacity", 1)}"><title>{escape(s["name"])}</title></polyline>')
         if len(pts) <= 40:
             f.add("".join(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="2.5" fill="{c}"/>' for x, y in pts))
         if s.get("legend", True):
@@ -238,17 +243,21 @@ def box_plot(boxes: Sequence[dict], *, title: str, x_label: str, width: int = W,
         c = b.get("color") or color(i)
         f.add(f'<text x="{label_w - 6}" y="{yc + 4:.1f}" text-anchor="end" class="tick">{escape(b["name"])}</text>')
         w_lo, w_hi = b.get("p1", b.get("q1", b["p50"])), b.get("p99", b.get("p90", b["p50"]))
-        f.add(f'<line x1="{f.px(w_lo):.1f}" x2="{f.px(w_hi):.1f}" y1="{yc:.1f}" y2="{yc:.1f}" stroke="{c}" stroke-width="1.5"/>')
+        f.add(f'<line x1="{f.px(w_lo):.1f}" x2="{f.px(w_hi):.1f}" y1="{yc:.1f}" y2="{yc:.1f}" stroke="{c}" '
+              f'stroke-width="1.5"/>')
         if "q1" in b and "q3" in b:
-            f.add(f'<rect x="{f.px(b["q1"]):.1f}" y="{yc - 10:.1f}" width="{max(1.0, f.px(b["q3"]) - f.px(b["q1"])):.1f}" '
+            f.add(f'<rect x="{f.px(b["q1"]):.1f}" y="{yc - 10:.1f}" '
+                  f'width="{max(1.0, f.px(b["q3"]) - f.px(b["q1"])):.1f}" '
                   f'height="20" fill="{c}" fill-opacity="0.35" stroke="{c}"/>')
         f.add(f'<line x1="{f.px(b["p50"]):.1f}" x2="{f.px(b["p50"]):.1f}" y1="{yc - 11:.1f}" y2="{yc + 11:.1f}" '
-              f'stroke="{c}" stroke-width="3"><title>{escape(b["name"])}: p50 {fmt(10 ** b["p50"] if log_x else b["p50"])}'
+              f'stroke="{c}" stroke-width="3"><title>{escape(b["name"])}: p50 '
+              f'{fmt(10 ** b["p50"] if log_x else b["p50"])}'
               f' ms</title></line>')
         for key in ("p90", "p99"):
             if key in b:
                 x = f.px(b[key])
-                f.add(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{yc - 6:.1f}" y2="{yc + 6:.1f}" stroke="{c}" stroke-width="1.5"/>')
+                f.add(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{yc - 6:.1f}" y2="{yc + 6:.1f}" stroke="{c}" '
+                      f'stroke-width="1.5"/>')
         real = (lambda v: 10 ** v) if log_x else (lambda v: v)
         text = " · ".join(f"{k} {real(b[k]):.3g}" for k in ("p50", "p90", "p99") if k in b) + " ms"
         f.add(f'<text x="{width - STATS_W + 8}" y="{yc + 4:.1f}" class="small">{text}</text>')
@@ -280,7 +289,8 @@ def histogram(samples: Sequence[float], *, title: str, x_label: str, bins: int =
     bw = (hi - lo) / bins
     for i, c in enumerate(counts):
         x0, x1 = f.px(lo + i * bw), f.px(lo + (i + 1) * bw)
-        f.add(f'<rect x="{x0:.1f}" y="{f.py(c):.1f}" width="{max(0.5, x1 - x0 - 0.5):.1f}" height="{f.py(0) - f.py(c):.1f}" '
+        f.add(f'<rect x="{x0:.1f}" y="{f.py(c):.1f}" width="{max(0.5, x1 - x0 - 0.5):.1f}" '
+              f'height="{f.py(0) - f.py(c):.1f}" '
               f'fill="{color(0)}"><title>{lo + i * bw:.4g}–{lo + (i + 1) * bw:.4g}: {c}</title></rect>')
     f.x_axis(x_label, [t for t in nice_ticks(lo, hi) if lo <= t <= hi])
     note = f" (n={len(xs)}; {tail} over {hi:.3g} in the last bin)" if tail else f" (n={len(xs)})"
@@ -325,14 +335,16 @@ def budget_bars(rows: Sequence[dict], *, title: str, width: int = W) -> str:
     ticks = nice_ticks(0, min(top, 10.0) * 100)
     f = Frame(0, ticks[-1], 0, 1, width=width, height=height, left=label_w)
     for t in ticks:
-        f.add(f'<line x1="{f.px(t):.1f}" x2="{f.px(t):.1f}" y1="{PAD["top"]}" y2="{height - PAD["bottom"]}" class="grid"/>')
+        f.add(f'<line x1="{f.px(t):.1f}" x2="{f.px(t):.1f}" y1="{PAD["top"]}" y2="{height - PAD["bottom"]}" '
+              f'class="grid"/>')
     for i, r in enumerate(rows):
         yc = PAD["top"] + row_h * (i + 0.5)
         share = min(ticks[-1], 100 * r["value"] / r["limit"]) if r.get("limit") else 0
         ok = r.get("passed", True)
         c = "#2ca02c" if ok else "#d62728"
         f.add(f'<text x="{label_w - 6}" y="{yc + 4:.1f}" text-anchor="end" class="tick">{escape(r["name"])}</text>'
-              f'<rect x="{f.px(0):.1f}" y="{yc - 9:.1f}" width="{max(1.0, f.px(share) - f.px(0)):.1f}" height="18" fill="{c}">'
+              f'<rect x="{f.px(0):.1f}" y="{yc - 9:.1f}" width="{max(1.0, f.px(share) - f.px(0)):.1f}" height="18" '
+              f'fill="{c}">'
               f'<title>{r["value"]:.4g} of {r["limit"]:g}</title></rect>'
               f'<text x="{f.px(share) + 4:.1f}" y="{yc + 4:.1f}" class="small">{fmt(r["value"])} / {fmt(r["limit"])}'
               f'{" (skipped: " + escape(str(r["skipped"])) + ")" if r.get("skipped") else ""}</text>')

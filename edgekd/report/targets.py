@@ -73,7 +73,8 @@ def audit_table(runs: list[RunData], name: str) -> str:
 
     rows = [
         row("model", lambda m, b: esc(f"{_get(m, 'model', 'path', default='—')}, {size(_get(m, 'model', 'bytes'))}, "
-                                      f"{count(_get(m, 'model', 'params'))} params, opset {_get(m, 'model', 'opset', default='—')}")),
+                                      f"{count(_get(m, 'model', 'params'))} params, opset "
+                                      f"{_get(m, 'model', 'opset', default='—')}")),
         row("ops used", lambda m, b: esc(", ".join(_get(m, "ops", "used", default=[]) or []) or "—")),
         row("unsupported", lambda m, b: _unsupported(m)),
         row("coverage (nodes the target takes)", lambda m, b: pct(_get(m, "ops", "coverage"), 1)),
@@ -99,7 +100,8 @@ def parity_table(runs: list[RunData], name: str) -> str:
     def cell(p: Any) -> str:
         if not isinstance(p, dict):
             return "—"
-        return (f"n {p.get('n', '—')}, max abs {num(p.get('max_abs_diff'), 3)}, max rel {num(p.get('max_rel_diff'), 3)}, "
+        return (f"n {p.get('n', '—')}, max abs {num(p.get('max_abs_diff'), 3)}, max rel "
+                f"{num(p.get('max_rel_diff'), 3)}, "
                 f"top-1 {pct(p.get('top1_agreement'))} {mark(p.get('passed'))}")
 
     rows = [["fp32 vs PyTorch (test split)"] + [cell(_m(r, name).get("parity")) for r in runs],
@@ -117,7 +119,8 @@ def _box(label: str, entry: Any, raw: list[float] | None) -> dict | None:
         q = np.percentile(a, [1, 25, 50, 75, 90, 99])
         return dict(zip(("p1", "q1", "p50", "q3", "p90", "p99"), map(float, q)), name=label, n=len(a))
     if isinstance(entry, dict) and isinstance(entry.get("p50"), (int, float)):
-        return {"name": label, **{k: float(entry[k]) for k in ("p50", "p90", "p99") if isinstance(entry.get(k), (int, float))}}
+        return {"name": label,
+                **{k: float(entry[k]) for k in ("p50", "p90", "p99") if isinstance(entry.get(k), (int, float))}}
     return None
 
 
@@ -152,7 +155,8 @@ def latency_charts(runs: list[RunData], name: str) -> str:
         raw = decode_raw(e.get("latency_raw"))
         if raw:
             figs.append(chart(f"latency-hist-{name}-{r.label}", svg.histogram(
-                raw, title=f"fp32 per-run latency{' — ' + r.label if multi else ''}", x_label="ms", width=540 if multi else 480)))
+                raw, title=f"fp32 per-run latency{' — ' + r.label if multi else ''}", x_label="ms",
+                width=540 if multi else 480)))
         else:
             notes.append(f"{esc(r.label)}: bench.json has no raw per-run timings (made before they were kept); "
                          "the boxes are drawn from its percentiles (median tick, whiskers to p90/p99)")
@@ -168,7 +172,8 @@ def throughput_chart(runs: list[RunData], name: str) -> str:
                 pts = sorted((int(k), float(x)) for k, x in tp.items() if str(k).isdigit())
                 label = f"{r.label}: {v}" if len(runs) > 1 else v
                 series.append({"name": label, "xs": [math.log2(k) for k, _ in pts], "ys": [x for _, x in pts],
-                               "color": svg.color(i if len(runs) > 1 else VARIANTS.index(v)), "dash": dash, "batches": pts})
+                               "color": svg.color(i if len(runs) > 1 else VARIANTS.index(v)), "dash": dash,
+                               "batches": pts})
     if not series:
         return missing("No throughput yet: run <code>edgekd bench</code>.")
     batches = sorted({k for s in series for k, _ in s["batches"]})
@@ -179,7 +184,8 @@ def throughput_chart(runs: list[RunData], name: str) -> str:
 
 
 def budget_table(runs: list[RunData], name: str) -> str:
-    names = list(dict.fromkeys(c["name"] for r in runs for c in _get(_b(r, name), "budget", "checks", default=[]) or []))
+    names = list(dict.fromkeys(c["name"] for r in runs
+                               for c in _get(_b(r, name), "budget", "checks", default=[]) or []))
     if not names:
         lim = next((_get(_m(r, name), "target_profile", "budget") for r in runs if _m(r, name)), None)
         text = "No bench yet, so no budget verdict" if lim else "The profile sets no budget"
@@ -226,12 +232,14 @@ def profile_tables(runs: list[RunData], name: str) -> str:
                      else esc(x.get(c, "")) for c in cols] for x in rows[:15]]
             out += f"<p><b>{esc(r.label + ': ' if len(runs) > 1 else '')}{v}</b></p>" + table(
                 [esc(c) for c in cols], body, numeric_from=2)
-    return out or '<p class="muted">No per-operator profile in bench.json (taken with <code>edgekd bench --profile</code>).</p>'
+    return out or ('<p class="muted">No per-operator profile in bench.json '
+                   '(taken with <code>edgekd bench --profile</code>).</p>')
 
 
 def variants_table(runs: list[RunData], name: str) -> str:
     if not any(_get(_m(r, name), "variants", "int8") for r in runs):
-        return missing("No int8 variant: <code>edgekd export --target " + esc(name) + " --quantize int8</code> makes one.")
+        return missing("No int8 variant: <code>edgekd export --target " + esc(name) + " --quantize int8</code> makes "
+                                                                                      "one.")
 
     def cells(r: RunData) -> list[str]:
         m, b = _m(r, name), _b(r, name)
@@ -257,7 +265,8 @@ def variants_table(runs: list[RunData], name: str) -> str:
 
 def _row(*cells: tuple[str, str]) -> str:
     """Blocks side by side where the page is wide enough, stacked where not."""
-    return '<div class="row">' + "".join(f'<div class="cell"><h3>{esc(t)}</h3>{html}</div>' for t, html in cells) + "</div>"
+    return ('<div class="row">' + "".join(f'<div class="cell"><h3>{esc(t)}</h3>{html}</div>' for t, html in cells)
+            + "</div>")
 
 
 def target_names(runs: list[RunData]) -> list[str]:
@@ -285,7 +294,8 @@ def _vs_cells(r: RunData, name: str) -> list[str]:
     m, b, t = _m(r, name), _b(r, name), _t(r, name)
     comp = b.get("comparison") or _get(m, "bench", "comparison") or {}
     ratio = comp.get("teacher_over_student")
-    size_ratio = (t.teacher_onnx_bytes / _get(m, "model", "bytes")) if t and t.teacher_onnx_bytes and _get(m, "model", "bytes") else None
+    size_ratio = ((t.teacher_onnx_bytes / _get(m, "model", "bytes"))
+                  if t and t.teacher_onnx_bytes and _get(m, "model", "bytes") else None)
     tp = _get(r.distill, "teacher", "params")
     sp = _get(m, "model", "params") or _get(r.distill, "student", "params")
     acc_t, acc_s = _get(m, "accuracy", "teacher"), _get(m, "accuracy", "student_onnx")

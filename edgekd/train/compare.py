@@ -83,8 +83,8 @@ def compare(cfg, *, methods: tuple[str, ...] = DEFAULT) -> dict[str, Any]:
 
     from edgekd.deploy.targets import load_target
     from edgekd.models import check_student_ops
-    from edgekd.train.distill import count_params, labeled_subset, make_student, mean_std, train_control
     from edgekd.train.config import load_bundle
+    from edgekd.train.distill import count_params, labeled_subset, make_student, mean_std, train_control
     from edgekd.train.teacher import check_teacher_paths, ensemble_accuracy, obtain_teachers
 
     overrides = {m: method_overrides(m) for m in methods}
@@ -110,7 +110,8 @@ def compare(cfg, *, methods: tuple[str, ...] = DEFAULT) -> dict[str, Any]:
     _, labeled_only = labeled_subset(cfg, bundle)
     controls = [train_control(cfg, bundle, target, run_dir, seed, labeled_only) for seed in range(cfg.seeds)]
     alone = mean_std([r["student_alone"] for r in controls])
-    rows = [{"method": "teacher", "params": sum(count_params(t) for t in teachers), "accuracy": {"mean": teacher_acc, "std": 0.0, "n": 1},
+    rows = [{"method": "teacher", "params": sum(count_params(t) for t in teachers),
+             "accuracy": {"mean": teacher_acc, "std": 0.0, "n": 1},
              "seconds": teacher_s},
             {"method": "student alone", "params": count_params(probe), "accuracy": alone,
              "per_seed": [r["student_alone"] for r in controls],

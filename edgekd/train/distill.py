@@ -20,14 +20,14 @@ from edgekd.checkpoints import save_student
 from edgekd.data import DataBundle
 from edgekd.deploy.targets import TargetProfile, load_target
 from edgekd.errors import BadInput
-from edgekd.provenance import provenance
-from edgekd.run.distill import write_distill
 from edgekd.models import (
     check_student_ops,
     count_params,
     create_student,
     create_teacher,
 )
+from edgekd.provenance import provenance
+from edgekd.run.distill import write_distill
 from edgekd.train.config import DistillConfig, check_resume, load_bundle
 from edgekd.train.datasets import (
     Indexed,
@@ -63,7 +63,8 @@ def check_taps(cfg: DistillConfig, bundle: DataBundle, student: nn.Module, objec
             if role not in ROLES:
                 raise BadInput(f"{side} {role}=...: unknown role; valid: {', '.join(ROLES)}")
             if role not in objective.taps:
-                raise BadInput(f"{side} {role}=...: no --method reads '{role}' (the objective is {objective.describe()})")
+                raise BadInput(f"{side} {role}=...: no --method reads '{role}' (the objective is "
+                               f"{objective.describe()})")
     if not objective.taps:
         return
     resolve_taps(student, objective, cfg.student_taps)
@@ -170,7 +171,8 @@ def train_students(cfg: DistillConfig, bundle: DataBundle, target: TargetProfile
             model = make_student(cfg, bundle, target, seed + 1000 * (gen or 0))
             name = f"kd/seed{seed}" if gen is None else f"kd/seed{seed}/gen{gen}"
             kd = Phase(name, model, obj, Indexed(bundle.train, mask), bundle.val, cfg.epochs, seed, cfg.lr,
-                       cfg.batch_size, source=src, student_taps=_student_taps(model, obj, cfg), hint_epochs=cfg.hint_epochs,
+                       cfg.batch_size, source=src, student_taps=_student_taps(model, obj, cfg),
+                       hint_epochs=cfg.hint_epochs,
                        options=cfg.train_options(run_dir))
             _fit_into(row, "student", kd, cfg, bundle, run_dir)
             if gen is not None:

@@ -74,10 +74,12 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=1)
     ap.add_argument("--bench-seconds", type=float, default=2.0)
     ap.add_argument("--work", type=Path, default=Path("/tmp/edgekd-bench-labelfree"))
+    ap.add_argument("--reuse", action="store_true", help="keep the README block's outputs already in --work")
     args = ap.parse_args()
     sizes = {"N": args.per_class, "N_TEST": args.test_per_class, "POOL": args.pool, "STEPS": args.steps,
              "EPOCHS": args.epochs, "SEEDS": args.seeds, "BENCH_SECONDS": args.bench_seconds}
-    wall = run_block(args.work, {k: str(v) for k, v in sizes.items()})
+    reuse = args.reuse and (args.work / "runs" / "labelfree" / "cpu-arm" / "manifest.json").exists()
+    wall = None if reuse else run_block(args.work, {k: str(v) for k, v in sizes.items()})
     os.chdir(args.work)
 
     from edgekd import api
@@ -86,9 +88,10 @@ def main() -> None:
     check = api.check_teacher(data="imagefolder:strips", **TEACHER)
     try:
         teacher_p50 = api.bench(model=TEACHER["teacher"], target="cpu-x86", min_seconds=args.bench_seconds)
-        teacher_p50 = teacher_p50.latency_p50_ms
-    except CheckFailed as e:
-        raise SystemExit(f"bench of the teacher failed: {e}") from None
+    except CheckFailed as e:   # the teacher misses cpu-x86's latency budget: the measurement is still there
+        print(f"teacher: {e}", flush=True)
+        teacher_p50 = e.result
+    teacher_p50 = teacher_p50.latency_p50_ms
     rows = [student_row(api, args.work / "runs" / "labelfree", "label-free (README block)", teacher_p50,
                         args.bench_seconds, wall)]
     print(json.dumps(rows[-1]), flush=True)
@@ -99,8 +102,9 @@ def main() -> None:
     rows.append(student_row(api, args.work / "runs" / "lf0.01", "1% labels + pool", teacher_p50, args.bench_seconds,
                             time.perf_counter() - t0))
     print(json.dumps(rows[-1]), flush=True)
-    teacher = {"check_teacher_accuracy": check.accuracy, "check_teacher_split": check.data["teachers"][0].get("split"),
-               "outputs": check.data["teachers"][0].get("outputs"), "params": check.data["teachers"][0].get("params"),
+    c = check.data["teachers"][0]
+    teacher = {"check_teacher_accuracy": check.accuracy, "scored_on": c["scored_on"], "outputs": c["returns"]["kind"],
+               "params": c["params"], "mflops": c["mflops"],
                "p50_ms_cpu_x86": teacher_p50, "warnings": check.warnings}
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "cpu": os.cpu_count(),

@@ -59,7 +59,8 @@ def distill_table(s: dict[str, Any]) -> Table:
     ag = s.get("agreement")
     if ag:
         t.caption += (f"\ntop-1 agreement with the teacher on {ag['n']} held-out unlabeled images: "
-                      f"alone {mean_std(ag['student_alone'])}, distilled {mean_std(ag['student'])}")
+                      + (f"alone {mean_std(ag['student_alone'])}, " if "student_alone" in ag else "")
+                      + f"distilled {mean_std(ag['student'])}")
     v = s.get("verdict")
     if v and v["distillation"] == "label-free":
         t.caption += (f"\nlabel-free: {v['note']}; the student is {100 * v['delta']:+.2f} points from the teacher, "

@@ -186,6 +186,7 @@ def check_teacher(cfg: DistillConfig) -> dict[str, Any]:
 
     cfg.validate()
     bundle = load_bundle(cfg)
+    cfg = cfg.for_data(bundle)   # an ONNX teacher's fixed input dims set its view, as in distill
     loaded = check_teacher_paths(cfg, bundle)
     if not any(lt is not None for lt in loaded):
         raise BadInput(f"teacher {cfg.teacher_list[0]}: a registry teacher is trained by distill; check-teacher "

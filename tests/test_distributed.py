@@ -252,14 +252,14 @@ def test_first_error_line_reads_edgekd_lines_and_tracebacks() -> None:
 
 # ---------------------------------------------------------------- every method family on 2 gloo ranks
 @pytest.fixture(scope="module")
-def teacher_onnx(teacher_pt: Path) -> Path:
+def teacher_onnx(teacher_pt: Path, tmp_path_factory) -> Path:
     from edgekd.checkpoints import load_checkpoint
     from edgekd.models import create_teacher, write_onnx
 
     state = load_checkpoint(teacher_pt, kind="teacher")
     model = create_teacher(state["arch"], in_channels=state["in_channels"], num_classes=state["num_classes"])
     model.load_state_dict(state["model"])
-    out = teacher_pt.parent / "teacher.onnx"
+    out = tmp_path_factory.mktemp("onnx-teacher") / "teacher.onnx"  # never inside the shared run
     write_onnx(model, str(out), input_shape=(1, 8, 8), opset=17)
     return out
 

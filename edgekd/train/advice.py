@@ -35,8 +35,11 @@ def compare_command(cfg, *, methods: tuple[str, ...] = LOGIT, teachers: list[str
     return " ".join(shlex.quote(p) for p in parts)
 
 
-def _hw(size: tuple[int, int] | None) -> str | None:
-    return None if size is None else f"{size[0]}x{size[1]}"
+def _hw(size: int | tuple[int, int] | None) -> str | None:
+    """A size as compare's flag takes it: N (a teacher's view may hold one number) or HxW."""
+    if size is None or isinstance(size, int):
+        return None if size is None else str(size)
+    return f"{size[0]}x{size[1]}"
 
 
 def _view_flags(cfg, *, reused: bool) -> list[str]:

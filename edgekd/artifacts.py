@@ -68,6 +68,18 @@ def write_bytes(path: str | Path, data: bytes) -> Path:
     return Path(path)
 
 
+def replace_dir(new: Path, dest: Path) -> None:
+    """Put the finished folder `new` in place of `dest` (renames only; the old one is removed after),
+    so a reader never sees half a folder: what setups of a runtime or the qemu root build aside."""
+    import shutil
+
+    old = dest.parent / f".{dest.name}.old-{os.getpid()}"
+    if dest.exists():
+        os.replace(dest, old)
+    os.replace(new, dest)
+    shutil.rmtree(old, ignore_errors=True)
+
+
 def write_json(path: str | Path, obj: Any) -> Path:
     return write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False, default=_jsonable) + "\n").encode())
 

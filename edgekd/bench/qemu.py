@@ -16,6 +16,7 @@ import zipfile
 from pathlib import Path
 from typing import Any, Callable
 
+from edgekd.artifacts import replace_dir
 from edgekd.bench.proc import describe_exit, last_line, run_cmd, run_json
 from edgekd.errors import BadInput
 
@@ -117,19 +118,11 @@ def setup_qemu(*, cache_dir: Path | None = None, progress: Callable[[str], Any] 
         info = {"qemu": qemu, "python": python, "debian_suite": DEBIAN_SUITE, "wheels": versions,
                 **probe, "setup_seconds": round(time.monotonic() - started, 1)}
         (work / QEMU_MARKER).write_text(json.dumps(info, indent=2), encoding="utf-8")
-        _replace_dir(work, root)
+        replace_dir(work, root)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     progress(f"qemu runner ready in {root} ({info['setup_seconds']} s)")
     return root
-
-
-def _replace_dir(new: Path, dest: Path) -> None:
-    old = dest.parent / f".{dest.name}.old-{os.getpid()}"
-    if dest.exists():
-        os.replace(dest, old)
-    os.replace(new, dest)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def _find_or_install_qemu(progress: Callable[[str], Any]) -> str:

@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
+from edgekd.artifacts import replace_dir
 from edgekd.errors import BadInput
 
 if TYPE_CHECKING:
@@ -164,7 +165,7 @@ def setup_runtime(target: "TargetProfile", *, wheels: Path | str | None = None, 
                 "setup_seconds": round(time.monotonic() - started, 1), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ",
                                                                                               time.gmtime())}
         (work / MARKER).write_text(json.dumps(info, indent=2), encoding="utf-8")
-        _replace_dir(work, dest)
+        replace_dir(work, dest)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     progress(f"runtime {target.package} ready in {dest} ({info['setup_seconds']} s): "
@@ -209,14 +210,6 @@ def probe(path: Path, package: str | None = None) -> dict[str, Any]:
         raise BadInput(f"the runtime environment {path} holds onnxruntime {info['onnxruntime_version']}, "
                        f"not the {version} that {package} pins")
     return info
-
-
-def _replace_dir(new: Path, dest: Path) -> None:
-    old = dest.parent / f".{dest.name}.old-{os.getpid()}"
-    if dest.exists():
-        os.replace(dest, old)
-    os.replace(new, dest)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 # ---------------------------------------------------------------- the agent in the env

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekd.run.manifest import Budget
-from edgekd.run.schema import SCHEMA_VERSION, Record, extra_field, field, parse, plain, read
+from edgekd.run.schema import SCHEMA_VERSION, Record, extra_field, field, parse, read, write
 
 
 @dataclass(frozen=True)
@@ -61,8 +61,4 @@ def load_bench(path: str | Path) -> BenchFile:
 
 def write_bench(path: str | Path, data: dict[str, Any]) -> BenchFile:
     """Check `data` against the contract, stamp the schema version and write it atomically."""
-    from edgekd.artifacts import write_json
-
-    bench = from_json({**plain(data), "schema_version": SCHEMA_VERSION}, path)
-    write_json(path, bench.to_json())
-    return bench
+    return write(BenchFile, path, data)

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekd.errors import BadInput
-from edgekd.run.schema import SCHEMA_VERSION, Record, extra_field, field, parse, plain, read
+from edgekd.run.schema import SCHEMA_VERSION, Record, extra_field, field, parse, read, write
 
 
 @dataclass(frozen=True)
@@ -78,8 +78,4 @@ def load_distill(path: str | Path) -> DistillSummary:
 
 def write_distill(path: str | Path, summary: dict[str, Any]) -> DistillSummary:
     """Check `summary` against the contract, stamp the schema version and write it atomically."""
-    from edgekd.artifacts import write_json
-
-    typed = from_json({**plain(summary), "schema_version": SCHEMA_VERSION}, path)
-    write_json(path, typed.to_json())
-    return typed
+    return write(DistillSummary, path, summary)

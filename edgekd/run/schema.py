@@ -133,3 +133,12 @@ def read(cls: type[T], path: str | Path) -> T:
     from edgekd.artifacts import read_json
 
     return parse(cls, read_json(path), path)
+
+
+def write(cls: type[T], path: str | Path, data: dict[str, Any]) -> T:
+    """Check `data` against `cls`, stamp this edgekd's schema version and write it atomically."""
+    from edgekd.artifacts import write_json
+
+    typed = parse(cls, {**plain(data), "schema_version": SCHEMA_VERSION}, path)
+    write_json(path, typed.to_json())
+    return typed

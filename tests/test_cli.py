@@ -18,7 +18,7 @@ import re
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Callable
 
@@ -70,24 +70,12 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-@dataclass
-class Pipeline:
-    work: Path          # the working folder every command runs in
-    targets: Path       # EDGEKD_TARGETS for the commands
-    env: dict           # the environment of a child process
-    run: Path
+@dataclass(frozen=True)
+class Pipeline(TinyRun):
+    """The shared run (its `out`, `manifest`, `copy`), plus how the tests run commands against it."""
+
+    env: dict                 # the environment of a child process
     cli: Callable[..., Any]   # edgekd ARGS... in-process, in `work`, with `targets`
-
-    @property
-    def out(self) -> Path:
-        return self.run / "cpu-arm"
-
-    def manifest(self, run: Path | None = None) -> dict:
-        return json.loads(((run or self.run) / "cpu-arm" / "manifest.json").read_text())
-
-    def copy_run(self, dest: Path) -> Path:
-        shutil.copytree(self.run, dest, symlinks=True)
-        return dest
 
 
 @pytest.fixture
@@ -98,8 +86,8 @@ def ok(tiny_run: TinyRun, edgekd_main, monkeypatch) -> Pipeline:
         monkeypatch.setenv(TARGETS_ENV, str(tiny_run.targets))
         return edgekd_main(*args)
 
-    return Pipeline(work=tiny_run.work, targets=tiny_run.targets, env=child_env(tiny_run.targets), run=tiny_run.run,
-                    cli=cli)
+    return Pipeline(**{f.name: getattr(tiny_run, f.name) for f in fields(tiny_run)},
+                    env=child_env(tiny_run.targets), cli=cli)
 
 
 # ---------------------------------------------------------------- the happy path
@@ -237,7 +225,7 @@ def test_verify_reports_the_files(ok: Pipeline) -> None:
 
 # ---------------------------------------------------------------- bad input: exit 2, one line, nothing changed
 def _corrupt_student(pipe: Pipeline, tmp: Path) -> list:
-    run = pipe.copy_run(tmp / "run")
+    run = pipe.copy(tmp / "run")
     (run / "student.pt").write_bytes(b"\x00garbage, not a checkpoint" * 10)
     return ["export", "--run", run, "--target", "cpu-arm"]
 
@@ -255,7 +243,7 @@ def _corrupt_onnx(pipe: Pipeline, tmp: Path) -> list:
 
 
 def _golden_wrong_shape(pipe: Pipeline, tmp: Path) -> list:
-    run = pipe.copy_run(tmp / "run")
+    run = pipe.copy(tmp / "run")
     np.savez(run / "cpu-arm" / "golden.npz", inputs=np.zeros((64, 1, 4, 4), np.float32),
              outputs=np.zeros((64, 10), np.float32))
     return ["bench", "--run", run, "--min-seconds", "0.05"]
@@ -330,7 +318,7 @@ def test_audit_passes_against_the_profile_it_was_built_for(ok: Pipeline) -> None
 
 
 def test_budget_miss_exits_1_and_is_not_deployable(ok: Pipeline, tmp_path: Path) -> None:
-    run = ok.copy_run(tmp_path / "run")
+    run = ok.copy(tmp_path / "run")
     prof = tmp_path / "cpu-arm.toml"  # same name, so it reads the copy's cpu-arm/ folder
     prof.write_text(edit(TEST_PROFILE, "latency_p90_ms = 1000.0", "latency_p90_ms = 0.000001"))
     before = snapshot(ok.work)
@@ -347,7 +335,7 @@ def test_budget_miss_exits_1_and_is_not_deployable(ok: Pipeline, tmp_path: Path)
 
 
 def test_verify_finds_a_changed_and_a_missing_file(ok: Pipeline, tmp_path: Path) -> None:
-    run = ok.copy_run(tmp_path / "run")
+    run = ok.copy(tmp_path / "run")
     model = run / "cpu-arm" / "model.onnx"
     model.write_bytes(model.read_bytes() + b"\x00")
     (run / "cpu-arm" / "golden.npz").unlink()
@@ -362,7 +350,7 @@ def test_verify_finds_a_changed_and_a_missing_file(ok: Pipeline, tmp_path: Path)
 @pytest.mark.integration
 def test_export_int8_then_bench_with_a_profile_path(ok: Pipeline, tmp_path: Path) -> None:
     """The real commands, as child processes: export --quantize int8 for a profile given as a path, then bench."""
-    run = ok.copy_run(tmp_path / "run")
+    run = ok.copy(tmp_path / "run")
     prof = tmp_path / "my-board.toml"
     prof.write_text(edit(TEST_PROFILE, 'name = "cpu-arm"', 'name = "my-board"'))
     r = edgekd(ok.work, ok.env, "export", "--run", run, "--target", prof, "--quantize", "int8")
@@ -376,7 +364,7 @@ def test_export_int8_then_bench_with_a_profile_path(ok: Pipeline, tmp_path: Path
 
 def test_a_wrong_int8_variant_fails_golden_and_leaves_fp32_deployable(ok: Pipeline, tmp_path: Path) -> None:
     """A copy of the run whose int8 model negates the logits: its golden top-1 agreement is 0."""
-    run = ok.copy_run(tmp_path / "run")
+    run = ok.copy(tmp_path / "run")
     m = onnx.load(str(run / "cpu-arm" / "model.onnx"))
     last = m.graph.node[-1]
     last.output[0] = "pre_neg"

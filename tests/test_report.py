@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edgekd.errors import BadInput
 from edgekd.report import make_report
 from edgekd.report.load import decode_raw
 
@@ -174,18 +175,51 @@ def test_exported_but_not_benchmarked(tmp_path):
     assert "not benchmarked" in text
 
 
-def test_unreadable_files_are_listed_not_fatal(tmp_path):
+def test_unreadable_untyped_files_are_listed_not_fatal(tmp_path):
+    """compare.json and the searches' results are not part of the typed contract: an unreadable one costs
+    its section; a metrics line that breaks the contract is skipped and the first one named."""
     run = fx.full_run(tmp_path / "run")
     (run / "compare.json").write_text("{ half")
-    (run / "cpu-arm" / "bench.json").write_text("[1, 2]")
     with open(run / "metrics.jsonl", "a") as f:
         f.write("not json\n{}\n")
     _, page = report_of(run)
     text = page.plain
     assert "compare.json: unreadable" in text
-    assert "cpu-arm/bench.json: not a JSON object" in text
     assert "metrics.jsonl: 2 line(s) not in the metrics schema were skipped" in text
+    n = len((run / "metrics.jsonl").read_text().splitlines())
+    assert f"(first: file {run / 'metrics.jsonl'} line {n - 1}: not JSON)" in text  # the first bad line, named
     assert "seminar" not in page.sections
+
+
+@pytest.mark.parametrize("file, edit, named", [
+    ("cpu-arm/bench.json", lambda d: [1, 2], "expected a JSON object, got list"),
+    ("cpu-arm/manifest.json", lambda d: {k: v for k, v in d.items() if k != "parity"}, "field 'parity' missing"),
+    ("cpu-arm/manifest.json", lambda d: {**d, "model": {k: v for k, v in d["model"].items() if k != "sha256"}},
+     "field 'model.sha256' missing"),
+    ("distill.json", lambda d: {**d, "accuracy": {**d["accuracy"], "teacher": "high"}},
+     "field 'accuracy.teacher' is str, not float"),
+    ("cpu-arm/bench.json", lambda d: {**d, "schema_version": 99}, "field 'schema_version' is 99"),
+])
+def test_metrics_line_missing_a_field_is_skipped_and_named(tmp_path):
+    run = fx.full_run(tmp_path / "run")
+    rows = fx.metrics_lines()
+    del rows[3]["loss"]
+    fx.write_metrics(run, rows)
+    _, page = report_of(run)
+    assert (f"metrics.jsonl: 1 line(s) not in the metrics schema were skipped (first: file {run / 'metrics.jsonl'} "
+            "line 4: field 'loss' missing") in page.plain
+
+
+def test_typed_file_breaking_the_contract_is_one_line_exit_2(tmp_path, monkeypatch, edgekd_main, file, edit, named):
+    """manifest.json, bench.json and distill.json are read through edgekd.run: a missing or mistyped field
+    is bad input naming the file and the field, no traceback and no page written."""
+    run = fx.full_run(tmp_path / "run")
+    (run / file).write_text(json.dumps(edit(json.loads((run / file).read_text()))))
+    r = edgekd_main("report", run)
+    assert r.code == 2, r.err
+    assert len(r.err_lines) == 1 and "Traceback" not in r.err
+    assert f"{run / file}" in r.err and named in r.err
+    assert not (run / "report.html").exists()
 
 
 # ---------------------------------------------------------------- several runs
@@ -304,6 +338,7 @@ def _set(doc, path, value):
     doc[path[-1]] = value
 
 
+TYPED = ("distill.json", "cpu-arm/manifest.json", "cpu-arm/bench.json")
 FILES = ("distill.json", "config.json", "cpu-arm/manifest.json", "cpu-arm/bench.json", "compare.json",
          "select_student.json", "teacher_selection.json")
 
@@ -314,8 +349,9 @@ def pristine(tmp_path_factory) -> Path:
 
 
 def test_values_of_unexpected_types_never_fail_the_page(pristine, tmp_path):
-    """Files from another edgekd version (or edited by hand) with values of the wrong type: every
-    section still renders or says it could not, and the page is written."""
+    """Files from another edgekd version (or edited by hand) with values of the wrong type: a typed field
+    of the contract is refused in one line naming the file and the field; anything else (untyped files,
+    untyped parts of a typed one) costs at most a section, and the page is written."""
     hypothesis = pytest.importorskip("hypothesis")
     st = hypothesis.strategies
     docs = {f: json.loads((pristine / f).read_text()) for f in FILES}
@@ -336,7 +372,11 @@ def test_values_of_unexpected_types_never_fail_the_page(pristine, tmp_path):
                 pass
         for f, d in new.items():
             (run / f).write_text(json.dumps(d))
-        _, page = report_of(run)
+        try:
+            _, page = report_of(run)
+        except BadInput as e:  # a typed file whose field breaks the contract: one line naming it
+            assert any(str(e).startswith(f"file {run / f}: field '") for f in TYPED if new[f] != docs[f]), e
+            return
         assert set(ALWAYS) <= set(page.sections)
 
     check()

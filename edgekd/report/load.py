@@ -1,10 +1,14 @@
-"""Read everything a run folder holds, tolerating whatever is missing or half-written.
+"""Read everything a run folder holds, tolerating whatever is missing.
 
 A report must work on a run that is still training (config.json and a partial
 metrics.jsonl), on one never exported or benchmarked, and on files written by
-older versions. So nothing here raises for a missing or unreadable file: it is
-recorded in `RunData.problems` and the page says so. Only a RUN that is not a
-folder at all is bad input.
+older versions (schema 0). distill.json, manifest.json, bench.json and the lines of
+metrics.jsonl are read through `edgekd.run` into its typed objects: an absent file is
+None, and a file that breaks the contract (not JSON, a field missing or mistyped,
+another schema version) is bad input naming the file and the field (exit 2). The
+untyped extras (config.json, compare.json and the searches' results) are read as
+JSON; one that is unreadable is listed in `RunData.problems` and its sections left
+out. A RUN that is not a folder is bad input.
 """
 
 from __future__ import annotations
@@ -17,6 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from edgekd.errors import BadInput
+from edgekd.run.bench import BenchFile, load_bench
+from edgekd.run.distill import DistillSummary, load_distill
+from edgekd.run.manifest import Manifest, load_manifest
+from edgekd.run.metrics import MetricsLine, load_metrics
 
 METRICS = "metrics.jsonl"
 OPTIONAL_JSON = {"compare": "compare.json", "select_student": "select_student.json",
@@ -28,20 +36,20 @@ class TargetData:
     """One exported target of a run: its manifest and, once benchmarked, bench.json."""
 
     name: str
-    manifest: dict[str, Any] | None
-    bench: dict[str, Any] | None
+    manifest: Manifest | None
+    bench: BenchFile | None
     teacher_onnx_bytes: int | None = None
 
 
 @dataclass
 class RunData:
-    """What one run folder holds; absent parts are None, unreadable ones are listed in `problems`."""
+    """What one run folder holds; absent parts are None, unreadable untyped ones are listed in `problems`."""
 
     path: Path
     label: str
     config: dict[str, Any] | None = None
-    distill: dict[str, Any] | None = None
-    metrics: list[dict[str, Any]] = field(default_factory=list)
+    distill: DistillSummary | None = None
+    metrics: list[MetricsLine] = field(default_factory=list)
     targets: dict[str, TargetData] = field(default_factory=dict)
     extra: dict[str, dict[str, Any]] = field(default_factory=dict)
     checkpoints: list[str] = field(default_factory=list)   # phases with an epoch checkpoint (a run in progress)
@@ -49,7 +57,7 @@ class RunData:
 
 
 def _json(path: Path, problems: list[str]) -> dict[str, Any] | None:
-    """The JSON object at `path`, or None (absent, or unreadable: then a line in `problems`)."""
+    """An untyped JSON object at `path`, or None (absent, or unreadable: then a line in `problems`)."""
     if not path.is_file():
         return None
     try:
@@ -63,28 +71,14 @@ def _json(path: Path, problems: list[str]) -> dict[str, Any] | None:
     return obj
 
 
-def read_metrics(path: Path, problems: list[str]) -> list[dict[str, Any]]:
-    """Lines of metrics.jsonl that parse. A line being written as we read (the last one of a
-    run still training) is skipped silently; a bad line elsewhere is counted in `problems`."""
-    if not path.is_file():
-        return []
-    rows, bad = [], 0
-    lines = path.read_text(errors="replace").splitlines()
-    for i, line in enumerate(lines):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            bad += i < len(lines) - 1
-            continue
-        if isinstance(row, dict) and isinstance(row.get("phase"), str) and isinstance(row.get("epoch"), (int, float)):
-            rows.append(row)
-        else:
-            bad += 1
-    if bad:
-        problems.append(f"{METRICS}: {bad} line(s) not in the metrics schema were skipped")
-    return rows
+def read_metrics(path: Path, problems: list[str]) -> list[MetricsLine]:
+    """The typed lines of metrics.jsonl. A line being written as we read (the last one of a run still
+    training) is skipped silently; a bad line elsewhere is counted in `problems`, the first one named."""
+    got = load_metrics(path)
+    if got.skipped:
+        problems.append(f"{METRICS}: {got.skipped} line(s) not in the metrics schema were skipped "
+                        f"(first: {got.first_problem})")
+    return got.lines
 
 
 def decode_raw(entry: Any) -> list[float] | None:
@@ -100,33 +94,32 @@ def decode_raw(entry: Any) -> list[float] | None:
         return None
 
 
-def _target(folder: Path, problems: list[str]) -> TargetData:
-    p: list[str] = []
-    manifest = _json(folder / "manifest.json", p)
-    bench = _json(folder / "bench.json", p)
-    problems += [f"{folder.name}/{line}" for line in p]
+def _target(folder: Path) -> TargetData:
+    manifest = folder / "manifest.json"
+    bench = folder / "bench.json"
     teacher = folder / "teacher.onnx"
-    return TargetData(folder.name, manifest, bench, teacher.stat().st_size if teacher.is_file() else None)
+    return TargetData(folder.name, load_manifest(manifest) if manifest.is_file() else None,
+                      load_bench(bench) if bench.is_file() else None,
+                      teacher.stat().st_size if teacher.is_file() else None)
 
 
 def load_run(path: Path, *, label: str | None = None) -> RunData:
-    """Everything readable in run folder `path`."""
+    """Everything readable in run folder `path`; BadInput for a typed file that breaks the contract."""
     path = Path(path)
     if not path.is_dir():
         raise BadInput(f"{path}: run folder not found (pass a folder made by `edgekd distill`)")
     run = RunData(path=path, label=label or path.resolve().name)
     run.config = _json(path / "config.json", run.problems)
-    run.distill = _json(path / "distill.json", run.problems)
+    run.distill = load_distill(path / "distill.json") if (path / "distill.json").is_file() else None
     run.metrics = read_metrics(path / METRICS, run.problems)
     run.checkpoints = sorted(p.stem for p in (path / "checkpoints").glob("*.pt"))
     for key, name in OPTIONAL_JSON.items():
         obj = _json(path / name, run.problems)
         if obj is not None:
             run.extra[key] = obj
-    for folder in sorted(p.parent for p in path.glob("*/manifest.json")):
-        run.targets[folder.name] = _target(folder, run.problems)
-    for folder in sorted(p.parent for p in path.glob("*/bench.json")):
-        run.targets.setdefault(folder.name, _target(folder, run.problems))
+    folders = {p.parent for p in path.glob("*/manifest.json")} | {p.parent for p in path.glob("*/bench.json")}
+    for folder in sorted(folders):
+        run.targets[folder.name] = _target(folder)
     if run.config is None and run.distill is None and not run.extra:
         run.problems.append("no config.json or distill.json: this folder does not look like an edgekd run")
     return run

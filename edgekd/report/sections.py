@@ -11,10 +11,13 @@ from typing import Any
 
 from edgekd.report import svg
 from edgekd.report.html import Section, chart, charts, count, esc, mark, missing, num, pct, table
-from edgekd.report.load import RunData
+from edgekd.report.load import RunData, TargetData
+from edgekd.run.distill import DistillSummary
+from edgekd.run.metrics import MetricsLine
 
 
-def _get(d: Any, *keys: str, default: Any = None) -> Any:
+def _dig(d: Any, *keys: str, default: Any = None) -> Any:
+    """A nested value of an untyped file (compare.json, the searches' results), or `default`."""
     for k in keys:
         if not isinstance(d, dict) or k not in d:
             return default
@@ -22,9 +25,12 @@ def _get(d: Any, *keys: str, default: Any = None) -> Any:
     return d
 
 
-def _src(run: RunData) -> dict[str, Any]:
-    """distill.json where it exists, else config.json (a run still training), else compare.json (a compare run)."""
-    return run.distill or run.config or run.extra.get("compare") or {}
+def _setting(run: RunData, key: str) -> Any:
+    """A recipe setting: distill.json's where it has it, else config.json's (a run still training), else
+    compare.json's (a compare run)."""
+    if run.distill is not None and getattr(run.distill, key, None) is not None:
+        return getattr(run.distill, key)
+    return (run.config or run.extra.get("compare") or {}).get(key)
 
 
 def _status(run: RunData) -> str:
@@ -36,8 +42,10 @@ def _status(run: RunData) -> str:
 
 
 def _split(run: RunData) -> str:
-    info = _get(run.distill, "data") if isinstance(_get(run.distill, "data"), dict) else _get(run.config, "data_info")
-    split = _get(info, "split") or {}
+    if run.distill is not None:
+        split = run.distill.data.split or {}
+    else:
+        split = ((run.config or {}).get("data_info") or {}).get("split") or {}
     sizes = split.get("sizes") or {}
     if not sizes:
         return "—"
@@ -46,23 +54,27 @@ def _split(run: RunData) -> str:
 
 
 def _teacher(run: RunData) -> str:
-    t = _get(run.distill, "teacher")
-    if isinstance(t, dict):
+    t = run.distill.teacher if run.distill is not None else None
+    if t is not None:
         parts = [f"{i.get('arch') or i.get('path') or i.get('spec') or '?'} ({i.get('source', '?')}, "
                  f"{count(i.get('params'))} params)" for i in t.get("all", [t])]
         return esc("; ".join(parts)) + f", test accuracy {pct(t.get('accuracy'))}"
-    spec = _get(run.config, "teacher")
+    spec = (run.config or {}).get("teacher")
     return esc(", ".join(spec) if isinstance(spec, list) else spec or "—")
 
 
 def _provenance(run: RunData) -> dict[str, Any]:
-    return _get(run.distill, "provenance") or {}
+    return (run.distill.provenance if run.distill is not None else None) or {}
+
+
+def _training(run: RunData) -> dict[str, Any]:
+    return (run.distill.training if run.distill is not None else None) or {}
 
 
 def _lr(run: RunData, cfg: dict[str, Any]) -> str:
     """The learning rate used (distill.json's `training`: scaled with the batch, its schedule), else the configured
     one."""
-    t = _get(run.distill, "training") or {}
+    t = _training(run)
     if isinstance(t.get("lr"), (int, float)):
         extra = f" (base {num(t.get('lr_base'))} at batch {t.get('base_batch', '?')}, {t.get('lr_schedule', '?')}" + \
                 (f", warm-up {t['warmup_epochs']} epochs" if t.get("warmup_epochs") else "") + ")"
@@ -73,8 +85,9 @@ def _lr(run: RunData, cfg: dict[str, Any]) -> str:
 def _input(run: RunData) -> str:
     """What each model sees: H×W, how images became H×W, per model (distill.json's views)."""
     out = []
-    for who in ("student", "teacher"):
-        v = _get(run.distill, who, "view")
+    d = run.distill
+    views = {"student": d.student.view, "teacher": (d.teacher or {}).get("view")} if d is not None else {}
+    for who, v in views.items():
         if isinstance(v, dict) and v.get("input_size"):
             h, w = v["input_size"]
             how = v.get("resize") or "as stored"
@@ -82,25 +95,28 @@ def _input(run: RunData) -> str:
     return esc("; ".join(out) or "—")
 
 
+def _student(run: RunData, cfg: dict[str, Any]) -> str:
+    s = run.distill.student if run.distill is not None else None
+    if s is None:
+        return esc(cfg.get("student", "—"))
+    return esc(f"{s.arch} ({count(s.params)} params, ops: {', '.join(s.ops or [])})")
+
+
 def _recipe_rows(run: RunData) -> dict[str, str]:
-    s, cfg, prov = _src(run), run.config or run.extra.get("compare") or {}, _provenance(run)
-    train = _get(run.distill, "training") or {}
-    data = s.get("data")
-    data_name = data.get("name") if isinstance(data, dict) else data
-    student = _get(run.distill, "student")
+    cfg, prov, train = run.config or run.extra.get("compare") or {}, _provenance(run), _training(run)
+    data = run.distill.data.name if run.distill is not None else _setting(run, "data")
     versions = ", ".join(f"{k} {prov[k]}" for k in ("edgekd", "torch", "torchvision", "onnxruntime", "python")
                          if prov.get(k))
     device = prov.get("device") or train.get("device") or cfg.get("device")
+    wall = _setting(run, "wall_seconds")
     return {
         "status": _status(run),
-        "data": esc(data_name or "—"), "input (H×W)": _input(run), "split": _split(run), "teacher": _teacher(run),
-        "student": esc(f"{student['arch']} ({count(student.get('params'))} params, ops: "
-                       f"{', '.join(student.get('ops', []))})")
-        if isinstance(student, dict) else esc(cfg.get("student", "—")),
-        "methods (weights)": esc(s.get("objective") or ", ".join(s.get("methods", [])) or "—"),
-        "temperature": num(s.get("temperature")), "epochs": num(s.get("epochs")),
-        "teacher epochs": num(cfg.get("teacher_epochs")), "seeds": num(s.get("seeds")),
-        "labeled fraction": num(s.get("labeled_fraction")),
+        "data": esc(data or "—"), "input (H×W)": _input(run), "split": _split(run), "teacher": _teacher(run),
+        "student": _student(run, cfg),
+        "methods (weights)": esc(_setting(run, "objective") or ", ".join(_setting(run, "methods") or []) or "—"),
+        "temperature": num(_setting(run, "temperature")), "epochs": num(_setting(run, "epochs")),
+        "teacher epochs": num(cfg.get("teacher_epochs")), "seeds": num(_setting(run, "seeds")),
+        "labeled fraction": num(_setting(run, "labeled_fraction")),
         "learning rate, batch": _lr(run, cfg),
         "device, precision": esc(f"{device or '— (not recorded)'}, "
                                  f"{train.get('precision') or 'fp32'}"),
@@ -108,7 +124,7 @@ def _recipe_rows(run: RunData) -> dict[str, str]:
         "backend": esc(prov.get("backend") or train.get("backend") or "—"),
         "platform": esc(prov.get("platform") or "—"),
         "versions": esc(versions or "— (no provenance in distill.json)"),
-        "wall time": f"{s['wall_seconds']:.1f} s" if isinstance(s.get("wall_seconds"), (int, float)) else "—",
+        "wall time": f"{wall:.1f} s" if isinstance(wall, (int, float)) else "—",
         "folder": f"<code>{esc(run.path)}</code>",
     }
 
@@ -119,50 +135,58 @@ def recipe(runs: list[RunData]) -> Section:
     return Section("recipe", "Recipe", table(["", *[esc(r.label) for r in runs]], rows, numeric_from=99))
 
 
-def _acc(run: RunData) -> dict[str, Any]:
-    return _get(run.distill, "accuracy") or {}
-
-
 def _ms(d: Any) -> str:
     if isinstance(d, dict) and isinstance(d.get("mean"), (int, float)):
         return f"{100 * d['mean']:.2f} ± {100 * d.get('std', 0):.2f}% <span class=muted>(n={d.get('n', '?')})</span>"
     return pct(d) if isinstance(d, (int, float)) else "—"
 
 
-def accuracy(runs: list[RunData]) -> Section:
-    if not any(r.distill for r in runs):
-        return Section("accuracy", "Accuracy", missing(
-            "No distill.json yet: test accuracies appear when <code>edgekd distill</code> finishes "
-            "(the training curves below show validation accuracy so far)."))
-    rows = [["teacher"] + [pct(_acc(r).get("teacher")) for r in runs],
-            ["student alone (control)"] + [_ms(_acc(r).get("student_alone")) for r in runs],
-            ["distilled student"] + [_ms(_acc(r).get("student")) for r in runs],
-            ["gap closed"] + [pct(_get(r.distill, "gap_closed"), 1) for r in runs],
-            ["per seed: alone → distilled"] + [esc("; ".join(
-                f"s{p['seed']}: {100 * p['student_alone']:.1f} → {100 * p['student']:.1f}"
-                for p in _get(r.distill, "per_seed", default=[]) if "student_alone" in p and "student" in p)) or "—"
-                for r in runs]]
-    if any(_acc(r).get("agreement") for r in runs):   # label-free runs: the student against the teacher
-        rows.insert(3, ["top-1 agreement with the teacher"] + [_ms(_acc(r).get("agreement")) for r in runs])
-    label_free = all(_acc(r).get("student_alone") is None and "agreement" in _acc(r) for r in runs)
-    if label_free:   # no labels, no control: no student-alone row, no gap to close
-        rows = [row for row in rows if not row[0].startswith(("student alone", "gap closed", "per seed"))]
+def _per_seed(d: DistillSummary) -> str:
+    return esc("; ".join(f"s{p['seed']}: {100 * p['student_alone']:.1f} → {100 * p['student']:.1f}"
+                         for p in d.per_seed if "student_alone" in p and "student" in p)) or "—"
+
+
+def _accuracy_chart(done: list[RunData], label_free: bool) -> str:
     series = []
-    for r in runs:
-        a = _acc(r)
-        vals = [a.get("teacher"), _get(a, "student_alone", "mean"), _get(a, "student", "mean")]
-        errs = [0.0, _get(a, "student_alone", "std", default=0.0), _get(a, "student", "std", default=0.0)]
+    for r in done:
+        a = r.distill.accuracy  # type: ignore[union-attr]
+        alone = a.student_alone or {}
+        vals = [a.teacher, alone.get("mean"), a.student.get("mean")]
+        errs = [0.0, alone.get("std", 0.0), a.student.get("std", 0.0)]
         keep = [0, 2] if label_free else [0, 1, 2]
         series.append((r.label, [100 * vals[i] if isinstance(vals[i], (int, float)) else None for i in keep],
                        [100 * (errs[i] or 0.0) for i in keep]))
     groups = ["teacher", "student alone", "distilled"]
-    fig = svg.bar_chart([groups[0], groups[2]] if label_free else groups, series,
-                        title="Test accuracy (mean ± std over seeds)", y_label="accuracy (%)")
+    return svg.bar_chart([groups[0], groups[2]] if label_free else groups, series,
+                         title="Test accuracy (mean ± std over seeds)", y_label="accuracy (%)")
+
+
+def accuracy(runs: list[RunData]) -> Section:
+    done = [r for r in runs if r.distill is not None]
+    if not done:
+        return Section("accuracy", "Accuracy", missing(
+            "No distill.json yet: test accuracies appear when <code>edgekd distill</code> finishes "
+            "(the training curves below show validation accuracy so far)."))
+
+    def each(f) -> list[str]:
+        return [f(r.distill) if r.distill is not None else "—" for r in runs]
+
+    rows = [["teacher"] + each(lambda d: pct(d.accuracy.teacher)),
+            ["student alone (control)"] + each(lambda d: _ms(d.accuracy.student_alone)),
+            ["distilled student"] + each(lambda d: _ms(d.accuracy.student)),
+            ["gap closed"] + each(lambda d: pct(d.gap_closed, 1)),
+            ["per seed: alone → distilled"] + each(_per_seed)]
+    if any(r.distill.accuracy.agreement for r in done):   # label-free runs: the student against the teacher
+        rows.insert(3, ["top-1 agreement with the teacher"] + each(lambda d: _ms(d.accuracy.agreement)))
+    label_free = len(done) == len(runs) and all(
+        r.distill.accuracy.student_alone is None and r.distill.accuracy.agreement is not None for r in done)
+    if label_free:   # no labels, no control: no student-alone row, no gap to close
+        rows = [row for row in rows if not row[0].startswith(("student alone", "gap closed", "per seed"))]
     note = ('<p class="muted">Label-free (labeled fraction 0): no student-alone control can exist; the student '
             'is shown against the teacher.</p>' if label_free else
             '<p class="muted">Gap closed = (distilled − alone) / (teacher − alone), on the means.</p>')
     return Section("accuracy", "Accuracy", table(["", *[esc(r.label) for r in runs]], rows) + note +
-                   charts(chart("accuracy", fig)))
+                   charts(chart("accuracy", _accuracy_chart(done, label_free))))
 
 
 ROLE_NAMES = {"teacher": "teacher", "alone": "student alone", "kd": "distilled", "dml": "mutual learning"}
@@ -180,17 +204,17 @@ def _series_key(phase: str, stage: str) -> tuple[str, str]:
     return group, seed
 
 
-def _by_phase(rows: list[dict[str, Any]]) -> dict[tuple[str, str], list[dict[str, Any]]]:
-    out: dict[tuple[str, str], list[dict[str, Any]]] = {}
+def _by_phase(rows: list[MetricsLine]) -> dict[tuple[str, str], list[MetricsLine]]:
+    out: dict[tuple[str, str], list[MetricsLine]] = {}
     for row in rows:
-        out.setdefault((row["phase"], str(row.get("stage", "main"))), []).append(row)
+        out.setdefault((row.phase, row.stage), []).append(row)
     for v in out.values():
-        v.sort(key=lambda r: r["epoch"])
+        v.sort(key=lambda r: r.epoch)
     return out
 
 
-def _epoch_ticks(rows: list[dict[str, Any]]) -> list[float]:
-    hi = max(int(r["epoch"]) for r in rows)
+def _epoch_ticks(rows: list[MetricsLine]) -> list[float]:
+    hi = max(r.epoch for r in rows)
     return [float(t) for t in svg.nice_ticks(1, hi) if 1 <= t <= hi and float(t).is_integer()] or [1.0]
 
 
@@ -199,8 +223,8 @@ def _val_chart(run: RunData, phases: dict) -> str:
     series, seen = [], set()
     for (phase, stage), rows in phases.items():
         group, seed = _series_key(phase, stage)
-        ys = [100 * r["val_acc"] if isinstance(r.get("val_acc"), (int, float)) else None for r in rows]
-        series.append({"name": group + (" (each seed)" if seed else ""), "xs": [r["epoch"] for r in rows], "ys": ys,
+        ys = [100 * r.val_acc if r.val_acc is not None else None for r in rows]
+        series.append({"name": group + (" (each seed)" if seed else ""), "xs": [r.epoch for r in rows], "ys": ys,
                        "color": svg.color(groups.index(group)), "legend": group not in seen,
                        "opacity": 1 if group not in seen else 0.6})
         seen.add(group)
@@ -216,12 +240,12 @@ def _loss_chart(run: RunData, group: str, phases: dict) -> str:
         if _series_key(phase, stage)[0] != group:
             continue
         mine += rows
-        term_names = sorted({t for r in rows for t in (r.get("terms") or {})})
+        term_names = sorted({t for r in rows for t in r.terms})
         names = term_names if len(term_names) == 1 else ["total"] + term_names  # one term: it is the total
         for name in names:
             terms += [name] if name not in terms else []
-            ys = [r.get("loss") if name == "total" else (r.get("terms") or {}).get(name) for r in rows]
-            series.append({"name": name, "xs": [r["epoch"] for r in rows], "ys": ys, "legend": name not in seen,
+            ys = [r.loss if name == "total" else r.terms.get(name) for r in rows]
+            series.append({"name": name, "xs": [r.epoch for r in rows], "ys": ys, "legend": name not in seen,
                            "color": svg.color(terms.index(name)), "dash": name == "total",
                            "opacity": 1 if name not in seen else 0.6})
             seen.add(name)
@@ -234,9 +258,9 @@ def _loss_chart(run: RunData, group: str, phases: dict) -> str:
 def _progress_note(run: RunData) -> str:
     if run.distill or not run.metrics:
         return ""
-    last = max(run.metrics, key=lambda r: r.get("time", 0))
-    return missing(f"Training has not finished (no distill.json): the last record is {esc(last['phase'])} epoch "
-                   f"{esc(last['epoch'])}/{esc(last.get('epochs', '?'))}. Run <code>edgekd report</code> again later.")
+    last = max(run.metrics, key=lambda r: r.time)
+    return missing(f"Training has not finished (no distill.json): the last record is {esc(last.phase)} epoch "
+                   f"{esc(last.epoch)}/{esc(last.epochs)}. Run <code>edgekd report</code> again later.")
 
 
 def _run_curves(run: RunData) -> str:
@@ -257,8 +281,8 @@ def _mean_curve(run: RunData, group: str) -> tuple[list[float], list[float]]:
     for (phase, stage), rows in _by_phase(run.metrics).items():
         if _series_key(phase, stage)[0] == group:
             for r in rows:
-                if isinstance(r.get("val_acc"), (int, float)):
-                    per_epoch.setdefault(r["epoch"], []).append(100 * r["val_acc"])
+                if r.val_acc is not None:
+                    per_epoch.setdefault(r.epoch, []).append(100 * r.val_acc)
     xs = sorted(per_epoch)
     return xs, [sum(per_epoch[x]) / len(per_epoch[x]) for x in xs]
 
@@ -302,11 +326,11 @@ def seminar(runs: list[RunData]) -> Section | None:
                          + (' <span class="pass">beats alone</span>' if beats else ""))
         objective = next((by[r.label][m].get("objective") for r in have if m in by[r.label]), "") or ""
         rows.append([f"{esc(m)}<br><span class=muted>{esc(objective)}</span>", *cells])
-    series = [(r.label, [100 * _get(by[r.label].get(m), "accuracy", "mean") if m in by[r.label] else None
+    series = [(r.label, [100 * _dig(by[r.label].get(m), "accuracy", "mean") if m in by[r.label] else None
                          for m in methods[1:]],
-               [100 * _get(by[r.label].get(m), "accuracy", "std", default=0) if m in by[r.label] else None
+               [100 * _dig(by[r.label].get(m), "accuracy", "std", default=0) if m in by[r.label] else None
                 for m in methods[1:]]) for r in have]
-    teacher = _get(by[have[0].label].get("teacher"), "accuracy", "mean")
+    teacher = _dig(by[have[0].label].get("teacher"), "accuracy", "mean")
     c = have[0].extra["compare"]
     fig = svg.bar_chart(methods[1:], series, title=f"Seminar table: {c.get('student')} on {c.get('data')}, "
                         f"labeled fraction {c.get('labeled_fraction')}", y_label="test accuracy (%)",
@@ -325,8 +349,8 @@ def select_student(runs: list[RunData]) -> Section | None:
     for r in have:
         res = r.extra["select_student"]
         cands = res.get("candidates", [])
-        front = set(_get(res, "pareto", "latency", default=[]))
-        pts = [{"x": _get(c, "measured", "latency_p90_ms"),
+        front = set(_dig(res, "pareto", "latency", default=[]))
+        pts = [{"x": _dig(c, "measured", "latency_p90_ms"),
                 "y": 100 * c["val_accuracy"] if "val_accuracy" in c else None,
                 "name": f"#{c.get('id')} {c.get('name', '')}", "group": "on the front" if c.get("id") in front else
                 "off the front"} for c in cands]
@@ -336,7 +360,7 @@ def select_student(runs: list[RunData]) -> Section | None:
         rec = res.get("recommended") or {}
         rows = [[f"#{esc(c.get('id'))} {esc(c.get('name', ''))}"
                  + (" <b>(recommended)</b>" if c.get("id") == rec.get("id") else ""),
-                 num(_get(c, "measured", "latency_p90_ms"), 3), count(_get(c, "cost", "params")),
+                 num(_dig(c, "measured", "latency_p90_ms"), 3), count(_dig(c, "cost", "params")),
                  pct(c.get("val_accuracy")), pct(c.get("test_accuracy")), esc(c.get("status", ""))]
                 for c in cands if c.get("id") in front]
         body += (f"<h3>{esc(r.label)}</h3>" if len(have) > 1 else "") + charts(chart(f"pareto-{r.label}", fig, empty=
@@ -353,7 +377,7 @@ def select_teacher(runs: list[RunData]) -> Section | None:
     for r in have:
         res = r.extra["select_teacher"]
         rows = [[esc(t.get("teacher")) + (" <b>(best)</b>" if t.get("teacher") == res.get("best") else ""),
-                 num(_get(t, "grace", "score")), num(_get(t, "grace", "std")), pct(t.get("val_accuracy")),
+                 num(_dig(t, "grace", "score")), num(_dig(t, "grace", "std")), pct(t.get("val_accuracy")),
                  pct(t.get("agreement_at_init")), count(t.get("params"))] for t in res.get("teachers", [])]
         body += (f"<h3>{esc(r.label)}</h3>" if len(have) > 1 else "") + table(
             ["teacher", "GRACE score", "± std", "val acc", "agreement at init", "params"], rows) + (
@@ -375,7 +399,7 @@ def _missing_lines(run: RunData) -> list[str]:
     for name, t in run.targets.items():
         if t.bench is None:
             out.append(f"{esc(name)}: not benchmarked: run <code>edgekd bench --target {esc(name)}</code>")
-        if t.manifest and "variants" not in t.manifest:
+        if t.manifest is not None and t.manifest.variants is None:
             out.append(f"{esc(name)}: no int8 variant "
                        f"(<code>edgekd export --target {esc(name)} --quantize int8</code>)")
     return out + [esc(p) for p in run.problems]
@@ -389,29 +413,38 @@ def whats_missing(runs: list[RunData]) -> Section:
     return Section("missing", "What is missing", f"<ul>{lis}</ul>")
 
 
+def _distill_line(d: DistillSummary) -> list[str]:
+    a = d.accuracy
+    if a.student_alone is None:   # label-free: no control, the teacher instead
+        return [f"label-free: distilled {_ms(a.student)} (teacher {pct(a.teacher)}), top-1 "
+                f"agreement with the teacher {_ms(a.agreement)}; no student-alone control (no labels)"]
+    parts = [f"distilled {_ms(a.student)} against {_ms(a.student_alone)} alone "
+             f"(teacher {pct(a.teacher)}), gap closed {pct(d.gap_closed, 1)}"]
+    v = d.verdict or {}
+    if v.get("try"):
+        parts.append(f"distillation {esc(v['distillation'])} ({100 * v['delta']:+.2f} points, spread "
+                     f"{100 * v['spread']:.2f}): to measure the other logit methods on this data, run "
+                     f"<code>{esc(v['try'])}</code>")
+    return parts
+
+
+def _target_line(t: TargetData) -> str:
+    m, b = t.manifest, t.bench
+    rec = (b.recommended if b is not None else None) or (m.recommended if m is not None else None) or "fp32"
+    measure = (b.int8 if rec == "int8" else b.fp32) if b is not None else None
+    lat = measure.latency_ms.get("p90") if measure is not None else None
+    return (f"<b>{esc(t.name)}</b>: deployable {mark(m.deployable) if m is not None else '—'}, "
+            f"{esc(rec)} p90 {num(lat, 3)} ms" + ("" if lat is not None else " (not benchmarked)"))
+
+
 def _summary_line(run: RunData) -> str:
-    a = _acc(run)
     parts = []
-    if a and a.get("student_alone") is None and "student" in a:   # label-free: no control, the teacher instead
-        parts.append(f"label-free: distilled {_ms(a.get('student'))} (teacher {pct(a.get('teacher'))}), top-1 "
-                     f"agreement with the teacher {_ms(a.get('agreement'))}; no student-alone control (no labels)")
-    elif a:
-        parts.append(f"distilled {_ms(a.get('student'))} against {_ms(a.get('student_alone'))} alone "
-                     f"(teacher {pct(a.get('teacher'))}), gap closed {pct(_get(run.distill, 'gap_closed'), 1)}")
-        v = _get(run.distill, "verdict") or {}
-        if v.get("try"):
-            parts.append(f"distillation {esc(v['distillation'])} ({100 * v['delta']:+.2f} points, spread "
-                         f"{100 * v['spread']:.2f}): to measure the other logit methods on this data, run "
-                         f"<code>{esc(v['try'])}</code>")
+    if run.distill is not None:
+        parts += _distill_line(run.distill)
     elif run.metrics:
-        last = max(run.metrics, key=lambda r: r.get("time", 0))
-        parts.append(f"training: {esc(last['phase'])} epoch {esc(last['epoch'])}/{esc(last.get('epochs', '?'))}")
-    for name, t in run.targets.items():
-        m, b = t.manifest or {}, t.bench or {}
-        rec = b.get("recommended") or m.get("recommended") or "fp32"
-        lat = _get(b, rec, "latency_ms", "p90")
-        parts.append(f"<b>{esc(name)}</b>: deployable {mark(m.get('deployable')) if 'deployable' in m else '—'}, "
-                     f"{esc(rec)} p90 {num(lat, 3)} ms" + ("" if lat is not None else " (not benchmarked)"))
+        last = max(run.metrics, key=lambda r: r.time)
+        parts.append(f"training: {esc(last.phase)} epoch {esc(last.epoch)}/{esc(last.epochs)}")
+    parts += [_target_line(t) for t in run.targets.values()]
     if not parts and run.checkpoints:
         parts.append(f"distill not finished; epoch checkpoints so far: {esc(', '.join(run.checkpoints))}")
     return "; ".join(parts) or "nothing recorded yet"
@@ -422,5 +455,5 @@ def summary(runs: list[RunData]) -> Section:
     items = "".join(f"<li>{(f'<b>{esc(r.label)}</b>: ') if len(runs) > 1 else ''}{_summary_line(r)}</li>" for r in runs)
     # What distill flagged about the teacher (check-teacher): first, in red, never below the fold.
     warns = "".join(f'<p class="fail"><b>WARNING</b>: {(esc(r.label) + ": ") if len(runs) > 1 else ""}{esc(w)}</p>'
-                    for r in runs for w in (_get(r.distill, "warnings") or []))
+                    for r in runs for w in ((r.distill.warnings if r.distill else None) or []))
     return Section("summary", "Summary", f"{warns}<ul>{items}</ul>")

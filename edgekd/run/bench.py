@@ -19,6 +19,18 @@ class Measure(Record):
     latency_ms: dict = field("{p50, p90, p99, mean} at batch 1")
     peak_rss_mb: float | None = field("peak resident memory of the runner process")
     golden: dict | None = field("the golden check: {passed, top1_agreement, ...}", optional=True)
+    provider_requested: str | None = field("the provider the profile asked for first", optional=True)
+    threads_requested: int | None = field("intra-op threads the profile asked for", optional=True)
+    fallback: bool | None = field("the requested provider did not run (another did)", optional=True)
+    emulated: bool | None = field("timed under qemu: not the target's timings", optional=True)
+    precision: str | None = field("fp32, fp16 or int8", optional=True)
+    execution: dict | None = field("{device, vendor, ep_version, runtime}: where the provider ran", optional=True)
+    init_ms: float | None = field("session creation time", optional=True)
+    first_run_ms: float | None = field("the first inference", optional=True)
+    throughput: dict | None = field("{batch: samples per second}", optional=True)
+    latency_raw: dict | None = field("every timed run: {encoding: float32-zlib-base64, unit, n, data}", optional=True)
+    profile: dict | None = field("--profile: {provider: {total_ms, runs, ops: [{op, total_ms, share, calls, "
+                                 "mean_us}]}}", optional=True)
     extra: dict[str, Any] = extra_field()
 
     def p(self, q: str) -> float:

@@ -19,6 +19,7 @@ class DataInfo(Record):
     input_shape: list = field("[C, H, W] of the student's input")
     labels: list = field("class names, in logit order")
     preprocessing: dict = field("size, resize policy, scale, mean and std")
+    split: dict | None = field("{method, seed, fractions, sizes}: how train/val/test were drawn", optional=True)
     extra: dict[str, Any] = extra_field()
 
 
@@ -28,6 +29,9 @@ class Student(Record):
 
     arch: str = field("the student's registry name")
     chosen_seed: int = field("the seed whose student.pt and student_alone.pt were kept (best validation)")
+    params: int | None = field("number of parameters", optional=True)
+    ops: list | None = field("op types of the student's exported graph", optional=True)
+    view: dict | None = field("{input_size, resize, fill, mean, std}: what the student sees", optional=True)
     extra: dict[str, Any] = extra_field()
 
 
@@ -39,6 +43,8 @@ class Accuracies(Record):
     student_alone: dict | None = field("{mean, std, n}: the student trained without a teacher; null in a "
                                        "label-free run (--labeled-fraction 0: no control)")
     student: dict = field("{mean, std, n}: the distilled student")
+    agreement: dict | None = field("{mean, std, n}: top-1 agreement with the teacher (label-free runs)",
+                                   optional=True)
     extra: dict[str, Any] = extra_field()
 
 
@@ -55,6 +61,23 @@ class DistillSummary(Record):
                                        optional=True)
     verdict: dict | None = field("did distillation beat training alone (on validation), and which student to deploy",
                                  optional=True)
+    teacher: dict | None = field("{source, arch or path, params, accuracy, view, all: [...]}: the teacher(s)",
+                                 optional=True)
+    objective: str | None = field("the distillation objective as a formula, e.g. 0.7·soft + 0.3·ce", optional=True)
+    methods: list | None = field("the --method specs", optional=True)
+    temperature: float | None = field("the distillation temperature", optional=True)
+    epochs: int | None = field("student epochs", optional=True)
+    seeds: int | None = field("number of seeds", optional=True)
+    labeled_fraction: float | None = field("share of the training labels used, 0..1", optional=True)
+    gap_closed: float | None = field("(distilled − alone) / (teacher − alone) on the means", optional=True)
+    training: dict | None = field("device, precision, batch size, lr (scaled, base, schedule), world size",
+                                  optional=True)
+    provenance: dict | None = field("versions (edgekd, torch, onnxruntime, python), platform, device, world size",
+                                    optional=True)
+    warnings: list | None = field("what distill flagged (check-teacher, a teacher below the control)", optional=True)
+    images_per_s: dict | None = field("training images per second per role (teacher, student_alone, student)",
+                                      optional=True)
+    wall_seconds: float | None = field("wall time of the whole distill", optional=True)
     extra: dict[str, Any] = extra_field()
 
     def chosen(self, source: str | Path = "distill.json") -> dict[str, Any]:

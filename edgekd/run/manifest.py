@@ -45,7 +45,10 @@ class Ops(Record):
 
     used: list = field("op types in the graph")
     unsupported: list = field("ops the target's providers do not run: [{op, nodes, ...}]; empty to pass")
-    partition: dict | None = field("the real partition over providers (ran, passed, fallback_nodes)", optional=True)
+    partition: dict | None = field("the real partition over providers (ran, passed, nodes, share, summary)",
+                                   optional=True)
+    coverage: float | None = field("share of nodes the target's providers take, 0..1", optional=True)
+    notes: list | None = field("the audit's notes", optional=True)
     extra: dict[str, Any] = extra_field()
 
 
@@ -56,6 +59,8 @@ class Parity(Record):
     max_abs_diff: float = field("largest |onnx - torch| over every logit")
     top1_agreement: float = field("share of samples whose arg-max agrees, 0..1")
     passed: bool = field("within the profile's atol/rtol and min_top1_agreement")
+    n: int | None = field("number of test samples compared", optional=True)
+    max_rel_diff: float | None = field("largest relative difference", optional=True)
     extra: dict[str, Any] = extra_field()
 
 
@@ -90,6 +95,8 @@ class Bench(Record):
     latency_ms: dict = field("{p50, p90, p99, mean} at batch 1")
     peak_rss_mb: float | None = field("peak resident memory of the runner process")
     golden: dict | None = field("the golden check on the runner: {passed, top1_agreement, ...}", optional=True)
+    comparison: dict | None = field("teacher (ONNX) and eager student on the same host (bench.json's)",
+                                    optional=True)
     extra: dict[str, Any] = extra_field()
 
 
@@ -102,6 +109,8 @@ class Variant(Record):
     bytes: int = field("size in bytes")
     parity: dict = field("{max_abs_diff, top1_agreement, passed} against the fp32 model")
     golden: dict | None = field("the golden check on the runner, after bench", optional=True)
+    accuracy: float | None = field("test accuracy through ONNX Runtime, 0..1", optional=True)
+    latency_ms: dict | None = field("{p50, p90, p99, mean} at batch 1, after bench", optional=True)
     extra: dict[str, Any] = extra_field()
 
 
@@ -134,6 +143,15 @@ class Manifest(Record):
     variants: dict[str, Variant] | None = field("present only when a variant was made", optional=True)
     bench: Bench | None = field("present after `edgekd bench`", optional=True)
     budget: Budget | None = field("present after `edgekd bench`", optional=True)
+    target_profile: dict | None = field("the target profile export used (its budget, runtime, ...)", optional=True)
+    runtime: dict | None = field("which onnxruntime checked the model: {mechanism, package, onnxruntime_version, "
+                                 "path}", optional=True)
+    parity_provider: dict | None = field("parity through the target's own provider: {ran, provider, n, "
+                                         "max_abs_diff, top1_agreement, passed} or {ran: false, reason}",
+                                         optional=True)
+    mobile: dict | None = field("{model.ort, required_operators.config: {path, sha256, bytes}} for mobile targets",
+                                optional=True)
+    notes: list | None = field("export's notes", optional=True)
     extra: dict[str, Any] = extra_field()
 
     def failed(self) -> list[str]:

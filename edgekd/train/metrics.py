@@ -14,12 +14,10 @@ no epoch appears twice.
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 from typing import Any
 
-from edgekd import artifacts, ranks
+from edgekd import ranks
 from edgekd.errors import BadInput
 from edgekd.run import metrics as run_metrics
 
@@ -68,34 +66,23 @@ class MetricsLog:
 
     def forget(self, phase: str, stage: str, *, after_epoch: int) -> None:
         """Drop lines of (phase or its peers, stage) with epoch > after_epoch: they are about to be redone."""
-        if self.path is None or not ranks.is_main() or not self.path.is_file():
+        if self.path is None or not ranks.is_main():
             return
-        kept, dropped = [], 0
-        for line in self.path.read_text().splitlines():
-            try:
-                row = json.loads(line)
-            except ValueError:
-                dropped += 1  # a line cut short by a kill
-                continue
+
+        def doomed(row: dict[str, Any]) -> bool:
             same = row.get("phase") == phase or str(row.get("phase", "")).startswith(phase + "/peer")
-            if same and row.get("stage") == stage and row.get("epoch", 0) > after_epoch:
-                dropped += 1
-            else:
-                kept.append(line)
-        if dropped:
-            artifacts.write_bytes(self.path, "".join(k + "\n" for k in kept).encode())
+            return same and row.get("stage") == stage and row.get("epoch", 0) > after_epoch
+
+        run_metrics.drop(self.path, doomed)
 
     def record(self, row: dict[str, Any]) -> None:
         """Append one epoch's row (keys exactly KEYS) and mirror its scalars to TensorBoard."""
         if not ranks.is_main():
             return
-        row = run_metrics.line(row, self.path or "metrics.jsonl").to_json()  # the contract's keys, checked
         if self.path is not None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.path, "a") as f:
-                f.write(json.dumps(row) + "\n")
-                f.flush()
-                os.fsync(f.fileno())
+            row = run_metrics.append(self.path, row).to_json()  # the contract's keys, checked
+        else:
+            row = run_metrics.line(row, "metrics.jsonl").to_json()
         tb = self._tb()
         if tb is not None:
             tag, step = f"{row['phase']}/{row['stage']}", row["epoch"]

@@ -19,6 +19,8 @@ import numpy as np
 TEACHER_ACC = 0.9861
 ALONE = [0.9611, 0.9583]
 KD = [0.9750, 0.9778]
+LABELS = [str(i) for i in range(10)]
+PREPROCESSING = {"size": [8, 8], "resize": "none", "scale": 1.0 / 16, "mean": [0.0], "std": [1.0]}
 
 
 def encode_raw(ms: np.ndarray) -> dict:
@@ -74,8 +76,8 @@ def distill(run: Path, *, epochs: int = 6, seeds: int = 2, provenance: bool = Tr
         a = np.asarray(xs)
         return {"mean": float(a.mean()), "std": float(a.std(ddof=1)) if len(a) > 1 else 0.0, "n": len(a)}
 
-    d = {"data": {"name": "digits", "num_classes": 10, "input_shape": [1, 8, 8],
-                  "split": {"method": "stratified", "seed": 0, "fractions": [0.6, 0.2, 0.2],
+    d = {"data": {"name": "digits", "num_classes": 10, "input_shape": [1, 8, 8], "labels": LABELS,
+                  "preprocessing": PREPROCESSING, "split": {"method": "stratified", "seed": 0, "fractions": [0.6, 0.2, 0.2],
                             "sizes": {"train": 1077, "val": 360, "test": 360}}},
          "target": "cpu-arm", "methods": ["soft:0.7", "ce:0.3"], "objective": "0.7·soft + 0.3·ce",
          "temperature": 4.0, "epochs": epochs, "seeds": seeds, "labeled_fraction": 1.0,
@@ -102,7 +104,10 @@ def manifest(run: Path, target: str = "cpu-arm", *, int8: bool = True, partition
     m = {"edgekd_version": "0.1.0", "target": target,
          "target_profile": {"name": target, "budget": {"latency_p90_ms": 5.0, "peak_memory_mb": 256.0,
                                                        "model_size_mb": 2.0}},
-         "model": {"path": "model.onnx", "sha256": "0" * 64, "bytes": 31942, "opset": 17, "params": 7514},
+         "model": {"path": "model.onnx", "sha256": "0" * 64, "bytes": 31942, "opset": 17, "params": 7514,
+                   "inputs": [{"name": "input", "shape": ["batch", 1, 8, 8], "dtype": "float32"}],
+                   "outputs": [{"name": "logits", "shape": ["batch", 10], "dtype": "float32"}],
+                   "preprocessing": PREPROCESSING, "labels": LABELS},
          "ops": {"used": ["Conv", "Flatten", "Gemm"], "unsupported": [], "coverage": 1.0, "graph": "optimized",
                  "notes": [], "partition": {"ran": True, "built": True, "provider": "CPUExecutionProvider",
                                             "nodes": {"CPUExecutionProvider": 5},

@@ -191,15 +191,6 @@ def test_unreadable_untyped_files_are_listed_not_fatal(tmp_path):
     assert "seminar" not in page.sections
 
 
-@pytest.mark.parametrize("file, edit, named", [
-    ("cpu-arm/bench.json", lambda d: [1, 2], "expected a JSON object, got list"),
-    ("cpu-arm/manifest.json", lambda d: {k: v for k, v in d.items() if k != "parity"}, "field 'parity' missing"),
-    ("cpu-arm/manifest.json", lambda d: {**d, "model": {k: v for k, v in d["model"].items() if k != "sha256"}},
-     "field 'model.sha256' missing"),
-    ("distill.json", lambda d: {**d, "accuracy": {**d["accuracy"], "teacher": "high"}},
-     "field 'accuracy.teacher' is str, not float"),
-    ("cpu-arm/bench.json", lambda d: {**d, "schema_version": 99}, "field 'schema_version' is 99"),
-])
 def test_metrics_line_missing_a_field_is_skipped_and_named(tmp_path):
     run = fx.full_run(tmp_path / "run")
     rows = fx.metrics_lines()
@@ -210,6 +201,15 @@ def test_metrics_line_missing_a_field_is_skipped_and_named(tmp_path):
             "line 4: field 'loss' missing") in page.plain
 
 
+@pytest.mark.parametrize("file, edit, named", [
+    ("cpu-arm/bench.json", lambda d: [1, 2], "expected a JSON object, got list"),
+    ("cpu-arm/manifest.json", lambda d: {k: v for k, v in d.items() if k != "parity"}, "field 'parity' missing"),
+    ("cpu-arm/manifest.json", lambda d: {**d, "model": {k: v for k, v in d["model"].items() if k != "sha256"}},
+     "field 'model.sha256' missing"),
+    ("distill.json", lambda d: {**d, "accuracy": {**d["accuracy"], "teacher": "high"}},
+     "field 'accuracy.teacher' is str, not float"),
+    ("cpu-arm/bench.json", lambda d: {**d, "schema_version": 99}, "field 'schema_version' is 99"),
+])
 def test_typed_file_breaking_the_contract_is_one_line_exit_2(tmp_path, monkeypatch, edgekd_main, file, edit, named):
     """manifest.json, bench.json and distill.json are read through edgekd.run: a missing or mistyped field
     is bad input naming the file and the field, no traceback and no page written."""

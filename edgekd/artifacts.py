@@ -220,9 +220,12 @@ def manifest_path(run_dir: Path, target: str) -> Path:
 
 
 def load_manifest(run_dir: Path, target: str) -> dict[str, Any]:
-    """The manifest as raw JSON (for `verify` and tests). The stages read the typed one,
-    `edgekd.run.manifest.load_manifest`, and write it only through `edgekd.run.manifest.amend`."""
-    return read_json(manifest_path(run_dir, target))
+    """A target's manifest as JSON, read and checked through the run-folder contract (for tests and tools
+    that want the plain dict). The stages read the typed one, `edgekd.run.manifest.load_manifest`, and
+    write it only through `edgekd.run.manifest.amend`."""
+    from edgekd.run.manifest import load_manifest as load_typed
+
+    return load_typed(manifest_path(run_dir, target)).to_json()
 
 
 def _named_files(manifest: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
@@ -249,11 +252,11 @@ def verify_run(run: str | Path | None = None) -> dict[str, Any]:
     manifests = sorted(run_dir.glob(f"*/{MANIFEST}"))
     if not manifests:
         raise BadInput(f"{run_dir}: no manifest.json in any target folder; run `edgekd export` first")
+    from edgekd.run.manifest import load_manifest as load_typed
+
     checked, failures = [], []
     for m in manifests:
-        manifest = read_json(m)
-        if not isinstance(manifest.get("model"), dict) or "sha256" not in manifest["model"]:
-            raise BadInput(f"{m}: not an edgekd manifest (names no model with a sha256)")
+        manifest = load_typed(m).to_json()  # BadInput names the file and a missing or mistyped field
         for where, entry in _named_files(manifest):
             f = (m.parent / str(entry["path"])).resolve()
             if not f.is_relative_to(run_dir.resolve()):

@@ -13,6 +13,7 @@ import pytest
 
 from edgekd import __version__, artifacts
 from edgekd.errors import BadInput, CheckFailed
+from edgekd.run.manifest import amend
 
 
 def leftovers(folder: Path) -> list[str]:
@@ -205,10 +206,13 @@ def make_run(tmp_path: Path) -> Path:
     out.mkdir(parents=True)
     (out / "model.onnx").write_bytes(b"onnx bytes")
     (out / "model.int8.onnx").write_bytes(b"int8 bytes")
-    artifacts.write_json(artifacts.manifest_path(run, "cpu-arm"), {
-        "edgekd_version": __version__, "target": "cpu-arm",
-        "model": {**artifacts.file_entry(out / "model.onnx", out), "opset": 17},
-        "variants": {"int8": artifacts.file_entry(out / "model.int8.onnx", out)}})
+    parity = {"max_abs_diff": 1e-6, "top1_agreement": 1.0, "passed": True}
+    amend(artifacts.manifest_path(run, "cpu-arm"), new=True, edgekd_version=__version__, target="cpu-arm",
+          model={**artifacts.file_entry(out / "model.onnx", out), "opset": 17, "params": 10, "inputs": [],
+                 "outputs": [], "preprocessing": {}, "labels": []},
+          ops={"used": [], "unsupported": []}, parity=parity, recommended="fp32",
+          accuracy={"teacher": 0.9, "student_alone": 0.8, "student": 0.85, "student_onnx": 0.85},
+          variants={"int8": {**artifacts.file_entry(out / "model.int8.onnx", out), "parity": parity}})
     return run
 
 
@@ -252,6 +256,16 @@ def test_verify_corrupt_manifest_is_bad_input(tmp_path: Path) -> None:
     run = make_run(tmp_path)
     (run / "cpu-arm" / "manifest.json").write_text("{ truncated")
     with pytest.raises(BadInput, match="manifest.json: not valid JSON"):
+        artifacts.verify_run(run)
+
+
+def test_verify_reads_the_typed_manifest_a_missing_field_is_one_line(tmp_path: Path) -> None:
+    run = make_run(tmp_path)
+    path = run / "cpu-arm" / "manifest.json"
+    m = json.loads(path.read_text())
+    del m["model"]["sha256"]
+    path.write_text(json.dumps(m))
+    with pytest.raises(BadInput, match=r"file .*cpu-arm/manifest.json: field 'model.sha256' missing"):
         artifacts.verify_run(run)
 
 

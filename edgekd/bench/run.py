@@ -21,6 +21,7 @@ from edgekd.deploy.targets import TargetProfile, load_target
 from edgekd.errors import BadInput, BudgetFailed, CheckFailed, GoldenFailed
 from edgekd.provenance import host_cpu
 from edgekd.run.bench import load_bench, write_bench
+from edgekd.run.distill import load_distill
 from edgekd.run.manifest import Manifest, amend, load_manifest
 
 
@@ -31,8 +32,7 @@ def pick_target(run_dir: Path, target: str | Path | None) -> TargetProfile:
     exported = sorted(p.parent.name for p in run_dir.glob(f"*/{artifacts.MANIFEST}"))
     if len(exported) == 1:
         # The profile the export used, which may have been a .toml path outside targets/.
-        saved_profile = load_manifest(artifacts.manifest_path(run_dir, exported[0])).extra.get("target_profile")
-        saved = (saved_profile or {}).get("path")
+        saved = (load_manifest(artifacts.manifest_path(run_dir, exported[0])).target_profile or {}).get("path")
         if saved and Path(saved).is_file():
             return load_target(saved)
     if not exported:
@@ -78,14 +78,15 @@ def _teacher_onnx(run_dir: Path, out_dir: Path, input_shape, opset: int) -> Path
     path = out_dir / "teacher.onnx"
     if path.exists():
         return path
-    summary = artifacts.read_json(run_dir / "distill.json") if (run_dir / "distill.json").is_file() else {}
-    info, view = summary.get("teacher", {}), summary.get("teacher", {}).get("view")
+    summary = load_distill(run_dir / "distill.json") if (run_dir / "distill.json").is_file() else None
+    info = (summary.teacher if summary is not None else None) or {}
+    view = info.get("view")
     if view:
         input_shape = (input_shape[0], *view["input_size"])
-    if (run_dir / "teacher.pt").is_file() or "kind" not in info:
+    if (run_dir / "teacher.pt").is_file() or summary is None or "kind" not in info:
         return export_onnx(load_teacher(run_dir)[0], path, input_shape=input_shape, opset=opset)
     v = View(tuple(view["input_size"]), tuple(view["mean"]), tuple(view["std"]))
-    return teacher_onnx(info, path, channels=input_shape[0], num_classes=summary["data"]["num_classes"], view=v,
+    return teacher_onnx(info, path, channels=input_shape[0], num_classes=summary.data.num_classes, view=v,
                         opset=opset)
 
 

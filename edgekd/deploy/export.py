@@ -279,11 +279,10 @@ def _manifest(run_dir, out_dir, target, model_path, golden, student, bundle, aud
                 "partition": audit.partition},
         "parity": parity.to_dict(),
         # What the student sees (the model's input) and what its teacher saw: resolution distillation.
-        "views": {"student": distilled.student.extra.get("view"),
-                  "teacher": (distilled.extra.get("teacher") or {}).get("view")},
+        "views": {"student": distilled.student.view, "teacher": (distilled.teacher or {}).get("view")},
         # How the teacher's outputs were read (logits / probabilities / log-probabilities, class order).
-        "teacher": {"outputs": (distilled.extra.get("teacher") or {}).get("outputs", "logits"),  # edgekd's: logits
-                    "class_order": (distilled.extra.get("teacher") or {}).get("class_order")},
+        "teacher": {"outputs": (distilled.teacher or {}).get("outputs", "logits"),  # edgekd's: logits
+                    "class_order": (distilled.teacher or {}).get("class_order")},
         "accuracy": {"teacher": distilled.accuracy.teacher,
                      "student_alone": chosen.get("student_alone"), "student": chosen["student"],
                      **({"agreement": chosen["agreement"]} if "agreement" in chosen else {}),

@@ -411,8 +411,8 @@ def export(*, target: PathLike | TargetProfile = defaults.TARGET, run: PathLike 
     try:
         manifest = export_run(target=target, run=run, quantize=quantize, batch=batch, exporter=exporter)
     except CheckFailed as e:
-        _attach(e, _partial(lambda: _export_result(load_manifest(artifacts.manifest_path(
-            artifacts.resolve_run(run), _target_name(target))), artifacts.resolve_run(run))))
+        _partial(e, lambda: _export_result(load_manifest(artifacts.manifest_path(
+            artifacts.resolve_run(run), _target_name(target))), artifacts.resolve_run(run)))
         raise
     return _export_result(from_json(manifest), artifacts.resolve_run(run))
 
@@ -423,15 +423,21 @@ def _target_name(target: PathLike | TargetProfile) -> str:
     return load_target(target).name
 
 
-def _partial(make: Any) -> Result | None:
-    """The result a failed stage left on disk, or None where it left none or one that breaks the
-    run-folder contract (BadInput from edgekd.run, naming the file and field); the error still stands."""
-    from edgekd.errors import EdgekdError
+def _partial(error: CheckFailed, make: Any) -> CheckFailed:
+    """Attach to `error` the result the failed stage wrote before failing (`make` reads it through
+    edgekd.run). Where that file is absent or breaks the run-folder contract, `error.result` stays None
+    and the reason (one line naming the file and the field) goes to `error.result_error` and to the
+    message: the check's failure still stands, and nothing is dropped silently. Any other exception is a
+    bug and propagates."""
+    from edgekd.errors import BadInput
 
     try:
-        return make()
-    except (EdgekdError, OSError):
-        return None
+        return _attach(error, make())
+    except BadInput as bad:
+        error.result_error = str(bad)
+        error.args = (f"{error.args[0] if error.args else error}; its result could not be read: {bad}",
+                      *error.args[1:])
+        return error
 
 
 def _export_result(manifest: Manifest, run_dir: Path) -> ExportResult:
@@ -456,7 +462,7 @@ def bench(*, model: PathLike | None = None, target: PathLike | Sequence[PathLike
         data = bench_any(model=model, targets=targets, run=run, runner=runner, compare=compare,
                          min_seconds=min_seconds, shapes=list(shapes or []), inputs=inputs, profile=profile)
     except CheckFailed as e:  # one run target: bench.json is written before the check fails
-        _attach(e, _partial(lambda: _run_bench_result(load_bench(_bench_file(run, targets[0] if targets else None)))))
+        _partial(e, lambda: _run_bench_result(load_bench(_bench_file(run, targets[0] if targets else None))))
         raise
     result = _bench_result(data)
     if data.get("failures"):  # several targets or a model: every row measured, then fail once
@@ -486,11 +492,17 @@ def _run_bench_result(b: BenchFile, data: dict[str, Any] | None = None) -> Bench
 
 
 def _bench_result(data: dict[str, Any]) -> BenchResult:
-    if data.get("mode", "run") == "run":
-        from edgekd.run.bench import from_json
+    from dataclasses import replace
 
+    from edgekd.run.bench import from_json
+
+    mode = data.get("mode", "run")
+    if mode == "run":
         return _run_bench_result(from_json({k: v for k, v in data.items() if k != "mode"}, "bench.json"), data)
-    first = data if data.get("mode", "run") == "run" else data["results"][0]
+    if mode == "targets":  # each result is a target's bench.json; the first one answers
+        first_file = from_json(data["results"][0], f"{data['results'][0].get('target')}/bench.json")
+        return replace(_run_bench_result(first_file, data), mode=mode, notes=list(data.get("notes", [])))
+    first = data["results"][0]  # bench MODEL.onnx: no run folder, nothing read back
     recommended = first.get("recommended", "fp32")
     chosen = first["int8"] if recommended == "int8" and first.get("int8") else first["fp32"]
     return BenchResult(data=data, mode=data.get("mode", "run"), target=first["target"], runner=first["runner"],

@@ -46,6 +46,7 @@ class CheckFailed(EdgekdError):
         super().__init__(message)
         self.failures: list[Failure] = list(failures)
         self.result: Any = None  # the API's partial result, where the stage wrote one before failing
+        self.result_error: str | None = None  # why `result` is None where that file could not be read
 
 
 class ParityFailed(CheckFailed):

@@ -9,6 +9,10 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from edgekd.run.bench import BenchFile, Measure
+from edgekd.run.distill import DistillSummary
+from edgekd.run.manifest import Manifest
+
 # Piped output gets a fixed, roomy width instead of rich's 80-column fallback.
 console = Console(width=None if sys.stdout.isatty() else 120)
 err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 120)
@@ -29,50 +33,76 @@ def mean_std(d: dict) -> str:
     return f"{100 * d['mean']:.2f} ± {100 * d['std']:.2f}%"
 
 
-def distill_table(s: dict[str, Any]) -> Table:
-    t = Table(title=f"distill on {s['data']['name']} for {s['target']} — {s['objective']}, "
-                    f"{s['epochs']} epochs, {s['seeds']} seeds, labeled fraction {s['labeled_fraction']:g}")
+def _typed(obj: Any, module: str) -> Any:
+    """The typed run-folder object for `obj`: itself, or its JSON (what the API's `to_json()` gives) checked
+    through `edgekd.run.<module>.from_json`."""
+    import importlib
+
+    from edgekd.run.schema import Record
+
+    return obj if isinstance(obj, Record) else importlib.import_module(f"edgekd.run.{module}").from_json(obj)
+
+
+def _g(x: float | None) -> str:
+    return "?" if x is None else f"{x:g}"
+
+
+def _distill_caption(s: DistillSummary) -> str:
+    """The lines under the distill table: gap closed, speed, views, agreement and the verdict."""
+    caption = f"gap closed by distillation: {pct(s.gap_closed)}   run: {s.extra.get('run', '')}"
+    ips = s.images_per_s or {}
+    if "student" in ips:
+        alone = f"alone {ips['student_alone']:.0f}, " if "student_alone" in ips else ""
+        caption += f"\ntraining images/s: {alone}distilled {ips['student']:.0f} (teacher {ips.get('teacher', '?')})"
+    views = ((s.teacher or {}).get("view"), s.student.view)
+    if all(views):  # never silent about what each model saw: H×W and how the images got there
+        how = f" ({views[1]['resize']})" if views[1].get("resize") not in (None, "none") else ""
+        caption += (f"\nteacher sees {'x'.join(map(str, views[0]['input_size']))} px, "
+                    f"the student {'x'.join(map(str, views[1]['input_size']))} px{how}")
+    ag = s.agreement
+    if ag:
+        caption += (f"\ntop-1 agreement with the teacher on {ag['n']} held-out unlabeled images: "
+                    + (f"alone {mean_std(ag['student_alone'])}, " if "student_alone" in ag else "")
+                    + f"distilled {mean_std(ag['student'])}")
+    return caption + _verdict_lines(s.verdict)
+
+
+def _verdict_lines(v: dict[str, Any] | None) -> str:
+    if not v:
+        return ""
+    if v["distillation"] == "label-free":
+        out = (f"\nlabel-free: {v['note']}; the student is {100 * v['delta']:+.2f} points from the teacher, "
+               f"top-1 agreement {mean_std(v['agreement'])}")
+    elif v["distillation"] == "lost":
+        out = (f"\ndistillation LOST to the student alone: {100 * v['delta']:+.2f} points (spread "
+               f"{100 * v['spread']:.2f}); recommended: {v['recommended_student']} (by {v['recommended_by']})")
+    else:
+        out = f"\ndistillation {v['distillation']} ({100 * v['delta']:+.2f} points); recommended: " \
+              f"{v['recommended_student']}"
+    if v.get("try"):
+        out += f"\nto measure DKD, DIST, TTM and logit standardisation against it on this data:\n  {v['try']}"
+    return out
+
+
+def distill_table(summary: DistillSummary | dict[str, Any]) -> Table:
+    """`edgekd distill`'s table, from distill.json (typed, or its JSON as the API returns it)."""
+    s: DistillSummary = _typed(summary, "distill")
+    t = Table(title=f"distill on {s.data.name} for {s.target} — {s.objective}, {s.epochs} epochs, {s.seeds} seeds, "
+                    f"labeled fraction {_g(s.labeled_fraction)}")
     t.add_column("model")
     t.add_column("params", justify="right")
     t.add_column("test accuracy (mean ± std)", justify="right")
-    acc = s["accuracy"]
-    mflops = s["teacher"].get("mflops")
+    acc, teacher = s.accuracy, s.teacher or {}
+    mflops = teacher.get("mflops")
     cost = f", {mflops:,.3g} MFLOPs" if mflops is not None else ""
-    t.add_row(f"teacher ({s['teacher']['arch']}{cost})", f"{s['teacher']['params']:,}", pct(acc["teacher"]))
-    if acc["student_alone"] is not None:
-        t.add_row(f"student alone ({s['student']['arch']})", f"{s['student']['params']:,}",
-                  mean_std(acc["student_alone"]))
-    t.add_row(f"student distilled ({s['student']['arch']})", f"{s['student']['params']:,}", mean_std(acc["student"]))
-    if acc.get("agreement"):
-        t.add_row("  top-1 agreement with the teacher", "", mean_std(acc["agreement"]))
-    t.caption = f"gap closed by distillation: {pct(s['gap_closed'])}   run: {s.get('run', '')}"
-    ips = s.get("images_per_s", {})
-    if "student" in ips:
-        alone = f"alone {ips['student_alone']:.0f}, " if "student_alone" in ips else ""
-        t.caption += (f"\ntraining images/s: {alone}distilled {ips['student']:.0f} "
-                      f"(teacher {ips.get('teacher', '?')})")
-    views = (s["teacher"].get("view"), s["student"].get("view"))
-    if all(views):  # never silent about what each model saw: H×W and how the images got there
-        how = f" ({views[1]['resize']})" if views[1].get("resize") not in (None, "none") else ""
-        t.caption += (f"\nteacher sees {'x'.join(map(str, views[0]['input_size']))} px, "
-                      f"the student {'x'.join(map(str, views[1]['input_size']))} px{how}")
-    ag = s.get("agreement")
-    if ag:
-        t.caption += (f"\ntop-1 agreement with the teacher on {ag['n']} held-out unlabeled images: "
-                      + (f"alone {mean_std(ag['student_alone'])}, " if "student_alone" in ag else "")
-                      + f"distilled {mean_std(ag['student'])}")
-    v = s.get("verdict")
-    if v and v["distillation"] == "label-free":
-        t.caption += (f"\nlabel-free: {v['note']}; the student is {100 * v['delta']:+.2f} points from the teacher, "
-                      f"top-1 agreement {mean_std(v['agreement'])}")
-    elif v and v["distillation"] == "lost":
-        t.caption += (f"\ndistillation LOST to the student alone: {100 * v['delta']:+.2f} points (spread "
-                      f"{100 * v['spread']:.2f}); recommended: {v['recommended_student']} (by {v['recommended_by']})")
-    elif v:
-        t.caption += (f"\ndistillation {v['distillation']} ({100 * v['delta']:+.2f} points); "
-                      f"recommended: {v['recommended_student']}")
-    if v and v.get("try"):
-        t.caption += f"\nto measure DKD, DIST, TTM and logit standardisation against it on this data:\n  {v['try']}"
+    t.add_row(f"teacher ({teacher.get('arch', '?')}{cost})", f"{teacher.get('params', 0):,}", pct(acc.teacher))
+    params = f"{s.student.params:,}" if s.student.params is not None else "—"
+    if acc.student_alone is not None:
+        t.add_row(f"student alone ({s.student.arch})", params, mean_std(acc.student_alone))
+    t.add_row(f"student distilled ({s.student.arch})", params, mean_std(acc.student))
+    if acc.agreement:
+        t.add_row("  top-1 agreement with the teacher", "", mean_std(acc.agreement))
+    t.caption = _distill_caption(s)
     return t
 
 
@@ -163,72 +193,89 @@ def teacher_selection_table(r: dict[str, Any]) -> Table:
     return t
 
 
-def export_table(m: dict[str, Any]) -> Table:
-    t = Table(title=f"export {m['target']} — {'DEPLOYABLE' if m['deployable'] else 'NOT deployable'}")
+def export_table(manifest: Manifest | dict[str, Any]) -> Table:
+    """`edgekd export`'s table, from the target's manifest (typed, or its JSON as the API returns it)."""
+    m: Manifest = _typed(manifest, "manifest")
+    t = Table(title=f"export {m.target} — {'DEPLOYABLE' if m.deployable else 'NOT deployable'}")
     t.add_column("check")
     t.add_column("result")
-    ops = m["ops"]
-    t.add_row("model", f"{m['model']['path']}  {m['model']['bytes']:,} B  opset {m['model']['opset']}  "
-                       f"{m['model']['params']:,} params")
-    t.add_row("ops used", ", ".join(ops["used"]))
-    t.add_row("audit", "passed" if not ops["unsupported"] else
-              "; ".join(f"{u['op']}: {', '.join(u['nodes'])}" for u in ops["unsupported"]))
-    p = m["parity"]
-    t.add_row("parity (fp32)", f"n={p['n']}  max abs {p['max_abs_diff']:.2e}  max rel {p['max_rel_diff']:.2e}  "
-                               f"top-1 {pct(p['top1_agreement'])}  {'passed' if p['passed'] else 'FAILED'}")
+    t.add_row("model", f"{m.model.path}  {m.model.bytes:,} B  opset {m.model.opset}  {m.model.params:,} params")
+    t.add_row("ops used", ", ".join(m.ops.used))
+    t.add_row("audit", "passed" if not m.ops.unsupported else
+              "; ".join(f"{u['op']}: {', '.join(u['nodes'])}" for u in m.ops.unsupported))
+    p = m.parity
+    t.add_row("parity (fp32)", f"n={p.n}  max abs {p.max_abs_diff:.2e}  max rel {_e(p.max_rel_diff)}  "
+                               f"top-1 {pct(p.top1_agreement)}  {'passed' if p.passed else 'FAILED'}")
     _provider_rows(t, m)
-    a = m["accuracy"]
-    t.add_row("accuracy", f"teacher {pct(a['teacher'])}  student alone {pct(a.get('student_alone'))}  "
-                          f"student {pct(a['student'])}  student (ONNX) {pct(a['student_onnx'])}")
-    for name, v in m.get("variants", {}).items():
-        t.add_row(name, f"{v['path']}  {v['bytes']:,} B  accuracy {pct(v['accuracy'])}  top-1 agreement "
-                        f"{pct(v['parity']['top1_agreement'])}  {'passed' if v['parity']['passed'] else 'FAILED'}")
-    for key, v in m.get("mobile", {}).items():
+    a = m.accuracy
+    t.add_row("accuracy", f"teacher {pct(a.teacher)}  student alone {pct(a.student_alone)}  "
+                          f"student {pct(a.student)}  student (ONNX) {pct(a.student_onnx)}")
+    for name, v in (m.variants or {}).items():
+        t.add_row(name, f"{v.path}  {v.bytes:,} B  accuracy {pct(v.accuracy)}  top-1 agreement "
+                        f"{pct(v.parity['top1_agreement'])}  {'passed' if v.parity['passed'] else 'FAILED'}")
+    for key, v in (m.mobile or {}).items():
         t.add_row(key, f"{v['path']}  {v['bytes']:,} B")
-    for f in m.get("checks", {}).get("failures", []):
+    for f in (m.checks.failures if m.checks is not None else []):
         t.add_row("[red]failed[/red]", f)
     return t
 
 
-def _provider_rows(t: Table, m: dict[str, Any]) -> None:
+def _e(x: float | None) -> str:
+    return "—" if x is None else f"{x:.2e}"
+
+
+def _provider_rows(t: Table, m: Manifest) -> None:
     """export: which onnxruntime checked the model, parity through the target's provider, the real partition."""
     from rich.markup import escape
 
-    rt = m.get("runtime") or {}
+    rt = m.runtime or {}
     if rt:
         t.add_row("runtime", f"{rt['package']} (onnxruntime {rt.get('onnxruntime_version')}, {rt.get('path')})"
                   if rt.get("mechanism") == "package" else f"host onnxruntime {rt.get('onnxruntime_version')}")
-    pp = m.get("parity_provider") or {}
+    pp = m.parity_provider or {}
     if pp.get("ran"):
         t.add_row(f"parity ({pp['provider'].replace('ExecutionProvider', '')}, {pp.get('precision')})",
                   f"n={pp['n']}  max abs {pp['max_abs_diff']:.2e}  top-1 {pct(pp['top1_agreement'])}  "
                   f"{'passed' if pp['passed'] else 'FAILED'}")
     elif pp:
         t.add_row("parity (target's provider)", escape(f"not run here: {pp.get('reason')}"))
-    part = m["ops"].get("partition") or {}
+    part = m.ops.partition or {}
     if part:
         t.add_row("partition", escape(part["summary"] if part.get("ran") else f"not run here: {part.get('reason')}"))
 
 
-def bench_table(r: dict[str, Any]) -> Table:
-    """Models as columns, measurements as rows: reads well in 80 columns."""
-    f = r["fp32"]
-    ex = f.get("execution") or {}
-    ran = f"{f['provider']}" + (f" on {ex['device']}" if ex.get("device") else "") + (
+def _ran(f: Measure) -> str:
+    """Which provider ran, on what device, in which runtime package."""
+    ex = f.execution or {}
+    ran = f"{f.provider}" + (f" on {ex['device']}" if ex.get("device") else "") + (
         f" ({ex['vendor']}, EP {ex['ep_version']})" if ex.get("vendor") and ex.get("ep_version") else "")
     if (ex.get("runtime") or {}).get("package"):
         ran += f" in {ex['runtime']['package']}"
-    t = Table(title=f"bench {r['target']} on {r['runner']}: {ran}, {f.get('precision', 'fp32')}, "
-                    f"{f['threads']} thread(s)"
-                    + (f"\n[bold red]FELL BACK from {f['provider_requested']}[/bold red]" if f.get("fallback") else "")
-                    + ("\n[bold red]EMULATED under qemu: not target timings[/bold red]" if f.get("emulated") else ""))
-    cols: list[tuple[str, dict]] = [("student fp32", f)]
-    if r.get("int8"):
-        cols.append(("student int8", r["int8"]))
-    c = r.get("comparison")
+    return ran
+
+
+def _bench_columns(r: BenchFile) -> list[tuple[str, dict[str, Any]]]:
+    """(name, {latency_ms, init_ms, first_run_ms, peak_rss_mb, golden}) per measured model."""
+    def col(x: Measure) -> dict[str, Any]:
+        return {"latency_ms": x.latency_ms, "init_ms": x.init_ms, "first_run_ms": x.first_run_ms,
+                "peak_rss_mb": x.peak_rss_mb, "golden": x.golden}
+
+    cols = [("student fp32", col(r.fp32))] + ([("student int8", col(r.int8))] if r.int8 is not None else [])
+    c = r.comparison
     if c:
         cols += [("teacher ONNX", {"latency_ms": c["teacher_onnx_ms"]}),
                  ("student eager", {"latency_ms": c["student_eager_ms"]})]
+    return cols
+
+
+def bench_table(bench: BenchFile | dict[str, Any]) -> Table:
+    """Models as columns, measurements as rows: reads well in 80 columns (bench.json, typed or its JSON)."""
+    r: BenchFile = _typed(bench, "bench")
+    f = r.fp32
+    t = Table(title=f"bench {r.target} on {r.runner}: {_ran(f)}, {f.precision or 'fp32'}, {f.threads} thread(s)"
+                    + (f"\n[bold red]FELL BACK from {f.provider_requested}[/bold red]" if f.fallback else "")
+                    + ("\n[bold red]EMULATED under qemu: not target timings[/bold red]" if f.emulated else ""))
+    cols = _bench_columns(r)
     t.add_column("batch 1")
     for name, _ in cols:
         t.add_column(name, justify="right")
@@ -237,19 +284,20 @@ def bench_table(r: dict[str, Any]) -> Table:
                   *[ms(x["latency_ms"].get(key)) if x["latency_ms"].get(key) is not None else "—" for _, x in cols])
     t.add_row("init", *[ms(x.get("init_ms")) for _, x in cols])
     t.add_row("first run", *[ms(x.get("first_run_ms")) for _, x in cols])
-    t.add_row("peak RSS", *[f"{x['peak_rss_mb']:.1f} MB" if "peak_rss_mb" in x else "—" for _, x in cols])
+    t.add_row("peak RSS", *[f"{x['peak_rss_mb']:.1f} MB" if x.get("peak_rss_mb") is not None else "—"
+                            for _, x in cols])
     t.add_row("golden", *["—" if not x.get("golden") else ("ok" if x["golden"]["passed"] else "FAILED")
                           for _, x in cols])
-    lines = ["throughput (samples/s): "
-             + ", ".join(f"batch {b}: {v:,.0f}" for b, v in (f.get("throughput") or {}).items())]
+    lines = ["throughput (samples/s): " + ", ".join(f"batch {b}: {v:,.0f}" for b, v in (f.throughput or {}).items())]
+    c = r.comparison
     if c:
         lines.append(f"student is {c['teacher_over_student']:.1f}× faster than the teacher (ONNX, same threads), "
                      f"losing {c['accuracy_points_lost']:.2f} accuracy points; ONNX ÷ eager = "
                      f"{c['onnx_over_eager']:.2f}")
-    for chk in r["budget"]["checks"]:
+    for chk in r.budget.checks:
         state = f"skipped ({chk['skipped']})" if chk.get("skipped") else ("ok" if chk["passed"] else "FAILED")
         lines.append(f"budget {chk['name']}: {chk['value']:.4g} (limit {chk['limit']:g}) {state}")
-    lines.append(f"recommended: {r['recommended']}")
+    lines.append(f"recommended: {r.recommended}")
     t.caption = "\n".join(lines)
     return t
 
@@ -291,7 +339,7 @@ def bench_output(result: dict[str, Any]) -> Any:
 
     if result["mode"] == "run":
         parts: list[Any] = [bench_table(result)]
-        results = [result]
+        results = [result]  # bench.json's JSON; a model's results are no run file, so these stay JSON
     else:
         title = (f"bench {result['model']}" if result["mode"] == "model"
                  else "bench " + " vs ".join(result["targets"]))

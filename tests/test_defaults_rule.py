@@ -111,9 +111,10 @@ def test_the_table_says_distillation_lost():
     from edgekd.tables import distill_table
 
     rows = [row(0, 0.90, 0.86, 0.91, 0.87)]
-    s = {"data": {"name": "digits"}, "target": "cpu-arm", "objective": "kd", "epochs": 1, "seeds": 1,
+    s = {"data": {"name": "digits", "num_classes": 10, "input_shape": [1, 8, 8], "labels": [], "preprocessing": {}},
+         "target": "cpu-arm", "objective": "kd", "epochs": 1, "seeds": 1, "per_seed": [],
          "labeled_fraction": 1.0, "teacher": {"arch": "cnn", "params": 10, "mflops": 57.0},
-         "student": {"arch": "small-cnn", "params": 5},
+         "student": {"arch": "small-cnn", "params": 5, "chosen_seed": 0},
          "accuracy": {"teacher": 0.95, "student_alone": ms([0.90, 0.90]), "student": ms([0.86, 0.86])},
          "gap_closed": -0.8, "verdict": verdict(rows, {"mean": 0.90, "std": 0.0}, {"mean": 0.86, "std": 0.0})}
     console = Console(width=200, record=True)

@@ -245,3 +245,43 @@ def test_a_bug_while_reading_the_partial_result_is_not_swallowed(tmp_path, monke
     monkeypatch.setattr("edgekd.run.bench.load_bench", broken)
     with pytest.raises(KeyError, match="a bug"):
         api.bench(target="cpu-arm", run=run)
+
+
+# ---------------------------------------------------------------- the CLI tables read the typed objects
+def _text(renderable) -> str:
+    from rich.console import Console
+
+    console = Console(width=240, record=True)
+    console.print(renderable)
+    return console.export_text()
+
+
+def test_the_tables_render_the_typed_files_and_their_json(tmp_path):
+    from edgekd.run.bench import load_bench
+    from edgekd.run.distill import load_distill
+    from edgekd.run.manifest import load_manifest
+    from edgekd.tables import bench_output, bench_table, distill_table, export_table
+
+    run = fx.full_run(tmp_path / "run")
+    d, m, b = (load_distill(run / "distill.json"), load_manifest(run / "cpu-arm" / "manifest.json"),
+               load_bench(run / "cpu-arm" / "bench.json"))
+    text = _text(distill_table(d))
+    assert "distill on digits for cpu-arm" in text and f"{100 * fx.TEACHER_ACC:.2f}%" in text
+    assert _text(distill_table(d.to_json())) == text
+    text = _text(export_table(m))
+    assert "export cpu-arm — DEPLOYABLE" in text and "model.int8.onnx  18,741 B" in text
+    assert _text(export_table(m.to_json())) == text
+    text = _text(bench_table(b))
+    assert "bench cpu-arm on local: CPUExecutionProvider" in text and "recommended: fp32" in text
+    assert "teacher ONNX" in text and "student int8" in text
+    assert "top operators: cpu-arm fp32" in _text(bench_output({"mode": "run", **b.to_json()}))
+
+
+def test_a_table_given_json_that_breaks_the_contract_names_the_field(tmp_path):
+    from edgekd.errors import BadInput
+    from edgekd.tables import bench_table
+
+    doc = fx.bench(tmp_path / "run")
+    del doc["fp32"]["provider"]
+    with pytest.raises(BadInput, match=r"field 'fp32.provider' missing"):
+        bench_table(doc)

@@ -78,6 +78,8 @@ class DistillSummary(Record):
     images_per_s: dict | None = field("training images per second per role (teacher, student_alone, student)",
                                       optional=True)
     wall_seconds: float | None = field("wall time of the whole distill", optional=True)
+    agreement: dict | None = field("{n, on, student_alone, student}: top-1 agreement with the teacher on the held-out "
+                                   "share of the --unlabeled pool", optional=True)
     extra: dict[str, Any] = extra_field()
 
     def chosen(self, source: str | Path = "distill.json") -> dict[str, Any]:

@@ -77,7 +77,8 @@ def distill(run: Path, *, epochs: int = 6, seeds: int = 2, provenance: bool = Tr
         return {"mean": float(a.mean()), "std": float(a.std(ddof=1)) if len(a) > 1 else 0.0, "n": len(a)}
 
     d = {"data": {"name": "digits", "num_classes": 10, "input_shape": [1, 8, 8], "labels": LABELS,
-                  "preprocessing": PREPROCESSING, "split": {"method": "stratified", "seed": 0, "fractions": [0.6, 0.2, 0.2],
+                  "preprocessing": PREPROCESSING,
+                  "split": {"method": "stratified", "seed": 0, "fractions": [0.6, 0.2, 0.2],
                             "sizes": {"train": 1077, "val": 360, "test": 360}}},
          "target": "cpu-arm", "methods": ["soft:0.7", "ce:0.3"], "objective": "0.7·soft + 0.3·ce",
          "temperature": 4.0, "epochs": epochs, "seeds": seeds, "labeled_fraction": 1.0,

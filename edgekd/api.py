@@ -530,7 +530,7 @@ def audit(*, model: PathLike, target: PathLike | TargetProfile) -> AuditResult:
 
 def verify(*, run: PathLike | None = None) -> VerifyResult:
     """Hash every file the run's manifests name. Raises VerifyFailed listing each missing or changed file."""
-    from edgekd.artifacts import verify_run
+    from edgekd.run.verify import verify_run
 
     result = verify_run(run)
     return VerifyResult(data=result, run=Path(result["run"]), checked=list(result["checked"]))

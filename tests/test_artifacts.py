@@ -1,4 +1,4 @@
-"""edgekd.artifacts: atomic writes, run folders, the `latest` pointer, manifests and verify_run."""
+"""edgekd.artifacts: atomic writes, run folders, the `latest` pointer; verify_run (edgekd.run.verify)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ import pytest
 
 from edgekd import __version__, artifacts
 from edgekd.errors import BadInput, CheckFailed
-from edgekd.run.manifest import amend
+from edgekd.run.manifest import amend, load_manifest
+from edgekd.run.verify import verify_run
 
 
 def leftovers(folder: Path) -> list[str]:
@@ -218,7 +219,7 @@ def make_run(tmp_path: Path) -> Path:
 
 def test_verify_passes_on_a_good_run(tmp_path: Path) -> None:
     run = make_run(tmp_path)
-    result = artifacts.verify_run(run)
+    result = verify_run(run)
     assert result["passed"] is True
     assert sorted(result["checked"]) == ["cpu-arm/model.int8.onnx", "cpu-arm/model.onnx"]
 
@@ -227,7 +228,7 @@ def test_verify_fails_on_a_changed_file(tmp_path: Path) -> None:
     run = make_run(tmp_path)
     (run / "cpu-arm" / "model.int8.onnx").write_bytes(b"int8 bytes, tampered")
     with pytest.raises(CheckFailed) as e:
-        artifacts.verify_run(run)
+        verify_run(run)
     msg = str(e.value)
     assert "cpu-arm/model.int8.onnx" in msg and "variants.int8" in msg and "sha256 differs" in msg
     assert "cpu-arm/model.onnx (" not in msg, "only the changed file is reported"
@@ -238,7 +239,7 @@ def test_verify_fails_on_a_deleted_file_and_lists_every_failure(tmp_path: Path) 
     (run / "cpu-arm" / "model.onnx").unlink()
     (run / "cpu-arm" / "model.int8.onnx").write_bytes(b"")
     with pytest.raises(CheckFailed) as e:
-        artifacts.verify_run(run)
+        verify_run(run)
     msg = str(e.value)
     assert "cpu-arm/model.onnx (model): missing" in msg
     assert "cpu-arm/model.int8.onnx (variants.int8): sha256 differs" in msg
@@ -247,16 +248,16 @@ def test_verify_fails_on_a_deleted_file_and_lists_every_failure(tmp_path: Path) 
 def test_verify_without_manifest_is_bad_input(tmp_path: Path) -> None:
     (tmp_path / "run" / "cpu-arm").mkdir(parents=True)
     with pytest.raises(BadInput, match="no manifest.json"):
-        artifacts.verify_run(tmp_path / "run")
+        verify_run(tmp_path / "run")
     with pytest.raises(BadInput, match="run folder not found"):
-        artifacts.verify_run(tmp_path / "absent")
+        verify_run(tmp_path / "absent")
 
 
 def test_verify_corrupt_manifest_is_bad_input(tmp_path: Path) -> None:
     run = make_run(tmp_path)
     (run / "cpu-arm" / "manifest.json").write_text("{ truncated")
     with pytest.raises(BadInput, match="manifest.json: not valid JSON"):
-        artifacts.verify_run(run)
+        verify_run(run)
 
 
 def test_verify_reads_the_typed_manifest_a_missing_field_is_one_line(tmp_path: Path) -> None:
@@ -266,7 +267,7 @@ def test_verify_reads_the_typed_manifest_a_missing_field_is_one_line(tmp_path: P
     del m["model"]["sha256"]
     path.write_text(json.dumps(m))
     with pytest.raises(BadInput, match=r"file .*cpu-arm/manifest.json: field 'model.sha256' missing"):
-        artifacts.verify_run(run)
+        verify_run(run)
 
 
 @pytest.mark.parametrize("named", ["ABSOLUTE", "../../elsewhere.bin"])
@@ -274,9 +275,9 @@ def test_verify_refuses_paths_outside_the_run(tmp_path: Path, named: str) -> Non
     run = make_run(tmp_path)
     elsewhere = tmp_path / "elsewhere.bin"
     elsewhere.write_bytes(b"not part of the run")
-    m = artifacts.load_manifest(run, "cpu-arm")
+    m = load_manifest(artifacts.manifest_path(run, "cpu-arm")).to_json()
     m["model"]["path"] = str(elsewhere) if named == "ABSOLUTE" else named
     m["model"]["sha256"] = artifacts.sha256(elsewhere)
     (run / "cpu-arm" / "manifest.json").write_text(json.dumps(m))
     with pytest.raises((CheckFailed, BadInput), match="outside"):
-        artifacts.verify_run(run)
+        verify_run(run)

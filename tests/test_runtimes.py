@@ -25,6 +25,7 @@ from edgekd.deploy.audit import audit_file, real_partition
 from edgekd.deploy.export import provider_parity
 from edgekd.deploy.targets import load_target
 from edgekd.errors import AuditFailed, BadInput
+from edgekd.run.manifest import load_manifest
 
 REPO = Path(__file__).resolve().parent.parent
 WHEELS = Path(os.environ.get("EDGEKD_WHEELS") or "~/.cache/edgekd/wheels").expanduser()
@@ -374,12 +375,13 @@ def test_bench_side_by_side_prints_one_table_and_recommends_the_fastest_passing_
     passing = [x for x in out["rows"] if x["parity_passed"] is not False and not x["fallback"]]
     best = min(passing, key=lambda x: x["latency_ms"]["p50"])
     assert out["recommended"] == {"target": best["target"], "variant": best["variant"]}
-    m = artifacts.load_manifest(run, "intel-openvino")
+    m = load_manifest(artifacts.manifest_path(run, "intel-openvino")).to_json()
     assert m["across_targets"]["recommended"] == out["recommended"]
     ex = m["bench"]["execution"]
     assert ex["provider"] == OV and ex["runtime"]["package"] == "onnxruntime-openvino==1.24.1"
     assert m["bench"]["golden"]["passed"] and m["bench"]["golden"]["precision"] == "fp32"
-    assert artifacts.load_manifest(run, "cpu-x86")["bench"]["execution"]["runtime"]["mechanism"] == "host"
+    host_bench = load_manifest(artifacts.manifest_path(run, "cpu-x86")).bench
+    assert host_bench is not None and host_bench.extra["execution"]["runtime"]["mechanism"] == "host"
     table = edgekd_main("bench", "--run", str(run), "--target", str(paths["cpu-x86"]), "--target",
                         str(paths["intel-openvino"]), "--min-seconds", "0.02", "--no-compare").out
     assert "intel-openvino" in table and "cpu-x86" in table
@@ -402,7 +404,7 @@ def test_a_pinned_old_runtime_refuses_at_export_a_model_it_cannot_load(ov_run, t
     assert "onnxruntime 1.20.1" in msg and "opset 22" in msg and "up to opset 21" in msg
     from edgekd import artifacts
 
-    m = artifacts.load_manifest(run, "ort120-opset22")
+    m = load_manifest(artifacts.manifest_path(run, "ort120-opset22")).to_json()
     assert m["deployable"] is False and m["ops"]["partition"]["built"] is False
 
 

@@ -15,8 +15,8 @@ HEADER = f"""# The run folder
 
 This page is for people who write tooling that reads what edgekd writes (a device-side loader, a CI gate, a
 dashboard). Each file below is a frozen dataclass in `edgekd/run/`: export, bench and the Python API read
-and write it through these (`verify`, the HTML report and the CLI tables still read the JSON directly, and
-`config.json` is not typed yet).
+and write it through these (`verify`, the HTML report and the CLI tables still read the JSON directly).
+`config.json`'s fields are the options of `edgekd distill`, declared once in `edgekd/options.py`.
 
 - Each JSON file below carries `schema_version` (this edgekd writes and reads **{SCHEMA_VERSION}**). A file without it
   was written by an edgekd from before the contract: it is read as schema {LEGACY_VERSION}, and loads
@@ -33,13 +33,16 @@ and write it through these (`verify`, the HTML report and the CLI tables still r
 - `manifest.json` is written only through `edgekd.run.manifest.amend`, which recomputes `deployable`.
 """
 
-FILES = (("`<run>/distill.json`", "edgekd.run.distill", "DistillSummary"),
+FILES = (("`<run>/config.json`", "edgekd.run.config", "RunConfig"),
+         ("`<run>/distill.json`", "edgekd.run.distill", "DistillSummary"),
          ("`<run>/<target>/manifest.json`", "edgekd.run.manifest", "Manifest"),
          ("`<run>/<target>/bench.json`", "edgekd.run.bench", "BenchFile"),
          ("`<run>/metrics.jsonl` (one JSON object per line)", "edgekd.run.metrics", "MetricsLine"))
 
 
 def _type_name(hint: Any) -> str:
+    if hint is Any:
+        return "string or array"
     args = typing.get_args(hint)
     if type(None) in args:
         return " or ".join(_type_name(a) for a in args if a is not type(None)) + " or null"

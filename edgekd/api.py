@@ -218,8 +218,7 @@ def distill(*, config: PathLike | None = None, data: str = defaults.DATA,
     ImageFolder data; `deterministic`: deterministic kernels, so a resumed CUDA run repeats an uninterrupted one.
     `teacher_outputs` and `class_order` say how to read a foreign teacher's outputs (`edgekd.teachers`);
     `labeled_fraction` 0 distils from the teacher alone (no control; `ce` refused).
-    `config`: a recipe (.toml) or a run's config.json (`edgekd.recipe`); keywords left at their default take
-    its values, keywords given otherwise win.
+    `config`: a recipe or a run's config.json (`edgekd.recipe`): keywords at their default take its values.
     """
     if config is not None:
         return distill(**_with_config("distill", locals()))

@@ -470,10 +470,9 @@ def runner_setup(
     typer.echo(f"{kind} runner ready: {path}")
 
 
-# Parameters whose flag is not `--` + the name with dashes (repeatable options are singular).
-FLAGS = {"methods": "--method", "teacher_weights": "--teacher-weight", "loss_options": "--loss-option",
-         "student_taps": "--student-tap", "teacher_taps": "--teacher-tap", "teachers": "--teacher",
-         "name": "NAME", "model": "MODEL"}
+# Each parameter's flag: the option table's (repeatable options are singular: methods → --method), and the
+# arguments; any other parameter is `--` + the name with dashes.
+FLAGS = {**{o.name: o.cli_flag for o in opts.OPTIONS}, "name": "NAME", "model": "MODEL"}
 
 
 def one_line(e: Exception) -> str:

@@ -48,12 +48,14 @@ def read_recipe(path: str | Path, command: str) -> dict[str, Any]:
 
 
 def _from_run_config(path: Path, command: str) -> dict[str, Any]:
-    """A run's config.json: its options that `command` takes (a compare replays the distill run's data,
-    teacher, student and budget), each checked as a recipe's would be."""
+    """A run's config.json: the options that `command` takes with distill's meaning (the same declaration:
+    compare takes the run's data, teacher, student and budget, not its --method, which names compare's rows),
+    each checked as a recipe's would be."""
     from edgekd.run.config import load_config, recipe
 
-    keys = opts.recipe_keys(command)
-    return {k: value_of(path, command, k, v) for k, v in recipe(load_config(path)).items() if k in keys}
+    keys, distill = opts.recipe_keys(command), opts.recipe_keys(opts.DISTILL)
+    return {k: value_of(path, command, k, v) for k, v in recipe(load_config(path)).items()
+            if keys.get(k) is distill[k]}
 
 
 def value_of(path: Path, command: str, key: str, value: Any) -> Any:

@@ -38,6 +38,15 @@ def test_each_command_has_each_option_once():
     assert {c for o in options.OPTIONS for c in o.commands} == set(options.COMMANDS)
 
 
+def test_a_name_has_one_flag_everywhere_and_errors_show_it():
+    flags: dict = {}
+    for o in options.OPTIONS:
+        flags.setdefault(o.name, set()).add(o.cli_flag)
+    assert {n: f for n, f in flags.items() if len(f) > 1} == {}
+    e = BadInput("teacher_weight_files: 2 files for 1 teacher", params=["teacher_weight_files"])
+    assert cli.flag_text(e) == "--teacher-weights: 2 files for 1 teacher"
+
+
 def _perturbed(command: str, name: str, **change) -> dict:
     table = dict(options.for_command(command))
     table[name] = dataclasses.replace(table[name], **change)

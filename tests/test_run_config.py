@@ -83,3 +83,17 @@ def test_replaying_a_run_from_its_config_json_gives_the_same_config_and_accuracy
     # a flag still wins over the file it replays
     override = edgekd_main("distill", "--config", "a/config.json", "--run", "c", "--seeds", "0")
     assert override.code == 2 and "--seeds 0: must be >= 1" in override.err
+
+
+def test_compare_takes_a_run_config_s_options_but_not_its_methods(edgekd_main, tmp_path, monkeypatch):
+    """compare --config RUN/config.json: the run's data, teacher, student and budget; its --method rows are
+    compare's own (a distill run's `soft:0.7` is no row), so the config.json's methods are not taken."""
+    from edgekd import api
+
+    path = tmp_path / "config.json"
+    write_config(path, asdict(DistillConfig(teacher="cnn-small", epochs=2, seeds=1, lr=0.01)), {})
+    seen = {}
+    monkeypatch.setattr(api, "compare", lambda **kw: (seen.update(kw), exit(0)))
+    assert edgekd_main("compare", "--config", path).code == 0
+    assert (seen["teacher"], seen["epochs"], seen["seeds"], seen["methods"]) == (["cnn-small"], 2, 1, None)
+    assert "lr" not in seen

@@ -16,16 +16,16 @@ from edgekd import options as opts
 from edgekd.run.schema import SCHEMA_VERSION, Record, extra_field, field, read, write
 
 # Options whose value in the file is not the command line's one-value type.
-_LISTS = ("input_size", "teacher_input_size")           # [H, W] or null
 _DICTS = ("loss_options", "student_taps", "teacher_taps")  # {LOSS: {KEY: value}} / {ROLE: MODULE}
-_ANY = ("teacher", "class_order")                        # a name or a list of names; a string or a list of indices
+# a name or a list of names; a string or a list of indices; [H, W], N or null
+_ANY = ("teacher", "class_order", "input_size", "teacher_input_size")
 
 
 def _hint(o: opts.Option) -> Any:
     if o.name in _ANY:
         return Any
-    kind = dict if o.name in _DICTS else list if o.repeatable or o.name in _LISTS else {Path: str}.get(o.type, o.type)
-    return kind | None if o.default is None or o.name in _LISTS or o.name in _DICTS else kind
+    kind = dict if o.name in _DICTS else list if o.repeatable else {Path: str}.get(o.type, o.type)
+    return kind | None if o.default is None or o.name in _DICTS else kind
 
 
 def _fields() -> list[tuple[str, Any, Any]]:

@@ -42,7 +42,7 @@ FILES = (("`<run>/config.json`", "edgekd.run.config", "RunConfig"),
 
 def _type_name(hint: Any) -> str:
     if hint is Any:
-        return "string or array"
+        return "any (see meaning)"
     args = typing.get_args(hint)
     if type(None) in args:
         return " or ".join(_type_name(a) for a in args if a is not type(None)) + " or null"

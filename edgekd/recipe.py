@@ -11,8 +11,8 @@ taken as a list of one); `loss_options`, `student_taps` and `teacher_taps` are t
     [loss_options.fitnet]
     kernel = 3
 
-A `.json` file is a run's config.json (`edgekd.run.config`): its resolved options replay the run. An
-unknown key, a wrong type or a value outside the option's range is BadInput naming the file and the key.
+A `.json` file (or a run folder) is a run's config.json (`edgekd.run.config`): its resolved options replay
+the run. An unknown key, a wrong type or a value outside the option's range is BadInput naming the file and the key.
 """
 
 from __future__ import annotations
@@ -32,6 +32,8 @@ _NAMES = {bool: "a boolean", int: "an integer", float: "a number", str: "a strin
 def read_recipe(path: str | Path, command: str) -> dict[str, Any]:
     """The options the file sets for `command`, as API keywords, each checked (type, range, choices)."""
     path = Path(path)
+    if path.is_dir() and (path / "config.json").is_file():
+        path = path / "config.json"  # a run folder: its config.json
     if path.suffix == ".json":
         return _from_run_config(path, command)
     import tomllib

@@ -80,7 +80,10 @@ def test_replaying_a_run_from_its_config_json_gives_the_same_config_and_accuracy
     assert config("a") == config("b")
     acc = [json.loads((tmp_path / run / "distill.json").read_text())["accuracy"] for run in ("a", "b")]
     assert acc[0] == acc[1] and acc[0]["student"]["n"] == 1
-    # a flag still wins over the file it replays
+    # a run folder stands for its config.json, and a flag still wins over the file it replays
+    from edgekd.recipe import read_recipe
+
+    assert read_recipe(tmp_path / "a", "distill") == read_recipe(tmp_path / "a" / "config.json", "distill")
     override = edgekd_main("distill", "--config", "a/config.json", "--run", "c", "--seeds", "0")
     assert override.code == 2 and "--seeds 0: must be >= 1" in override.err
 

@@ -181,7 +181,8 @@ def _teacher_options(*, teacher_weight_files: Sequence[PathLike] = (),
                 teacher_mean=teacher_mean, teacher_std=teacher_std, teacher_outputs=teacher_outputs, class_order=order)
 
 
-def distill(*, data: str = defaults.DATA, data_dir: PathLike | None = None, download: bool = False,
+def distill(*, config: PathLike | None = None, data: str = defaults.DATA,
+            data_dir: PathLike | None = None, download: bool = False,
             teacher: str | Sequence[str] | None = None, teacher_mode: str = defaults.TEACHER_MODE,
             teacher_weights: Sequence[float] | None = None, student: str | None = None,
             target: PathLike = defaults.TARGET, methods: Sequence[str] | None = None,
@@ -217,7 +218,10 @@ def distill(*, data: str = defaults.DATA, data_dir: PathLike | None = None, down
     ImageFolder data; `deterministic`: deterministic kernels, so a resumed CUDA run repeats an uninterrupted one.
     `teacher_outputs` and `class_order` say how to read a foreign teacher's outputs (`edgekd.teachers`);
     `labeled_fraction` 0 distils from the teacher alone (no control; `ce` refused).
+    `config`: a recipe or a run's config.json (`edgekd.recipe`): keywords at their default take its values.
     """
+    if config is not None:
+        return distill(**_with_config("distill", locals()))
     from edgekd.data import parse_hw
     from edgekd.train.config import DistillConfig
 
@@ -237,6 +241,14 @@ def distill(*, data: str = defaults.DATA, data_dir: PathLike | None = None, down
                            teacher_mean=teacher_mean, teacher_std=teacher_std, teacher_outputs=teacher_outputs,
                            class_order=class_order))
     return _run_distill(cfg)
+
+
+def _with_config(command: str, kw: dict[str, Any]) -> dict[str, Any]:
+    """The keywords of one API call with `config`'s values for those left at their default (`edgekd.recipe`)."""
+    from edgekd.recipe import merge, read_recipe
+
+    given = {k: v for k, v in kw.items() if k != "config"}
+    return merge(command, given, read_recipe(kw["config"], command))
 
 
 def _run_distill(cfg: Any) -> DistillResult:
@@ -265,7 +277,8 @@ def _distill_result(summary: dict[str, Any], main: bool) -> DistillResult:
                          agreement=(acc.get("agreement") or {}).get("mean"))
 
 
-def compare(*, data: str = defaults.DATA, data_dir: PathLike | None = None, download: bool = False,
+def compare(*, config: PathLike | None = None, data: str = defaults.DATA,
+            data_dir: PathLike | None = None, download: bool = False,
             teacher: str | Sequence[str] | None = None, student: str | None = None,
             target: PathLike = defaults.TARGET, methods: Sequence[str] | None = None,
             temperature: float | None = None, epochs: int | None = None,
@@ -278,7 +291,9 @@ def compare(*, data: str = defaults.DATA, data_dir: PathLike | None = None, down
             input_size: int | str | Sequence[int] | None = None, resize: str | None = None) -> CompareResult:
     """The seminar table: the teacher once, the student alone, then each method (default: all),
     same seeds and budget; writes compare.json and compare.png. Options left None follow the
-    data, as in `distill`; `input_size` and `resize` as in `distill` (ImageFolder data)."""
+    data, as in `distill`; `input_size`, `resize` and `config` as in `distill`."""
+    if config is not None:
+        return compare(**_with_config("compare", locals()))
     from edgekd.data import parse_hw
     from edgekd.train.compare import DEFAULT
     from edgekd.train.compare import compare as run_compare
@@ -302,7 +317,8 @@ def compare(*, data: str = defaults.DATA, data_dir: PathLike | None = None, down
 
 
 # ---------------------------------------------------------------- choosing teacher and student
-def select_teacher(*, teachers: Sequence[str], student: str | None = None, data: str = defaults.DATA,
+def select_teacher(*, teachers: Sequence[str], config: PathLike | None = None, student: str | None = None,
+                   data: str = defaults.DATA,
                    data_dir: PathLike | None = None, download: bool = False, target: PathLike = defaults.TARGET,
                    temperature: float | None = None, n: int = defaults.SELECT_TEACHER_N,
                    warmup_steps: int = defaults.SELECT_TEACHER_WARMUP_STEPS,
@@ -313,7 +329,13 @@ def select_teacher(*, teachers: Sequence[str], student: str | None = None, data:
                    teacher_std: str | None = None, teacher_outputs: str = defaults.TEACHER_OUTPUTS,
                    class_order: str | Sequence[int] | None = None) -> TeacherSelection:
     """Rank candidate teachers for `student` before any distillation (GRACE score + baselines).
-    student, temperature and teacher_epochs left None come from the data (`defaults.recipe`)."""
+    student, temperature and teacher_epochs left None come from the data (`defaults.recipe`); `config` as in
+    `distill`."""
+    if config is not None:
+        return select_teacher(**_with_config("select-teacher", locals()))
+    from edgekd import options
+
+    options.check("select-teacher", dict(n=n, warmup_steps=warmup_steps))
     from edgekd.search.teacher import select_teachers
 
     result = select_teachers(student=student, teachers=list(teachers), data=data, data_dir=_dir(data_dir),
@@ -331,7 +353,7 @@ def select_teacher(*, teachers: Sequence[str], student: str | None = None, data:
                             val_accuracy={r["teacher"]: r["val_accuracy"] for r in rows})
 
 
-def select_student(*, target: PathLike, teacher: str | Sequence[str] | None = None,
+def select_student(*, target: PathLike, config: PathLike | None = None, teacher: str | Sequence[str] | None = None,
                    budget_ms: float | None = None, trials: int = defaults.SEARCH_TRIALS, seed: int = 0,
                    runner: str = defaults.RUNNER, data: str = defaults.DATA, data_dir: PathLike | None = None,
                    download: bool = False, epochs: int | None = None, short_epochs: int | None = None,
@@ -346,7 +368,14 @@ def select_student(*, target: PathLike, teacher: str | Sequence[str] | None = No
     """Search students built from the target's ops under its budget; saves the pick as a run.
     teacher, epochs, teacher_epochs, methods, temperature and `include` (registry students drawn
     first) left None come from the data (`defaults.recipe`), as in `distill`.
-    Raises BudgetFailed (before any training) when no candidate meets the budget."""
+    Raises BudgetFailed (before any training) when no candidate meets the budget. `config` as in `distill`."""
+    if config is not None:
+        return select_student(**_with_config("select-student", locals()))
+    from edgekd import options
+
+    options.check("select-student", dict(trials=trials, seeds=seeds, budget_ms=budget_ms, epochs=epochs,
+                                         short_epochs=short_epochs, teacher_epochs=teacher_epochs,
+                                         temperature=temperature))
     from edgekd.data import parse_hw
     from edgekd.search.student import select_student as run_select
 

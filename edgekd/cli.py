@@ -18,6 +18,7 @@ from typing import List, Optional
 import typer
 
 from edgekd import defaults
+from edgekd import options as opts
 from edgekd.errors import BadInput, CheckFailed, EdgekdError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -38,62 +39,44 @@ def _print(table, obj, as_json: bool) -> None:
 JSON_OPT = typer.Option(False, "--json", help="Print the result as JSON instead of a table.")
 
 
-# Options shared by `distill` and `compare` (typer reads them off the signature).
-DATA_OPT = typer.Option(defaults.DATA, help="digits | mnist | fashion-mnist | cifar10 | imagefolder:DIR")
-DATA_DIR_OPT = typer.Option(None, help=(
-    "Folder with the dataset files (IDX files, directly or under torchvision's MNIST/raw, FashionMNIST/raw; "
-    "cifar-10-batches-py). Default: ./data, and for fashion-mnist also /usr/share/datasets/fashion-mnist."))
-DOWNLOAD_OPT = typer.Option(False, help="Let torchvision download the dataset into --data-dir.")
-TEACHER_OPT = typer.Option(None, help=(
-    "Registry name, teacher file (edgekd .pt, TorchScript, .onnx), or torchvision:ARCH / timm:NAME with "
-    "--teacher-weights; repeat for several teachers (default: cnn; for distill, compare and select-student resnet-s on "
-    "inputs of 28x28 and more)."))
-TARGET_OPT = typer.Option(defaults.TARGET, help="Target profile name or .toml path; the student uses only its ops.")
-SEEDS_OPT = typer.Option(defaults.SEEDS, help="Seeds for mean ± std.")
-LF_OPT = typer.Option(defaults.LABELED_FRACTION, help=(
-    "Keep labels for this share of the train set; the rest only the teacher labels. 0: no training label is read "
-    "(a teacher from outside; no student-alone control)."))
-RUN_OPT = typer.Option(None, help="Run folder (default: a new artifacts/<run-id>).")
-DEVICE_OPT = typer.Option(defaults.DEVICE, help="auto | cpu | cuda | cuda:N (auto: CUDA when available).")
-QUIET_OPT = typer.Option(False, "--quiet", "-q", help="No progress bars or per-epoch lines.")
-# distill and compare: unset options follow the data (defaults.recipe: teacher, student, epochs, T, losses)
-_RULE = "default: from the data, see `defaults.recipe`"
-AUTO_STUDENT_OPT = typer.Option(None, "--student", help=(
-    f"Student name from the registry ({_RULE}: small-cnn; wide-cnn for 10k+ train images or 28-32 px inputs; "
-    "small-cnn-s above 32 px)."))
-AUTO_EPOCHS_OPT = typer.Option(None, "--epochs", help=(
-    f"Student epochs; the control gets the same epochs and steps ({_RULE}: 30 for digits, 4 for Fashion-MNIST)."))
-AUTO_T_EPOCHS_OPT = typer.Option(None, "--teacher-epochs", help=(
-    f"Epochs when training a teacher ({_RULE}: 15 for digits, 4 for Fashion-MNIST)."))
-AUTO_TEMP_OPT = typer.Option(None, "--temperature", help=(
-    f"Softmax temperature T for soft labels ({_RULE}: {defaults.TEMPERATURE:g})."))
+# ---------------------------------------------------------------- options from edgekd.options
+# distill, compare, select-teacher and select-student build every option from the one table
+# (`edgekd.options.OPTIONS`: flag, default, help); tests/test_options.py checks that the commands, the API
+# and DistillConfig agree with it.
+def _opt(command: str, name: str):
+    """The typer option `name` of `command`, made from its `edgekd.options` entry."""
+    o = opts.get(command, name)
+    decls = [o.cli_flag if o.type is not bool or o.switch else f"{o.cli_flag}/--no-{o.cli_flag[2:]}"]
+    decls += [o.short] if o.short else []
+    default = ... if o.required else None if o.repeatable and opts.is_empty(o.default) else o.default
+    return typer.Option(default, *decls, help=o.help)
 
 
-# Foreign teachers and their view, ImageFolder size and augmentation (edgekd.teachers).
-T_FILES_OPT = typer.Option(None, "--teacher-weights", help=(
-    "FILE of weights (state_dict or checkpoint) for each torchvision:ARCH / timm:NAME --teacher, in order."))
-T_SIZE_OPT = typer.Option(None, help="The teacher sees each image at N (square) or HxW, e.g. 48x192 (default: an "
-                          "ONNX teacher's fixed input dims, else the data's).")
-T_MEAN_OPT = typer.Option(None, help=(
-    "The teacher's per-channel mean, comma-separated, or 'imagenet' (default: the data's)."))
-T_STD_OPT = typer.Option(None, help=(
-    "The teacher's per-channel std, comma-separated, or 'imagenet' (default: the data's)."))
-INPUT_SIZE_OPT = typer.Option(None, help="imagefolder: the student's input, N (square) or HxW in pixels, e.g. 16x64 "
-                              "(default: the images' own HxW, scaled down keeping the aspect ratio to at most "
-                              "32x32 = 1,024 pixels).")
-RESIZE_OPT = typer.Option(None, help="imagefolder: how an image becomes HxW: stretch (the default) | pad (keep the "
-                          "aspect, pad right/bottom with 0) | crop (resize the short side, centre crop).")
-UNLABELED_OPT = typer.Option(None, help="imagefolder: a folder of unlabeled images (any tree) added to the transfer "
-                             "set (the teacher labels them); repeatable. A held-out share scores agreement with the "
-                             "teacher.")
-AUGMENT_OPT = typer.Option(False, help=(
-    "Random-resized crop + flip on the train set (imagefolder, cifar10); the teacher runs live."))
-DETERMINISTIC_OPT = typer.Option(False, "--deterministic",
-                                 help="Deterministic kernels (CUDA): a resumed run repeats an uninterrupted one.")
-NPROC_OPT = typer.Option(1, help="Processes per node: launches through torchrun (gloo on CPU, NCCL on GPU).")
-NNODES_OPT = typer.Option("1", help="torchrun --nnodes (e.g. 2 or 1:4), for several machines.")
-RDZV_OPT = typer.Option(None, help="torchrun --rdzv-endpoint HOST:PORT, for several machines.")
-NODE_RANK_OPT = typer.Option(None, help="torchrun --node-rank, with --rdzv-endpoint.")
+def _given(ctx: typer.Context, command: str) -> set[str]:
+    """The options given on the command line (click's parameter source), by their API names."""
+    flags = {o.cli_flag: o.name for o in opts.for_command(command).values()}
+    return {flags[f] for p in ctx.command.params for f in p.opts if f in flags and p.name is not None
+            and getattr(ctx.get_parameter_source(p.name), "name", "DEFAULT") not in ("DEFAULT", "DEFAULT_MAP")}
+
+
+def _with_recipe(ctx: typer.Context, command: str, kw: dict) -> dict:
+    """`kw` (the API's keywords from the command line) with --config's values for every option not given."""
+    config = ctx.params.get("config")
+    if config is None:
+        return kw
+    from edgekd.recipe import read_recipe
+
+    given = _given(ctx, command)
+    return {**kw, **{k: v for k, v in read_recipe(config, command).items() if k not in given}}
+
+
+D, C, ST, SS = opts.DISTILL, opts.COMPARE, opts.SELECT_TEACHER, opts.SELECT_STUDENT
+# check-teacher and teachers take these as distill does
+DATA_OPT, DATA_DIR_OPT, DOWNLOAD_OPT = _opt(D, "data"), _opt(D, "data_dir"), _opt(D, "download")
+INPUT_SIZE_OPT, RESIZE_OPT = _opt(D, "input_size"), _opt(D, "resize")
+T_FILES_OPT, T_SIZE_OPT = _opt(D, "teacher_weight_files"), _opt(D, "teacher_input_size")
+T_MEAN_OPT, T_STD_OPT = _opt(D, "teacher_mean"), _opt(D, "teacher_std")
+T_OUTPUTS_OPT, CLASS_ORDER_OPT = _opt(D, "teacher_outputs"), _opt(D, "class_order")
 
 
 def _byot(files, size, mean, std, input_size, augment, resize=None, unlabeled=None) -> dict:
@@ -111,105 +94,67 @@ def input_size_text(value: Optional[str], option: str = "--input-size"):
     return parse_hw(value, option=option)
 
 
-# What a teacher returns and its class order: with T_FILES_OPT, T_SIZE_OPT, T_MEAN_OPT and T_STD_OPT these are the
-# teacher options of every command that takes a teacher (distill, compare, select-student, select-teacher,
-# check-teacher); `_teacher_kw` turns them into the API's keywords.
-T_OUTPUTS_OPT = typer.Option(defaults.TEACHER_OUTPUTS, help=(
-    "What the teacher returns: auto | logits | probabilities | log-probabilities (auto: the last op, "
-    "Softmax/LogSoftmax, and a sample of its outputs). Probabilities become log-probabilities before any loss."))
-CLASS_ORDER_OPT = typer.Option(None, help=(
-    "The data class of each teacher output, in the teacher's order: indices (2,0,1: output 0 is class 2) or "
-    "class names. check-teacher names it when another order fits far better."))
-
-
 def _teacher_kw(files, size, mean, std, outputs, class_order) -> dict:
+    """The teacher options of every command that takes a teacher, as the API's keywords."""
     return dict(teacher_weight_files=tuple(files or ()), teacher_input_size=size, teacher_mean=mean,
                 teacher_std=std, teacher_outputs=outputs, class_order=class_order)
 
 
-# distill's own options (module level: the signature stays short enough to read)
-METHOD_OPT = typer.Option(None, help=(
-    "Loss NAME[:WEIGHT], repeatable: ce hard soft cosine fitnet at rkd rkd-d rkd-a. Default: soft:0.7 ce:0.3."))
-LR_SCHEDULE_OPT = typer.Option(defaults.LR_SCHEDULE, help=(
-    "auto | cosine | warmup-cosine | constant (auto: cosine; warm-up above batch 64)."))
-PRECISION_OPT = typer.Option(defaults.PRECISION, help=(
-    "auto | fp32 | bf16 | fp16 autocast (auto: bf16 on CUDA, fp32 on CPU)."))
-CHANNELS_LAST_OPT = typer.Option(None, "--channels-last/--no-channels-last", help=(
-    "NHWC memory format (default: on; it won on CPU and GPU)."))
-COMPILE_OPT = typer.Option(False, "--compile", help=(
-    "torch.compile the models (refused: it did not win; see benchmarks/README.md)."))
-TENSORBOARD_OPT = typer.Option(None, help="Also write per-epoch scalars to this TensorBoard log folder.")
-LR_OPT = typer.Option(defaults.LR, help=(
-    f"Learning rate (AdamW) at batch {defaults.BASE_BATCH}; scaled linearly with --batch-size."))
-HINT_EPOCHS_OPT = typer.Option(0, help="FitNets stage 1: epochs training the student up to its tap on the hint loss.")
-GENERATIONS_OPT = typer.Option(0, help="Born-again self-distillation: K generations of the student teaching the next.")
-ONLINE_OPT = typer.Option(False, help="Online distillation: deep mutual learning of --peers students, no teacher.")
-STUDENT_TAP_OPT = typer.Option(None, help=(
-    "ROLE=MODULE: tap this student module for a feature loss (roles: hidden, feature_map)."))
-TEACHER_TAP_OPT = typer.Option(None, help="ROLE=MODULE: tap this teacher module (e.g. feature_map=layer3).")
-LOSS_OPTION_OPT = typer.Option(None, help="LOSS.KEY=VALUE, e.g. fitnet.kernel=3 or cosine.project=false.")
-
-
 @app.command()
 def distill(
-    data: str = DATA_OPT, data_dir: Optional[Path] = DATA_DIR_OPT, download: bool = DOWNLOAD_OPT,
-    teacher: Optional[List[str]] = TEACHER_OPT, device: str = DEVICE_OPT,
-    teacher_mode: str = typer.Option(defaults.TEACHER_MODE, help="Several teachers: mean | weighted | confidence."),
-    teacher_weight: Optional[List[float]] = typer.Option(None, help="Per-teacher weight for --teacher-mode weighted."),
-    teacher_weight_files: Optional[List[str]] = T_FILES_OPT, teacher_input_size: Optional[str] = T_SIZE_OPT,
-    teacher_mean: Optional[str] = T_MEAN_OPT, teacher_std: Optional[str] = T_STD_OPT,
-    input_size: Optional[str] = INPUT_SIZE_OPT, resize: Optional[str] = RESIZE_OPT,
-    unlabeled: Optional[List[Path]] = UNLABELED_OPT, augment: bool = AUGMENT_OPT,
-    teacher_outputs: str = T_OUTPUTS_OPT, class_order: Optional[str] = CLASS_ORDER_OPT,
-    student: Optional[str] = AUTO_STUDENT_OPT, target: str = TARGET_OPT,
-    method: Optional[List[str]] = METHOD_OPT,
-    lr_schedule: str = LR_SCHEDULE_OPT,
-    warmup_epochs: float = typer.Option(defaults.WARMUP_EPOCHS, help="Linear warm-up of warmup-cosine, in epochs."),
-    precision: str = PRECISION_OPT,
-    channels_last: Optional[bool] = CHANNELS_LAST_OPT,
-    compile: bool = COMPILE_OPT,
-    tensorboard: Optional[Path] = TENSORBOARD_OPT,
-    deterministic: bool = DETERMINISTIC_OPT,
-    temperature: Optional[float] = AUTO_TEMP_OPT, epochs: Optional[int] = AUTO_EPOCHS_OPT,
-    teacher_epochs: Optional[int] = AUTO_T_EPOCHS_OPT, seeds: int = SEEDS_OPT,
-    lr: float = LR_OPT,
-    batch_size: int = typer.Option(defaults.BATCH_SIZE, help="Batch size (global, over all processes)."),
-    hint_epochs: int = HINT_EPOCHS_OPT,
-    generations: int = GENERATIONS_OPT,
-    online: bool = ONLINE_OPT,
-    peers: int = typer.Option(defaults.PEERS, help="Students trained together with --online."),
-    cache_teacher: bool = typer.Option(True, help="Cache the teacher's outputs when inputs are deterministic."),
-    student_tap: Optional[List[str]] = STUDENT_TAP_OPT,
-    teacher_tap: Optional[List[str]] = TEACHER_TAP_OPT,
-    loss_option: Optional[List[str]] = LOSS_OPTION_OPT,
-    run: Optional[Path] = RUN_OPT, quiet: bool = QUIET_OPT, labeled_fraction: float = LF_OPT,
-    resume: bool = typer.Option(False, help="Continue from the run's last epoch checkpoints (needs --run)."),
-    progress: bool = typer.Option(True, help="Show progress bars."),
-    nproc: int = NPROC_OPT, nnodes: str = NNODES_OPT,
-    rdzv_endpoint: Optional[str] = RDZV_OPT, node_rank: Optional[int] = NODE_RANK_OPT, as_json: bool = JSON_OPT,
+    ctx: typer.Context, config: Optional[Path] = _opt(D, "config"),
+    data: str = _opt(D, "data"), data_dir: Optional[Path] = _opt(D, "data_dir"), download: bool = _opt(D, "download"),
+    teacher: Optional[List[str]] = _opt(D, "teacher"), device: str = _opt(D, "device"),
+    teacher_mode: str = _opt(D, "teacher_mode"), teacher_weight: Optional[List[float]] = _opt(D, "teacher_weights"),
+    teacher_weight_files: Optional[List[str]] = _opt(D, "teacher_weight_files"),
+    teacher_input_size: Optional[str] = _opt(D, "teacher_input_size"),
+    teacher_mean: Optional[str] = _opt(D, "teacher_mean"), teacher_std: Optional[str] = _opt(D, "teacher_std"),
+    input_size: Optional[str] = _opt(D, "input_size"), resize: Optional[str] = _opt(D, "resize"),
+    unlabeled: Optional[List[Path]] = _opt(D, "unlabeled"), augment: bool = _opt(D, "augment"),
+    teacher_outputs: str = _opt(D, "teacher_outputs"), class_order: Optional[str] = _opt(D, "class_order"),
+    student: Optional[str] = _opt(D, "student"), target: str = _opt(D, "target"),
+    method: Optional[List[str]] = _opt(D, "methods"), lr_schedule: str = _opt(D, "lr_schedule"),
+    warmup_epochs: float = _opt(D, "warmup_epochs"), precision: str = _opt(D, "precision"),
+    channels_last: Optional[bool] = _opt(D, "channels_last"), compile: bool = _opt(D, "compile"),
+    tensorboard: Optional[Path] = _opt(D, "tensorboard"), deterministic: bool = _opt(D, "deterministic"),
+    temperature: Optional[float] = _opt(D, "temperature"), epochs: Optional[int] = _opt(D, "epochs"),
+    teacher_epochs: Optional[int] = _opt(D, "teacher_epochs"), seeds: int = _opt(D, "seeds"),
+    lr: float = _opt(D, "lr"), batch_size: int = _opt(D, "batch_size"), hint_epochs: int = _opt(D, "hint_epochs"),
+    generations: int = _opt(D, "generations"), online: bool = _opt(D, "online"), peers: int = _opt(D, "peers"),
+    cache_teacher: bool = _opt(D, "cache_teacher"), student_tap: Optional[List[str]] = _opt(D, "student_taps"),
+    teacher_tap: Optional[List[str]] = _opt(D, "teacher_taps"),
+    loss_option: Optional[List[str]] = _opt(D, "loss_options"),
+    run: Optional[Path] = _opt(D, "run"), quiet: bool = _opt(D, "quiet"),
+    labeled_fraction: float = _opt(D, "labeled_fraction"), resume: bool = _opt(D, "resume"),
+    progress: bool = _opt(D, "progress"), nproc: int = _opt(D, "nproc"), nnodes: str = _opt(D, "nnodes"),
+    rdzv_endpoint: Optional[str] = _opt(D, "rdzv_endpoint"), node_rank: Optional[int] = _opt(D, "node_rank"),
+    as_json: bool = _opt(D, "as_json"),
 ) -> None:
     """Train or load the teacher, then the student alone and distilled, over --seeds seeds."""
     _launch_if_asked(nproc, nnodes, rdzv_endpoint, node_rank, device)
     from edgekd import api
     from edgekd.tables import distill_table, with_warnings
 
-    result = api.distill(
+    kw = dict(
         data=data, data_dir=data_dir, download=download, teacher=teacher or None,  # None: from the data
         teacher_mode=teacher_mode, teacher_weights=teacher_weight or None, student=student, target=target,
         methods=method or None, temperature=temperature, epochs=epochs, teacher_epochs=teacher_epochs,
         seeds=seeds, lr=lr, batch_size=batch_size, labeled_fraction=labeled_fraction, hint_epochs=hint_epochs,
         generations=generations, online=online, peers=peers, cache_teacher=cache_teacher,
         student_taps=_pairs("--student-tap", student_tap), teacher_taps=_pairs("--teacher-tap", teacher_tap),
-        loss_options=_loss_options(loss_option), run=run, resume=resume,
-        progress=progress and not as_json and not quiet, device=device, precision=precision,
+        loss_options=_loss_options(loss_option), device=device, precision=precision,
         channels_last=channels_last, lr_schedule=lr_schedule,
         warmup_epochs=warmup_epochs, compile=compile, tensorboard=tensorboard, deterministic=deterministic,
         teacher_outputs=teacher_outputs, class_order=class_order,
         **_byot(teacher_weight_files, teacher_input_size, teacher_mean, teacher_std, input_size, augment, resize,
                 unlabeled))
+    result = api.distill(**_with_recipe(ctx, D, kw), run=run, resume=resume,
+                         progress=progress and not as_json and not quiet)
     if result.is_main:
         _print(with_warnings(distill_table(result.to_json()), result.data.get("warnings", [])), result.to_json(),
                as_json)
+
+
 
 
 def _launch_if_asked(nproc: int, nnodes: str, rdzv_endpoint: Optional[str], node_rank: Optional[int],
@@ -265,112 +210,98 @@ def _without_launch_options(argv: list[str]) -> list[str]:
     return out
 
 
+
 @app.command()
 def compare(
-    data: str = DATA_OPT, data_dir: Optional[Path] = DATA_DIR_OPT, download: bool = DOWNLOAD_OPT,
-    teacher: Optional[List[str]] = TEACHER_OPT, student: Optional[str] = AUTO_STUDENT_OPT, target: str = TARGET_OPT,
-    teacher_weight_files: Optional[List[str]] = T_FILES_OPT, teacher_input_size: Optional[str] = T_SIZE_OPT,
-    teacher_mean: Optional[str] = T_MEAN_OPT, teacher_std: Optional[str] = T_STD_OPT,
-    teacher_outputs: str = T_OUTPUTS_OPT, class_order: Optional[str] = CLASS_ORDER_OPT,
-    input_size: Optional[str] = INPUT_SIZE_OPT, resize: Optional[str] = RESIZE_OPT,
-    only: Optional[List[str]] = typer.Option(
-        None, "--method", help="Methods for the table (repeatable): soft dkd dist ttm hard cosine fitnet fitnet+hint "
-        "at rkd born-again dml, or NAME.KEY=VALUE with a loss option (soft.standardize=true, ttm.wttm=true); "
-        "default: all but dkd dist ttm."),
-    temperature: Optional[float] = AUTO_TEMP_OPT, epochs: Optional[int] = AUTO_EPOCHS_OPT,
-    teacher_epochs: Optional[int] = AUTO_T_EPOCHS_OPT, seeds: int = SEEDS_OPT,
-    labeled_fraction: float = LF_OPT, run: Optional[Path] = RUN_OPT,
-    device: str = DEVICE_OPT,
-    progress: bool = typer.Option(True, help="Show progress bars."),
-    quiet: bool = QUIET_OPT,
-    as_json: bool = JSON_OPT,
+    ctx: typer.Context, config: Optional[Path] = _opt(C, "config"),
+    data: str = _opt(C, "data"), data_dir: Optional[Path] = _opt(C, "data_dir"), download: bool = _opt(C, "download"),
+    teacher: Optional[List[str]] = _opt(C, "teacher"), student: Optional[str] = _opt(C, "student"),
+    target: str = _opt(C, "target"), teacher_weight_files: Optional[List[str]] = _opt(C, "teacher_weight_files"),
+    teacher_input_size: Optional[str] = _opt(C, "teacher_input_size"),
+    teacher_mean: Optional[str] = _opt(C, "teacher_mean"), teacher_std: Optional[str] = _opt(C, "teacher_std"),
+    teacher_outputs: str = _opt(C, "teacher_outputs"), class_order: Optional[str] = _opt(C, "class_order"),
+    input_size: Optional[str] = _opt(C, "input_size"), resize: Optional[str] = _opt(C, "resize"),
+    method: Optional[List[str]] = _opt(C, "methods"),
+    temperature: Optional[float] = _opt(C, "temperature"), epochs: Optional[int] = _opt(C, "epochs"),
+    teacher_epochs: Optional[int] = _opt(C, "teacher_epochs"), seeds: int = _opt(C, "seeds"),
+    labeled_fraction: float = _opt(C, "labeled_fraction"), run: Optional[Path] = _opt(C, "run"),
+    device: str = _opt(C, "device"), progress: bool = _opt(C, "progress"), quiet: bool = _opt(C, "quiet"),
+    as_json: bool = _opt(C, "as_json"),
 ) -> None:
     """The seminar table: teacher once, student alone, then the student with each method (same seeds and budget)."""
     from edgekd import api
     from edgekd.tables import compare_table
 
-    result = api.compare(data=data, data_dir=data_dir, download=download, teacher=teacher or None,
-                         student=student, target=target, methods=only or None, temperature=temperature,
-                         epochs=epochs, teacher_epochs=teacher_epochs, seeds=seeds, labeled_fraction=labeled_fraction,
-                         run=run, progress=progress and not as_json and not quiet, device=device,
-                         input_size=input_size_text(input_size), resize=resize,
-                         **_teacher_kw(teacher_weight_files, teacher_input_size, teacher_mean, teacher_std,
-                                       teacher_outputs, class_order))
+    kw = dict(data=data, data_dir=data_dir, download=download, teacher=teacher or None,
+              student=student, target=target, methods=method or None, temperature=temperature,
+              epochs=epochs, teacher_epochs=teacher_epochs, seeds=seeds, labeled_fraction=labeled_fraction,
+              device=device, input_size=input_size_text(input_size), resize=resize,
+              **_teacher_kw(teacher_weight_files, teacher_input_size, teacher_mean, teacher_std,
+                            teacher_outputs, class_order))
+    result = api.compare(**_with_recipe(ctx, C, kw), run=run, progress=progress and not as_json and not quiet)
     _print(compare_table(result.to_json()), result.to_json(), as_json)
 
 
 @app.command("select-teacher")
 def select_teacher(
-    student: Optional[str] = AUTO_STUDENT_OPT,
-    teacher: List[str] = typer.Option(..., help=("Candidate teacher (as for distill: name, file, torchvision:ARCH / "
-                                                 "timm:NAME with --teacher-weights); repeat for each.")),
-    teacher_weight_files: Optional[List[str]] = T_FILES_OPT, teacher_input_size: Optional[str] = T_SIZE_OPT,
-    teacher_mean: Optional[str] = T_MEAN_OPT, teacher_std: Optional[str] = T_STD_OPT,
-    teacher_outputs: str = T_OUTPUTS_OPT, class_order: Optional[str] = CLASS_ORDER_OPT,
-    data: str = DATA_OPT, data_dir: Optional[Path] = DATA_DIR_OPT, download: bool = DOWNLOAD_OPT,
-    target: str = TARGET_OPT, temperature: Optional[float] = AUTO_TEMP_OPT,
-    n: int = typer.Option(defaults.SELECT_TEACHER_N, help="Examples whose per-example gradients are scored."),
-    warmup_steps: int = typer.Option(defaults.SELECT_TEACHER_WARMUP_STEPS, help="CE steps on the student before "
-                                                                                "scoring (0 = at initialisation)."),
-    teacher_epochs: Optional[int] = AUTO_T_EPOCHS_OPT, labeled_fraction: float = LF_OPT,
-    higher_is_better: bool = typer.Option(False, help="Rank a higher GRACE score first (default: lower first, as "
-                                                      "measured)."),
-    seed: int = typer.Option(0, help="Seed for the projection and the splits."),
-    run: Optional[Path] = typer.Option(None, help="Keep the trained teachers and teacher_selection.json here."),
-    progress: bool = typer.Option(True, help="Show progress bars."),
-    as_json: bool = JSON_OPT,
+    ctx: typer.Context, config: Optional[Path] = _opt(ST, "config"),
+    student: Optional[str] = _opt(ST, "student"), teacher: List[str] = _opt(ST, "teachers"),
+    teacher_weight_files: Optional[List[str]] = _opt(ST, "teacher_weight_files"),
+    teacher_input_size: Optional[str] = _opt(ST, "teacher_input_size"),
+    teacher_mean: Optional[str] = _opt(ST, "teacher_mean"), teacher_std: Optional[str] = _opt(ST, "teacher_std"),
+    teacher_outputs: str = _opt(ST, "teacher_outputs"), class_order: Optional[str] = _opt(ST, "class_order"),
+    data: str = _opt(ST, "data"), data_dir: Optional[Path] = _opt(ST, "data_dir"),
+    download: bool = _opt(ST, "download"), target: str = _opt(ST, "target"),
+    temperature: Optional[float] = _opt(ST, "temperature"), n: int = _opt(ST, "n"),
+    warmup_steps: int = _opt(ST, "warmup_steps"), teacher_epochs: Optional[int] = _opt(ST, "teacher_epochs"),
+    labeled_fraction: float = _opt(ST, "labeled_fraction"), higher_is_better: bool = _opt(ST, "higher_is_better"),
+    seed: int = _opt(ST, "seed"), run: Optional[Path] = _opt(ST, "run"), progress: bool = _opt(ST, "progress"),
+    as_json: bool = _opt(ST, "as_json"),
 ) -> None:
     """Rank candidate teachers for a student before paying for distillation (GRACE-style score + baselines)."""
     from edgekd import api
     from edgekd.tables import teacher_selection_table
 
-    result = api.select_teacher(student=student, teachers=list(teacher), data=data, data_dir=data_dir,
-                                download=download, target=target, run=run, temperature=temperature, n=n,
-                                warmup_steps=warmup_steps, teacher_epochs=teacher_epochs, seed=seed,
-                                progress=progress and not as_json, higher_is_better=higher_is_better,
-                                labeled_fraction=labeled_fraction,
-                                **_teacher_kw(teacher_weight_files, teacher_input_size, teacher_mean, teacher_std,
-                                              teacher_outputs, class_order))
+    kw = dict(student=student, teachers=list(teacher), data=data, data_dir=data_dir, download=download,
+              target=target, temperature=temperature, n=n, warmup_steps=warmup_steps, teacher_epochs=teacher_epochs,
+              seed=seed, higher_is_better=higher_is_better, labeled_fraction=labeled_fraction,
+              **_teacher_kw(teacher_weight_files, teacher_input_size, teacher_mean, teacher_std, teacher_outputs,
+                            class_order))
+    result = api.select_teacher(**_with_recipe(ctx, ST, kw), run=run, progress=progress and not as_json)
     _print(teacher_selection_table(result.to_json()), result.to_json(), as_json)
 
 
 @app.command("select-student")
 def select_student_cmd(
-    target: str = typer.Option(..., help="Target profile name or .toml path; every candidate uses only its ops."),
-    teacher: Optional[List[str]] = TEACHER_OPT,
-    teacher_weight_files: Optional[List[str]] = T_FILES_OPT, teacher_input_size: Optional[str] = T_SIZE_OPT,
-    teacher_mean: Optional[str] = T_MEAN_OPT, teacher_std: Optional[str] = T_STD_OPT,
-    teacher_outputs: str = T_OUTPUTS_OPT, class_order: Optional[str] = CLASS_ORDER_OPT,
-    budget_ms: Optional[float] = typer.Option(None, help="Latency budget (p90, ms); default: the profile's."),
-    trials: int = typer.Option(defaults.SEARCH_TRIALS, help="Candidates to time (the predictor skips hopeless draws "
-                                                            "without timing)."),
-    seed: int = typer.Option(0, help="Seed for sampling the search space (same seed, same result)."),
-    runner: str = typer.Option(defaults.RUNNER, help="local | qemu | ssh://USER@HOST[:PORT]"),
-    data: str = DATA_OPT, data_dir: Optional[Path] = DATA_DIR_OPT, download: bool = DOWNLOAD_OPT,
-    epochs: Optional[int] = AUTO_EPOCHS_OPT,
-    short_epochs: Optional[int] = typer.Option(None, help="Epochs of the first successive-halving round."),
-    seeds: int = typer.Option(defaults.SEARCH_SEEDS, help="Seeds per finalist."),
-    method: Optional[List[str]] = typer.Option(None, help="Loss NAME[:WEIGHT], repeatable (default: soft:0.7 ce:0.3)."),
-    teacher_epochs: Optional[int] = AUTO_T_EPOCHS_OPT, temperature: Optional[float] = AUTO_TEMP_OPT,
-    include: Optional[List[str]] = typer.Option(None, help=f"Registry student drawn first, repeatable ({_RULE}: the "
-                                                           f"student distill would use)."),
-    run: Optional[Path] = RUN_OPT, input_size: Optional[str] = INPUT_SIZE_OPT, resize: Optional[str] = RESIZE_OPT,
-    progress: bool = typer.Option(True, help="Show progress bars."),
-    as_json: bool = JSON_OPT,
+    ctx: typer.Context, config: Optional[Path] = _opt(SS, "config"), target: str = _opt(SS, "target"),
+    teacher: Optional[List[str]] = _opt(SS, "teacher"),
+    teacher_weight_files: Optional[List[str]] = _opt(SS, "teacher_weight_files"),
+    teacher_input_size: Optional[str] = _opt(SS, "teacher_input_size"),
+    teacher_mean: Optional[str] = _opt(SS, "teacher_mean"), teacher_std: Optional[str] = _opt(SS, "teacher_std"),
+    teacher_outputs: str = _opt(SS, "teacher_outputs"), class_order: Optional[str] = _opt(SS, "class_order"),
+    budget_ms: Optional[float] = _opt(SS, "budget_ms"), trials: int = _opt(SS, "trials"),
+    seed: int = _opt(SS, "seed"), runner: str = _opt(SS, "runner"),
+    data: str = _opt(SS, "data"), data_dir: Optional[Path] = _opt(SS, "data_dir"),
+    download: bool = _opt(SS, "download"), epochs: Optional[int] = _opt(SS, "epochs"),
+    short_epochs: Optional[int] = _opt(SS, "short_epochs"), seeds: int = _opt(SS, "seeds"),
+    method: Optional[List[str]] = _opt(SS, "methods"), teacher_epochs: Optional[int] = _opt(SS, "teacher_epochs"),
+    temperature: Optional[float] = _opt(SS, "temperature"), include: Optional[List[str]] = _opt(SS, "include"),
+    run: Optional[Path] = _opt(SS, "run"), input_size: Optional[str] = _opt(SS, "input_size"),
+    resize: Optional[str] = _opt(SS, "resize"), progress: bool = _opt(SS, "progress"),
+    as_json: bool = _opt(SS, "as_json"),
 ) -> None:
     """Search students built from the target's ops: predict, time, drop what misses the budget, distil the rest with \
 successive halving."""
     from edgekd import api
     from edgekd.search.pareto import select_table
 
-    result = api.select_student(target=target, teacher=teacher or None, data=data, data_dir=data_dir,
-                                download=download, budget_ms=budget_ms, trials=trials, seed=seed, runner=runner,
-                                epochs=epochs, short_epochs=short_epochs, seeds=seeds, methods=method or None,
-                                teacher_epochs=teacher_epochs, temperature=temperature, include=include or None,
-                                run=run, progress=progress and not as_json, input_size=input_size_text(input_size),
-                                resize=resize,
-                                **_teacher_kw(teacher_weight_files, teacher_input_size, teacher_mean, teacher_std,
-                                              teacher_outputs, class_order))
+    kw = dict(target=target, teacher=teacher or None, data=data, data_dir=data_dir, download=download,
+              budget_ms=budget_ms, trials=trials, seed=seed, runner=runner, epochs=epochs, short_epochs=short_epochs,
+              seeds=seeds, methods=method or None, teacher_epochs=teacher_epochs, temperature=temperature,
+              include=include or None, input_size=input_size_text(input_size), resize=resize,
+              **_teacher_kw(teacher_weight_files, teacher_input_size, teacher_mean, teacher_std, teacher_outputs,
+                            class_order))
+    result = api.select_student(**_with_recipe(ctx, SS, kw), run=run, progress=progress and not as_json)
     _print(select_table(result.to_json()), result.to_json(), as_json)
 
 
@@ -539,10 +470,9 @@ def runner_setup(
     typer.echo(f"{kind} runner ready: {path}")
 
 
-# Parameters whose flag is not `--` + the name with dashes (repeatable options are singular).
-FLAGS = {"methods": "--method", "teacher_weights": "--teacher-weight", "loss_options": "--loss-option",
-         "student_taps": "--student-tap", "teacher_taps": "--teacher-tap", "teachers": "--teacher",
-         "name": "NAME", "model": "MODEL"}
+# Each parameter's flag: the option table's (repeatable options are singular: methods → --method), and the
+# arguments; any other parameter is `--` + the name with dashes.
+FLAGS = {**{o.name: o.cli_flag for o in opts.OPTIONS}, "name": "NAME", "model": "MODEL"}
 
 
 def one_line(e: Exception) -> str:

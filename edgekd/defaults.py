@@ -15,6 +15,7 @@ IN_MEMORY_BYTES = 1 << 30      # an ImageFolder whose decoded uint8 pixels fit t
 # imagefolder's default size: the images' own H×W, scaled down (aspect kept) to at most this many pixels
 INPUT_PIXELS = 32 * 32
 RESIZE = "stretch"             # imagefolder: stretch | pad | crop (how an image becomes H×W; see edgekd.data.Fit)
+RESIZES = ("stretch", "pad", "crop")   # = edgekd.data.RESIZE_POLICIES (tests/test_options.py)
 PAD_FILL = 0                   # --resize pad: the raw pixel value of the padding (0 = black)
 UNLABELED_HOLDOUT = 0.1        # --unlabeled: this share of the pool is held out to score agreement with the teacher
 NUM_WORKERS = -1               # DataLoader workers for streamed datasets; -1: cores - 2 (0 on 2 cores), at most 4
@@ -38,6 +39,7 @@ DIST_GAMMA = 1.0               # intra-class (per class, over the batch) relatio
 EPOCHS = 30
 TEACHER_EPOCHS = 15
 TEACHER_MODE = "mean"          # several teachers: mean | weighted | confidence
+TEACHER_MODES = ("mean", "weighted", "confidence")   # = edgekd.train.losses.COMBINE_MODES (tests/test_options.py)
 PEERS = 2                      # online distillation (deep mutual learning)
 TEACHER_SEED = 0               # a registry teacher's initial weights and data order, whatever ran before
 SEEDS = 3
@@ -64,6 +66,7 @@ LABELED_FRACTION = 1.0
 
 # ---------------------------------------------------------------- teachers from outside (check-teacher)
 TEACHER_OUTPUTS = "auto"       # auto | logits | probabilities | log-probabilities (auto: last op + a sample)
+TEACHER_OUTPUT_KINDS = ("auto", "logits", "probabilities", "log-probabilities")   # = edgekd.teachers.OUTPUT_KINDS
 PROB_FLOOR = 1e-30             # probabilities become log(max(p, PROB_FLOOR)) before any logit loss
 CHECK_MAX_IMAGES = 2000        # check-teacher scores the teacher on at most this many labeled images
 CHECK_TIMING_RUNS = 20         # check-teacher's host p50: at least this many batch-1 runs...

@@ -457,7 +457,6 @@ def test_imagefolder_corrupt_image_is_bad_input_naming_the_file(tmp_path):
 def test_export_reloads_an_imagefolder_at_the_size_the_run_trained_at(tmp_path):
     """A run that left --input-size unset trained at the default of its day; export reads the size
     from the run's recorded input shape, not from today's default."""
-    import json
 
     from edgekd.deploy.export import _test_arrays
 
@@ -468,7 +467,12 @@ def test_export_reloads_an_imagefolder_at_the_size_the_run_trained_at(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
     for recorded in (32, 16):
-        cfg = {"data": f"imagefolder:{root}", "input_size": None, "data_info": {"input_shape": [3, recorded, recorded]}}
-        (run / "config.json").write_text(json.dumps(cfg))
+        from dataclasses import asdict
+
+        from edgekd.run.config import write_config
+        from edgekd.train.config import DistillConfig
+
+        write_config(run / "config.json", asdict(DistillConfig(data=f"imagefolder:{root}", input_size=None)),
+                     {"input_shape": [3, recorded, recorded]})
         bundle, x, _ = _test_arrays(run)
         assert bundle.input_shape == (3, recorded, recorded) and x.shape[1:] == (3, recorded, recorded)

@@ -292,8 +292,8 @@ def test_fit_on_cuda_keeps_everything_on_the_gpu_and_saves_cpu_weights(tmp_path:
 # ---------------------------------------------------------------- CLI: bad input and TensorBoard
 @pytest.mark.parametrize("args, says", [
     (["--device", "cuda:7"], "device 'cuda:7'"),
-    (["--lr-schedule", "linear"], "--lr-schedule linear: valid: auto, cosine, warmup-cosine, constant"),
-    (["--precision", "int4"], "--precision int4: valid: auto, fp32, bf16, fp16"),
+    (["--lr-schedule", "linear"], "--lr-schedule 'linear': valid: auto, cosine, warmup-cosine, constant"),
+    (["--precision", "int4"], "--precision 'int4': valid: auto, fp32, bf16, fp16"),
     (["--compile"], "--compile: refused"),
 ])
 def test_bad_training_options_are_one_line_before_any_folder(args, says, tmp_path: Path, edgekd_main,

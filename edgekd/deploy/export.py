@@ -53,18 +53,17 @@ def io_spec(path: Path) -> tuple[list[dict], list[dict]]:
 def _test_arrays(run_dir: Path) -> tuple[Any, np.ndarray, np.ndarray]:
     """Reload the run's data (same split) and return the bundle with the test split as arrays."""
     from edgekd.data import load_data, to_arrays
+    from edgekd.run.config import load_config
 
-    cfg = artifacts.read_json(run_dir / "config.json")
-    if not isinstance(cfg.get("data"), str):
-        raise BadInput(f"{run_dir / 'config.json'}: no 'data' entry naming the run's dataset")
-    size, resize = cfg.get("input_size"), None
-    if cfg["data"].startswith("imagefolder:"):
+    cfg = load_config(run_dir / "config.json")  # BadInput names the file and any missing field
+    size, resize = cfg.input_size, None
+    if cfg.data.startswith("imagefolder:"):
         # the H×W the run trained at, whatever the default is now (it follows the images' own size),
         # made by the run's resize policy; the --unlabeled pool is not needed (test split only)
-        shape = (cfg.get("data_info") or {}).get("input_shape")
+        shape = cfg.data_info.get("input_shape")
         size = size or (shape[1:] if shape else None)
-        resize = cfg.get("resize")
-    bundle = load_data(cfg["data"], data_dir=cfg.get("data_dir"), image_size=size, resize=resize)
+        resize = cfg.resize
+    bundle = load_data(cfg.data, data_dir=cfg.data_dir, image_size=size, resize=resize)
     x, y = to_arrays(bundle.test)
     return bundle, x, y
 

@@ -16,8 +16,9 @@ HEADER = f"""# The run folder
 This page is for people who write tooling that reads what edgekd writes (a device-side loader, a CI gate, a
 dashboard). Each file below is a frozen dataclass in `edgekd/run/`, and `edgekd/run/` is the only code that
 reads or writes these files: export, bench, verify, the Python API, the CLI tables and the HTML report all get
-the typed objects (tests/test_run_readers.py fails on a module that opens one itself). `config.json`,
-`compare.json` and the searches' results are not typed here.
+the typed objects (tests/test_run_readers.py fails on a module that opens one itself). `config.json`'s fields
+are the options of `edgekd distill`, declared once in `edgekd/options.py`. `compare.json` and the searches'
+results are not typed here.
 
 - Each JSON file below carries `schema_version` (this edgekd writes and reads **{SCHEMA_VERSION}**). A file without it
   was written by an edgekd from before the contract: it is read as schema {LEGACY_VERSION}, and loads
@@ -34,13 +35,16 @@ the typed objects (tests/test_run_readers.py fails on a module that opens one it
 - `manifest.json` is written only through `edgekd.run.manifest.amend`, which recomputes `deployable`.
 """
 
-FILES = (("`<run>/distill.json`", "edgekd.run.distill", "DistillSummary"),
+FILES = (("`<run>/config.json`", "edgekd.run.config", "RunConfig"),
+         ("`<run>/distill.json`", "edgekd.run.distill", "DistillSummary"),
          ("`<run>/<target>/manifest.json`", "edgekd.run.manifest", "Manifest"),
          ("`<run>/<target>/bench.json`", "edgekd.run.bench", "BenchFile"),
          ("`<run>/metrics.jsonl` (one JSON object per line)", "edgekd.run.metrics", "MetricsLine"))
 
 
 def _type_name(hint: Any) -> str:
+    if hint is Any:
+        return "any (see meaning)"
     args = typing.get_args(hint)
     if type(None) in args:
         return " or ".join(_type_name(a) for a in args if a is not type(None)) + " or null"

@@ -47,6 +47,7 @@ import numpy as np
 from edgekd import artifacts, defaults
 from edgekd.checks import BudgetLimits, budget_failures, budget_limits, check_budget
 from edgekd.errors import AuditFailed, BadInput, BudgetFailed, CheckFailed
+from edgekd.run.config import write_config
 from edgekd.run.distill import write_distill
 from edgekd.search.halving import ETA, SHORT_FRACTION, Trainer, successive_halving
 from edgekd.search.pareto import PLOT_FILE, RESULT_FILE, fronts, plot, select_table
@@ -271,10 +272,9 @@ def select_student(*, target: str | Path, teacher: str | list[str] | None = None
 
     # 5. the run others continue from, and the evidence
     cfg.student = rec.name
-    artifacts.write_json(run_dir / "config.json", {
-        **asdict(cfg), "data_info": bundle.describe(), "student_net": rec.net_kwargs, "select_student": {
-            "target": profile.name, "budget_ms": budget_ms, "trials": trials, "seed": seed, "runner": runner,
-            "short_epochs": short, "include": list(include)}})
+    write_config(run_dir / "config.json", asdict(cfg), bundle.describe(), student_net=rec.net_kwargs,
+                 select_student={"target": profile.name, "budget_ms": budget_ms, "trials": trials, "seed": seed,
+                                 "runner": runner, "short_epochs": short, "include": list(include)})
     summary = save_run(run_dir, cfg, bundle, profile, teachers, teacher_acc, rec, trainer)
     seconds["total"] = time.perf_counter() - t_start
     result = _result(cfg, bundle, profile, cands, budget, predictor, finalists, halving, rec, seconds,

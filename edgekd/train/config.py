@@ -3,21 +3,23 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from edgekd import artifacts, defaults
+from edgekd import defaults, options
 from edgekd.errors import BadInput
 
-# Options that follow the data (`defaults.recipe`) when left None.
-FROM_DATA = ("teacher", "student", "methods", "temperature", "epochs", "teacher_epochs")
+# Options that follow the data (`defaults.recipe`) when left None (declared in edgekd.options).
+FROM_DATA = options.FROM_DATA
 
 
 @dataclass
 class DistillConfig:
     """Everything one distill run is asked to do (the `edgekd distill` options, as the API names
-    them); `validate()` refuses bad values before anything is paid for. Saved as config.json.
+    them; each declared in `edgekd.options`, with which tests/test_options.py checks every field and
+    default); `validate()` refuses bad values before anything is paid for (ranges and choices from the
+    table). Saved as config.json (`edgekd.run.config`).
 
     The FROM_DATA fields default to the digits values (`defaults.TEACHER`, …). Set to None —
     as the CLI does for every such option the user leaves out — they follow the data:
@@ -121,36 +123,16 @@ class DistillConfig:
     def validate(self) -> None:
         """Refuse bad values before anything is paid for. Messages name parameters (`epochs`);
         the CLI shows them as flags (`--epochs`)."""
-        from edgekd.train.losses import COMBINE_MODES
-
         if self.teacher is not None and not self.teacher_list:
             raise BadInput("teacher: give at least one teacher", params=["teacher"])
-        if self.teacher_mode not in COMBINE_MODES:
-            raise BadInput(f"teacher_mode '{self.teacher_mode}': valid: {', '.join(COMBINE_MODES)}",
-                           params=["teacher_mode"])
+        options.check(options.DISTILL, {f.name: getattr(self, f.name) for f in fields(self)})
         if self.teacher_weights is not None and len(self.teacher_weights) != len(self.teacher_list):
             raise BadInput(f"teacher_weights: {len(self.teacher_weights)} weights for "
                            f"{len(self.teacher_list)} teachers; give one per teacher", params=["teacher_weights"])
         if self.online and self.peers < 2:
             raise BadInput(f"peers {self.peers}: online distillation needs at least 2 students", params=["peers"])
-        for key, value, lo in (("hint_epochs", self.hint_epochs, 0), ("generations", self.generations, 0),
-                               ("epochs", self.epochs, 1), ("teacher_epochs", self.teacher_epochs, 1),
-                               ("seeds", self.seeds, 1), ("batch_size", self.batch_size, 1)):
-            if value is not None and value < lo:
-                raise BadInput(f"{key} {value}: must be >= {lo}", params=[key])
         self._validate_methods()
-        from edgekd.data import RESIZE_POLICIES
-
-        if self.resize is not None and self.resize not in RESIZE_POLICIES:
-            raise BadInput(f"resize '{self.resize}': valid: {', '.join(RESIZE_POLICIES)}", params=["resize"])
-        self._validate_teacher_io()
         self._validate_label_free()
-        for key, value, ok, valid in (("labeled_fraction", self.labeled_fraction, 0 <= self.labeled_fraction <= 1,
-                                       "in [0, 1]"), ("lr", self.lr, self.lr > 0, "> 0"),
-                                      ("temperature", self.temperature,
-                                       self.temperature is None or self.temperature > 0, "> 0")):
-            if not ok:
-                raise BadInput(f"{key} {value}: must be {valid}", params=[key])
         self._validate_training()
 
     def _validate_label_free(self) -> None:
@@ -173,13 +155,6 @@ class DistillConfig:
             if bad:
                 raise BadInput(why, params=params)
 
-    def _validate_teacher_io(self) -> None:
-        from edgekd.teachers import OUTPUT_KINDS
-
-        if self.teacher_outputs not in OUTPUT_KINDS:
-            raise BadInput(f"teacher_outputs {self.teacher_outputs}: valid: {', '.join(OUTPUT_KINDS)}",
-                           params=["teacher_outputs"])
-
     def _validate_training(self) -> None:
         from edgekd.train.distributed import resolve_device
 
@@ -187,12 +162,6 @@ class DistillConfig:
             resolve_device(self.device)  # names what the machine has
         except BadInput as e:
             raise BadInput(str(e), params=["device"]) from None
-        for key, value, valid in (("precision", self.precision, defaults.PRECISIONS),
-                                  ("lr_schedule", self.lr_schedule, defaults.LR_SCHEDULES)):
-            if value not in valid:
-                raise BadInput(f"{key} {value}: valid: {', '.join(valid)}", params=[key])
-        if not self.warmup_epochs >= 0:
-            raise BadInput(f"warmup_epochs {self.warmup_epochs}: must be >= 0", params=["warmup_epochs"])
         if self.compile:
             raise BadInput("compile: refused; torch.compile did not beat eager channels_last training in "
                            "benchmarks/bench_throughput.py (see benchmarks/README.md)", params=["compile"])
@@ -233,11 +202,13 @@ def check_resume(cfg: DistillConfig) -> None:
     """--resume continues the same run: the options that shape training must match config.json."""
     if cfg.run is None:
         raise BadInput("resume needs run (the run folder to continue)", params=["resume", "run"])
+    from edgekd.run.config import load_config
+
     path = Path(cfg.run) / "config.json"
     if not path.is_file():
         raise BadInput(f"resume: {path} not found; nothing to continue (start this run without resume)",
                        params=["resume"])
-    saved = artifacts.read_json(path)
+    saved = load_config(path).to_json()
     mine = json.loads(json.dumps(asdict(cfg), default=str))
     diff = [k for k in RESUME_KEYS if k in saved and saved[k] != mine.get(k)]
     if diff:

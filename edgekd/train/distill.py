@@ -27,6 +27,7 @@ from edgekd.models import (
     create_teacher,
 )
 from edgekd.provenance import provenance
+from edgekd.run.config import write_config
 from edgekd.run.distill import write_distill
 from edgekd.train.config import DistillConfig, check_resume, load_bundle
 from edgekd.train.datasets import (
@@ -254,7 +255,7 @@ def _distill(cfg: DistillConfig) -> dict[str, Any]:
     stage(views_text(cfg, bundle))  # never squash silently: what each model sees, before anything trains
     run_dir = artifacts.create_run(cfg.run, resume=cfg.resume)
     note_run(run_dir)  # under `--nproc`: the launcher keeps the workers' logs in RUN/logs/
-    artifacts.write_json(run_dir / "config.json", {**asdict(cfg), "data_info": bundle.describe()})
+    write_config(run_dir / "config.json", asdict(cfg), bundle.describe())  # every resolved option: replayable
     teachers = obtain_teachers(cfg, bundle, run_dir, loaded)
     models = [m for m, _ in teachers]
     teacher_acc = ensemble_accuracy(cfg, models, bundle.test, bundle)

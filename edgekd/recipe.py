@@ -33,7 +33,7 @@ def read_recipe(path: str | Path, command: str) -> dict[str, Any]:
     """The options the file sets for `command`, as API keywords, each checked (type, range, choices)."""
     path = Path(path)
     if path.is_dir() and (path / "config.json").is_file():
-        path = path / "config.json"  # a run folder: its config.json
+        return _from_run_config(path / "config.json", command)  # a run folder: its config.json
     if path.suffix == ".json":
         return _from_run_config(path, command)
     import tomllib

@@ -338,7 +338,7 @@ def _set(doc, path, value):
     doc[path[-1]] = value
 
 
-TYPED = ("distill.json", "cpu-arm/manifest.json", "cpu-arm/bench.json")
+TYPED = ("distill.json", "config.json", "cpu-arm/manifest.json", "cpu-arm/bench.json")
 FILES = ("distill.json", "config.json", "cpu-arm/manifest.json", "cpu-arm/bench.json", "compare.json",
          "select_student.json", "teacher_selection.json")
 

@@ -1,7 +1,7 @@
 """The run folder's typed contract has one reader and writer: edgekd/run/.
 
 `test_no_module_outside_edgekd_run_opens_a_run_file` parses every module under edgekd/ (but edgekd/run/) and
-fails where one reads or writes manifest.json, bench.json, distill.json or metrics.jsonl itself (json, open,
+fails where one reads or writes manifest.json, bench.json, distill.json, metrics.jsonl or config.json itself (json, open,
 read_text, read_json, write_json...) instead of through `edgekd.run`'s load and write functions. The checker
 follows a file name through module constants (`artifacts.MANIFEST`), local variables, loop variables and one
 level of local helper functions; the tests below plant each of those reads to show it catches them. It does
@@ -27,7 +27,7 @@ from helpers import report_fixtures as fx
 
 REPO = Path(__file__).resolve().parent.parent
 PKG = REPO / "edgekd"
-RUN_FILES = ("manifest.json", "bench.json", "distill.json", "metrics.jsonl")
+RUN_FILES = ("manifest.json", "bench.json", "distill.json", "metrics.jsonl", "config.json")
 # calls that read or write a file: json.load(s)/dump, edgekd.artifacts' readers and writers, open, Path's
 READERS = frozenset({"load", "loads", "dump", "read_json", "write_json", "write_bytes", "read_text", "read_bytes",
                      "write_text", "open", "atomic_path", "save_npz"})
@@ -196,7 +196,7 @@ def test_the_checker_catches_a_planted_read(planted):
 @pytest.mark.parametrize("fine", [
     'def f(run):\n    return load_manifest(run / "cpu-arm" / "manifest.json")\n',
     'def f(run):\n    raise BadInput(f"{run}: no manifest.json; run `edgekd export` first")\n',
-    'def f(run):\n    return json.loads((run / "config.json").read_text())\n',
+    'def f(run):\n    return json.loads((run / "compare.json").read_text())\n',
     'def f(run):\n    return [p.parent for p in run.glob("*/bench.json")]\n',
     'def f(run):\n    return (run / "distill.json").is_file()\n',
 ])

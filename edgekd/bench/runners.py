@@ -70,7 +70,7 @@ class Runner:
         golden = _existing_file(golden, "golden") if golden is not None else None
         inputs = _existing_file(inputs, "inputs") if inputs is not None else None
         with tempfile.TemporaryDirectory(prefix="edgekd-bench-") as tmp:
-            config_path = Path(tmp) / "config.json"
+            config_path = Path(tmp) / "agent-options.json"
             config_path.write_text(json.dumps(self._config(config)), encoding="utf-8")
             reply = self._execute(model=model, config=config_path, golden=golden, inputs=inputs, timeout=timeout)
         result = self._parse(reply)

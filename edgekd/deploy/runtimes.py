@@ -220,7 +220,7 @@ def run_agent(target: "TargetProfile", *, model: Path, config: dict[str, Any], g
     broken, or the agent died without answering."""
     st = require(target)
     with tempfile.TemporaryDirectory(prefix="edgekd-rt-") as tmp:
-        cfg = Path(tmp) / "config.json"
+        cfg = Path(tmp) / "agent-options.json"
         cfg.write_text(json.dumps(config), encoding="utf-8")
         cmd = [str(env_python(Path(st["path"]))), str(AGENT_PATH), "--model", str(model), "--config", str(cfg)]
         cmd += ["--golden", str(golden)] if golden is not None else []

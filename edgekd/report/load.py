@@ -22,6 +22,7 @@ from typing import Any
 
 from edgekd.errors import BadInput
 from edgekd.run.bench import BenchFile, load_bench
+from edgekd.run.config import load_config
 from edgekd.run.distill import DistillSummary, load_distill
 from edgekd.run.manifest import Manifest, load_manifest
 from edgekd.run.metrics import MetricsLine, load_metrics
@@ -109,7 +110,8 @@ def load_run(path: Path, *, label: str | None = None) -> RunData:
     if not path.is_dir():
         raise BadInput(f"{path}: run folder not found (pass a folder made by `edgekd distill`)")
     run = RunData(path=path, label=label or path.resolve().name)
-    run.config = _json(path / "config.json", run.problems)
+    config = path / "config.json"   # typed (BadInput names a missing field); the sections read it as a dict
+    run.config = load_config(config).to_json() if config.is_file() else None
     run.distill = load_distill(path / "distill.json") if (path / "distill.json").is_file() else None
     run.metrics = read_metrics(path / METRICS, run.problems)
     run.checkpoints = sorted(p.stem for p in (path / "checkpoints").glob("*.pt"))

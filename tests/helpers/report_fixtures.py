@@ -34,14 +34,20 @@ def _write(path: Path, obj) -> None:
 
 
 def config(run: Path, *, epochs: int = 6, seeds: int = 2) -> dict:
-    cfg = {"data": "digits", "teacher": "cnn", "student": "small-cnn", "target": "cpu-arm",
-           "methods": ["soft:0.7", "ce:0.3"], "temperature": 4.0, "epochs": epochs, "teacher_epochs": 4,
-           "seeds": seeds, "lr": 0.003, "batch_size": 64, "labeled_fraction": 1.0, "run": str(run),
-           "data_info": {"name": "digits", "num_classes": 10, "input_shape": [1, 8, 8],
-                         "split": {"method": "stratified", "seed": 0, "fractions": [0.6, 0.2, 0.2],
-                                   "sizes": {"train": 1077, "val": 360, "test": 360}}}}
-    _write(run / "config.json", cfg)
-    return cfg
+    """config.json as distill writes it: every DistillConfig option, through the typed writer."""
+    from dataclasses import asdict
+
+    from edgekd.run.config import write_config
+    from edgekd.train.config import DistillConfig
+
+    cfg = DistillConfig(data="digits", teacher="cnn", student="small-cnn", target="cpu-arm",
+                        methods=("soft:0.7", "ce:0.3"), temperature=4.0, epochs=epochs, teacher_epochs=4,
+                        seeds=seeds, lr=0.003, batch_size=64, labeled_fraction=1.0, run=run)
+    info = {"name": "digits", "num_classes": 10, "input_shape": [1, 8, 8],
+            "split": {"method": "stratified", "seed": 0, "fractions": [0.6, 0.2, 0.2],
+                      "sizes": {"train": 1077, "val": 360, "test": 360}}}
+    run.mkdir(parents=True, exist_ok=True)
+    return write_config(run / "config.json", asdict(cfg), info).to_json()
 
 
 def metrics_lines(*, epochs: int = 6, seeds: int = 2, teacher_epochs: int = 4) -> list[dict]:

@@ -1,12 +1,12 @@
 """The run folder's typed contract has one reader and writer: edgekd/run/.
 
 `test_no_module_outside_edgekd_run_opens_a_run_file` parses every module under edgekd/ (but edgekd/run/) and
-fails where one reads or writes manifest.json, bench.json, distill.json, metrics.jsonl or config.json
-itself (json, open, read_text, read_json, write_json...) instead of through `edgekd.run`'s load and write
-functions. The checker follows a file name through module constants (`artifacts.MANIFEST`), local variables,
-loop variables and one level of local helper functions; the tests below plant each of those reads to show
-it catches them. It does not follow a path stored on an object (`self.path = run / "metrics.jsonl"` in one method, opened in another)
-or passed between modules: such a read would slip through, so keep run-file paths in locals.
+fails where one reads or writes manifest.json, bench.json, distill.json, metrics.jsonl or config.json itself
+(json, open, read_text, read_json, write_json...) instead of through `edgekd.run`'s load and write functions.
+The checker follows a file name through module constants (`artifacts.MANIFEST`), local variables, loop variables
+and one level of local helper functions; the tests below plant each of those reads to show it catches them. It
+does not follow a path stored on an object (`self.path = run / "metrics.jsonl"` in one method, opened in
+another) or passed between modules: such a read would slip through, so keep run-file paths in locals.
 
 Also here: the API's failure paths read the partial result through the contract and say so when they cannot.
 """

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from edgekd.errors import BadInput
-from edgekd.teachers import TeacherSpec, View, load_teacher_spec, parse_specs, read_state_dict
+from edgekd.models.foreign import TeacherSpec, View, load_teacher_spec, parse_specs, read_state_dict
 from edgekd.train.config import DistillConfig, load_bundle
 from edgekd.train.distill import distill
 
@@ -125,7 +125,7 @@ def test_same_teacher_as_torchvision_torchscript_and_onnx_gives_the_same_logits_
         assert torch.allclose(logits[k], logits["torchvision"], atol=1e-4, rtol=0), \
             (k, float((logits[k] - logits["torchvision"]).abs().max()))
     # and the eager model itself, fed the train images at its own size and normalisation by hand, agrees
-    from edgekd.teachers import convert
+    from edgekd.models.foreign import convert
     from edgekd.train.teacher import data_view, teacher_data, views
 
     hi = teacher_data(cfgs["torchvision"], bundle)
@@ -418,7 +418,7 @@ def test_an_output_kind_given_and_consistent_is_used(heads, tmp_path):
 
 def test_onnx_teacher_params_and_mflops_are_counted_from_the_graph(heads):
     from edgekd.models import count_params, model_mflops
-    from edgekd.teachers import onnx_cost
+    from edgekd.models.foreign import onnx_cost
 
     for h in ("logits", "probabilities"):
         c = onnx_cost(heads[("onnx", h)], (3, 16, 16))

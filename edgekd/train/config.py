@@ -108,7 +108,7 @@ class DistillConfig:
         is BadInput: `edgekd.teachers.teacher_size`)."""
         from dataclasses import replace
 
-        from edgekd.teachers import parse_specs, teacher_size
+        from edgekd.models.foreign import parse_specs, teacher_size
 
         rule = defaults.recipe(n_train=len(bundle.train), input_shape=bundle.input_shape,
                                num_classes=bundle.num_classes)
@@ -174,7 +174,7 @@ class DistillConfig:
                 raise BadInput(why, params=params)
 
     def _validate_teacher_io(self) -> None:
-        from edgekd.teachers import OUTPUT_KINDS
+        from edgekd.models.foreign import OUTPUT_KINDS
 
         if self.teacher_outputs not in OUTPUT_KINDS:
             raise BadInput(f"teacher_outputs {self.teacher_outputs}: valid: {', '.join(OUTPUT_KINDS)}",

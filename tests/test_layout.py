@@ -152,25 +152,9 @@ def test_the_graph_is_read_from_real_imports():
     assert "edgekd.checks" not in edges["edgekd.errors"]  # TYPE_CHECKING imports do not
 
 
-# Known cycles, each with who removes it; the test fails on any other. distill ↔ online (function-level
-# imports both ways) goes with the one training loop of issue 9 item 4, owned by the `loop` engineer:
-# delete the entry when that lands (test_known_cycles_still_exist then says so).
-KNOWN_CYCLES: set[tuple[str, str]] = set()  # distill ↔ online went with train_mutual moving into distill
-
-
 def test_no_import_cycle_between_modules():
     edges = graph()
-    for src, dst in KNOWN_CYCLES:
-        edges[src].discard(dst)
     assert find_cycle(edges) is None, " → ".join(find_cycle(edges) or [])
-
-
-def test_known_cycles_still_exist():
-    """An allow-list entry whose edge is gone must be deleted, so the list cannot hide a new cycle."""
-    edges = graph()
-    for src, dst in KNOWN_CYCLES:
-        assert dst in edges[src], f"{src} → {dst} is gone: delete it from KNOWN_CYCLES"
-        assert find_cycle({k: v for k, v in edges.items()}) is not None
 
 
 def test_find_cycle_finds_one():

@@ -55,7 +55,7 @@ def latency_ratios(run: Path, repeats: int, threads: int) -> dict:
     import torch
 
     from edgekd.bench.run import eager_latency_ms
-    from edgekd.checkpoints import load_student
+    from edgekd.models.checkpoints import load_student
 
     out = run / "cpu-arm"
     student, _ = load_student(run)

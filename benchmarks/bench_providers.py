@@ -61,9 +61,9 @@ def _variants(model: Path, x: np.ndarray, tmp: Path) -> dict[str, dict]:
     """name -> {"session", "report"} or {"unavailable": reason}."""
     import onnxruntime as ort
 
-    from edgekd.bench import agent
     from edgekd.deploy.quantize import quantize_int8
     from edgekd.deploy.targets import load_target
+    from edgekd.runtime import agent
 
     ov = load_target("intel-openvino-plugin").providers[0].to_dict()   # the plugin in the host onnxruntime
     ov_default = {**ov, "options": {k: v for k, v in ov["options"].items() if k != "precision"}}

@@ -85,8 +85,8 @@ def main() -> None:
     import torch
 
     import edgekd
-    from edgekd.checkpoints import load_student
     from edgekd.data import load_data
+    from edgekd.models.checkpoints import load_student
     from edgekd.search.halving import Trainer
     from edgekd.train.config import DistillConfig
     from edgekd.train.distill import labeled_subset
@@ -148,7 +148,7 @@ def scenario(*, name: str, budget_ms: float | None, args, work: Path, bundle, pr
              default: dict, default_onnx: Path, full_cache: dict) -> dict:
     """One search, the pick against the default (a), its cost against full training (b), ρ (c)."""
     import edgekd
-    from edgekd.checkpoints import load_student
+    from edgekd.models.checkpoints import load_student
     from edgekd.search.pareto import select_table
     from edgekd.search.space import Candidate
     from edgekd.tables import console

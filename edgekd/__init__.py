@@ -14,6 +14,7 @@ Names load lazily (PEP 562), so `import edgekd` and `edgekd --help` do not impor
 from __future__ import annotations
 
 import importlib
+import types
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
@@ -33,10 +34,18 @@ _LAZY = {
     "STUDENTS": "edgekd.models",
     "LOSSES": "edgekd.train.losses",
 }
-# `bench` is both the API function and the subpackage edgekd.bench: the subpackage is a
-# callable module (edgekd/bench/__init__.py) whose call is `edgekd.api.bench`, so
+# `bench` is both the API function and the subpackage edgekd.bench: the subpackage's module is a
+# `CallableModule` (edgekd/bench/__init__.py sets its class) whose call is `edgekd.api.bench`, so
 # `edgekd.bench(...)` works whichever was imported first.
 __all__ = sorted([*_LAZY, "bench", "__version__"])
+
+
+class CallableModule(types.ModuleType):
+    """A module whose call is the API function of the same name, resolved lazily like every name here:
+    the subpackage never imports the API above it."""
+
+    def __call__(self, **kwargs: Any) -> Any:
+        return getattr(importlib.import_module("edgekd.api"), self.__name__.rpartition(".")[2])(**kwargs)
 
 
 def __getattr__(name: str) -> Any:

@@ -14,7 +14,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import edgekd
 
-AGENT = Path(edgekd.__file__).resolve().parent / "bench" / "agent.py"
+AGENT = Path(edgekd.__file__).resolve().parent / "runtime" / "agent.py"
 FAST = {"min_runs": 5, "min_seconds": 0.01, "warmup": 1, "batches": [1, 4],
         "intra_op_threads": 1, "inter_op_threads": 1}
 

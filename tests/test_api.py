@@ -146,11 +146,11 @@ def test_a_wrong_golden_output_is_golden_failed(tiny_run, tmp_path):
 
 
 def test_a_parity_miss_is_parity_failed_and_the_manifest_says_so(tiny_run, tmp_path, monkeypatch):
-    from edgekd.deploy import parity
+    from edgekd.runtime import session
 
     run = tiny_run.copy(tmp_path / "run")
-    real = parity.ort_run
-    monkeypatch.setattr(parity, "ort_run", lambda session, x, **kw: -real(session, x, **kw))  # a broken runtime
+    real = session.ort_run
+    monkeypatch.setattr(session, "ort_run", lambda session, x, **kw: -real(session, x, **kw))  # a broken runtime
     with pytest.raises(edgekd.ParityFailed) as e:
         api.export(target="cpu-arm", run=run)
     kinds = {(f.kind, f.name) for f in e.value.failures}

@@ -12,9 +12,9 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from edgekd.bench.agent import RAW_ENCODING, decode_raw
 from edgekd.bench.run import bench_any, parse_shapes, side_by_side
 from edgekd.errors import BadInput
+from edgekd.runtime.agent import RAW_ENCODING, decode_raw
 
 FAST = dict(min_seconds=0.02)
 

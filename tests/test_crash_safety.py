@@ -320,7 +320,7 @@ def test_distill_over_an_exported_run_leaves_no_stale_export(exported: Path, tmp
     import onnxruntime as ort
     import torch
 
-    from edgekd.checkpoints import load_student
+    from edgekd.models.checkpoints import load_student
 
     run = shutil.copytree(exported, tmp_path / "run")
     before = {str(p.relative_to(run)): sha(p) for p in run.rglob("*") if p.is_file()}
@@ -479,9 +479,9 @@ def test_a_nan_loss_stops_with_exit_1_naming_epoch_step_and_term(tmp_path: Path,
 def test_a_nan_at_epoch_2_keeps_the_epoch_1_checkpoint(tmp_path: Path) -> None:
     import torch
 
-    from edgekd.checkpoints import load_checkpoint
     from edgekd.errors import CheckFailed
     from edgekd.models import create_student
+    from edgekd.models.checkpoints import load_checkpoint
     from edgekd.train.datasets import Indexed
     from edgekd.train.loop import Phase, fit
     from edgekd.train.losses import Objective, build_objective

@@ -19,6 +19,7 @@ import pytest
 import torch
 
 from edgekd import data
+from edgekd.data import load as data_load
 from edgekd.errors import BadInput
 
 from helpers.data import write_idx, write_mnist
@@ -233,7 +234,7 @@ def test_without_data_dir_the_system_folder_is_read(tmp_path, monkeypatch):
     write_mnist(system, flat=True, gz=True)
     spec = dataclasses.replace(data.IDX_DATASETS["fashion-mnist"], system_dir=system)
     monkeypatch.setitem(data.IDX_DATASETS, "fashion-mnist", spec)
-    monkeypatch.setitem(data.DATASETS, "fashion-mnist", data._idx_loader(spec))
+    monkeypatch.setitem(data.DATASETS, "fashion-mnist", data_load._idx_loader(spec))
     monkeypatch.chdir(tmp_path)            # ./data does not exist here
     b = data.load_data("fashion-mnist")
     assert b.split["files"]["test_labels"] == str(system / "t10k-labels-idx1-ubyte.gz")

@@ -253,8 +253,8 @@ def test_first_error_line_reads_edgekd_lines_and_tracebacks() -> None:
 # ---------------------------------------------------------------- every method family on 2 gloo ranks
 @pytest.fixture(scope="module")
 def teacher_onnx(teacher_pt: Path, tmp_path_factory) -> Path:
-    from edgekd.checkpoints import load_checkpoint
     from edgekd.models import create_teacher, write_onnx
+    from edgekd.models.checkpoints import load_checkpoint
 
     state = load_checkpoint(teacher_pt, kind="teacher")
     model = create_teacher(state["arch"], in_channels=state["in_channels"], num_classes=state["num_classes"])
@@ -315,9 +315,9 @@ def _gpus(n: int, *, exactly: bool = False):
 def test_a_phase_on_cuda_trains_there_under_autocast_with_the_cache_on_the_gpu(tmp_path: Path) -> None:
     """What ran, not what was asked: the weights' device after training, the dtype the student's
     convolutions computed in (autocast), the cache's device, and the fp16 scaler state in the checkpoint."""
-    from edgekd.checkpoints import load_checkpoint
     from edgekd.data import load_data
     from edgekd.models import create_student, create_teacher
+    from edgekd.models.checkpoints import load_checkpoint
     from edgekd.train.datasets import Indexed
     from edgekd.train.loop import Phase, TrainOptions, fit
     from edgekd.train.losses import build_objective

@@ -1,13 +1,16 @@
 """The layout's rules (README "Architecture"), checked on the parsed imports of every module,
 function-level imports included (imports under `if TYPE_CHECKING:` are not run, so not counted):
 
-- no import cycle between modules;
-- no cycle between the subpackages train, deploy, bench and search;
-- edgekd.deploy and edgekd.bench never import edgekd.train or edgekd.search;
-- edgekd/bench/agent.py imports only the standard library, numpy and onnxruntime;
+- every module belongs to a layer of LAYERS, and imports only its own layer and the layers below it:
+  nothing imports upward, and two peers of one rank (train, bench) never import each other. No exemptions;
+- so the core packages (run, runtime, data, models) import no stage, and deploy never imports bench,
+  train or search;
+- no import cycle between modules, nor between the subpackages;
+- edgekd/runtime/agent.py imports only the standard library, numpy and onnxruntime, and ONNX Runtime
+  sessions are built only under edgekd/runtime/;
 - pyproject.toml names every package under edgekd/ (the wheel carries exactly those);
 - the README's architecture tree names every module and subpackage;
-- functions stay short in the modules this layout owns (elsewhere: reported, not failed).
+- no function is over 60 lines (MAX_FUNCTION_LINES), in any module.
 """
 
 from __future__ import annotations
@@ -21,12 +24,31 @@ import tomllib
 
 REPO = Path(__file__).resolve().parent.parent
 PKG = REPO / "edgekd"
-SUBPACKAGES = ("train", "deploy", "bench", "search", "report", "run")
-MAX_FUNCTION_LINES = 60
-# Files whose functions this test holds to MAX_FUNCTION_LINES (the rest is reported only).
-OWNED = ("__init__.py", "api.py", "cli.py", "errors.py", "checks.py", "provenance.py", "search/space.py",
-         "search/predictor.py", "search/halving.py", "search/pareto.py", "search/student.py", "search/teacher.py",
-         "deploy/targets.py")
+SUBPACKAGES = ("run", "runtime", "data", "models", "deploy", "train", "bench", "search", "report")
+# The layers, lowest first. A module imports its own layer and the layers below it. Names in one tuple
+# are peers of one rank: neither imports the other.
+LAYERS: tuple[tuple[str, ...], ...] = (
+    ("base",),            # the top-level helpers below (errors, defaults, artifacts, ...) and edgekd/__init__
+    ("run",),             # the run folder's typed files: the contract between the stages
+    ("runtime",),         # ONNX Runtime: the standalone agent and the one session builder
+    ("data",),
+    ("models",),          # registry, blocks, MAC counting, torch → ONNX, foreign teachers, checkpoints
+    ("deploy",),          # target profiles, export, audit, parity, quantize, runtime environments
+    ("tables",),          # the console tables the commands print (they read deploy's runtime status)
+    ("train", "bench"),   # the stages above deploy
+    ("search",),          # select-student and select-teacher: train + deploy + bench
+    ("report",),
+    ("recipe",),          # --config: recipes and a run's config.json, read against options.py
+    ("api",),
+    ("cli",),
+)
+# Top-level modules of the base layer. edgekd/__init__.py is here: it imports nothing at run time (its
+# public names, `edgekd.bench(...)`'s call included, resolve lazily through importlib on first use).
+BASE = ("edgekd", "errors", "checks", "defaults", "options", "artifacts", "ranks", "progress", "provenance")
+RANK = {name: i for i, names in enumerate(LAYERS) for name in names}
+CORE = ("base", "run", "runtime", "data", "models")
+STAGES = ("deploy", "train", "bench", "search", "report", "tables", "recipe", "api", "cli")
+MAX_FUNCTION_LINES = 60   # every function of every module (issue 19: no function over 60 lines)
 
 
 def module_name(path: Path) -> str:
@@ -97,16 +119,23 @@ def find_cycle(edges: dict[str, set[str]]) -> list[str] | None:
     return None
 
 
-# The bench agent is a leaf of its own (stdlib + numpy + onnxruntime, copied alone to a device):
-# deploy.parity shares its comparison convention, so it is a layer below both deploy and bench.
-LEAVES = {"edgekd.bench.agent": "agent"}
+def layer(module: str) -> str:
+    """The layer of a module: its subpackage, its top-level name (api, cli, tables), or base."""
+    parts = module.split(".")
+    if len(parts) == 1 or parts[1] in BASE:
+        return "base"
+    return "cli" if parts[1] == "__main__" else parts[1]
 
 
 def subpackage(module: str) -> str | None:
-    if module in LEAVES:
-        return LEAVES[module]
     parts = module.split(".")
     return parts[1] if len(parts) > 2 and parts[1] in SUBPACKAGES else None
+
+
+def upward(edges: dict[str, set[str]]) -> list[str]:
+    """Every import that runs up the layers, or across to a peer of the same rank."""
+    return [f"{src} → {dst}" for src, targets in sorted(edges.items()) for dst in sorted(targets)
+            if layer(src) != layer(dst) and RANK[layer(dst)] >= RANK[layer(src)]]
 
 
 # ---------------------------------------------------------------- the rules
@@ -118,25 +147,9 @@ def test_the_graph_is_read_from_real_imports():
     assert "edgekd.checks" not in edges["edgekd.errors"]  # TYPE_CHECKING imports do not
 
 
-# Known cycles, each with who removes it; the test fails on any other. distill ↔ online (function-level
-# imports both ways) goes with the one training loop of issue 9 item 4, owned by the `loop` engineer:
-# delete the entry when that lands (test_known_cycles_still_exist then says so).
-KNOWN_CYCLES: set[tuple[str, str]] = set()  # distill ↔ online went with train_mutual moving into distill
-
-
 def test_no_import_cycle_between_modules():
     edges = graph()
-    for src, dst in KNOWN_CYCLES:
-        edges[src].discard(dst)
     assert find_cycle(edges) is None, " → ".join(find_cycle(edges) or [])
-
-
-def test_known_cycles_still_exist():
-    """An allow-list entry whose edge is gone must be deleted, so the list cannot hide a new cycle."""
-    edges = graph()
-    for src, dst in KNOWN_CYCLES:
-        assert dst in edges[src], f"{src} → {dst} is gone: delete it from KNOWN_CYCLES"
-        assert find_cycle({k: v for k, v in edges.items()}) is not None
 
 
 def test_find_cycle_finds_one():
@@ -144,36 +157,70 @@ def test_find_cycle_finds_one():
     assert find_cycle({"a": {"b"}, "b": set()}) is None
 
 
+def test_every_module_has_a_layer():
+    assert {m: layer(m) for m in MODULES if layer(m) not in RANK} == {}
+    assert set(SUBPACKAGES) <= set(RANK) and {module_name(p.parent) for p in PKG.rglob("__init__.py")} == {
+        "edgekd", *(f"edgekd.{s}" for s in SUBPACKAGES)}
+
+
+def test_nothing_imports_upward():
+    assert upward(graph()) == []
+
+
+def test_upward_finds_what_it_must():
+    """The rule can fail: the arrows this layout removed, and a peer import, are each caught."""
+    for src, dst in (("edgekd.models.registry", "edgekd.deploy.audit"), ("edgekd.models.checkpoints",
+                     "edgekd.deploy.targets"), ("edgekd.deploy.parity", "edgekd.bench.runners"),
+                     ("edgekd.bench.run", "edgekd.train.distill"), ("edgekd.data.load", "edgekd.models.registry"),
+                     ("edgekd.runtime.session", "edgekd.data")):
+        assert upward({src: {dst}}) == [f"{src} → {dst}"]
+    assert upward({"edgekd.deploy.export": {"edgekd.models.registry", "edgekd.runtime.session", "edgekd.run"}}) == []
+
+
 def test_no_cycle_between_subpackages():
-    layers: dict[str, set[str]] = {s: set() for s in (*SUBPACKAGES, *LEAVES.values())}
+    layers: dict[str, set[str]] = {s: set() for s in SUBPACKAGES}
     for src, targets in graph().items():
         for dst in targets:
             a, b = subpackage(src), subpackage(dst)
             if a and b and a != b:
                 layers[a].add(b)
     assert find_cycle(layers) is None, " → ".join(find_cycle(layers) or [])
-    assert layers["search"] >= {"train", "deploy"} and "deploy" in layers["train"]  # the flow, as the README draws it
+    assert layers["search"] >= {"train", "deploy", "bench"} and "deploy" in layers["train"]  # the flow, as drawn
+    assert layers["deploy"] >= {"runtime", "models"} and "runtime" in layers["bench"]
 
 
-@pytest.mark.parametrize("low", ["deploy", "bench"])
-def test_deployment_never_imports_training_or_search(low):
-    bad = [(src, dst) for src, targets in graph().items() if subpackage(src) == low
-           for dst in targets if subpackage(dst) in ("train", "search")]
+@pytest.mark.parametrize("low, high", [("deploy", ("bench", "train", "search")), ("bench", ("train", "search"))])
+def test_deployment_never_imports_bench_training_or_search(low, high):
+    bad = [(src, dst) for src, targets in graph().items() if layer(src) == low
+           for dst in targets if layer(dst) in high]
     assert bad == []
 
 
-def test_the_run_contract_imports_no_stage():
-    """edgekd/run (the run folder's typed files) sits below every stage: they all read and write through it."""
-    bad = [(src, dst) for src, targets in graph().items() if subpackage(src) == "run"
-           for dst in targets if subpackage(dst) not in (None, "run")]
+def test_the_core_imports_no_stage():
+    """base, run (the contract), runtime, data and models sit below every stage: the stages import them."""
+    bad = [(src, dst) for src, targets in graph().items() if layer(src) in CORE
+           for dst in targets if layer(dst) in STAGES]
     assert bad == []
 
 
 def test_the_agent_imports_only_stdlib_numpy_and_onnxruntime():
-    mods = imported(PKG / "bench" / "agent.py")
+    mods = imported(PKG / "runtime" / "agent.py")
     top = {m.split(".")[0] for m in mods if m}
     foreign = {m for m in top if m not in sys.stdlib_module_names and m not in ("numpy", "onnxruntime", "__future__")}
     assert foreign == set()
+
+
+def sessions_built(path: Path) -> list[int]:
+    """Lines that build an ONNX Runtime session or its options (`InferenceSession(`, `SessionOptions(`)."""
+    calls = [n for n in ast.walk(ast.parse(path.read_text(encoding="utf-8"))) if isinstance(n, ast.Call)]
+    return [n.lineno for n in calls
+            if (getattr(n.func, "attr", None) or getattr(n.func, "id", None)) in ("InferenceSession", "SessionOptions")]
+
+
+def test_sessions_are_built_only_in_the_runtime():
+    assert sessions_built(PKG / "runtime" / "agent.py") and sessions_built(PKG / "runtime" / "session.py")
+    bad = {name: sessions_built(p) for name, p in MODULES.items() if layer(name) != "runtime" and sessions_built(p)}
+    assert bad == {}
 
 
 def test_pyproject_lists_every_package():
@@ -185,16 +232,36 @@ def test_pyproject_lists_every_package():
     assert (PKG / "py.typed").is_file() and "py.typed" in conf["package-data"]["edgekd"]
 
 
-def test_readme_architecture_names_every_module():
+def readme_tree() -> dict[str, str]:
+    """The architecture tree's entries: a top-level name ("api.py", "data/") → the text of its entry."""
     text = (REPO / "README.md").read_text(encoding="utf-8")
-    section = text.split("## Architecture", 1)[1].split("\n## ", 1)[0]
+    block = text.split("## Architecture", 1)[1].split("\n## ", 1)[0].split("```", 2)[1]
+    entries: dict[str, str] = {}
+    key = None
+    for line in block.splitlines():
+        if line.startswith("  ") and line[2:3].strip():
+            key = line.split()[0]
+            entries[key] = line
+        elif key and line.startswith("    "):
+            entries[key] += "\n" + line
+    return entries
+
+
+def test_readme_architecture_names_every_module():
+    """Every top-level module and subpackage has its entry; every module of a subpackage is named in it."""
+    import re
+
+    tree = readme_tree()
     missing = []
     for name in MODULES:
         parts = name.split(".")
         if len(parts) == 1 or parts[-1] == "__main__":
             continue
-        word = parts[-1] if len(parts) == 3 else f"{parts[-1]}.py" if parts[-1] not in SUBPACKAGES else f"{parts[-1]}/"
-        if word not in section:
+        if len(parts) == 2:
+            ok = (f"{parts[1]}/" if parts[1] in SUBPACKAGES else f"{parts[1]}.py") in tree
+        else:
+            ok = re.search(rf"(?<![\w./]){re.escape(parts[2])}(?![\w/])", tree.get(f"{parts[1]}/", "")) is not None
+        if not ok:
             missing.append(name)
     assert missing == []
 
@@ -207,17 +274,15 @@ def long_functions(path: Path) -> list[tuple[str, int]]:
             if n.end_lineno - n.lineno + 1 > MAX_FUNCTION_LINES]
 
 
-def test_functions_are_short_in_the_layout_modules():
-    too_long = {f: long_functions(PKG / f) for f in OWNED if long_functions(PKG / f)}
+def test_no_function_is_over_60_lines():
+    too_long = {name: long_functions(p) for name, p in MODULES.items() if long_functions(p)}
     assert too_long == {}
 
 
-def test_report_long_functions_elsewhere(capsys):
-    """Reported for the record (not failed): the other modules' owners shorten them."""
-    report = {module_name(p): long_functions(p) for p in MODULES.values() if long_functions(p)}
-    with capsys.disabled():
-        for mod, fns in sorted(report.items()):
-            print(f"\n  long: {mod}: " + ", ".join(f"{n} ({k} lines)" for n, k in fns), end="")
+def test_the_length_rule_can_fail(tmp_path):
+    src = tmp_path / "m.py"
+    src.write_text("def f():\n" + "    x = 1\n" * MAX_FUNCTION_LINES + "def g():\n    pass\n")
+    assert long_functions(src) == [("f", MAX_FUNCTION_LINES + 1)]
 
 
 def test_public_classes_have_docstrings():

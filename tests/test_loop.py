@@ -279,7 +279,7 @@ def test_precision_auto_is_fp32_on_cpu() -> None:
 def test_fit_on_cuda_keeps_everything_on_the_gpu_and_saves_cpu_weights(tmp_path: Path) -> None:
     if not torch.cuda.is_available():
         pytest.skip("no CUDA device: torch.cuda.is_available() is False on this machine")
-    from edgekd.checkpoints import load_checkpoint
+    from edgekd.models.checkpoints import load_checkpoint
 
     ph = _dml_phase(TrainOptions(device="cuda:0", channels_last=True))
     fit(ph, ckpt=tmp_path / "c.pt", progress=False)

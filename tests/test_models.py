@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from edgekd.deploy.audit import check_student_ops
 from edgekd.deploy.targets import list_targets, load_target
 from edgekd.errors import BadInput
 from edgekd.models import (
@@ -16,7 +17,6 @@ from edgekd.models import (
     STUDENTS,
     TEACHERS,
     Ops,
-    check_student_ops,
     count_params,
     create_student,
     create_teacher,

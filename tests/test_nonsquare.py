@@ -129,7 +129,7 @@ def test_strided_stems_reduce_each_side_on_their_own():
 
 
 def test_teacher_view_and_convert_take_hxw():
-    from edgekd.teachers import View, convert, teacher_view
+    from edgekd.models.foreign import View, convert, teacher_view
 
     s = View((16, 48), (0.5,) * 3, (0.25,) * 3)
     t = teacher_view(s, input_size="48x192", mean="0.5", std="0.5")

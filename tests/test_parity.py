@@ -1,4 +1,5 @@
-"""edgekd.deploy.parity: compare (tolerances, top-1, every failure with its numbers) and ort_run on tiny ONNX graphs."""
+"""edgekd.deploy.parity: compare (tolerances, top-1, every failure with its numbers), and edgekd.runtime.session's
+ort_run/ort_session on tiny ONNX graphs."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from edgekd.deploy.parity import compare, ort_run, ort_session
+from edgekd.deploy.parity import compare
 from edgekd.errors import BadInput
+from edgekd.runtime.session import ort_run, ort_session
 
 
 def logits(n: int = 20, k: int = 5, seed: int = 0) -> np.ndarray:
@@ -180,7 +182,7 @@ def test_session_report_lives_exactly_as_long_as_its_session(tmp_path: Path) -> 
     gone once it is collected, and never handed to another object (a reused id used to get a stale one)."""
     import gc
 
-    from edgekd.deploy import parity
+    from edgekd.runtime import session as parity
 
     sess = ort_session(tiny_onnx(tmp_path / "m.onnx", ["batch", 3, 4]))
     report = parity.session_report(sess)
@@ -196,7 +198,7 @@ def test_session_report_lives_exactly_as_long_as_its_session(tmp_path: Path) -> 
 def test_export_parity_and_the_agent_golden_check_follow_one_convention(atol: float) -> None:
     """parity.compare (export) and the agent's compare_outputs (golden on a device) give the same
     numbers and verdict, exact zeros in the reference and the top-1-only rule included."""
-    from edgekd.bench.agent import REL_DIFF_FLOOR, compare_outputs
+    from edgekd.runtime.agent import REL_DIFF_FLOOR, compare_outputs
 
     rng = np.random.default_rng(3)
     ref = rng.standard_normal((40, 10))

@@ -40,7 +40,7 @@ def openvino_devices() -> list:
     """OpenVINO's EP devices here (registering the plugin once), [] without them."""
     if not openvino_installed():
         return []
-    from edgekd.bench import agent
+    from edgekd.runtime import agent
 
     agent._register_plugin(ort, {"name": "OpenVINOExecutionProvider", "plugin": OPENVINO})
     return [d for d in ort.get_ep_devices() if d.ep_name == "OpenVINOExecutionProvider"]

@@ -10,7 +10,7 @@ from torch import nn
 from edgekd.data import load_data
 from edgekd.errors import BadInput
 from edgekd.models import STUDENTS, create_student, forward_macs, stem_stride_for
-from edgekd.teachers import View, convert, teacher_view
+from edgekd.models.foreign import View, convert, teacher_view
 from edgekd.train.config import DistillConfig
 
 from helpers.imagegen import make_imagefolder
@@ -140,8 +140,8 @@ def test_stem_stride_brings_any_size_down_to_a_small_map():
 
 @pytest.mark.parametrize("name", STRIDED)
 def test_strided_students_macs_do_not_grow_with_the_square_of_the_input(name):
+    from edgekd.deploy.audit import check_student_ops
     from edgekd.deploy.targets import load_target
-    from edgekd.models import check_student_ops
 
     prof = load_target("cpu-arm")
     macs = {}
@@ -161,7 +161,7 @@ def test_strided_students_macs_do_not_grow_with_the_square_of_the_input(name):
 
 
 def test_strided_student_distils_exports_and_reloads(rgb64, tmp_path):
-    from edgekd.checkpoints import load_student
+    from edgekd.models.checkpoints import load_student
     from edgekd.train.distill import distill
 
     s = distill(DistillConfig(data=f"imagefolder:{rgb64}", input_size=64, student="small-cnn-s", teacher="cnn-small",

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from edgekd.errors import BadInput
-from edgekd.teachers import TeacherSpec, View, load_teacher_spec, parse_specs, read_state_dict
+from edgekd.models.foreign import TeacherSpec, View, load_teacher_spec, parse_specs, read_state_dict
 from edgekd.train.config import DistillConfig, load_bundle
 from edgekd.train.distill import distill
 
@@ -125,7 +125,7 @@ def test_same_teacher_as_torchvision_torchscript_and_onnx_gives_the_same_logits_
         assert torch.allclose(logits[k], logits["torchvision"], atol=1e-4, rtol=0), \
             (k, float((logits[k] - logits["torchvision"]).abs().max()))
     # and the eager model itself, fed the train images at its own size and normalisation by hand, agrees
-    from edgekd.teachers import convert
+    from edgekd.models.foreign import convert
     from edgekd.train.teacher import data_view, teacher_data, views
 
     hi = teacher_data(cfgs["torchvision"], bundle)
@@ -141,6 +141,36 @@ def test_same_teacher_as_torchvision_torchscript_and_onnx_gives_the_same_logits_
         assert summaries[k]["accuracy"]["student"] == summaries["torchvision"]["accuracy"]["student"]
         worst = max(float((states[k][n].float() - v.float()).abs().max()) for n, v in states["torchvision"].items())
         assert worst < 1e-3, (k, worst)
+
+
+def test_an_onnx_teacher_with_a_fixed_batch_runs_in_chunks_of_it(world, tmp_path):
+    """The ONNX teacher's session is edgekd.runtime's; a graph whose batch axis is fixed at 1 is fed one
+    sample at a time (the agent's run_chunked) and gives the eager model's logits for a batch of 5."""
+    from edgekd.models import write_onnx
+
+    path = tmp_path / "r18_b1.onnx"
+    write_onnx(world["model"], str(path), input_shape=(3, TEACHER_PX, TEACHER_PX), opset=17, batch=1)
+    view = View((TEACHER_PX, TEACHER_PX), (0.0,) * 3, (1.0,) * 3)
+    loaded = load_teacher_spec(parse_specs([str(path)])[0], channels=3, num_classes=3, view=view)
+    assert loaded.model.fixed_batch == 1
+    x = torch.randn(5, 3, TEACHER_PX, TEACHER_PX, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.allclose(loaded.model(x), world["model"].eval()(x), atol=1e-4)
+
+
+def test_a_recorded_teacher_is_its_onnx_file_or_its_loaded_model(world):
+    """What bench times for a run's foreign teacher: the ONNX file itself, else the model (bench exports it)."""
+    from edgekd.models.foreign import recorded_teacher
+
+    view = View((TEACHER_PX, TEACHER_PX), (0.0,) * 3, (1.0,) * 3)
+    onnx_spec = parse_specs([str(world["onnx"])])[0].to_dict()
+    assert recorded_teacher(onnx_spec, channels=3, num_classes=3, view=view) == world["onnx"].resolve()
+    tv_spec = parse_specs(["torchvision:resnet18"], [str(world["state_dict"])])[0].to_dict()
+    model = recorded_teacher(tv_spec, channels=3, num_classes=3, view=view)
+    assert isinstance(model, torch.nn.Module)
+    x = torch.randn(2, 3, TEACHER_PX, TEACHER_PX)
+    with torch.no_grad():
+        assert torch.allclose(model.eval()(x), world["model"].eval()(x), atol=1e-5)
 
 
 # ---------------------------------------------------------------- weights files
@@ -418,7 +448,7 @@ def test_an_output_kind_given_and_consistent_is_used(heads, tmp_path):
 
 def test_onnx_teacher_params_and_mflops_are_counted_from_the_graph(heads):
     from edgekd.models import count_params, model_mflops
-    from edgekd.teachers import onnx_cost
+    from edgekd.models.foreign import onnx_cost
 
     for h in ("logits", "probabilities"):
         c = onnx_cost(heads[("onnx", h)], (3, 16, 16))

@@ -1,6 +1,6 @@
 """Latency and memory through the target profile's execution providers, against its budgets.
 
-The timing itself happens in the bench agent (edgekd/bench/agent.py), a separate
+The timing itself happens in the bench agent (edgekd/runtime/agent.py), a separate
 process that imports only onnxruntime and numpy, so peak RSS is the runtime's
 own. A runner puts it on this host, under qemu, or on a device over ssh.
 The stage adds what only the host can measure: the teacher through ONNX
@@ -61,7 +61,7 @@ def eager_latency_ms(model, input_shape: tuple[int, ...], *, threads: int,
                 times.append((time.perf_counter() - t0) * 1e3)
     finally:
         torch.set_num_threads(old)
-    from edgekd.bench.agent import _raw
+    from edgekd.runtime.agent import _raw
 
     a = np.asarray(times)
     return {"p50": float(np.percentile(a, 50)), "p90": float(np.percentile(a, 90)),
@@ -70,10 +70,10 @@ def eager_latency_ms(model, input_shape: tuple[int, ...], *, threads: int,
 
 def _teacher_onnx(run_dir: Path, out_dir: Path, input_shape, opset: int) -> Path:
     """The run's teacher as ONNX, at the teacher's own input size: exported from teacher.pt when
-    the run trained it, else read as distill.json records it (edgekd.teachers: file or architecture)."""
-    from edgekd.checkpoints import load_teacher
+    the run trained it, else read as distill.json records it (edgekd.models.foreign: file or architecture)."""
     from edgekd.deploy.export import export_onnx
-    from edgekd.teachers import View, teacher_onnx
+    from edgekd.models.checkpoints import load_teacher
+    from edgekd.models.foreign import View, recorded_teacher
 
     path = out_dir / "teacher.onnx"
     if path.exists():
@@ -86,8 +86,8 @@ def _teacher_onnx(run_dir: Path, out_dir: Path, input_shape, opset: int) -> Path
     if (run_dir / "teacher.pt").is_file() or summary is None or "kind" not in info:
         return export_onnx(load_teacher(run_dir)[0], path, input_shape=input_shape, opset=opset)
     v = View(tuple(view["input_size"]), tuple(view["mean"]), tuple(view["std"]))
-    return teacher_onnx(info, path, channels=input_shape[0], num_classes=summary.data.num_classes, view=v,
-                        opset=opset)
+    got = recorded_teacher(info, channels=input_shape[0], num_classes=summary.data.num_classes, view=v)
+    return got if isinstance(got, Path) else export_onnx(got, path, input_shape=input_shape, opset=opset)
 
 
 def _recommend(manifest: Manifest, fp32: dict, int8: dict | None) -> tuple[str, list[str]]:
@@ -160,7 +160,7 @@ def _raise_failures(prof: TargetProfile, runner: str, checks: list[dict], fp32: 
 def _compare(run_dir: Path, out_dir: Path, prof: TargetProfile, manifest: Manifest, fp32: dict, cfg: dict) -> dict:
     """Teacher through ONNX Runtime and the eager PyTorch student, with the student's thread count."""
     from edgekd.bench.runners import LocalRunner
-    from edgekd.checkpoints import load_student
+    from edgekd.models.checkpoints import load_student
 
     shape = tuple(manifest.model.inputs[0]["shape"][1:])
     threads = int(fp32["threads"])

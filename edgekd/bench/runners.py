@@ -1,6 +1,6 @@
 """Where the bench agent runs: here, under qemu's aarch64 emulation, or on a device over ssh.
 
-Every runner runs the same standalone script, `edgekd/bench/agent.py`, in its own
+Every runner runs the same standalone script, `edgekd/runtime/agent.py`, in its own
 process, and returns the same JSON: the agent's object plus `runner` (the
 spec). The agent measures; runners only move files and classify failures.
 
@@ -41,8 +41,8 @@ from edgekd.bench.qemu import (  # noqa: F401  (re-exported: the runner's setup 
     setup_qemu,
 )
 from edgekd.errors import BadInput
+from edgekd.runtime import AGENT_PATH
 
-AGENT_PATH = Path(__file__).resolve().with_name("agent.py")
 RUNNER_FORMS = "local, qemu, ssh://USER@HOST[:PORT]"
 
 QEMU_NOTE = ("timings are under qemu-user emulation of aarch64 on this host and are not target "

@@ -529,20 +529,13 @@ def _load(model: str | Path | Any) -> tuple[Any, str]:
 def _optimize(model: Any, path: str | None, tmp: Path) -> tuple[Any | None, str]:
     """The model after ORT basic optimizations, as the mobile checker computes it; (None, why) if ORT refuses."""
     import onnx
-    import onnxruntime as ort
 
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-    so.optimized_model_filepath = str(tmp / "optimized.onnx")
-    so.log_severity_level = 3  # unused-initializer warnings are noise here
-    # big tensors go to a side file so a >2 GB model can be saved; the audit never reads them
-    so.add_session_config_entry("session.optimized_model_external_initializers_file_name", "optimized.data")
-    source = path if path is not None else model.SerializeToString()
-    try:
-        ort.InferenceSession(source, so, providers=["CPUExecutionProvider"])
-    except Exception as e:  # no kernel for an op, custom domain, invalid graph
-        return None, first_line(e)
-    return onnx.load(so.optimized_model_filepath, load_external_data=False), ""
+    from edgekd.runtime.session import optimize
+
+    why = optimize(path if path is not None else model.SerializeToString(), tmp / "optimized.onnx")
+    if why:
+        return None, why
+    return onnx.load(str(tmp / "optimized.onnx"), load_external_data=False), ""
 
 
 def _with_shapes(model: Any) -> Any:
@@ -630,48 +623,36 @@ def audit_file(path: str | Path, target_name_or_path: str | Path | TargetProfile
 
 def real_partition(model: str | Path, target: TargetProfile) -> dict[str, Any]:
     """Build a session through the target's providers (as bench does) and read ONNX Runtime's
-    node -> provider assignment (session.record_ep_graph_assignment_info).
+    node -> provider assignment (edgekd.runtime.session.partition): here, or with the device's own
+    onnxruntime build in its runtime environment when the profile names a `package`.
 
     `ran` is False (with `reason`) when the target's first provider is not available here:
     then only the static audit speaks. A session that fails to build is a failed partition
     with ONNX Runtime's reason; so are nodes the target's provider left to another one."""
+    from edgekd.runtime.session import partition, partition_summary
+
     if target.package:  # the device's own onnxruntime build, in its runtime environment
         from edgekd.deploy.runtimes import partition_in_runtime
 
         got = partition_in_runtime(Path(model), target)
         if "assignment" not in got:
             return got
-        return {**_partition_summary(target.providers[0].name, got["assignment"], got["info"]),
+        return {**partition_summary(target.providers[0].name, got["assignment"], got["info"]),
                 "runtime": got["runtime"]}
-    import onnxruntime as ort
-
-    from edgekd.bench import agent
-
-    cfg = {**agent.DEFAULTS, "providers": [p.to_dict() for p in target.providers], "intra_op_threads": 1,
-           "graph_optimization": target.graph_optimization}
-    wanted = target.providers[0].name
-    try:
-        session, info = agent.open_session(ort, str(model), cfg, assignment=True)
-    except agent.AgentError as e:
-        if e.kind == "missing_plugin":
-            return {"ran": False, "provider": wanted, "reason": str(e)}
-        return {"ran": True, "provider": wanted, "built": False, "passed": False, "error": str(e),
-                "summary": f"the session did not build: {e}"}
-    if info["provider"] != wanted:
-        return {"ran": False, "provider": wanted, "reason": info.get("warning", f"{wanted} did not run")}
-    return _partition_summary(wanted, agent.assignment_of(session), info)
+    return partition(model, providers=[p.to_dict() for p in target.providers],
+                     graph_optimization=target.graph_optimization)
 
 
-def _partition_summary(wanted: str, assigned: dict[str, Any], info: dict[str, Any]) -> dict[str, Any]:
-    total = sum(v["nodes"] for v in assigned.values()) or 1
-    fell_back = {p: v["ops"] for p, v in assigned.items() if p != wanted}
-    out = {"ran": True, "built": True, "provider": wanted, "device": info.get("device"),
-           "ep_version": info.get("ep_version"), "precision": info.get("precision"),
-           "nodes": {p: v["nodes"] for p, v in assigned.items()},
-           "share": {p: v["nodes"] / total for p, v in assigned.items()},
-           "ops": {p: v["ops"] for p, v in assigned.items()},
-           "fell_back_ops": sorted({op for ops in fell_back.values() for op in ops}),
-           "passed": not fell_back}
-    out["summary"] = ", ".join(f"{p} {n} node{'s' if n != 1 else ''}" for p, n in out["nodes"].items()) + (
-        f"; fell back: {', '.join(out['fell_back_ops'])}" if fell_back else "")
-    return out
+# ---------------------------------------------------------------- a student, before training
+def check_student_ops(model: Any, *, input_shape: tuple[int, ...], target: TargetProfile) -> list[str]:
+    """Export the student and audit it as the target's runtime will see it, before any
+    training is paid for. Refuses it (BadInput) naming each module and op the target lacks;
+    returns the ops it uses."""
+    from edgekd.models.to_onnx import node_module, onnx_proto
+
+    report = audit_model(onnx_proto(model, input_shape, opset=target.opset), target)
+    if not report.passed:
+        bad = [f"module '{node_module(n)}' needs {u.op} ({u.reason})" for u in report.unsupported for n in u.nodes]
+        more = f" (+{len(bad) - 5} more)" if len(bad) > 5 else ""
+        raise BadInput(f"student refused for target {target.name}: {'; '.join(bad[:5])}{more}")
+    return report.used

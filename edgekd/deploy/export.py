@@ -77,7 +77,8 @@ def torch_outputs(model, x: np.ndarray) -> np.ndarray:
 
 def _parity(model_path: Path, ref: np.ndarray, x: np.ndarray, y: np.ndarray, *, atol: float, rtol: float,
             min_top1: float, name: str):
-    from edgekd.deploy.parity import compare, ort_run, ort_session
+    from edgekd.deploy.parity import compare
+    from edgekd.runtime.session import ort_run, ort_session
 
     out = ort_run(ort_session(model_path), x)
     report = compare(ref, out, atol=atol, rtol=rtol, min_top1_agreement=min_top1, name=name)
@@ -92,7 +93,8 @@ def provider_parity(model_path: Path, ref: np.ndarray, x: np.ndarray, target: Ta
     tolerances are those of the precision the provider computes in ([parity] for fp32,
     [parity.bf16] ...); int8 variants keep the top-1-only rule. A provider that is not here
     gives {"ran": false, "reason": ...}: the CPU parity then stands alone."""
-    from edgekd.deploy.parity import compare, ort_run, ort_session, session_report
+    from edgekd.deploy.parity import compare
+    from edgekd.runtime.session import ort_run, ort_session, session_report
 
     first = target.providers[0]
     if target.package:  # the device's own onnxruntime build, in its runtime environment (any provider)
@@ -175,9 +177,9 @@ def export_run(*, target: str | Path | TargetProfile = defaults.TARGET, run: str
     """Export the run's student for `target`; raise CheckFailed (after writing the manifest) on any failed check.
     `batch` fixes the batch axis (0 = dynamic; None = the target's default, see `default_batch`).
     `exporter`: "torchscript" (default) or "dynamo" (torch.export)."""
-    from edgekd.checkpoints import load_student
     from edgekd.deploy.audit import audit_model, real_partition
     from edgekd.models import count_params
+    from edgekd.models.checkpoints import load_student
 
     target = _check_options(load_target(target), quantize=quantize, exporter=exporter)
     run_dir = artifacts.resolve_run(run)

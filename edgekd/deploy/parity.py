@@ -2,20 +2,20 @@
 
 As optimum's exporter validation does: each check that fails adds one entry
 with the numbers (max diff per output, agreement against its threshold), and
-the caller raises a single CheckFailed listing them all.
+the caller raises a single CheckFailed listing them all. The sessions that produce the outputs are
+built in `edgekd.runtime.session` (`ort_session`, `ort_run`).
 """
 
 from __future__ import annotations
 
-import weakref
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from edgekd.checks import Failure
 from edgekd.errors import BadInput
+from edgekd.runtime.agent import compare_outputs
 
 
 @dataclass
@@ -49,11 +49,9 @@ def compare(reference: np.ndarray, actual: np.ndarray, *, atol: float, rtol: flo
             min_top1_agreement: float, name: str = "logits") -> ParityReport:
     """Element-wise |a − r| ≤ atol + rtol·|r| (numpy.allclose) and top-1 agreement.
 
-    The numbers come from the bench agent's `compare_outputs`, so that export's parity and a
+    The numbers come from the bench agent's `compare_outputs` (edgekd.runtime.agent), so that export's parity and a
     device's golden check follow one convention (relative-difference floor, atol=inf meaning
     "top-1 only")."""
-    from edgekd.bench.agent import compare_outputs
-
     reference = np.asarray(reference, dtype=np.float64)
     actual = np.asarray(actual, dtype=np.float64)
     if reference.shape != actual.shape:
@@ -79,55 +77,3 @@ def report_of(r: dict[str, Any], *, atol: float, rtol: float, min_top1_agreement
             "parity", f"{name} top1_agreement", r["top1_agreement"], min_top1_agreement,
             detail=f"{name}: top-1 agreement {r['top1_agreement']:.4f} < {min_top1_agreement:g} over {r['n']} samples"))
     return report
-
-
-def ort_session(model: str | Path, *, threads: int = 1, providers: list[dict] | None = None,
-                graph_optimization: str = "all"):
-    """A session for checking answers (not for timing): the CPU provider, or the first of
-    `providers` (a profile's entries, plugin EPs included) that can run here, built exactly as
-    the bench agent builds it. Returns the session; `session_report(session)` says what ran."""
-    import onnxruntime as ort
-
-    from edgekd.bench import agent
-
-    cfg = {**agent.DEFAULTS, "intra_op_threads": threads, "graph_optimization": graph_optimization,
-           "providers": providers or [{"name": "CPUExecutionProvider", "options": {}}]}
-    try:
-        session, report = agent.open_session(ort, str(model), cfg)
-    except agent.AgentError as e:
-        if e.kind in ("model", "session"):
-            raise BadInput(f"{model}: ONNX Runtime cannot load it ({str(e).split(': ', 1)[-1][:200]})") from None
-        raise BadInput(str(e)) from None
-    _REPORTS[session] = report
-    return session
-
-
-# Each session's report lives exactly as long as the session: keyed weakly by the session object itself,
-# so an entry goes when its session is collected and a later session can never be handed it (an id() key
-# could be reused by the next object at the same address).
-_REPORTS: weakref.WeakKeyDictionary[Any, dict] = weakref.WeakKeyDictionary()
-
-
-def session_report(session) -> dict:
-    """What a session from `ort_session` runs on: provider, device, vendor, EP version, precision, fallback
-    ({} for a session that `ort_session` did not make)."""
-    try:
-        return _REPORTS.get(session, {})
-    except TypeError:  # not weak-referenceable, so not one of ours
-        return {}
-
-
-def ort_run(session, inputs: np.ndarray, *, batch_size: int = 256) -> np.ndarray:
-    """Run a session over `inputs` in batches; a shape mismatch is BadInput naming both shapes."""
-    meta = session.get_inputs()[0]
-    expected = list(meta.shape)
-    fixed_batch = expected[0] if expected and isinstance(expected[0], int) else None
-    inner_ok = len(expected) == inputs.ndim and all(
-        not isinstance(d, int) or d == inputs.shape[i] for i, d in enumerate(expected) if i > 0)
-    if not inner_ok or (fixed_batch and len(inputs) % fixed_batch):
-        raise BadInput(f"input shape {list(inputs.shape)} does not match the model's input "
-                       f"'{meta.name}' {[d if isinstance(d, int) else str(d) for d in expected]}")
-    batch_size = fixed_batch or batch_size  # a fixed-batch model runs in chunks of its own batch
-    outs = [session.run(None, {meta.name: inputs[i:i + batch_size].astype(np.float32)})[0]
-            for i in range(0, len(inputs), batch_size)]
-    return np.concatenate(outs) if outs else np.zeros((0,), np.float32)

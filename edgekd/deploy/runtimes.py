@@ -9,12 +9,13 @@ distributions all provide the same `onnxruntime` module, so each gets its own ve
         runtime.json                                 written last: ORT version, providers, setup time
 
 `edgekd runner setup TARGET` builds it (`setup_runtime`); the local runner, export's
-parity and the audit's real partition run the bench agent (`edgekd/bench/agent.py`)
+parity and the audit's real partition run the bench agent (`edgekd/runtime/agent.py`)
 with its interpreter (`run_agent`). A profile without `package` uses the host's
 onnxruntime. `$EDGEKD_RUNTIMES` moves the folder (tests point it at a temp dir).
 
 This module lives in deploy (not bench) because export and audit run the agent in the
-target's runtime, and deploy imports nothing from bench but the agent script itself.
+target's runtime; the agent lives in `edgekd/runtime`, below both deploy and bench, so deploy
+imports nothing from bench.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from edgekd.artifacts import replace_dir
 from edgekd.errors import BadInput
+from edgekd.runtime import AGENT_PATH
 
 if TYPE_CHECKING:
     from edgekd.deploy.targets import TargetProfile
@@ -43,7 +45,6 @@ MARKER = "runtime.json"
 PACKAGE_RE = re.compile(r"^(onnxruntime(?:[._-][A-Za-z0-9]+)*)(?:==([0-9][A-Za-z0-9.+!]*))?$")
 PACKAGE_FORMS = ("NAME==VERSION (an exact pin, e.g. onnxruntime-openvino==1.24.1) or NAME (the newest at setup, "
                  "e.g. onnxruntime-gpu); NAME is an onnxruntime distribution")
-AGENT_PATH = Path(__file__).resolve().parent.parent / "bench" / "agent.py"
 SETUP_TIMEOUT_S = 1800
 PROBE_TIMEOUT_S = 300
 _PROBE = ("import json, platform, sys, numpy, onnxruntime; print(json.dumps({'onnxruntime_version': "

@@ -87,7 +87,7 @@ def cost_of(c: Candidate, bundle, profile):
 
 def audit_candidate(c: Candidate, model, bundle, profile) -> bool:
     """The op audit (`check_student_ops`) before anything is paid for; a refusal is kept, with its reason."""
-    from edgekd.models import check_student_ops
+    from edgekd.deploy.audit import check_student_ops
 
     try:
         c.ops = check_student_ops(model, input_shape=bundle.input_shape, target=profile)
@@ -159,7 +159,7 @@ def search(stream: Iterator[tuple[str, dict]], bundle, profile, *, trials: int, 
 def save_run(run_dir: Path, cfg, bundle, profile, teachers, teacher_acc: float, rec: Candidate,
              trainer: Trainer) -> dict[str, Any]:
     """student.pt, student_alone.pt and distill.json as `edgekd distill` writes them."""
-    from edgekd.checkpoints import save_student
+    from edgekd.models.checkpoints import save_student
     from edgekd.train.distill import summarise
 
     kd_models = rec.rungs[-1]["_models"]
@@ -174,7 +174,8 @@ def save_run(run_dir: Path, cfg, bundle, profile, teachers, teacher_acc: float, 
     net_kwargs = {**rec.net_kwargs, "widths": list(rec.net_kwargs["widths"])}
     for key, model in (("student.pt", best["_student_model"]), ("student_alone.pt", best["_student_alone_model"])):
         # the candidate's student_net keywords: load_student rebuilds the custom architecture from them
-        save_student(run_dir / key, cfg, bundle, model, seed=best["seed"], ops=rec.ops, net_kwargs=net_kwargs)
+        save_student(run_dir / key, cfg, bundle, model, seed=best["seed"], ops=rec.ops,
+                     target_ops=profile.ops_allow, net_kwargs=net_kwargs)
     summary = summarise(cfg, bundle, profile, teachers, teacher_acc, rows, best, best["_student_model"], rec.ops)
     summary["student"]["net_kwargs"] = net_kwargs
     summary["selected_by"] = RESULT_FILE

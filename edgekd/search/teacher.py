@@ -311,7 +311,7 @@ def _check_args(teachers: list[str], n: int, warmup_steps: int) -> None:
 
 def _paired_weights(teachers: list[str], files: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
     """Each candidate's --teacher-weights (one file per torchvision:/timm: candidate, in order)."""
-    from edgekd.teachers import parse_specs
+    from edgekd.models.foreign import parse_specs
 
     return {spec.ref: (spec.weights,) if spec.weights else () for spec in parse_specs(teachers, files)}
 
@@ -331,7 +331,7 @@ def _score_teacher(spec: str, cfg, bundle, root: Path, *, x, y, init_pred, warm,
     `defaults.TEACHER_SEED`, so it gets the weights `edgekd distill` gives it), then score it."""
     import torch
 
-    from edgekd.teachers import convert
+    from edgekd.models.foreign import convert
     from edgekd.train.teacher import ensemble_accuracy, obtain_teacher, views
 
     teacher, info = obtain_teacher(replace(cfg, teacher=spec, teacher_weight_files=weights), bundle,

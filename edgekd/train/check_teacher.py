@@ -23,7 +23,7 @@ from torch.utils.data import Dataset, Subset
 from edgekd import defaults
 from edgekd.data import DataBundle
 from edgekd.errors import BadInput
-from edgekd.teachers import LoadedTeacher
+from edgekd.models.foreign import LoadedTeacher
 from edgekd.train.config import DistillConfig
 
 
@@ -32,7 +32,7 @@ def _scored_set(cfg: DistillConfig, bundle: DataBundle) -> tuple[str, Dataset, A
     defaults.CHECK_MAX_IMAGES, in the teacher's view (read at its own size where the data allows)."""
     from functools import partial
 
-    from edgekd.teachers import convert
+    from edgekd.models.foreign import convert
     from edgekd.train.teacher import data_view, teacher_data, views
 
     split = "val" if bundle.val is not None and len(bundle.val) else "test"
@@ -101,7 +101,7 @@ def cost(lt_model: torch.nn.Module, input_shape: tuple[int, ...]) -> dict[str, A
     """Params and forward MFLOPs at the teacher's input size: from the graph for an ONNX teacher,
     counted on a forward pass for a PyTorch one, params only for TorchScript."""
     from edgekd.models import count_params, model_cost
-    from edgekd.teachers import onnx_cost
+    from edgekd.models.foreign import onnx_cost
 
     if hasattr(lt_model, "session"):
         return onnx_cost(lt_model.path, input_shape)

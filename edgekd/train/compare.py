@@ -81,8 +81,8 @@ def compare(cfg, *, methods: tuple[str, ...] = DEFAULT) -> dict[str, Any]:
     """Train everything for the table; write compare.json and compare.png into the run folder."""
     import torch
 
+    from edgekd.deploy.audit import check_student_ops
     from edgekd.deploy.targets import load_target
-    from edgekd.models import check_student_ops
     from edgekd.train.config import load_bundle
     from edgekd.train.distill import count_params, labeled_subset, make_student, mean_std, train_control
     from edgekd.train.teacher import check_teacher_paths, ensemble_accuracy, obtain_teachers

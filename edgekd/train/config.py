@@ -110,7 +110,7 @@ class DistillConfig:
         is BadInput: `edgekd.teachers.teacher_size`)."""
         from dataclasses import replace
 
-        from edgekd.teachers import parse_specs, teacher_size
+        from edgekd.models.foreign import parse_specs, teacher_size
 
         rule = defaults.recipe(n_train=len(bundle.train), input_shape=bundle.input_shape,
                                num_classes=bundle.num_classes)

@@ -16,16 +16,16 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from edgekd import artifacts
-from edgekd.checkpoints import save_student
 from edgekd.data import DataBundle
+from edgekd.deploy.audit import check_student_ops
 from edgekd.deploy.targets import TargetProfile, load_target
 from edgekd.errors import BadInput
 from edgekd.models import (
-    check_student_ops,
     count_params,
     create_student,
     create_teacher,
 )
+from edgekd.models.checkpoints import save_student
 from edgekd.provenance import provenance
 from edgekd.run.config import write_config
 from edgekd.run.distill import write_distill
@@ -90,7 +90,7 @@ def _dry_prepare(cfg: DistillConfig, bundle: DataBundle, student: nn.Module, tea
     x, y, *_ = next(iter(DataLoader(bundle.train, batch_size=4)))
     with FeatureTap(student.eval(), s_taps) as tap, torch.no_grad():
         s_logits = student(x)
-    from edgekd.teachers import convert
+    from edgekd.models.foreign import convert
 
     t_logits, t_feats = forward_with_taps(teacher.eval(), convert(x, *views(cfg, bundle)), t_taps)
     obj.prepare(KDBatch(student_logits=s_logits, labels=y, teacher_logits=t_logits, student_feats=dict(tap.outputs),
@@ -267,10 +267,10 @@ def _distill(cfg: DistillConfig) -> dict[str, Any]:
         add_agreement(cfg, bundle, models, rows)
     best = max(rows, key=lambda r: (r["student_val"], -r["seed"]))
     kw = getattr(probe, "net_kwargs", None)  # a strided stem's stride is not in the weights
-    save_student(run_dir / "student.pt", cfg, bundle, best["_student_model"], seed=best["seed"], ops=ops, net_kwargs=kw)
+    keep = dict(seed=best["seed"], ops=ops, target_ops=target.ops_allow, net_kwargs=kw)
+    save_student(run_dir / "student.pt", cfg, bundle, best["_student_model"], **keep)
     if "_student_alone_model" in best:  # none when label-free
-        save_student(run_dir / "student_alone.pt", cfg, bundle, best["_student_alone_model"], seed=best["seed"],
-                     ops=ops, net_kwargs=kw)
+        save_student(run_dir / "student_alone.pt", cfg, bundle, best["_student_alone_model"], **keep)
     summary = summarise(cfg, bundle, target, teachers, teacher_acc, rows, best, probe, ops)
     kinds = [k for k in ("student_alone", "student") if f"_{k}_model" in best]  # no control when label-free
     agree = pool_agreement(cfg, bundle, models, {k: [r[f"_{k}_model"] for r in rows] for k in kinds})

@@ -24,8 +24,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from edgekd import artifacts, defaults
-from edgekd.checkpoints import load_checkpoint
 from edgekd.errors import BadInput, CheckFailed
+from edgekd.models.checkpoints import load_checkpoint
 from edgekd.progress import Progress
 from edgekd.train import distributed as dist
 from edgekd.train.datasets import Indexed, accuracy, batches

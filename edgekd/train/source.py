@@ -32,7 +32,7 @@ class TeacherSource:
     weights: list[float] | None = None
     temperature: float = defaults.TEMPERATURE
     cache: dict[str, Any] | None = None
-    # The teacher's own view of the student's batch (resize/renormalise; edgekd.teachers.convert); None = same.
+    # The teacher's own view of the student's batch (resize/renormalise; edgekd.models.foreign.convert); None = same.
     view: Callable[[torch.Tensor], torch.Tensor] | None = None
     channels_last: bool = False   # set by `to`: the teachers' weights are NHWC, so their inputs are too
     device: torch.device | None = None   # set by `to`: where the cache is built and kept (the student's device)

@@ -1,5 +1,5 @@
 """Getting the teacher(s): train a registry teacher, or load one from a file (edgekd .pt, torchvision/timm
-architecture + weights, TorchScript, ONNX: see `edgekd.teachers`); then the source the student reads."""
+architecture + weights, TorchScript, ONNX: see `edgekd.models.foreign`); then the source the student reads."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from edgekd import artifacts, defaults
 from edgekd.data import DataBundle
 from edgekd.errors import BadInput
 from edgekd.models import create_teacher
+from edgekd.models.foreign import LoadedTeacher, View, convert, load_teacher_spec, parse_specs, teacher_view
 from edgekd.progress import stage
-from edgekd.teachers import LoadedTeacher, View, convert, load_teacher_spec, parse_specs, teacher_view
 from edgekd.train.config import DistillConfig
 from edgekd.train.datasets import Indexed, accuracy, dataset_labels
 from edgekd.train.loop import Phase, fit
@@ -129,9 +129,9 @@ def check_teacher_paths(cfg: DistillConfig, bundle: DataBundle | None = None) ->
 
 def adapt_loaded(cfg: DistillConfig, bundle: DataBundle, loaded: list[LoadedTeacher | None]) -> list:
     """Each teacher from outside hooked to return logits in the data's class order
-    (--teacher-outputs, --class-order; `edgekd.teachers.adapt_outputs`), decided on a few
+    (--teacher-outputs, --class-order; `edgekd.models.foreign.adapt_outputs`), decided on a few
     validation images in the teacher's view (never a training label)."""
-    from edgekd.teachers import adapt_outputs, parse_class_order
+    from edgekd.models.foreign import adapt_outputs, parse_class_order
 
     order = parse_class_order(cfg.class_order, bundle.labels)
     if not any(lt is not None for lt in loaded):

@@ -16,7 +16,8 @@ A `View` is the size and normalisation a model expects. `convert` turns a batch 
 one view into the same images for another (undo mean/std, bilinear antialiased resize, new
 mean/std), so the teacher sees the very images of the student's batch (augmented or not).
 
-Nothing here imports edgekd.train: bench uses `teacher_onnx` to time a run's teacher.
+Nothing here imports a stage (train, deploy, bench): bench uses `recorded_teacher` to time a run's teacher,
+and the ONNX teacher's session is built by edgekd.runtime.
 """
 
 from __future__ import annotations
@@ -151,7 +152,7 @@ def _sha256(path: Path) -> str:
 
 def parse_specs(names: Sequence[str], weights: Sequence[str] = ()) -> list[TeacherSpec]:
     """--teacher values (+ --teacher-weights, paired in order with torchvision:/timm: teachers)."""
-    from edgekd.models import TEACHERS
+    from edgekd.models.registry import TEACHERS
 
     need = [n for n in names if n.split(":", 1)[0] in ARCH_KINDS]
     if len(weights) != len(need):
@@ -208,7 +209,7 @@ def _is_onnx(path: Path) -> bool:
 def _sniff_torch_save(path: Path) -> str:
     import torch
 
-    from edgekd.checkpoints import load_checkpoint
+    from edgekd.models.checkpoints import load_checkpoint
 
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
@@ -224,7 +225,7 @@ def _sniff_torch_save(path: Path) -> str:
 
 
 def _reason(e: Exception) -> str:
-    from edgekd.checkpoints import _load_reason
+    from edgekd.models.checkpoints import _load_reason
 
     return _load_reason(e)
 
@@ -394,30 +395,28 @@ def _onnx_module_base():
     from torch import nn
 
     class OnnxTeacher(nn.Module):
-        """An ONNX classifier run by onnxruntime (CPU) behind an nn.Module's call: logits only."""
+        """An ONNX classifier run by onnxruntime (CPU) behind an nn.Module's call: logits only.
+        The session is edgekd.runtime's (the bench agent's builder), fed in chunks of a fixed batch."""
 
         def __init__(self, path: str, threads: int):
             super().__init__()
-            import onnxruntime as ort
+            from edgekd.runtime.session import build_session, fixed_batch
 
-            opts = ort.SessionOptions()
-            opts.intra_op_num_threads = threads
-            opts.log_severity_level = 3
             self.path = path
-            self.session = ort.InferenceSession(path, sess_options=opts, providers=["CPUExecutionProvider"])
+            self.session, _ = build_session(path, threads=threads)
             inp = self.session.get_inputs()[0]
             self.input_name, self.input_shape = inp.name, list(inp.shape)
-            batch = self.input_shape[0] if self.input_shape else None
-            self.fixed_batch = batch if isinstance(batch, int) and batch > 0 else None
+            self.fixed_batch = fixed_batch(self.session)
 
         def forward(self, x):
             import numpy as np
             import torch
 
+            from edgekd.runtime.agent import run_chunked
+
             a = x.detach().to("cpu", torch.float32).numpy()
-            b = self.fixed_batch or len(a)
-            outs = [self.session.run(None, {self.input_name: a[i:i + b]})[0] for i in range(0, len(a), b)]
-            return torch.from_numpy(np.ascontiguousarray(np.concatenate(outs), dtype=np.float32)).to(x.device)
+            out = run_chunked(np, self.session, self.input_name, a, self.fixed_batch or max(len(a), 1))
+            return torch.from_numpy(np.ascontiguousarray(out, dtype=np.float32)).to(x.device)
 
     return OnnxTeacher
 
@@ -425,8 +424,12 @@ def _onnx_module_base():
 def _load_onnx(spec: TeacherSpec, *, channels: int, num_classes: int, view: View) -> "nn.Module":
     import torch
 
+    from edgekd.runtime.agent import AgentError
+
     try:
         model = _onnx_module_base()(spec.ref, threads=torch.get_num_threads())
+    except AgentError as e:  # "<path>: onnxruntime cannot load the model with <EP>: <ORT's line>"
+        raise BadInput(f"--teacher {spec.ref}: onnxruntime cannot load it ({str(e).split(': ', 2)[-1]})") from None
     except Exception as e:
         raise BadInput(f"--teacher {spec.ref}: onnxruntime cannot load it ({_reason(e)})") from None
     inputs = [i for i in model.session.get_inputs()]
@@ -492,8 +495,8 @@ class LoadedTeacher:
 
 def load_teacher_spec(spec: TeacherSpec, *, channels: int, num_classes: int, view: View) -> LoadedTeacher | None:
     """Load and check one teacher; None for a registry name (the run trains it)."""
-    from edgekd.checkpoints import load_checkpoint
-    from edgekd.models import TEACHERS, create_teacher
+    from edgekd.models.checkpoints import load_checkpoint
+    from edgekd.models.registry import TEACHERS, create_teacher
 
     if spec.kind == "registry":
         return None
@@ -516,19 +519,16 @@ def load_teacher_spec(spec: TeacherSpec, *, channels: int, num_classes: int, vie
     return LoadedTeacher(spec, model, info)
 
 
-def teacher_onnx(spec: dict[str, Any], out: Path, *, channels: int, num_classes: int, view: View,
-                 opset: int) -> Path:
-    """An ONNX file of a run's foreign teacher (as distill.json records it), for bench to time:
-    the file itself for an ONNX teacher, else the loaded model exported to `out`."""
-    from edgekd.deploy.export import export_onnx
-
+def recorded_teacher(spec: dict[str, Any], *, channels: int, num_classes: int, view: View) -> "Path | nn.Module":
+    """A run's foreign teacher as distill.json records it, for bench to time: the ONNX file itself for
+    an ONNX teacher, else the loaded model (bench exports it)."""
     s = TeacherSpec(spec["kind"], spec.get("file", spec["source"]), spec.get("weights"))
     if s.kind == "onnx":
         return Path(s.ref)
     loaded = load_teacher_spec(s, channels=channels, num_classes=num_classes, view=view)
     if loaded is None:
         raise BadInput(f"teacher '{s.ref}' is trained by a run; its teacher.pt is missing")
-    return export_onnx(loaded.model, out, input_shape=(channels, *view.size), opset=opset)
+    return loaded.model
 
 
 # ---------------------------------------------------------------- what a teacher returns

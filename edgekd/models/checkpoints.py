@@ -8,15 +8,14 @@ naming the file. Deployment code reads models only through here, never through t
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import torch
 from torch import nn
 
 from edgekd import artifacts
-from edgekd.deploy.targets import load_target
 from edgekd.errors import BadInput, first_line
-from edgekd.models import create_student, create_teacher
+from edgekd.models.registry import create_student, create_teacher
 
 
 def _load_reason(e: Exception) -> str:
@@ -57,13 +56,14 @@ def load_checkpoint(path: Path, *, kind: str | None = None) -> dict[str, Any]:
 
 
 
-def save_student(path: Path, cfg: Any, bundle: Any, model: nn.Module, *,
-                 seed: int, ops: list[str], net_kwargs: dict[str, Any] | None = None) -> None:
-    """`net_kwargs` (for architectures outside the registry, e.g. from select-student) are the
+def save_student(path: Path, cfg: Any, bundle: Any, model: nn.Module, *, seed: int, ops: list[str],
+                 target_ops: Iterable[str], net_kwargs: dict[str, Any] | None = None) -> None:
+    """`target_ops` are the ops the target allows (its profile's `ops_allow`: the student is rebuilt for
+    them). `net_kwargs` (for architectures outside the registry, e.g. from select-student) are the
     keyword arguments of `student_net`; plain ints, strings and lists so weights_only loads them."""
     state = {"kind": "student", "arch": cfg.student, "in_channels": bundle.input_shape[0],
              "num_classes": bundle.num_classes, "target": cfg.target, "seed": seed, "ops": ops,
-             "target_ops": sorted(load_target(cfg.target).ops_allow),
+             "target_ops": sorted(target_ops),
              "model": {k: v.detach().cpu() for k, v in model.state_dict().items()}}  # export runs on CPU
     if net_kwargs is not None:
         state["net_kwargs"] = {k: list(v) if isinstance(v, tuple) else v for k, v in net_kwargs.items()}
@@ -77,7 +77,7 @@ def load_student(run_dir: Path, name: str = "student.pt") -> tuple[nn.Module, di
     common = dict(in_channels=state["in_channels"], num_classes=state["num_classes"],
                   target_ops=frozenset(state["target_ops"]))
     if "net_kwargs" in state:
-        from edgekd.models import student_net
+        from edgekd.models.registry import student_net
 
         kw = {k: tuple(v) if isinstance(v, list) else v for k, v in state["net_kwargs"].items()}
         model = student_net(**common, **kw)

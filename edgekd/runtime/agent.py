@@ -531,17 +531,23 @@ def _golden_feed(np, spec: dict, golden_inputs, batch: int) -> dict:
     return {spec["name"]: np.ascontiguousarray(data, dtype=spec["dtype"])}
 
 
+def run_chunked(np, sess, name: str, inputs, chunk: int, dtype: str = "float32"):
+    """The session's first output over `inputs`, fed `chunk` samples at a time and concatenated.
+
+    The one fixed-batch chunking: the golden check here, edgekd's parity (`edgekd.runtime.session.ort_run`)
+    and the foreign ONNX teacher all run through it; a model with a fixed batch axis is fed chunks of
+    exactly that batch (callers check that the sample count is a multiple of it)."""
+    outs = [sess.run(None, {name: np.ascontiguousarray(inputs[i:i + chunk], dtype=dtype)})[0]
+            for i in range(0, len(inputs), chunk)]
+    return np.concatenate(outs) if outs else np.zeros((0,), dtype="float32")
+
+
 def _run_golden(np, sess, spec: dict, inputs, outputs, cfg: dict) -> dict:
     fixed_batch = None if spec["batch_dynamic"] else spec["shape"][0]
-    chunk = fixed_batch or GOLDEN_CHUNK
-    got = []
-    for start in range(0, len(inputs), chunk):
-        x = np.ascontiguousarray(inputs[start:start + chunk], dtype=spec["dtype"])
-        if fixed_batch and len(x) != fixed_batch:
-            raise AgentError(f"the model's batch axis is fixed at {fixed_batch} but golden has "
-                             f"{len(inputs)} samples, not a multiple of it", "golden")
-        got.append(sess.run(None, {spec["name"]: x})[0])
-    actual = np.concatenate(got)
+    if fixed_batch and len(inputs) % fixed_batch:
+        raise AgentError(f"the model's batch axis is fixed at {fixed_batch} but golden has "
+                         f"{len(inputs)} samples, not a multiple of it", "golden")
+    actual = run_chunked(np, sess, spec["name"], inputs, fixed_batch or GOLDEN_CHUNK, spec["dtype"])
     if actual.shape != outputs.shape:
         raise AgentError(f"golden 'outputs' have shape {list(outputs.shape)} but the model "
                          f"returns {list(actual.shape)}", "golden")
@@ -553,7 +559,7 @@ def _run_golden(np, sess, spec: dict, inputs, outputs, cfg: dict) -> dict:
 
 
 def compare_outputs(np, actual, expected, *, atol: float, rtol: float, min_top1_agreement: float) -> dict:
-    """The one parity convention (edgekd.deploy.parity uses this function too).
+    """The one parity convention (edgekd.deploy.parity uses this function too, through edgekd.runtime).
 
     Element-wise |a - e| <= atol + rtol*|e| (numpy.allclose) unless atol is infinite
     ("top-1 only": then only non-finite outputs fail it), and top-1 agreement over the

@@ -172,7 +172,7 @@ def _teacher_options(*, teacher_weight_files: Sequence[PathLike] = (),
                      class_order: str | Sequence[int] | None = None) -> dict[str, Any]:
     """The teacher options every command takes (distill, compare, select_student, select_teacher,
     check_teacher), as DistillConfig fields: weights files for torchvision:/timm: teachers, the
-    teacher's view, what it outputs (`edgekd.teachers.OUTPUT_KINDS`) and its class order."""
+    teacher's view, what it outputs (`edgekd.models.foreign.OUTPUT_KINDS`) and its class order."""
     from edgekd.data import parse_hw
 
     order = class_order if class_order is None or isinstance(class_order, str) else ",".join(map(str, class_order))
@@ -211,12 +211,12 @@ def distill(*, config: PathLike | None = None, data: str = defaults.DATA,
     group; only rank 0 writes (`is_main`). `edgekd distill --nproc N` launches that for you.
     teacher, student, methods, temperature, epochs and teacher_epochs left None follow the
     data (`defaults.recipe`: on digits the `defaults` values; on Fashion-MNIST resnet-s,
-    wide-cnn, 5 epochs). Foreign teachers (`edgekd.teachers`): `teacher_weight_files` pair in order
+    wide-cnn, 5 epochs). Foreign teachers (`edgekd.models.foreign`): `teacher_weight_files` pair in order
     with `torchvision:ARCH` / `timm:NAME` teachers; `teacher_input_size`/`teacher_mean`/`teacher_std`
     give the teacher's own view; `input_size` (N, "HxW" or (H, W)), `resize` (stretch | pad | crop; None: stretch),
     `unlabeled` (folders of images without labels, added to the transfer set) and `augment` are for
     ImageFolder data; `deterministic`: deterministic kernels, so a resumed CUDA run repeats an uninterrupted one.
-    `teacher_outputs` and `class_order` say how to read a foreign teacher's outputs (`edgekd.teachers`);
+    `teacher_outputs` and `class_order` say how to read a foreign teacher's outputs (`edgekd.models.foreign`);
     `labeled_fraction` 0 distils from the teacher alone (no control; `ce` refused).
     `config`: a recipe or a run's config.json (`edgekd.recipe`): keywords at their default take its values.
     """

@@ -66,7 +66,7 @@ LABELED_FRACTION = 1.0
 
 # ---------------------------------------------------------------- teachers from outside (check-teacher)
 TEACHER_OUTPUTS = "auto"       # auto | logits | probabilities | log-probabilities (auto: last op + a sample)
-TEACHER_OUTPUT_KINDS = ("auto", "logits", "probabilities", "log-probabilities")   # = edgekd.teachers.OUTPUT_KINDS
+TEACHER_OUTPUT_KINDS = ("auto", "logits", "probabilities", "log-probabilities")   # = edgekd.models.foreign.OUTPUT_KINDS
 PROB_FLOOR = 1e-30             # probabilities become log(max(p, PROB_FLOOR)) before any logit loss
 CHECK_MAX_IMAGES = 2000        # check-teacher scores the teacher on at most this many labeled images
 CHECK_TIMING_RUNS = 20         # check-teacher's host p50: at least this many batch-1 runs...

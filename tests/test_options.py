@@ -96,7 +96,7 @@ def test_an_api_function_with_its_own_default_is_caught():
 
 def test_choices_in_defaults_are_the_modules_own():
     from edgekd.data import RESIZE_POLICIES
-    from edgekd.teachers import OUTPUT_KINDS
+    from edgekd.models.foreign import OUTPUT_KINDS
     from edgekd.train.losses import COMBINE_MODES
 
     assert defaults.TEACHER_MODES == COMBINE_MODES

@@ -63,12 +63,6 @@ def complexity(model, input_shape: tuple[int, ...]) -> dict[str, int]:
     return {"params": sum(p.numel() for p in model.parameters()), **counts}
 
 
-def count_macs(model, input_shape: tuple[int, ...]) -> int:
-    from edgekd.models import forward_macs
-
-    return forward_macs(model, input_shape)
-
-
 def prior_ms(cost: dict[str, int]) -> float:
     """Latency guessed before any timing: per-node dispatch plus MACs at a nominal rate."""
     return PRIOR_MS_PER_NODE * cost["nodes"] + cost["macs"] / PRIOR_MACS_PER_MS

@@ -32,7 +32,7 @@ class DistillConfig:
     teacher: str | tuple[str, ...] | None = defaults.TEACHER  # several = multi-teacher distillation
     teacher_mode: str = defaults.TEACHER_MODE             # mean | weighted | confidence
     teacher_weights: list[float] | None = None
-    # Foreign teachers (edgekd.teachers): weights files paired in order with torchvision:/timm: teachers,
+    # Foreign teachers (edgekd.models.foreign): weights files paired in order with torchvision:/timm: teachers,
     # and the teacher's own view of the input (None = the data's).
     teacher_weight_files: tuple[str, ...] = ()
     teacher_input_size: tuple[int, int] | None = None     # (H, W); None = the data's, or an ONNX teacher's fixed dims
@@ -107,7 +107,7 @@ class DistillConfig:
     def for_data(self, bundle: Any) -> "DistillConfig":
         """A copy with every FROM_DATA option left None set by `defaults.recipe` for `bundle`, and the
         teacher's size set by an ONNX teacher's fixed input dims (a conflicting --teacher-input-size
-        is BadInput: `edgekd.teachers.teacher_size`)."""
+        is BadInput: `edgekd.models.foreign.teacher_size`)."""
         from dataclasses import replace
 
         from edgekd.models.foreign import parse_specs, teacher_size

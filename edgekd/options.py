@@ -117,12 +117,13 @@ OPTIONS: tuple[Option, ...] = (
        (SELECT_STUDENT,), required=True),
     # ---------------------------------------------------------------- the losses
     _O("methods", str, None, "Loss NAME[:WEIGHT], repeatable: ce hard soft cosine fitnet at rkd rkd-d rkd-a. "
-       "Default: soft:0.7 ce:0.3.", (DISTILL,), flag="--method", repeatable=True),
+       f"Default: {' '.join(defaults.METHODS)} (DIST + CE; Hinton's KD is soft:0.7 ce:0.3).", (DISTILL,),
+       flag="--method", repeatable=True),
     _O("methods", str, None, "Methods for the table (repeatable): soft dkd dist ttm hard cosine fitnet fitnet+hint at "
        "rkd born-again dml, or NAME.KEY=VALUE with a loss option (soft.standardize=true, ttm.wttm=true); default: all "
        "but dkd dist ttm.", (COMPARE,), flag="--method", repeatable=True),
-    _O("methods", str, None, "Loss NAME[:WEIGHT], repeatable (default: soft:0.7 ce:0.3).", (SELECT_STUDENT,),
-       flag="--method", repeatable=True),
+    _O("methods", str, None, f"Loss NAME[:WEIGHT], repeatable (default: {' '.join(defaults.METHODS)}).",
+       (SELECT_STUDENT,), flag="--method", repeatable=True),
     _O("temperature", float, None, f"Softmax temperature T for soft labels ({_RULE}: {defaults.TEMPERATURE:g}).",
        ALL, above=0),
     _O("loss_options", str, None, "LOSS.KEY=VALUE, e.g. fitnet.kernel=3 or cosine.project=false (in a recipe: a "

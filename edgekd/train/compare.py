@@ -14,7 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from edgekd import artifacts
+from edgekd import artifacts, defaults
 from edgekd.errors import BadInput
 from edgekd.train.advice import LOGIT  # the modern logit methods' rows  # noqa: F401
 
@@ -22,7 +22,7 @@ from edgekd.train.advice import LOGIT  # the modern logit methods' rows  # noqa:
 # gives them (0.25 feature/soft term + 0.75 CE) and the papers' own settings otherwise
 # (DKD: CE + DKD as mdistiller; DIST: CE + β·inter + γ·intra; TTM: CE + the TTM term).
 METHODS: dict[str, dict[str, Any]] = {
-    "soft": dict(methods=("soft:0.7", "ce:0.3")),
+    "soft": dict(methods=defaults.HINTON),
     "dkd": dict(methods=("dkd:1.0", "ce:1.0")),
     "dist": dict(methods=("dist:1.0", "ce:1.0")),
     "ttm": dict(methods=("ttm:1.0", "ce:1.0")),

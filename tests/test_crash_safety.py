@@ -460,7 +460,8 @@ def test_a_nan_loss_stops_with_exit_1_naming_epoch_step_and_term(tmp_path: Path,
     # T = 1e30: the soft term is KL(...) * T², and T² overflows float32 to inf.
     run = tmp_path / "run"
     monkeypatch.chdir(tmp_path)
-    r = edgekd_main("distill", "--run", run, "--epochs", "3", *TINY[2:], "--temperature", "1e30")
+    r = edgekd_main("distill", "--run", run, "--epochs", "3", *TINY[2:], "--temperature", "1e30",
+                    "--method", "soft:0.7", "--method", "ce:0.3")
     assert r.code == 1, r.err
     lines = r.err_lines
     assert len(lines) == 1 and "Traceback" not in r.err, r.err

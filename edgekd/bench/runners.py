@@ -41,7 +41,7 @@ from edgekd.bench.qemu import (  # noqa: F401  (re-exported: the runner's setup 
     setup_qemu,
 )
 from edgekd.errors import BadInput
-from edgekd.runtime import AGENT_PATH
+from edgekd.runtime import AGENT_OPTIONS, AGENT_PATH
 
 RUNNER_FORMS = "local, qemu, ssh://USER@HOST[:PORT]"
 
@@ -70,7 +70,7 @@ class Runner:
         golden = _existing_file(golden, "golden") if golden is not None else None
         inputs = _existing_file(inputs, "inputs") if inputs is not None else None
         with tempfile.TemporaryDirectory(prefix="edgekd-bench-") as tmp:
-            config_path = Path(tmp) / "agent-options.json"
+            config_path = Path(tmp) / AGENT_OPTIONS
             config_path.write_text(json.dumps(self._config(config)), encoding="utf-8")
             reply = self._execute(model=model, config=config_path, golden=golden, inputs=inputs, timeout=timeout)
         result = self._parse(reply)
@@ -349,7 +349,7 @@ class SshRunner(Runner):
         try:
             self._copy_inputs(model, config, golden, inputs, remote)
             python = " ".join(shlex.quote(word) for word in shlex.split(self.python))
-            args = _agent_args("model.onnx", "config.json", "golden.npz" if golden else None,
+            args = _agent_args("model.onnx", AGENT_OPTIONS, "golden.npz" if golden else None,
                                "inputs.npz" if inputs else None)
             command = f"cd {shlex.quote(remote)} && {python} agent.py {' '.join(map(shlex.quote, args))}"
             reply = self._ssh_json(command, timeout=timeout, what="bench agent")
@@ -368,7 +368,7 @@ class SshRunner(Runner):
         # Fixed names on the device: no local file name ever reaches the remote shell.
         with tempfile.TemporaryDirectory(prefix="edgekd-ssh-") as tmp:
             stage = Path(tmp)
-            pairs = [(AGENT_PATH, "agent.py"), (model, "model.onnx"), (config, "config.json")]
+            pairs = [(AGENT_PATH, "agent.py"), (model, "model.onnx"), (config, AGENT_OPTIONS)]
             if golden is not None:
                 pairs.append((golden, "golden.npz"))
             if inputs is not None:

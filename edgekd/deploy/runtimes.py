@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from edgekd.artifacts import replace_dir
 from edgekd.errors import BadInput
-from edgekd.runtime import AGENT_PATH
+from edgekd.runtime import AGENT_OPTIONS, AGENT_PATH
 
 if TYPE_CHECKING:
     from edgekd.deploy.targets import TargetProfile
@@ -221,7 +221,7 @@ def run_agent(target: "TargetProfile", *, model: Path, config: dict[str, Any], g
     broken, or the agent died without answering."""
     st = require(target)
     with tempfile.TemporaryDirectory(prefix="edgekd-rt-") as tmp:
-        cfg = Path(tmp) / "agent-options.json"
+        cfg = Path(tmp) / AGENT_OPTIONS
         cfg.write_text(json.dumps(config), encoding="utf-8")
         cmd = [str(env_python(Path(st["path"]))), str(AGENT_PATH), "--model", str(model), "--config", str(cfg)]
         cmd += ["--golden", str(golden)] if golden is not None else []

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekd.run.manifest import Budget
-from edgekd.run.schema import SCHEMA_VERSION, Record, extra_field, field, parse, read, write
+from edgekd.run.schema import Record, extra_field, field, parse, read, version_field, write
 
 
 @dataclass(frozen=True)
@@ -49,8 +49,7 @@ class BenchFile(Record):
     recommended: str = field("fp32 or int8")
     notes: list = field("why the recommendation, and the runner's warnings")
     budget: Budget = field("the budget checks of the recommended model")
-    schema_version: int | None = field(f"{SCHEMA_VERSION}; absent in files written before it (read as 0)",
-                                       optional=True)
+    schema_version: int | None = version_field()
     host: dict | None = field("the host's CPU and ISA flags", optional=True)
     comparison: dict | None = field("teacher (ONNX) and eager student on the same host, unless --no-compare",
                                     optional=True)

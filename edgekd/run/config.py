@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekd import options as opts
-from edgekd.run.schema import SCHEMA_VERSION, Record, extra_field, field, read, write
+from edgekd.run.schema import Record, extra_field, field, read, version_field, write
 
 # Options whose value in the file is not the command line's one-value type.
 _DICTS = ("loss_options", "student_taps", "teacher_taps")  # {LOSS: {KEY: value}} / {ROLE: MODULE}
@@ -33,8 +33,7 @@ def _fields() -> list[tuple[str, Any, Any]]:
     return [("data_info", dict, field("the data as the run read it: shape, labels, preprocessing, the split")),
             *[(name, _hint(table[name]), field(f"`{table[name].cli_flag}`: {table[name].help}"))
               for name in opts.config_fields()],
-            ("schema_version", int | None, field(f"{SCHEMA_VERSION}; absent in files written before it (read as 0)",
-                                                 optional=True)),
+            ("schema_version", int | None, version_field()),
             ("extra", dict[str, Any], extra_field())]
 
 

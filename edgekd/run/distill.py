@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekd.errors import BadInput
-from edgekd.run.schema import SCHEMA_VERSION, Record, extra_field, field, parse, read, write
+from edgekd.run.schema import Record, extra_field, field, parse, read, version_field, write
 
 
 @dataclass(frozen=True)
@@ -57,8 +57,7 @@ class DistillSummary(Record):
     student: Student = field("the student")
     accuracy: Accuracies = field("test accuracies")
     per_seed: list = field("[{seed, student_alone, student, student_val, ...}] one row per seed")
-    schema_version: int | None = field(f"{SCHEMA_VERSION}; absent in files written before it (read as 0)",
-                                       optional=True)
+    schema_version: int | None = version_field()
     verdict: dict | None = field("did distillation beat training alone (on validation), and which student to deploy",
                                  optional=True)
     teacher: dict | None = field("{source, arch or path, params, accuracy, view, all: [...]}: the teacher(s)",

@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from edgekd.run.schema import SCHEMA_VERSION, Record, extra_field, field, parse, plain, read
+from edgekd.run.schema import SCHEMA_VERSION, Record, extra_field, field, parse, plain, read, version_field
 
 
 @dataclass(frozen=True)
@@ -135,8 +135,7 @@ class Manifest(Record):
     accuracy: Accuracy = field("test accuracies")
     recommended: str = field("fp32 or int8: the model to deploy")
     deployable: bool = field("checks, parity, audit, and where present budget and golden all passed (recomputed)")
-    schema_version: int | None = field(f"{SCHEMA_VERSION}; absent in files written before it (read as 0)",
-                                       optional=True)
+    schema_version: int | None = version_field()
     golden: FileRef | None = field("golden.npz: inputs and PyTorch's outputs for a device to check itself",
                                    optional=True)
     checks: Checks | None = field("export's verdict (absent in the oldest manifests)", optional=True)

@@ -30,6 +30,11 @@ def field(doc: str, *, optional: bool = False, default: Any = None) -> Any:
     return dataclasses.field(metadata=meta)
 
 
+def version_field() -> Any:
+    """`schema_version`, the same on every top-level file: optional, so files from before it still load."""
+    return field(f"{SCHEMA_VERSION}; absent in files written before it (read as {LEGACY_VERSION})", optional=True)
+
+
 def extra_field() -> Any:
     return dataclasses.field(default_factory=dict, metadata={"doc": "every other key, kept as written"})
 

@@ -14,3 +14,5 @@ from pathlib import Path
 
 # The agent script itself, for runners that copy it or run it with another interpreter.
 AGENT_PATH = Path(__file__).resolve().with_name("agent.py")
+# The agent's --config file, written beside its inputs (not a run's config.json: edgekd.run owns that name).
+AGENT_OPTIONS = "agent-options.json"
